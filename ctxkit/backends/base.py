@@ -1,0 +1,97 @@
+"""What every backend offers: an OpenAI-compatible base URL, streaming generation, prefill, server metrics."""
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from typing import Any, Optional
+
+from ctxkit.load.client import CompletionRequest, stream_one
+from ctxkit.records import RequestRecord
+
+
+class BackendError(RuntimeError):
+    """A backend could not be started or reached."""
+
+
+class BackendUnavailable(BackendError):
+    """The backend's software is not installed or not allowed (e.g. vLLM missing, simulation not enabled)."""
+
+
+class ServerDied(BackendError):
+    """The server process exited (at start or later); the message quotes its last log lines."""
+
+
+class ServerStartTimeout(BackendError):
+    """The server did not answer /health within the start-up time limit."""
+
+
+def http_get(url: str, timeout: float = 5.0) -> tuple[int, str]:
+    """Plain GET (stdlib: usable from any thread or loop). Returns (status, body); raises URLError when unreachable."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - loopback by default
+            return resp.status, resp.read().decode("utf-8", errors="replace")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode("utf-8", errors="replace")
+
+
+class ServingBackend:
+    """Base: subclasses set `base_url` and `model` (the served model name) once started."""
+
+    mode: str = "real"  # "real" | "simulated"
+    base_url: str = ""
+    model: str = ""
+    name: str = "server"
+
+    # --- queries ---------------------------------------------------------------------------------------
+    def version(self) -> dict[str, Any]:
+        status, body = http_get(f"{self.base_url}/version")
+        if status != 200:
+            return {"error": f"HTTP {status}"}
+        try:
+            return json.loads(body)
+        except ValueError:
+            return {"error": "not JSON", "body": body[:200]}
+
+    def metrics(self) -> str:
+        """The server's Prometheus text (/metrics)."""
+        status, body = http_get(f"{self.base_url}/metrics")
+        if status != 200:
+            raise BackendError(f"{self.base_url}/metrics answered HTTP {status}")
+        return body
+
+    def healthy(self) -> bool:
+        try:
+            return http_get(f"{self.base_url}/health", timeout=2.0)[0] == 200
+        except (OSError, ValueError):
+            return False
+
+    # --- requests --------------------------------------------------------------------------------------
+    def generate(self, prompt: list[int], max_tokens: int, *, temperature: float = 0.0, seed: Optional[int] = None,
+                 ignore_eos: bool = True, request_id: str = "req-0", timeout_s: float = 120.0,
+                 extra: Optional[dict[str, Any]] = None) -> RequestRecord:
+        """One streaming completion; the record holds each chunk's arrival time and the output token ids."""
+        req = CompletionRequest(request_id=request_id, prompt=list(prompt), max_tokens=max_tokens,
+                                temperature=temperature, seed=seed, ignore_eos=ignore_eos, extra=extra or {})
+        return stream_one(self.base_url, self.model, req, timeout_s=timeout_s)
+
+    def prefill(self, prompt: list[int], *, request_id: str = "req-0", timeout_s: float = 120.0,
+                extra: Optional[dict[str, Any]] = None) -> RequestRecord:
+        """The prefill phase alone: max_tokens=1, so TTFT is the prefill time."""
+        return self.generate(prompt, 1, request_id=request_id, timeout_s=timeout_s, extra=extra)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "mode": self.mode, "base_url": self.base_url, "model": self.model}
+
+    # --- lifecycle (managed backends override) ---------------------------------------------------------
+    def start(self) -> "ServingBackend":
+        return self
+
+    def stop(self) -> None:
+        return None
+
+    def __enter__(self) -> "ServingBackend":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

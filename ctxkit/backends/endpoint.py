@@ -1,0 +1,43 @@
+"""Endpoint: attach to an OpenAI-compatible server that is already running (ctxkit neither starts nor stops it)."""
+from __future__ import annotations
+
+import json
+from typing import Any, Optional
+
+from ctxkit.backends.base import BackendError, ServingBackend, http_get
+
+
+class Endpoint(ServingBackend):
+    def __init__(self, base_url: str, model: Optional[str] = None, *, name: str = "endpoint") -> None:
+        self.base_url = base_url.rstrip("/")
+        if self.base_url.endswith("/v1"):
+            self.base_url = self.base_url[:-3]
+        self.model = model or ""
+        self.name = name
+        self.mode = "real"
+
+    def start(self) -> "Endpoint":
+        """Check that it answers like an OpenAI server, and learn the served model if none was given."""
+        try:
+            status, body = http_get(f"{self.base_url}/v1/models", timeout=5.0)
+        except OSError as exc:
+            raise BackendError(f"endpoint {self.base_url} is unreachable: {exc}") from None
+        if status != 200:
+            raise BackendError(f"endpoint {self.base_url} is not OpenAI-compatible: GET /v1/models -> HTTP {status}")
+        try:
+            models = [m["id"] for m in json.loads(body)["data"]]
+        except (ValueError, KeyError, TypeError):
+            raise BackendError(f"endpoint {self.base_url} is not OpenAI-compatible: /v1/models is not a model list")
+        if not self.model:
+            if not models:
+                raise BackendError(f"endpoint {self.base_url} serves no model")
+            self.model = models[0]
+        elif self.model not in models:
+            raise BackendError(f"endpoint {self.base_url} does not serve {self.model!r} (it serves {models})")
+        version = self.version()
+        if str(version.get("version", "")).startswith("simulated"):
+            self.mode = "simulated"
+        return self
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "version": self.version(), "attached": True}

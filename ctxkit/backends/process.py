@@ -1,0 +1,181 @@
+"""Servers run as managed child processes: own process group, die with their parent, stopped as a group.
+
+Every server ctxkit starts is started here: in a new session (process group) so that the server and all its
+children (vLLM's engine core and workers) stop together, with PR_SET_PDEATHSIG so a server dies too if the Python
+process that started it is killed outright, and with its process group appended to the run's pid registry so the
+CLI can sweep up after a kernel that died. `start()` waits for /health while watching the process.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any, Optional
+
+import psutil
+
+from ctxkit.backends.base import ServerDied, ServerStartTimeout, ServingBackend, http_get
+
+PID_REGISTRY_ENV = "CTXKIT_PID_REGISTRY"  # a file where every started process group is recorded (see runs.execute)
+_PR_SET_PDEATHSIG = 1
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass
+
+
+def tail(path: Path, lines: int = 25) -> str:
+    try:
+        with open(path, "r", errors="replace") as fh:
+            return "".join(deque(fh, maxlen=lines))
+    except OSError:
+        return "(no log)"
+
+
+def register_pgid(pgid: int) -> None:
+    registry = os.environ.get(PID_REGISTRY_ENV)
+    if registry:
+        with open(registry, "a") as fh:
+            fh.write(f"{pgid}\n")
+
+
+def group_members(pgid: int) -> list[psutil.Process]:
+    """Live (non-zombie) processes of a process group."""
+    members = []
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if os.getpgid(proc.pid) == pgid and proc.status() != psutil.STATUS_ZOMBIE:
+                members.append(proc)
+        except (ProcessLookupError, psutil.Error, OSError):
+            continue
+    return members
+
+
+def kill_group(pgid: int, grace_s: float = 15.0, reap: Optional[subprocess.Popen[bytes]] = None) -> None:
+    """SIGTERM the process group, wait until none of it is alive, then SIGKILL what is left.
+    `reap` is the group leader if it is our child: polled so that it does not linger as a zombie."""
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        if reap is not None:
+            reap.poll()
+        if not group_members(pgid):
+            return
+        time.sleep(0.2)
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+class ManagedServer(ServingBackend):
+    """A server process ctxkit owns. Subclasses give `command()`, may extend `environment()` and `preflight()`."""
+
+    kind = "server"
+
+    def __init__(self, *, name: str, host: str = "127.0.0.1", port: Optional[int] = None,
+                 env: Optional[dict[str, str]] = None, log_dir: Optional[Path] = None,
+                 startup_timeout_s: float = 300.0, python: str = sys.executable) -> None:
+        self.name = name
+        self.host = host
+        self.port = port
+        self.env = dict(env or {})
+        self.log_dir = Path(log_dir) if log_dir else Path.cwd() / "logs"
+        self.log_path = self.log_dir / f"{name}.log"
+        self.startup_timeout_s = startup_timeout_s
+        self.python = python
+        self.proc: Optional[subprocess.Popen[bytes]] = None
+        self.started_s: Optional[float] = None
+
+    def command(self) -> list[str]:
+        raise NotImplementedError  # abstract: each server kind builds its own command line
+
+    def preflight(self) -> None:
+        """Raise BackendUnavailable before anything starts if the server cannot run here."""
+
+    def environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.pop(PID_REGISTRY_ENV, None)
+        env.update(self.env)
+        return env
+
+    def start(self) -> "ManagedServer":
+        if self.proc is not None:
+            return self
+        self.preflight()
+        self.port = self.port or free_port(self.host)
+        self.base_url = f"http://{self.host}:{self.port}"
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        cmd = self.command()
+        t0 = time.monotonic()
+        with open(self.log_path, "ab") as log:
+            log.write(("$ " + " ".join(cmd) + "\n").encode())
+            log.flush()
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         env=self.environment(), start_new_session=True,
+                                         preexec_fn=_die_with_parent)
+        register_pgid(self.proc.pid)
+        try:
+            self._wait_healthy(t0)
+        except BaseException:
+            self.stop()
+            raise
+        self.started_s = time.monotonic() - t0
+        self.after_start()
+        return self
+
+    def after_start(self) -> None:
+        """Hook: read what the running server reports (e.g. /version)."""
+
+    def _wait_healthy(self, t0: float) -> None:
+        assert self.proc is not None
+        while True:
+            code = self.proc.poll()
+            if code is not None:
+                raise ServerDied(f"{self.kind} {self.name!r} exited with code {code} during start-up "
+                                 f"(log {self.log_path}); last lines:\n{tail(self.log_path)}")
+            try:
+                if http_get(f"{self.base_url}/health", timeout=2.0)[0] == 200:
+                    return
+            except OSError:
+                pass
+            if time.monotonic() - t0 > self.startup_timeout_s:
+                raise ServerStartTimeout(
+                    f"{self.kind} {self.name!r} did not answer {self.base_url}/health within "
+                    f"{self.startup_timeout_s:g} s (log {self.log_path}); last lines:\n{tail(self.log_path)}")
+            time.sleep(0.25)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        kill_group(self.proc.pid, reap=self.proc)
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        self.proc = None
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "kind": self.kind, "command": self.command() if self.port else None,
+                "log": str(self.log_path), "startup_s": self.started_s}

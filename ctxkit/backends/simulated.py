@@ -1,0 +1,161 @@
+"""Simulated: an OpenAI-compatible streaming server with a known latency model, for debugging and calibration.
+
+Opt-in only: it starts when CTXKIT_ALLOW_SIMULATED_BACKEND=1, and every artifact of a run that used it says so
+(backend mode "simulated"). Its /version answers "simulated-<ctxkit version>", so nothing mistakes it for vLLM.
+
+Latency model, per request, on an absolute schedule from the request's arrival (no drift from relative sleeps):
+first token at ttft_ms + prefill_ms_per_token x prompt tokens, then one token every tpot_ms.
+Run as its own process: python -m ctxkit.backends.simulated --port P [--ttft-ms ..] [--tpot-ms ..]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from ctxkit import __version__
+from ctxkit.backends.base import BackendUnavailable
+from ctxkit.backends.process import ManagedServer
+
+SIMULATION_ENV = "CTXKIT_ALLOW_SIMULATED_BACKEND"
+
+
+def simulation_allowed() -> bool:
+    return os.environ.get(SIMULATION_ENV) == "1"
+
+
+def require_simulation_allowed() -> None:
+    if not simulation_allowed():
+        raise BackendUnavailable(
+            f"the simulated backend is disabled: ctxkit measures real vLLM by default. "
+            f"Set {SIMULATION_ENV}=1 to allow it for debugging or calibration (every artifact will say so).")
+
+
+class Simulated(ManagedServer):
+    mode = "simulated"
+    kind = "simulated server"
+
+    def __init__(self, *, name: str = "simulated", model: str = "simulated", ttft_ms: float = 50.0,
+                 tpot_ms: float = 10.0, prefill_ms_per_token: float = 0.0, max_model_len: int = 4096,
+                 vocab_size: int = 4096, log_dir: Optional[Path] = None, host: str = "127.0.0.1",
+                 port: Optional[int] = None) -> None:
+        require_simulation_allowed()
+        super().__init__(name=name, host=host, port=port, log_dir=log_dir, startup_timeout_s=60.0)
+        self.model = model
+        self.ttft_ms, self.tpot_ms, self.prefill_ms_per_token = ttft_ms, tpot_ms, prefill_ms_per_token
+        self.max_model_len, self.vocab_size = max_model_len, vocab_size
+
+    def preflight(self) -> None:
+        require_simulation_allowed()
+
+    def command(self) -> list[str]:
+        return [self.python, "-m", "ctxkit.backends.simulated", "--host", self.host, "--port", str(self.port),
+                "--model", self.model, "--ttft-ms", str(self.ttft_ms), "--tpot-ms", str(self.tpot_ms),
+                "--prefill-ms-per-token", str(self.prefill_ms_per_token),
+                "--max-model-len", str(self.max_model_len), "--vocab-size", str(self.vocab_size)]
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "latency_model": {"ttft_ms": self.ttft_ms, "tpot_ms": self.tpot_ms,
+                                                         "prefill_ms_per_token": self.prefill_ms_per_token}}
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The server process
+# ------------------------------------------------------------------------------------------------------------
+def _serve(args: argparse.Namespace) -> None:
+    from aiohttp import web
+
+    counters = {"requests": 0, "prompt_tokens": 0, "generation_tokens": 0}
+
+    def chunk(req_id: str, created: int, ids: list[int], finish: Optional[str]) -> bytes:
+        obj = {"id": req_id, "object": "text_completion", "created": created, "model": args.model,
+               "choices": [{"index": 0, "text": "".join(f" t{i}" for i in ids), "token_ids": ids,
+                            "finish_reason": finish}]}
+        return b"data: " + json.dumps(obj).encode() + b"\n\n"
+
+    async def completions(request: web.Request) -> web.StreamResponse:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        try:
+            body = await request.json()
+        except ValueError:
+            return web.json_response({"error": {"message": "body is not JSON"}}, status=400)
+        prompt = body.get("prompt")
+        if not isinstance(prompt, list) or not all(isinstance(t, int) for t in prompt):
+            return web.json_response({"error": {"message": "prompt must be a list of token ids"}}, status=400)
+        max_tokens = int(body.get("max_tokens") or 16)
+        if len(prompt) + max_tokens > args.max_model_len:
+            return web.json_response({"error": {"message": (
+                f"This model's maximum context length is {args.max_model_len} tokens. However, you requested "
+                f"{len(prompt) + max_tokens} tokens.")}}, status=400)
+        counters["requests"] += 1
+        counters["prompt_tokens"] += len(prompt)
+        rng = random.Random(body.get("seed", 0) if body.get("temperature", 0) else 31 * len(prompt) + sum(prompt[-8:]))
+        req_id = request.headers.get("X-Request-Id", f"cmpl-{counters['requests']}")
+        created = int(time.time())
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        first = t0 + (args.ttft_ms + args.prefill_ms_per_token * len(prompt)) / 1000.0
+        for k in range(max_tokens):
+            due = first + k * args.tpot_ms / 1000.0
+            delay = due - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            finish = "length" if k == max_tokens - 1 else None
+            await resp.write(chunk(req_id, created, [rng.randrange(args.vocab_size)], finish))
+            counters["generation_tokens"] += 1
+        usage = {"prompt_tokens": len(prompt), "completion_tokens": max_tokens,
+                 "total_tokens": len(prompt) + max_tokens}
+        await resp.write(b"data: " + json.dumps({"id": req_id, "choices": [], "usage": usage}).encode() + b"\n\n")
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
+
+    async def health(_: web.Request) -> web.Response:
+        return web.Response(text="")
+
+    async def version(_: web.Request) -> web.Response:
+        return web.json_response({"version": f"simulated-{__version__}"})
+
+    async def models(_: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": args.model, "object": "model"}]})
+
+    async def metrics(_: web.Request) -> web.Response:
+        lines = [f"# TYPE sim:{k} counter\nsim:{k}_total {v}" for k, v in counters.items()]
+        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app.add_routes([web.post("/v1/completions", completions), web.get("/health", health),
+                    web.get("/version", version), web.get("/v1/models", models), web.get("/metrics", metrics)])
+    web.run_app(app, host=args.host, port=args.port, access_log=None, print=lambda *_: None)
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    ap = argparse.ArgumentParser(description="ctxkit's simulated OpenAI-compatible server (opt-in)")
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--model", default="simulated")
+    ap.add_argument("--ttft-ms", type=float, default=50.0)
+    ap.add_argument("--tpot-ms", type=float, default=10.0)
+    ap.add_argument("--prefill-ms-per-token", type=float, default=0.0)
+    ap.add_argument("--max-model-len", type=int, default=4096)
+    ap.add_argument("--vocab-size", type=int, default=4096)
+    args = ap.parse_args(argv)
+    if not simulation_allowed():
+        sys.exit(f"refusing to start: {SIMULATION_ENV}=1 is not set")
+    try:
+        import uvloop
+        uvloop.install()
+    except ImportError:
+        pass
+    _serve(args)
+
+
+if __name__ == "__main__":
+    main()

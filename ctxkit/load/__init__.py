@@ -1,0 +1,1 @@
+"""Load generation: token-exact workloads, arrival processes, the async streaming client."""

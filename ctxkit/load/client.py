@@ -1,0 +1,167 @@
+"""Async streaming client for OpenAI-compatible completions (vLLM's /v1/completions).
+
+Prompts are token-id lists, so input lengths are exact. Each request asks for `stream_options.include_usage` and
+`return_token_ids` (vLLM >= 0.10), so every chunk says how many tokens it carries and which. Times are
+`time.perf_counter_ns()` taken when a chunk's line arrives, before it is parsed.
+
+This module depends only on ctxkit.records: backends use it for their `generate`, the load runner for traffic.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Optional, TypeVar
+
+import aiohttp
+
+from ctxkit.records import DISCONNECT, HTTP_ERROR, OK, PROTOCOL_ERROR, TIMEOUT, TRUNCATED, RequestRecord
+
+T = TypeVar("T")
+
+
+@dataclass
+class CompletionRequest:
+    request_id: str
+    prompt: list[int]
+    max_tokens: int
+    temperature: float = 0.0
+    seed: Optional[int] = None
+    ignore_eos: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)  # more body fields, e.g. kv_transfer_params
+    t_sched_ns: int = 0
+    warmup: bool = False
+
+
+def completion_payload(model: str, req: CompletionRequest) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "model": model,
+        "prompt": req.prompt,
+        "max_tokens": req.max_tokens,
+        "temperature": req.temperature,
+        "ignore_eos": req.ignore_eos,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "return_token_ids": True,
+    }
+    if req.seed is not None:
+        body["seed"] = req.seed
+    body.update(req.extra)
+    return body
+
+
+def _new_record(req: CompletionRequest) -> RequestRecord:
+    return RequestRecord(request_id=req.request_id, prompt_tokens=len(req.prompt), max_tokens=req.max_tokens,
+                         t_sched_ns=req.t_sched_ns, warmup=req.warmup)
+
+
+def _consume_chunk(rec: RequestRecord, obj: dict[str, Any], now_ns: int) -> None:
+    usage = obj.get("usage")
+    if usage:
+        rec.n_out = int(usage.get("completion_tokens") or 0)
+        rec.usage_prompt_tokens = usage.get("prompt_tokens")
+    for choice in obj.get("choices") or []:
+        ids = choice.get("token_ids")
+        text = choice.get("text") or ""
+        n = len(ids) if ids is not None else (1 if text else 0)
+        if ids:
+            rec.output_token_ids.extend(int(i) for i in ids)
+        rec.output_text += text
+        if n > 0:
+            if rec.t_first_ns is None:
+                rec.t_first_ns = now_ns
+            rec.t_last_ns = now_ns
+            rec.chunk_times_ns.append(now_ns)
+            rec.chunk_tokens.append(n)
+
+
+async def stream_request(session: aiohttp.ClientSession, base_url: str, model: str, req: CompletionRequest,
+                         timeout_s: float = 120.0) -> RequestRecord:
+    """Send one streaming completion; never raises for request-level failures (they go into the record)."""
+    rec = _new_record(req)
+    url = f"{base_url.rstrip('/')}/v1/completions"
+    body = completion_payload(model, req)
+    done = False
+    rec.t_send_ns = time.perf_counter_ns()
+    try:
+        async with asyncio.timeout(timeout_s):
+            async with session.post(url, json=body, headers={"X-Request-Id": req.request_id}) as resp:
+                rec.http_status = resp.status
+                rec.route = resp.headers.get("X-Ctxkit-Route")
+                if resp.status != 200:
+                    rec.status = HTTP_ERROR
+                    rec.error = f"HTTP {resp.status}: {(await resp.text())[:500]}"
+                    return rec
+                async for raw in resp.content:
+                    now = time.perf_counter_ns()
+                    line = raw.strip()
+                    if not line.startswith(b"data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == b"[DONE]":
+                        done = True
+                        break
+                    obj = json.loads(data)
+                    if not isinstance(obj, dict):
+                        raise ValueError("chunk is not a JSON object")
+                    if "error" in obj:
+                        rec.status = HTTP_ERROR
+                        rec.error = f"error in stream: {json.dumps(obj['error'])[:500]}"
+                        return rec
+                    _consume_chunk(rec, obj, now)
+        if not done:
+            rec.status = TRUNCATED
+            rec.error = "stream ended before [DONE]"
+    except TimeoutError:
+        rec.status = TIMEOUT
+        rec.error = f"no complete answer within {timeout_s:g} s"
+    except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, ConnectionError) as exc:
+        rec.status = DISCONNECT
+        rec.error = f"{type(exc).__name__}: {exc}"
+    except ValueError as exc:  # JSON decoding or an unexpected shape
+        rec.status = PROTOCOL_ERROR
+        rec.error = f"not an OpenAI completions stream: {exc}"
+    finally:
+        rec.t_end_ns = time.perf_counter_ns()
+    if rec.status == OK and rec.n_out == 0:
+        rec.n_out = sum(rec.chunk_tokens)
+    return rec
+
+
+def new_session(limit: int = 0) -> aiohttp.ClientSession:
+    """One session per run: keep-alive connections, no connection cap (the arrival process caps concurrency)."""
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=limit, force_close=False),
+                                 timeout=aiohttp.ClientTimeout(total=None))
+
+
+def run_coro(factory: Callable[[], Awaitable[T]]) -> T:
+    """Run a coroutine to completion from sync code, also inside Jupyter (whose loop is already running):
+    then it runs on a fresh loop in a helper thread. KeyboardInterrupt still reaches the caller's thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(factory())  # type: ignore[arg-type]
+    result: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            result["value"] = asyncio.run(factory())  # type: ignore[arg-type]
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            result["error"] = exc
+
+    thread = threading.Thread(target=target, name="ctxkit-client", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(0.1)
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
+
+
+def stream_one(base_url: str, model: str, req: CompletionRequest, timeout_s: float = 120.0) -> RequestRecord:
+    async def go() -> RequestRecord:
+        async with new_session() as session:
+            return await stream_request(session, base_url, model, req, timeout_s)
+    return run_coro(go)

@@ -1,0 +1,55 @@
+"""Plain records every layer shares. One RequestRecord per request, written to requests.jsonl.
+
+All times are `time.perf_counter_ns()` of the client process (one monotonic clock), see DESIGN.md.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+# Error taxonomy of a request (RequestRecord.status).
+OK = "ok"
+HTTP_ERROR = "http_error"        # the server answered with a non-2xx status
+TIMEOUT = "timeout"              # the request ran past its timeout
+DISCONNECT = "disconnect"        # the connection broke (refused, reset, closed)
+TRUNCATED = "truncated"          # the stream ended without its final [DONE]
+PROTOCOL_ERROR = "protocol_error"  # the server sent something that is not the OpenAI stream format
+STATUSES = (OK, HTTP_ERROR, TIMEOUT, DISCONNECT, TRUNCATED, PROTOCOL_ERROR)
+
+
+@dataclass
+class RequestRecord:
+    request_id: str
+    prompt_tokens: int
+    max_tokens: int
+    t_sched_ns: int = 0
+    t_send_ns: int = 0
+    t_first_ns: Optional[int] = None
+    t_last_ns: Optional[int] = None
+    t_end_ns: Optional[int] = None
+    # One entry per chunk that carried generated tokens: (time ns, number of tokens in the chunk).
+    chunk_times_ns: list[int] = field(default_factory=list)
+    chunk_tokens: list[int] = field(default_factory=list)
+    output_token_ids: list[int] = field(default_factory=list)
+    output_text: str = ""
+    n_out: int = 0                  # from the server's usage field when present
+    usage_prompt_tokens: Optional[int] = None
+    status: str = OK
+    http_status: Optional[int] = None
+    error: Optional[str] = None
+    warmup: bool = False
+    route: Optional[str] = None     # instance(s) that served it
+    tags: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == OK
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "RequestRecord":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})

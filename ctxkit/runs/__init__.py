@@ -1,0 +1,1 @@
+"""Run folders: ids, metadata, atomic writes, papermill execution and the HTML report."""

@@ -5,6 +5,8 @@ All times are `time.perf_counter_ns()` of the client process (one monotonic cloc
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -53,3 +55,30 @@ class RequestRecord:
     def from_json(cls, data: dict[str, Any]) -> "RequestRecord":
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
+
+
+class JsonlWriter:
+    """Append records to a JSONL file one line at a time, flushed, so a crash loses at most the line in flight."""
+
+    def __init__(self, path: "os.PathLike[str] | str") -> None:
+        self.path = path
+        self._fh = open(path, "a", encoding="utf-8")
+
+    def write(self, record: RequestRecord | dict[str, Any]) -> None:
+        data = record.to_json() if isinstance(record, RequestRecord) else record
+        self._fh.write(json.dumps(data, separators=(",", ":")) + "\n")
+        self._fh.flush()
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self) -> "JsonlWriter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_records(path: "os.PathLike[str] | str") -> list[RequestRecord]:
+    with open(path, encoding="utf-8") as fh:
+        return [RequestRecord.from_json(json.loads(line)) for line in fh if line.strip()]

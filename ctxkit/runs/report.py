@@ -79,7 +79,8 @@ def render_report(run_dir: Path, *, overwrite: bool = True) -> Path:
         raise ReportError(f"cannot render {run.path / REPORT}: notebook.ipynb is damaged ({exc})") from None
     config = Config()
     config.TagRemovePreprocessor.remove_input_tags = {"remove_input", "hide_input"}
-    config.TagRemovePreprocessor.remove_cell_tags = {"remove_cell", "injected-parameters-hidden"}
+    # The parameters cells are long dicts; the Setup section shows the resolved parameters instead.
+    config.TagRemovePreprocessor.remove_cell_tags = {"remove_cell", "parameters", "injected-parameters"}
     config.TagRemovePreprocessor.enabled = True
     exporter = HTMLExporter(config=config, template_name="ctxkit",
                             extra_template_basedirs=[str(project_root() / "templates")])

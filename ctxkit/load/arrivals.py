@@ -1,0 +1,143 @@
+"""Arrival processes and the load runner.
+
+Open loop (poisson, gamma, constant, trace): every request has an absolute due time on one monotonic clock
+(t0 + offset, perf_counter_ns), so sleeps never accumulate drift; `max_concurrency` caps requests in flight (a
+request that waits for a slot is sent late, and client lag = t_send - t_sched shows it). Closed loop
+(concurrency C): C workers, each sending its next request as soon as its previous one ends.
+Warmup requests go first, are marked `warmup` and excluded from every metric. A run stops when its requests are
+done, or when `duration_s` has passed (no new request is sent after that).
+"""
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import numpy as np
+
+from ctxkit.load.client import CompletionRequest, new_session, run_coro, stream_request
+from ctxkit.load.workloads import WorkItem
+from ctxkit.records import RequestRecord
+
+KINDS = ("poisson", "gamma", "constant", "trace", "concurrency")
+
+
+class ArrivalError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Arrivals:
+    kind: str = "poisson"
+    rate: float = math.inf          # requests/s (poisson, gamma, constant); inf: all at once
+    burstiness: float = 1.0         # gamma shape; 1.0 is Poisson
+    concurrency: int = 1            # closed loop
+    seed: int = 0
+
+    def check(self) -> "Arrivals":
+        if self.kind not in KINDS:
+            raise ArrivalError(f"unknown arrival process {self.kind!r}: {', '.join(KINDS)}")
+        if self.kind in ("poisson", "gamma", "constant") and not self.rate > 0:
+            raise ArrivalError(f"request rate must be > 0 (inf for all at once), got {self.rate}")
+        if self.kind == "gamma" and not self.burstiness > 0:
+            raise ArrivalError(f"burstiness must be > 0, got {self.burstiness}")
+        if self.kind == "concurrency" and self.concurrency < 1:
+            raise ArrivalError(f"concurrency must be >= 1, got {self.concurrency}")
+        return self
+
+    def offsets_s(self, items: list[WorkItem]) -> list[float]:
+        """Due time of each request in seconds from the start of the measured window."""
+        n = len(items)
+        if self.kind == "trace":
+            if any(it.arrival_ms is None for it in items):
+                raise ArrivalError("trace arrivals need a trace workload (every item with a timestamp)")
+            return [float(it.arrival_ms) / 1000.0 for it in items]
+        if math.isinf(self.rate) or self.kind == "concurrency":
+            return [0.0] * n
+        if self.kind == "constant":
+            return [i / self.rate for i in range(n)]
+        rng = np.random.default_rng(self.seed)
+        shape = 1.0 if self.kind == "poisson" else self.burstiness
+        gaps = rng.gamma(shape, 1.0 / (self.rate * shape), size=n)
+        gaps[0] = 0.0  # the first request goes at t0
+        return list(np.cumsum(gaps))
+
+
+ProgressFn = Callable[[RequestRecord, int, int], None]
+
+
+async def _run(base_url: str, model: str, items: list[WorkItem], arrivals: Arrivals, *, warmup: list[WorkItem],
+               max_concurrency: Optional[int], timeout_s: float, duration_s: Optional[float],
+               on_record: Optional[ProgressFn], extra: Optional[dict]) -> list[RequestRecord]:
+    records: list[RequestRecord] = []
+    total = len(items)
+
+    def req(it: WorkItem, sched_ns: int, is_warmup: bool) -> CompletionRequest:
+        return CompletionRequest(it.request_id, it.prompt, it.max_tokens, t_sched_ns=sched_ns, warmup=is_warmup,
+                                 extra=dict(extra or {}))
+
+    async with new_session() as session:
+        async def send(it: WorkItem, sched_ns: int, is_warmup: bool = False) -> RequestRecord:
+            rec = await stream_request(session, base_url, model, req(it, sched_ns, is_warmup), timeout_s)
+            rec.tags.update(it.tags)
+            records.append(rec)
+            if on_record:
+                on_record(rec, sum(1 for r in records if not r.warmup), total)
+            return rec
+
+        # Warmup: at the measured concurrency (closed loop) or one at a time, never counted.
+        width = arrivals.concurrency if arrivals.kind == "concurrency" else 1
+        for i in range(0, len(warmup), width):
+            await asyncio.gather(*(send(it, time.perf_counter_ns(), True) for it in warmup[i:i + width]))
+
+        t0 = time.perf_counter_ns() + 5_000_000  # 5 ms lead so the first due time is not already past
+        stop_ns = t0 + int(duration_s * 1e9) if duration_s else None
+
+        if arrivals.kind == "concurrency":
+            queue = list(items)
+
+            async def worker() -> None:
+                while queue:
+                    now = time.perf_counter_ns()
+                    if stop_ns and now >= stop_ns:
+                        return
+                    await send(queue.pop(0), max(now, t0))
+            await asyncio.gather(*(worker() for _ in range(arrivals.concurrency)))
+            return records
+
+        sem = asyncio.Semaphore(max_concurrency) if max_concurrency else None
+
+        async def capped(it: WorkItem, due: int) -> None:
+            if sem is None:
+                await send(it, due)
+                return
+            async with sem:
+                await send(it, due)
+
+        tasks = []
+        for it, off in zip(items, arrivals.offsets_s(items)):
+            due = t0 + int(off * 1e9)
+            if stop_ns and due >= stop_ns:
+                break
+            delay = (due - time.perf_counter_ns()) / 1e9
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(capped(it, due)))
+        if tasks:
+            await asyncio.gather(*tasks)
+    return records
+
+
+def run_load(base_url: str, model: str, items: list[WorkItem], arrivals: Arrivals, *,
+             warmup: Optional[list[WorkItem]] = None, max_concurrency: Optional[int] = None,
+             timeout_s: float = 120.0, duration_s: Optional[float] = None, on_record: Optional[ProgressFn] = None,
+             extra: Optional[dict] = None) -> list[RequestRecord]:
+    """Send `items` on the arrival process; returns every record (warmup ones marked), in completion order."""
+    arrivals.check()
+    if max_concurrency is not None and max_concurrency < 1:
+        raise ArrivalError(f"max_concurrency must be >= 1, got {max_concurrency}")
+    return run_coro(lambda: _run(base_url, model, items, arrivals, warmup=list(warmup or []),
+                                 max_concurrency=max_concurrency, timeout_s=timeout_s, duration_s=duration_s,
+                                 on_record=on_record, extra=extra))

@@ -1,0 +1,36 @@
+"""Shared fixtures. One real vLLM CPU server (tiny-llama, dummy weights) serves every test of a pytest run that
+needs one: each start costs ~35 s on 2 cores."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def vllm_server(tmp_path_factory):
+    from ctxkit.backends import VLLMServer
+
+    logs = tmp_path_factory.mktemp("shared-vllm")
+    server = VLLMServer("tiny-llama", name="shared", log_dir=logs, kv_cache_space_gib=1, max_model_len=4096)
+    with server:
+        yield server
+
+
+@pytest.fixture
+def runs_dir(tmp_path):
+    path = tmp_path / "runs"
+    path.mkdir()
+    return path
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: float = 900, cwd: Path = ROOT):
+    """`ctxkit ...` in a subprocess, as a user runs it."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "ctxkit.cli", *args], cwd=cwd, env=full_env, capture_output=True,
+                          text=True, timeout=timeout)

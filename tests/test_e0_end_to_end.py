@@ -1,0 +1,130 @@
+"""E0 end to end through `ctxkit run` and through plain papermill, plus its failure paths."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from conftest import ROOT, run_cli
+
+pytestmark = [pytest.mark.vllm, pytest.mark.slow]
+
+
+def vllm_processes(exclude_pgid: int | None = None) -> list[int]:
+    """vLLM servers alive on this machine, other than the shared fixture's."""
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            cmd = " ".join(proc.info["cmdline"] or [])
+            if "vllm.entrypoints.openai.api_server" in cmd and os.getpgid(proc.pid) != exclude_pgid \
+                    and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc.pid)
+        except (psutil.Error, ProcessLookupError):
+            continue
+    return found
+
+
+def run_folder_from(result: subprocess.CompletedProcess) -> Path:
+    last = result.stdout.strip().splitlines()[-1]
+    path = Path(last)
+    assert path.is_dir(), f"last line is not the run folder: {last!r}\n{result.stderr[-3000:]}"
+    return path
+
+
+@pytest.fixture(scope="module")
+def two_e0_runs(tmp_path_factory):
+    runs = tmp_path_factory.mktemp("runs")
+    results = [run_cli("--runs-dir", str(runs), "run", "e0_smoke", "--label", f"ci-{i}") for i in range(2)]
+    return runs, results
+
+
+def test_e0_run_folder_is_complete(two_e0_runs):
+    _, results = two_e0_runs
+    for result in results:
+        assert result.returncode == 0, result.stderr[-4000:]
+        run = run_folder_from(result)
+        for name in ("run_metadata.json", "params.yaml", "notebook.ipynb", "summary.json", "report.html",
+                     "requests.jsonl", "logs/server-a.log", "logs/server-b.log", "artifacts/e0_latency.svg"):
+            assert (run / name).is_file(), name
+        assert not (run / "failure.json").exists()
+        summary = json.loads((run / "summary.json").read_text())
+        checks = summary["checks"]
+        for name in ("success", "strict_backend", "all_backends_real_vllm", "reproducible"):
+            assert checks[name]["passed"] is True, (name, checks[name])
+        ttft = summary["profiling"]["latency"]["ttft_ms"]
+        assert ttft["count"] == 16 and {"min", "max", "avg", "p50", "p95"} <= set(ttft)
+        assert 0 < ttft["min"] <= ttft["p50"] <= ttft["p95"] <= ttft["max"]
+        assert summary["profiling"]["latency"]["tpot_ms"]["count"] == 16
+        assert len(summary["payload"]["results"]) == 16
+        meta = json.loads((run / "run_metadata.json").read_text())
+        assert meta["backend_mode"] == "real" and meta["versions"]["vllm"] and meta["label"].startswith("ci-")
+        html = (run / "report.html").read_text()
+        assert 'id="ctxkit-header"' in html and "ctxkit-simulated-banner" not in html
+        assert "data:image/svg+xml" in html                              # figures inline
+        assert "src=\"http" not in html and "href=\"http" not in html     # nothing from the network
+        assert "[ctxkit]" in result.stderr                                  # progress on screen
+    assert vllm_processes(exclude_pgid=None) == []                          # nothing left running
+
+
+def test_two_e0_runs_agree(two_e0_runs):
+    _, results = two_e0_runs
+    runs = [run_folder_from(r) for r in results]
+    assert runs[0] != runs[1]
+    metas = [json.loads((r / "run_metadata.json").read_text()) for r in runs]
+    assert metas[0]["config_hash"] == metas[1]["config_hash"]
+    outs = [{x["request_id"] + "@" + x["server"]: x["output_token_ids"]
+             for x in json.loads((r / "summary.json").read_text())["payload"]["results"]} for r in runs]
+    assert outs[0] == outs[1] and all(outs[0].values())
+
+
+def test_report_and_ls(two_e0_runs):
+    runs_root, results = two_e0_runs
+    run = run_folder_from(results[0])
+    before = (run / "report.html").stat().st_mtime_ns
+    again = run_cli("report", str(run))
+    assert again.returncode == 0 and again.stdout.strip() == str(run / "report.html")
+    assert (run / "report.html").stat().st_mtime_ns >= before
+    listing = run_cli("--runs-dir", str(runs_root), "ls")
+    assert listing.returncode == 0
+    assert run.name in listing.stdout and "succeeded" in listing.stdout and "TTFT p50" in listing.stdout
+
+
+def test_plain_papermill_path(vllm_server, tmp_path):
+    out = tmp_path / "out.ipynb"
+    env = {**os.environ, "CTXKIT_RUNS_DIR": str(tmp_path / "runs")}
+    cmd = [sys.executable, "-m", "papermill", "notebooks/e0_smoke.ipynb", str(out), "-f", "params/e0_smoke.yaml",
+           "-k", "ctxkit", "-p", "backend", "endpoint", "-p", "endpoint_url", vllm_server.base_url]
+    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert out.is_file()
+    (run,) = list((tmp_path / "runs" / "e0_smoke").iterdir())
+    summary = json.loads((run / "summary.json").read_text())
+    assert all(c["passed"] for c in summary["checks"].values()), summary["checks"]
+    assert json.loads((run / "run_metadata.json").read_text())["notes"].startswith("executed by plain papermill")
+
+
+@pytest.mark.parametrize("case, env, sets, cause", [
+    ("vllm-missing", {"CTXKIT_VLLM_PYTHON": "/usr/bin/env"}, [], "BackendUnavailable"),
+    ("dies-at-start", {}, ["server.extra_args=[--no-such-flag]"], "ServerDied"),
+])
+def test_e0_fails_fast_with_cause_and_leaves_nothing(vllm_server, tmp_path, case, env, sets, cause):
+    shared_pgid = os.getpgid(vllm_server.proc.pid)
+    t0 = time.monotonic()
+    args = ["--runs-dir", str(tmp_path), "run", "e0_smoke"] + [a for s in sets for a in ("--set", s)]
+    result = run_cli(*args, env=env)
+    elapsed = time.monotonic() - t0
+    assert result.returncode == 1
+    assert elapsed < 60, elapsed
+    run = run_folder_from(result)
+    failure = json.loads((run / "failure.json").read_text())
+    assert failure["error_type"] == cause, failure
+    assert cause in result.stderr                      # on screen too
+    assert (run / "notebook.ipynb").is_file() and (run / "report.html").is_file()
+    assert json.loads((run / "status.json").read_text())["status"] == "failed"
+    assert vllm_processes(exclude_pgid=shared_pgid) == []

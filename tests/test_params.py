@@ -1,0 +1,103 @@
+"""Parameters: layering, typing, errors that name the key, config hash."""
+from __future__ import annotations
+
+import pytest
+
+from ctxkit import params as P
+
+
+def test_default_profile_resolves_e0():
+    p = P.resolve("e0_smoke")
+    assert isinstance(p, P.E0Params)
+    assert p.server.model == "tiny-llama" and p.backend == "vllm"
+    assert p.prompt_lens == [16, 64, 256, 1024]
+
+
+def test_layers_apply_in_order(tmp_path):
+    f1 = tmp_path / "a.yaml"
+    f1.write_text("max_tokens: 8\nserver:\n  max_model_len: 2048\n")
+    f2 = tmp_path / "b.yaml"
+    f2.write_text("max_tokens: 9\n")
+    p = P.resolve("e0_smoke", files=[f1, f2], sets=["server.kv_cache_space_gib=2", "prompt_lens=[8, 32]"])
+    assert p.max_tokens == 9                     # the later file wins
+    assert p.server.max_model_len == 2048        # nested keys merge, the rest of server stays
+    assert p.server.model == "tiny-llama"
+    assert p.server.kv_cache_space_gib == 2.0 and isinstance(p.server.kv_cache_space_gib, float)
+    assert p.prompt_lens == [8, 32]
+
+
+def test_profile_sections_apply_only_to_their_experiment(tmp_path):
+    prof = tmp_path / "prof.yaml"
+    prof.write_text("seed: 3\ne0_smoke:\n  max_tokens: 5\n")
+    p = P.resolve("e0_smoke", profile=str(prof))
+    assert p.seed == 3 and p.max_tokens == 5
+
+
+@pytest.mark.parametrize("assignment, needle", [
+    ("bogus=1", "unknown parameter bogus"),
+    ("server.bogus=1", "unknown parameter server.bogus"),
+    ("max_tokens=abc", "max_tokens: expected an integer"),
+    ("max_tokens=true", "max_tokens: expected an integer"),
+    ("prompt_lens=5", "prompt_lens: expected list[int]"),
+    ("backend=magic", "backend: expected one of"),
+    ("server.max_model_len=-1", "server.max_model_len must be > 0"),
+    ("prompt_lens=[5000]", "exceeds server.max_model_len"),
+    ("request_timeout_s=.nan", "finite number"),
+])
+def test_bad_values_fail_naming_the_key(assignment, needle):
+    with pytest.raises(P.ParamError) as err:
+        P.resolve("e0_smoke", sets=[assignment])
+    assert needle in str(err.value)
+    assert "--set" in str(err.value) or "exceeds" in str(err.value) or "must be" in str(err.value)
+
+
+def test_unknown_key_lists_accepted_ones(tmp_path):
+    f = tmp_path / "bad.yaml"
+    f.write_text("max_token: 4\n")
+    with pytest.raises(P.ParamError) as err:
+        P.resolve("e0_smoke", files=[f])
+    msg = str(err.value)
+    assert str(f) in msg and "max_token" in msg and "max_tokens" in msg  # names the source, the key, the options
+
+
+def test_unreadable_or_invalid_files(tmp_path):
+    with pytest.raises(P.ParamError, match="cannot read"):
+        P.resolve("e0_smoke", files=[tmp_path / "missing.yaml"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: [1,\n")
+    with pytest.raises(P.ParamError, match="not valid YAML"):
+        P.resolve("e0_smoke", files=[bad])
+    lst = tmp_path / "list.yaml"
+    lst.write_text("- 1\n")
+    with pytest.raises(P.ParamError, match="expected a mapping"):
+        P.resolve("e0_smoke", files=[lst])
+
+
+def test_unknown_experiment_and_profile():
+    with pytest.raises(P.ParamError, match="unknown experiment 'nope'"):
+        P.resolve("nope")
+    with pytest.raises(P.ParamError, match="unknown profile 'nope'"):
+        P.resolve("e0_smoke", profile="nope")
+
+
+def test_set_syntax():
+    assert P.parse_set("a.b=3") == {"a": {"b": 3}}
+    assert P.parse_set("x=[1, 2]") == {"x": [1, 2]}
+    assert P.parse_set("s=hello world") == {"s": "hello world"}
+    for bad in ("novalue", "=3", "a..b=1"):
+        with pytest.raises(P.ParamError):
+            P.parse_set(bad)
+
+
+def test_config_hash_is_stable_and_sensitive():
+    a, b = P.resolve("e0_smoke"), P.resolve("e0_smoke")
+    assert P.config_hash("e0_smoke", a) == P.config_hash("e0_smoke", b)
+    c = P.resolve("e0_smoke", sets=["seed=1"])
+    assert P.config_hash("e0_smoke", c) != P.config_hash("e0_smoke", a)
+    assert len(P.config_hash("e0_smoke", a)) == 16
+
+
+def test_from_namespace_uses_notebook_variables():
+    ns = {"seed": 4, "server": {"model": "tiny-llama"}, "max_tokens": 6, "unrelated": object(), "run_dir": None}
+    p = P.from_namespace("e0_smoke", ns)
+    assert p.seed == 4 and p.max_tokens == 6

@@ -1,0 +1,73 @@
+"""Run ids, run folders (atomic, never overwritten), metadata."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+
+from ctxkit.runs import metadata
+from ctxkit.runs.folder import RunFolder, RunFolderError, atomic_write_json, check_name, new_run_id, parse_run_id
+
+
+def test_run_id_format():
+    when = dt.datetime(2026, 11, 27, 13, 4, 5, tzinfo=dt.timezone.utc)
+    rid = new_run_id(when)
+    assert rid.startswith("run-20261127T130405Z-") and len(rid) == len("run-20261127T130405Z-") + 8
+    assert parse_run_id(rid) == when
+    assert new_run_id(when) != rid                   # 32 random bits
+    with pytest.raises(RunFolderError):
+        parse_run_id("run-2026-x")
+
+
+def test_folder_layout_and_no_overwrite(runs_dir):
+    run = RunFolder.create(runs_dir, "e0_smoke")
+    assert run.path.parent == runs_dir / "e0_smoke" and run.logs.is_dir() and run.artifacts.is_dir()
+    assert run.status() == "running"
+    run.write_json("summary.json", {"a": 1})
+    with pytest.raises(RunFolderError, match="never overwritten"):
+        run.write_json("summary.json", {"a": 2})
+    assert json.loads((run.path / "summary.json").read_text()) == {"a": 1}
+    assert not [p for p in run.path.iterdir() if p.name.startswith(".")]   # no temp files left
+    run.set_status("succeeded")
+    assert run.status() == "succeeded"
+    other = RunFolder.create(runs_dir, "e0_smoke")
+    assert other.path != run.path
+
+
+def test_atomic_write_failure_leaves_nothing(tmp_path, monkeypatch):
+    import os
+
+    def full_disk(src, dst):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(os, "replace", full_disk)
+    with pytest.raises(OSError):
+        atomic_write_json(tmp_path / "x.json", {"a": 1})
+    assert list(tmp_path.iterdir()) == []          # neither the target nor a temp file
+
+
+@pytest.mark.parametrize("bad", ["../x", "a/b", "..", ".hidden", "", "x" * 65, "a b"])
+def test_names_cannot_escape(bad):
+    with pytest.raises(RunFolderError):
+        check_name("label", bad)
+
+
+def test_metadata_fields():
+    meta = metadata.collect(run_id="run-20261127T000000Z-00000000", experiment="e0_smoke", config_hash="abc",
+                            params={"seed": 0, "backend": "vllm", "server": {"model": "tiny-llama"}}, label="x")
+    for key in ("run_id", "experiment", "config_hash", "seed", "git", "versions", "hardware", "os", "model_card",
+                "backend_mode", "notes"):
+        assert key in meta
+    assert meta["backend_mode"] == "real"
+    assert set(meta["versions"]) >= {"ctxkit", "vllm", "torch", "python"}
+    assert meta["hardware"]["gpus"]["available"] is False and meta["hardware"]["gpus"]["reason"]
+    assert meta["model_card"]["kv_bytes_per_token"] == 2048
+
+
+def test_environment_redaction():
+    env = {"HF_TOKEN": "hf_abc", "VLLM_CPU_KVCACHE_SPACE": "1", "MY_API_KEY": "k", "HOME": "/root",
+           "CTXKIT_DB_PASSWORD": "p"}
+    red = metadata.redacted_environment(env)
+    assert red["HF_TOKEN"] == "<redacted>" and red["MY_API_KEY"] == "<redacted>"
+    assert red["CTXKIT_DB_PASSWORD"] == "<redacted>"
+    assert red["VLLM_CPU_KVCACHE_SPACE"] == "1" and "HOME" not in red

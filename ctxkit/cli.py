@@ -98,6 +98,116 @@ def cmd_ls(args: argparse.Namespace) -> int:
     return 0
 
 
+def bench_sets(args: argparse.Namespace) -> list[str]:
+    """vLLM-style flags -> parameter overrides (the same checks as any parameter file)."""
+    sets: list[str] = []
+
+    def put(key: str, value: Any) -> None:
+        if value is not None:
+            sets.append(f"{key}={json.dumps(value)}")
+
+    if args.base_url:
+        put("backend", "endpoint")
+        put("endpoint_url", args.base_url)
+    card = args.tokenizer or args.model
+    if card:
+        from ctxkit.models import ModelCard, UnknownModelCard
+        try:
+            put("server.model", str(ModelCard.load(card).path if "/" in card else card))
+        except UnknownModelCard:
+            pass  # a served model name that is no card: the profile's card sizes the prompts
+    put("workload.dataset", args.dataset_name)
+    put("workload.dataset_path", args.dataset_path)
+    put("workload.input_len", args.random_input_len)
+    put("workload.output_len", args.random_output_len)
+    put("workload.range_ratio", args.random_range_ratio)
+    put("workload.num_prompts", args.num_prompts)
+    put("workload.input_dist", args.input_dist)
+    put("workload.input_std", args.input_std)
+    put("workload.output_dist", args.output_dist)
+    put("workload.output_std", args.output_std)
+    put("workload.prefix_len", args.prefix_len)
+    put("workload.num_prefixes", args.num_prefixes)
+    if args.request_rate is not None:
+        put("load.request_rate", None if args.request_rate == float("inf") else args.request_rate)
+    put("load.burstiness", args.burstiness)
+    if args.burstiness is not None and args.burstiness != 1.0 and not args.arrival:
+        put("load.arrival", "gamma")
+    put("load.arrival", args.arrival)
+    if args.concurrency is not None:
+        put("load.arrival", "concurrency")
+        put("load.concurrency", args.concurrency)
+    put("load.max_concurrency", args.max_concurrency)
+    put("load.warmup_requests", args.warmup)
+    put("load.duration_s", args.duration)
+    put("seed", args.seed)
+    put("request_timeout_s", args.timeout)
+    put("metrics_interval_s", args.metrics_interval)
+    for pair in args.goodput or []:
+        name, _, ms = pair.partition(":")
+        key = {"ttft": "slo.ttft_ms", "tpot": "slo.tpot_ms", "e2el": "slo.e2e_ms", "e2e": "slo.e2e_ms"}.get(name)
+        if key is None or not ms:
+            raise P.ParamError(f"--goodput {pair!r}: expected ttft:MS, tpot:MS or e2el:MS")
+        try:
+            put(key, float(ms))
+        except ValueError:
+            raise P.ParamError(f"--goodput {pair!r}: {ms!r} is not a number of milliseconds") from None
+    return sets + list(args.set)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from ctxkit.backends.base import BackendError
+    from ctxkit.experiments import bench
+    from ctxkit.experiments.common import make_backend
+    from ctxkit.load.arrivals import ArrivalError
+    from ctxkit.load.workloads import WorkloadError
+    from ctxkit.runs import metadata
+    from ctxkit.runs.execute import failure_record
+    from ctxkit.runs.folder import RunFolder, RunFolderError, atomic_write_json, check_name
+
+    try:
+        params = P.resolve("bench", profile=args.profile, files=args.param_file, sets=bench_sets(args))
+        if args.label:
+            check_name("label", args.label)
+        prepared = bench.prepare(params)           # workload files read and lengths checked: nothing started yet
+        if params.backend == "endpoint":
+            from ctxkit.backends import Endpoint
+            Endpoint(params.endpoint_url or "", args.model).start()   # reachable and OpenAI-compatible?
+        run = RunFolder.create(_runs_root(args), "bench")
+    except (P.ParamError, WorkloadError, ArrivalError, BackendError, RunFolderError) as exc:
+        print(f"ctxkit bench: error: {exc}", file=sys.stderr)
+        return 2
+    resolved = P.to_dict(params)
+    run.write_params(resolved)
+    run.write_json("run_metadata.json", metadata.collect(run_id=run.run_id, experiment="bench",
+                                                         config_hash=P.config_hash("bench", params),
+                                                         params=resolved, label=args.label or ""))
+    print(f"[ctxkit] bench: run folder {run.path}", file=sys.stderr)
+    try:
+        backend = make_backend(params, "bench-server" if params.backend != "endpoint" else "endpoint", run)
+        if params.backend == "endpoint" and args.model:
+            backend.model = args.model
+        summary = bench.run(params, run, backend, log=lambda s: print(s, file=sys.stderr, flush=True),
+                            prepared=prepared)
+        lat = summary["profiling"]["latency"]
+        print(f"[ctxkit] completed {lat['completed']}/{lat['requests']}, {lat['request_throughput']:.2f} req/s, "
+              f"{lat['output_throughput']:.1f} out tok/s, median TTFT {lat['ttft_ms']['p50'] or 0:.1f} ms, "
+              f"median TPOT {lat['tpot_ms']['p50'] or 0:.2f} ms", file=sys.stderr)
+        run.set_status("succeeded")
+        ok = True
+    except KeyboardInterrupt as exc:
+        atomic_write_json(run.path / "failure.json", failure_record(exc, "interrupted"))
+        run.set_status("interrupted")
+        ok = False
+    except Exception as exc:  # noqa: BLE001 - recorded in the run folder and on screen
+        atomic_write_json(run.path / "failure.json", failure_record(exc, "bench"))
+        run.set_status("failed")
+        print(f"[ctxkit] FAILED: {type(exc).__name__}: {exc}", file=sys.stderr)
+        ok = False
+    print(run.path)
+    return 0 if ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="ctxkit", description="LLM-serving experiments on real vLLM, one run folder each.")
     ap.add_argument("--version", action="version", version=f"ctxkit {__version__}")
@@ -114,6 +224,40 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"params/profiles/<name>.yaml (default {P.DEFAULT_PROFILE})")
     run.add_argument("--label", help="a short tag kept in the run metadata")
     run.set_defaults(func=cmd_run)
+
+    b = sub.add_parser("bench", help="benchmark one workload against a server (vLLM's flag names)",
+                       description="Without --base-url, the profile's backend is started (default cpu-tiny).")
+    b.add_argument("--base-url", help="an OpenAI-compatible server already running (else the profile's is started)")
+    b.add_argument("--model", help="served model name / model card")
+    b.add_argument("--tokenizer", help="model card (name or folder) whose tokenizer and vocabulary size the prompts use")
+    b.add_argument("--dataset-name", choices=["random", "sharegpt", "trace"])
+    b.add_argument("--dataset-path", help="ShareGPT JSON or trace JSONL")
+    b.add_argument("--random-input-len", type=int)
+    b.add_argument("--random-output-len", type=int)
+    b.add_argument("--random-range-ratio", type=float)
+    b.add_argument("--num-prompts", type=int)
+    b.add_argument("--request-rate", type=float, help="req/s (inf: all at once)")
+    b.add_argument("--burstiness", type=float, help="gamma shape; 1 = Poisson")
+    b.add_argument("--max-concurrency", type=int)
+    b.add_argument("--seed", type=int)
+    b.add_argument("--goodput", nargs="+", metavar="KEY:MS", help="SLOs: ttft:MS tpot:MS e2el:MS")
+    b.add_argument("--arrival", choices=["poisson", "gamma", "constant", "trace", "concurrency"])
+    b.add_argument("--concurrency", type=int, help="closed loop with this many clients")
+    b.add_argument("--input-dist", choices=["fixed", "uniform", "normal", "lognormal"])
+    b.add_argument("--input-std", type=float)
+    b.add_argument("--output-dist", choices=["fixed", "uniform", "normal", "lognormal"])
+    b.add_argument("--output-std", type=float)
+    b.add_argument("--prefix-len", type=int, help="shared-prefix tokens per group")
+    b.add_argument("--num-prefixes", type=int)
+    b.add_argument("--warmup", type=int, help="warmup requests (excluded)")
+    b.add_argument("--duration", type=float, help="stop sending after this many seconds")
+    b.add_argument("--timeout", type=float, help="per-request timeout (s)")
+    b.add_argument("--metrics-interval", type=float, help="also scrape /metrics every this many seconds")
+    b.add_argument("-p", "--profile", default=P.DEFAULT_PROFILE, help="profile that starts the backend")
+    b.add_argument("--param-file", action="append", default=[], type=Path, metavar="FILE")
+    b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    b.add_argument("--label")
+    b.set_defaults(func=cmd_bench)
 
     rep = sub.add_parser("report", help="render report.html of a run folder again")
     rep.add_argument("run_dir")

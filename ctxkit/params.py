@@ -73,8 +73,55 @@ class E0Params(ExperimentParams):
     repeats: int = 2                          # servers started one after the other; 2 = reproducibility check
 
 
+@dataclass
+class WorkloadParams:
+    """What is sent: token-exact prompts (see ctxkit.load.workloads)."""
+    dataset: Literal["random", "sharegpt", "trace"] = "random"
+    dataset_path: Optional[str] = None        # sharegpt JSON or trace JSONL
+    num_prompts: int = 100
+    input_len: int = 256                      # mean input length (after any shared prefix)
+    input_dist: Literal["fixed", "uniform", "normal", "lognormal"] = "fixed"
+    input_std: float = 0.0                    # normal / lognormal
+    range_ratio: float = 0.0                  # uniform: [len x (1 - r), len x (1 + r)] (vLLM's random-range-ratio)
+    output_len: int = 32
+    output_dist: Literal["fixed", "uniform", "normal", "lognormal"] = "fixed"
+    output_std: float = 0.0
+    prefix_len: int = 0                       # shared-prefix groups: tokens of each shared prefix
+    num_prefixes: int = 1
+
+
+@dataclass
+class LoadParams:
+    """How it is sent (see ctxkit.load.arrivals)."""
+    arrival: Literal["poisson", "gamma", "constant", "trace", "concurrency"] = "poisson"
+    request_rate: Optional[float] = None      # req/s; null = all at once
+    burstiness: float = 1.0                   # gamma shape (1 = Poisson)
+    concurrency: int = 1                      # arrival=concurrency: closed-loop clients
+    max_concurrency: Optional[int] = None     # cap on requests in flight (open loop)
+    warmup_requests: int = 2
+    duration_s: Optional[float] = None        # stop sending after this long
+
+
+@dataclass
+class SLOParams:
+    """Per-request objectives in ms (null = none); a failed request misses every SLO."""
+    ttft_ms: Optional[float] = None
+    tpot_ms: Optional[float] = None
+    e2e_ms: Optional[float] = None
+
+
+@dataclass
+class BenchParams(ExperimentParams):
+    """`ctxkit bench`: one workload on one arrival process against one backend."""
+    workload: WorkloadParams = field(default_factory=WorkloadParams)
+    load: LoadParams = field(default_factory=LoadParams)
+    slo: SLOParams = field(default_factory=SLOParams)
+    metrics_interval_s: Optional[float] = None  # also scrape /metrics every this many seconds
+
+
 EXPERIMENTS: dict[str, type[ExperimentParams]] = {
     "e0_smoke": E0Params,
+    "bench": BenchParams,
 }
 
 
@@ -176,6 +223,8 @@ def _positive(params: ExperimentParams) -> None:
     for ok, message in checks:
         if not ok:
             raise ParamError(message)
+    if isinstance(params, BenchParams):
+        _check_workload(params.workload, params.load, s.max_model_len)
     if isinstance(params, E0Params):
         if not params.prompt_lens or min(params.prompt_lens) < 1:
             raise ParamError("prompt_lens: needs at least one length, each >= 1")
@@ -188,6 +237,35 @@ def _positive(params: ExperimentParams) -> None:
             raise ParamError("repeats must be >= 1")
         if params.sampling_temperature <= 0:
             raise ParamError("sampling_temperature must be > 0")
+
+
+def _check_workload(w: WorkloadParams, load: LoadParams, max_model_len: int) -> None:
+    rules = [
+        (w.num_prompts >= 1, "workload.num_prompts must be >= 1"),
+        (w.input_len >= 1, "workload.input_len must be >= 1"),
+        (w.output_len >= 1, "workload.output_len must be >= 1"),
+        (w.input_std >= 0 and w.output_std >= 0, "workload.input_std/output_std must be >= 0"),
+        (0 <= w.range_ratio < 1, "workload.range_ratio must be in [0, 1)"),
+        (w.prefix_len >= 0 and w.num_prefixes >= 1, "workload.prefix_len >= 0 and workload.num_prefixes >= 1"),
+        (w.dataset == "random" or bool(w.dataset_path), f"workload.dataset={w.dataset} needs workload.dataset_path"),
+        (load.request_rate is None or load.request_rate > 0, "load.request_rate must be > 0 (null: all at once)"),
+        (load.burstiness > 0, "load.burstiness must be > 0"),
+        (load.concurrency >= 1, "load.concurrency must be >= 1"),
+        (load.max_concurrency is None or load.max_concurrency >= 1, "load.max_concurrency must be >= 1"),
+        (load.warmup_requests >= 0, "load.warmup_requests must be >= 0"),
+        (load.duration_s is None or load.duration_s > 0, "load.duration_s must be > 0"),
+        (load.arrival != "trace" or w.dataset == "trace", "load.arrival=trace needs workload.dataset=trace"),
+    ]
+    for ok, message in rules:
+        if not ok:
+            raise ParamError(message)
+    if w.dataset == "random":
+        longest = w.prefix_len + (int(w.input_len * (1 + w.range_ratio)) if w.input_dist == "uniform"
+                                  else w.input_len)
+        most_out = int(w.output_len * (1 + w.range_ratio)) if w.output_dist == "uniform" else w.output_len
+        if longest + most_out > max_model_len:
+            raise ParamError(f"workload: input length {longest} + output {most_out} exceeds "
+                             f"server.max_model_len {max_model_len}")
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -17,7 +17,9 @@ def vllm_server(tmp_path_factory):
     from ctxkit.backends import VLLMServer
 
     logs = tmp_path_factory.mktemp("shared-vllm")
-    server = VLLMServer("tiny-llama", name="shared", log_dir=logs, kv_cache_space_gib=1, max_model_len=4096)
+    # Prefix caching off: tests that repeat a workload (the vLLM-agreement test) must not measure cache hits.
+    server = VLLMServer("tiny-llama", name="shared", log_dir=logs, kv_cache_space_gib=1, max_model_len=4096,
+                        extra_args=["--no-enable-prefix-caching"])
     with server:
         yield server
 

@@ -73,11 +73,14 @@ def _serve(args: argparse.Namespace) -> None:
 
     counters = {"requests": 0, "prompt_tokens": 0, "generation_tokens": 0}
 
-    def chunk(req_id: str, created: int, ids: list[int], finish: Optional[str]) -> bytes:
-        obj = {"id": req_id, "object": "text_completion", "created": created, "model": args.model,
-               "choices": [{"index": 0, "text": "".join(f" t{i}" for i in ids), "token_ids": ids,
-                            "finish_reason": finish}]}
-        return b"data: " + json.dumps(obj).encode() + b"\n\n"
+    model_json = json.dumps(args.model)
+
+    def chunk(head: str, token: int, finish: Optional[str]) -> bytes:
+        # Formatted by hand (not json.dumps): at 64 streams x 100 tokens/s the simulator must stay far from busy,
+        # or its own lateness would be mistaken for the client's.
+        fin = "null" if finish is None else f'"{finish}"'
+        return (f'data: {head}"choices":[{{"index":0,"text":" t{token}","token_ids":[{token}],'
+                f'"finish_reason":{fin}}}]}}\n\n').encode()
 
     async def completions(request: web.Request) -> web.StreamResponse:
         loop = asyncio.get_running_loop()
@@ -98,8 +101,12 @@ def _serve(args: argparse.Namespace) -> None:
         counters["prompt_tokens"] += len(prompt)
         rng = random.Random(body.get("seed", 0) if body.get("temperature", 0) else 31 * len(prompt) + sum(prompt[-8:]))
         req_id = request.headers.get("X-Request-Id", f"cmpl-{counters['requests']}")
-        created = int(time.time())
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        head = (f'{{"id":{json.dumps(req_id)},"object":"text_completion","created":{int(time.time())},'
+                f'"model":{model_json},')
+        # The handler's start on the machine's monotonic clock (the client's perf_counter_ns is the same clock on
+        # Linux): lets a calibration split client-side from server-side delay.
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
+                                           "X-Sim-Handler-Start-Ns": str(int(t0 * 1e9))})
         await resp.prepare(request)
         first = t0 + (args.ttft_ms + args.prefill_ms_per_token * len(prompt)) / 1000.0
         for k in range(max_tokens):
@@ -108,7 +115,7 @@ def _serve(args: argparse.Namespace) -> None:
             if delay > 0:
                 await asyncio.sleep(delay)
             finish = "length" if k == max_tokens - 1 else None
-            await resp.write(chunk(req_id, created, [rng.randrange(args.vocab_size)], finish))
+            await resp.write(chunk(head, rng.randrange(args.vocab_size), finish))
             counters["generation_tokens"] += 1
         usage = {"prompt_tokens": len(prompt), "completion_tokens": max_tokens,
                  "total_tokens": len(prompt) + max_tokens}
@@ -150,8 +157,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     if not simulation_allowed():
         sys.exit(f"refusing to start: {SIMULATION_ENV}=1 is not set")
     try:
-        import uvloop
-        uvloop.install()
+        import uvloop  # a faster event loop where installed (vLLM brings it)
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     except ImportError:
         pass
     _serve(args)

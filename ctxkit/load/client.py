@@ -82,14 +82,18 @@ async def stream_request(session: aiohttp.ClientSession, base_url: str, model: s
     """Send one streaming completion; never raises for request-level failures (they go into the record)."""
     rec = _new_record(req)
     url = f"{base_url.rstrip('/')}/v1/completions"
-    body = completion_payload(model, req)
+    # Serialized before t_send, so the clock starts when the request is handed to the connection.
+    body = json.dumps(completion_payload(model, req), separators=(",", ":")).encode()
+    headers = {"Content-Type": "application/json", "X-Request-Id": req.request_id}
     done = False
     rec.t_send_ns = time.perf_counter_ns()
     try:
         async with asyncio.timeout(timeout_s):
-            async with session.post(url, json=body, headers={"X-Request-Id": req.request_id}) as resp:
+            async with session.post(url, data=body, headers=headers) as resp:
                 rec.http_status = resp.status
                 rec.route = resp.headers.get("X-Ctxkit-Route")
+                if "X-Sim-Handler-Start-Ns" in resp.headers:
+                    rec.tags["server_start_ns"] = int(resp.headers["X-Sim-Handler-Start-Ns"])
                 if resp.status != 200:
                     rec.status = HTTP_ERROR
                     rec.error = f"HTTP {resp.status}: {(await resp.text())[:500]}"

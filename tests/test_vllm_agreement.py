@@ -1,0 +1,43 @@
+"""Agreement with the field: `ctxkit bench` and vLLM's own client (vllm.benchmarks.serve), alternating, on the
+same workload against the same real vLLM CPU server: random 256 in / 32 out, 40 prompts, Poisson 4 req/s, seed 0.
+Completed counts equal; median TTFT and median TPOT within 15% of each other."""
+from __future__ import annotations
+
+import json
+import statistics
+
+import pytest
+
+from conftest import run_cli
+from ctxkit.load.vllm_peer import vllm_bench_serve
+from ctxkit.models import ModelCard
+
+pytestmark = pytest.mark.vllm
+
+WORKLOAD = dict(input_len=256, output_len=32, num_prompts=40, request_rate=4.0, seed=0)
+
+
+def ctxkit_bench(server, runs_dir):
+    result = run_cli("--runs-dir", str(runs_dir), "bench", "--base-url", server.base_url, "--model", "tiny-llama",
+                     "--dataset-name", "random", "--random-input-len", "256", "--random-output-len", "32",
+                     "--num-prompts", "40", "--request-rate", "4", "--seed", "0", "--warmup", "0")
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = result.stdout.strip().splitlines()[-1]
+    return json.loads(open(f"{run}/summary.json").read())
+
+
+def test_ctxkit_agrees_with_vllm_bench(vllm_server, runs_dir):
+    # One warm-up pass of each client first (never compared), then two alternating rounds.
+    tokenizer = str(ModelCard.load("tiny-llama").path)
+    peer = lambda: vllm_bench_serve(vllm_server.base_url, "tiny-llama", tokenizer, **WORKLOAD)  # noqa: E731
+    ctxkit_bench(vllm_server, runs_dir)
+    ours, theirs = [], []
+    for _ in range(2):
+        ours.append(ctxkit_bench(vllm_server, runs_dir)["vllm"])
+        theirs.append(peer())
+    for o, t in zip(ours, theirs):
+        assert o["completed"] == t["completed"] == 40
+    for key in ("median_ttft_ms", "median_tpot_ms"):
+        a = statistics.mean(o[key] for o in ours)
+        b = statistics.mean(t[key] for t in theirs)
+        assert abs(a - b) <= 0.15 * max(a, b), f"{key}: ctxkit {a:.2f} vs vLLM {b:.2f} ({ours}, {theirs})"

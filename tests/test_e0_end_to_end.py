@@ -30,6 +30,13 @@ def vllm_processes(exclude_pgid: int | None = None) -> list[int]:
     return found
 
 
+def run_groups_alive(run: Path) -> list[int]:
+    """Process groups this run started (ctxkit records each in logs/process_groups.txt) that still have a member."""
+    from ctxkit.backends.process import group_members
+    groups = [int(x) for x in (run / "logs" / "process_groups.txt").read_text().split()]
+    return [g for g in groups if group_members(g)]
+
+
 def run_folder_from(result: subprocess.CompletedProcess) -> Path:
     last = result.stdout.strip().splitlines()[-1]
     path = Path(last)
@@ -69,7 +76,8 @@ def test_e0_run_folder_is_complete(two_e0_runs):
         assert "data:image/svg+xml" in html                              # figures inline
         assert "src=\"http" not in html and "href=\"http" not in html     # nothing from the network
         assert "[ctxkit]" in result.stderr                                  # progress on screen
-    assert vllm_processes(exclude_pgid=None) == []                          # nothing left running
+        assert len((run / "logs" / "process_groups.txt").read_text().split()) == 2   # two servers started ...
+        assert run_groups_alive(run) == []                                            # ... and both stopped
 
 
 def test_two_e0_runs_agree(two_e0_runs):
@@ -128,3 +136,4 @@ def test_e0_fails_fast_with_cause_and_leaves_nothing(vllm_server, tmp_path, case
     assert (run / "notebook.ipynb").is_file() and (run / "report.html").is_file()
     assert json.loads((run / "status.json").read_text())["status"] == "failed"
     assert vllm_processes(exclude_pgid=shared_pgid) == []
+    assert run_groups_alive(run) == []

@@ -90,8 +90,11 @@ def _serve(args: argparse.Namespace) -> None:
         except ValueError:
             return web.json_response({"error": {"message": "body is not JSON"}}, status=400)
         prompt = body.get("prompt")
+        if isinstance(prompt, str):  # text prompts (e.g. vLLM's own benchmark client): one token per word
+            prompt = [len(w) for w in prompt.split()] or [0]
         if not isinstance(prompt, list) or not all(isinstance(t, int) for t in prompt):
-            return web.json_response({"error": {"message": "prompt must be a list of token ids"}}, status=400)
+            return web.json_response({"error": {"message": "prompt must be text or a list of token ids"}},
+                                     status=400)
         max_tokens = int(body.get("max_tokens") or 16)
         if len(prompt) + max_tokens > args.max_model_len:
             return web.json_response({"error": {"message": (

@@ -66,6 +66,17 @@ class Arrivals:
 
 
 ProgressFn = Callable[[RequestRecord, int, int], None]
+SPIN_NS = 2_000_000
+
+
+async def sleep_until(due_ns: int) -> None:
+    """Wake at due_ns on perf_counter_ns. asyncio's timers wake up to ~1 ms late (epoll's millisecond timeout), so
+    sleep until 2 ms before, then yield to the loop (sleep(0)) until due: other requests keep streaming meanwhile."""
+    while True:
+        remaining = due_ns - time.perf_counter_ns()
+        if remaining <= 0:
+            return
+        await asyncio.sleep((remaining - SPIN_NS) / 1e9 if remaining > SPIN_NS else 0)
 
 
 async def _run(base_url: str, model: str, items: list[WorkItem], arrivals: Arrivals, *, warmup: list[WorkItem],
@@ -121,9 +132,7 @@ async def _run(base_url: str, model: str, items: list[WorkItem], arrivals: Arriv
             due = t0 + int(off * 1e9)
             if stop_ns and due >= stop_ns:
                 break
-            delay = (due - time.perf_counter_ns()) / 1e9
-            if delay > 0:
-                await asyncio.sleep(delay)
+            await sleep_until(due)
             tasks.append(asyncio.create_task(capped(it, due)))
         if tasks:
             await asyncio.gather(*tasks)

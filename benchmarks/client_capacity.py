@@ -1,0 +1,153 @@
+"""Client capacity: the highest request rate a client sustains with p99 client lag under 1 ms.
+
+    python benchmarks/client_capacity.py [--max-rate 20000] [--seconds 3]
+
+A zero-latency simulated server (first token at once, 2 tokens) runs on core 1; the client under test is pinned to
+core 0. Each trial sends a constant-rate stream for --seconds; client lag = actual send time - scheduled time.
+ctxkit's client reports lag itself (t_send - t_sched). vLLM's client (vllm.benchmarks.serve, --burstiness inf =
+constant gaps of 1/rate) is instrumented in its own process: its request generator's start and the moment each
+request function starts are recorded, against the schedule start + (i + 1) / rate that vLLM computes.
+The rate is doubled until a trial fails, then bisected. Prints one table with both clients and their ratio.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("CTXKIT_ALLOW_SIMULATED_BACKEND", "1")
+
+from ctxkit.backends import Simulated  # noqa: E402
+from ctxkit.models import ModelCard  # noqa: E402
+
+CLIENT_CORE, SERVER_CORE = 0, 1
+
+CTXKIT_TRIAL = """
+import json, os, sys
+os.sched_setaffinity(0, {%(core)d})
+from ctxkit.load.arrivals import Arrivals, run_load
+from ctxkit.load.workloads import LengthDist, synthetic
+n, rate = %(n)d, %(rate)f
+items = synthetic(n, LengthDist("fixed", 32), LengthDist("fixed", 2), vocab_size=4096, seed=0)
+warm = synthetic(20, LengthDist("fixed", 32), LengthDist("fixed", 2), vocab_size=4096, seed=1, id_prefix="w")
+recs = run_load("%(url)s", "simulated", items, Arrivals("constant", rate), warmup=warm)
+lags = [(r.t_send_ns - r.t_sched_ns) / 1e6 for r in recs if not r.warmup]
+ok = sum(r.ok for r in recs if not r.warmup)
+print(json.dumps({"lags_ms": lags, "ok": ok}))
+"""
+
+VLLM_TRIAL = """
+import asyncio, json, os, sys, time
+os.sched_setaffinity(0, {%(core)d})
+from vllm.benchmarks import serve
+from vllm.utils.argparse_utils import FlexibleArgumentParser
+starts, sends = [], []
+orig_get_request = serve.get_request
+async def get_request(*args, **kwargs):
+    starts.append(time.time())                      # vLLM's own start_ts is taken right after this
+    async for item in orig_get_request(*args, **kwargs):
+        yield item
+serve.get_request = get_request
+orig_func = serve.ASYNC_REQUEST_FUNCS["vllm"]
+async def request_func(*args, **kwargs):
+    sends.append(time.time())
+    return await orig_func(*args, **kwargs)
+serve.ASYNC_REQUEST_FUNCS["vllm"] = request_func
+parser = FlexibleArgumentParser(); serve.add_cli_args(parser)
+args = parser.parse_args(sys.argv[1:])
+n0 = len(sends)
+result = serve.main(args)
+rate = args.request_rate
+measured = sorted(sends)[-args.num_prompts:]       # the probe request comes first and is not scheduled
+sched = [starts[-1] + (i + 1) / rate for i in range(args.num_prompts)]
+lags = [(s - t) * 1000 for s, t in zip(measured, sched)]
+print("RESULT " + json.dumps({"lags_ms": lags, "ok": result["completed"]}))
+"""
+
+
+def ctxkit_trial(url: str, rate: float, n: int) -> tuple[float, int]:
+    out = subprocess.run([sys.executable, "-c", CTXKIT_TRIAL % {"core": CLIENT_CORE, "n": n, "rate": rate,
+                                                               "url": url}],
+                         capture_output=True, text=True, cwd=ROOT, timeout=600)
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr[-2000:])
+    data = json.loads(out.stdout.strip().splitlines()[-1])
+    return float(np.percentile(data["lags_ms"], 99)), data["ok"]
+
+
+def vllm_trial(url: str, rate: float, n: int) -> tuple[float, int]:
+    tok = str(ModelCard.load("tiny-llama").path)
+    args = ["--backend", "vllm", "--base-url", url, "--endpoint", "/v1/completions", "--model", "simulated",
+            "--tokenizer", tok, "--dataset-name", "random", "--random-input-len", "32", "--random-output-len", "2",
+            "--num-prompts", str(n), "--request-rate", str(rate), "--burstiness", "inf", "--ignore-eos",
+            "--disable-tqdm", "--seed", "0"]
+    out = subprocess.run([sys.executable, "-c", VLLM_TRIAL % {"core": CLIENT_CORE}, *args], capture_output=True,
+                         text=True, cwd=ROOT, timeout=900)
+    lines = [l for l in out.stdout.splitlines() if l.startswith("RESULT ")]
+    if out.returncode != 0 or not lines:
+        raise RuntimeError(out.stderr[-2000:])
+    data = json.loads(lines[-1][7:])
+    return float(np.percentile(data["lags_ms"], 99)), data["ok"]
+
+
+def capacity(name: str, trial, url: str, seconds: float, max_rate: float,
+             limit_ms: float) -> tuple[float, list[tuple]]:
+    rows, good, bad = [], 0.0, None
+    rate = 25.0
+    while rate <= max_rate:
+        n = max(200, int(rate * seconds))
+        p99, ok = trial(url, rate, n)
+        passed = p99 < limit_ms and ok == n
+        rows.append((name, rate, n, p99, ok, passed))
+        print(f"  {name:7} rate {rate:8.0f}/s  n {n:6}  p99 lag {p99:8.3f} ms  completed {ok}  "
+              f"{'ok' if passed else 'FAIL'}", flush=True)
+        if not passed:
+            bad = rate
+            break
+        good, rate = rate, rate * 2
+    for _ in range(3 if bad and good else 0):
+        mid = (good + bad) / 2
+        n = max(200, int(mid * seconds))
+        p99, ok = trial(url, mid, n)
+        passed = p99 < limit_ms and ok == n
+        rows.append((name, mid, n, p99, ok, passed))
+        print(f"  {name:7} rate {mid:8.0f}/s  n {n:6}  p99 lag {p99:8.3f} ms  completed {ok}  "
+              f"{'ok' if passed else 'FAIL'}", flush=True)
+        good, bad = (mid, bad) if passed else (good, mid)
+    return good, rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--max-rate", type=float, default=25600)
+    ap.add_argument("--lag-ms", default="1,10", help="p99 client-lag limits to report (ms), comma separated")
+    args = ap.parse_args()
+    limits = [float(x) for x in args.lag_ms.split(",")]
+    table = []
+    with tempfile.TemporaryDirectory() as tmp, Simulated(ttft_ms=0, tpot_ms=0, log_dir=Path(tmp)) as sim:
+        os.sched_setaffinity(sim.proc.pid, {SERVER_CORE})
+        print(f"zero-latency simulated server at {sim.base_url} on core {SERVER_CORE}; clients on core {CLIENT_CORE}")
+        for limit in limits:
+            print(f"p99 client lag limit {limit:g} ms")
+            ours, _ = capacity("ctxkit", ctxkit_trial, sim.base_url, args.seconds, args.max_rate, limit)
+            theirs, _ = capacity("vllm", vllm_trial, sim.base_url, args.seconds, args.max_rate, limit)
+            table.append((limit, ours, theirs))
+    print()
+    print("max request rate (req/s) a client sustains on one core with p99 client lag under the limit")
+    print(f"{'limit':>8} {'ctxkit':>10} {'vllm':>10} {'ratio':>8}   (0 = not even at 25 req/s)")
+    for limit, ours, theirs in table:
+        ratio = f"{ours / theirs:.2f}" if theirs else "inf"
+        print(f"{limit:>6g}ms {ours:>10.0f} {theirs:>10.0f} {ratio:>8}")
+
+
+if __name__ == "__main__":
+    main()

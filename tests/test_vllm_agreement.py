@@ -26,11 +26,36 @@ def ctxkit_bench(server, runs_dir):
     return json.loads(open(f"{run}/summary.json").read())
 
 
+def assert_summary_has_both_views(summary):
+    lat = summary["profiling"]["latency"]
+    assert lat["ttft_ms"]["p50"] > 0 and lat["completed"] == 40             # ctxkit's names
+    for key in ("completed", "request_throughput", "output_throughput", "mean_ttft_ms", "median_tpot_ms",
+                "p99_itl_ms", "median_e2el_ms"):
+        assert summary["vllm"][key] is not None, key                        # vLLM's names
+    (server,) = summary["profiling"]["server"].values()                     # server-side deltas of the window
+    assert server["prompt_tokens"] == 40 * 256 and server["generation_tokens"] == 40 * 32
+    assert server["ttft_count"] == 40 and server["mean_ttft_ms"] > 0
+
+
+def test_bench_starts_its_own_backend_from_a_profile(runs_dir):
+    result = run_cli("--runs-dir", str(runs_dir), "bench", "-p", "cpu-tiny", "--num-prompts", "8",
+                     "--random-input-len", "128", "--random-output-len", "8", "--concurrency", "4",
+                     "--metrics-interval", "0.5")
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = result.stdout.strip().splitlines()[-1]
+    summary = json.loads(open(f"{run}/summary.json").read())
+    assert summary["backend"]["mode"] == "real" and summary["backend"]["version"]["version"].startswith("0.")
+    assert summary["profiling"]["latency"]["completed"] == 8 and summary["vllm"]["completed"] == 8
+    assert summary["profiling"]["server"]["bench-server"]["generation_tokens"] == 8 * 8
+    assert "[bench] 8/8 requests" in result.stderr                          # progress on screen
+
+
 def test_ctxkit_agrees_with_vllm_bench(vllm_server, runs_dir):
     # One warm-up pass of each client first (never compared), then two alternating rounds.
     tokenizer = str(ModelCard.load("tiny-llama").path)
     peer = lambda: vllm_bench_serve(vllm_server.base_url, "tiny-llama", tokenizer, **WORKLOAD)  # noqa: E731
-    ctxkit_bench(vllm_server, runs_dir)
+    first = ctxkit_bench(vllm_server, runs_dir)
+    assert_summary_has_both_views(first)
     ours, theirs = [], []
     for _ in range(2):
         ours.append(ctxkit_bench(vllm_server, runs_dir)["vllm"])

@@ -116,7 +116,6 @@ def measure(backend: ServingBackend, items: list[WorkItem], load: LoadParams, *,
     """Send the items on the load's arrival process against a started backend.
     Returns the records and the summary (profiling.latency fields plus profiling.server deltas)."""
     arrivals = arrivals_of(load, seed)
-    collector = ServerMetricsCollector(backend.name, backend.metrics, metrics_interval_s).start()
     progress = Progress(len(items), label)
 
     def on_record(rec: RequestRecord, done: int, total: int) -> None:
@@ -126,9 +125,11 @@ def measure(backend: ServingBackend, items: list[WorkItem], load: LoadParams, *,
             out.write(rec)
         progress(rec, done, total)
 
-    records = run_load(backend.base_url, backend.model, items, arrivals, warmup=warmup,
-                       max_concurrency=load.max_concurrency, timeout_s=timeout_s, duration_s=load.duration_s,
-                       on_record=on_record)
+    common = dict(max_concurrency=load.max_concurrency, timeout_s=timeout_s, on_record=on_record)
+    # Warmup first, outside the measured window, so neither client nor server-side numbers include it.
+    records = run_load(backend.base_url, backend.model, [], arrivals, warmup=warmup, **common) if warmup else []
+    collector = ServerMetricsCollector(backend.name, backend.metrics, metrics_interval_s).start()
+    records += run_load(backend.base_url, backend.model, items, arrivals, duration_s=load.duration_s, **common)
     server = collector.stop()
     latency = summarize(records, slo)
     return records, {"latency": latency, "server": {backend.name: server}, "timeline": collector.timeline}

@@ -84,6 +84,7 @@ async def _run(base_url: str, model: str, items: list[WorkItem], arrivals: Arriv
                on_record: Optional[ProgressFn], extra: Optional[dict]) -> list[RequestRecord]:
     records: list[RequestRecord] = []
     total = len(items)
+    done = [0]  # measured requests finished so far
 
     def req(it: WorkItem, sched_ns: int, is_warmup: bool) -> CompletionRequest:
         return CompletionRequest(it.request_id, it.prompt, it.max_tokens, t_sched_ns=sched_ns, warmup=is_warmup,
@@ -94,8 +95,9 @@ async def _run(base_url: str, model: str, items: list[WorkItem], arrivals: Arriv
             rec = await stream_request(session, base_url, model, req(it, sched_ns, is_warmup), timeout_s)
             rec.tags.update(it.tags)
             records.append(rec)
+            done[0] += 0 if is_warmup else 1
             if on_record:
-                on_record(rec, sum(1 for r in records if not r.warmup), total)
+                on_record(rec, done[0], total)
             return rec
 
         # Warmup: at the measured concurrency (closed loop) or one at a time, never counted.

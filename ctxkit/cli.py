@@ -22,7 +22,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     try:
         run, ok = run_experiment(args.experiment, profile=args.profile, files=args.param_file, sets=args.set,
-                                 label=args.label or "", runs_root=_runs_root(args))
+                                 label=args.label or "", runs_root=_runs_root(args),
+                                 resume=Path(args.resume) if args.resume else None)
     except (P.ParamError, RunFolderError, BackendUnavailable) as exc:
         print(f"ctxkit run: error: {exc}", file=sys.stderr)
         return 2
@@ -39,6 +40,19 @@ def cmd_report(args: argparse.Namespace) -> int:
     except (ReportError, RunFolderError) as exc:
         print(f"ctxkit report: {exc}", file=sys.stderr)
         return 1
+    print(path)
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from ctxkit.runs.compare import compare
+    from ctxkit.runs.folder import RunFolderError
+
+    try:
+        path = compare([Path(p) for p in args.run_dirs], _runs_root(args))
+    except RunFolderError as exc:
+        print(f"ctxkit compare: {exc}", file=sys.stderr)
+        return 2
     print(path)
     return 0
 
@@ -223,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--profile", default=P.DEFAULT_PROFILE,
                      help=f"params/profiles/<name>.yaml (default {P.DEFAULT_PROFILE})")
     run.add_argument("--label", help="a short tag kept in the run metadata")
+    run.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted sweep in its own run folder, "
+                                                         "skipping the points already done (e2_concurrency)")
     run.set_defaults(func=cmd_run)
 
     b = sub.add_parser("bench", help="benchmark one workload against a server (vLLM's flag names)",
@@ -262,6 +278,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="render report.html of a run folder again")
     rep.add_argument("run_dir")
     rep.set_defaults(func=cmd_report)
+
+    cmp_ = sub.add_parser("compare", help="overlay runs of one experiment in one comparison report")
+    cmp_.add_argument("run_dirs", nargs="+")
+    cmp_.set_defaults(func=cmd_compare)
 
     ls = sub.add_parser("ls", help="list runs")
     ls.add_argument("experiment", nargs="?")

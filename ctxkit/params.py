@@ -119,8 +119,34 @@ class BenchParams(ExperimentParams):
     metrics_interval_s: Optional[float] = None  # also scrape /metrics every this many seconds
 
 
+@dataclass
+class E1Params(ExperimentParams):
+    """E1 latency vs prompt length: N requests per length, one at a time (no queueing), fixed output length."""
+    prompt_lens: list[int] = field(default_factory=lambda: [64, 128, 256, 512, 1024, 2048])
+    requests_per_len: int = 5
+    output_len: int = 32
+    warmup_requests: int = 2
+    gpu_sample_interval_s: float = 0.5
+
+
+@dataclass
+class E2Params(ExperimentParams):
+    """E2 load sweep: closed-loop concurrency levels and/or Poisson rates, one server, SLO goodput per point."""
+    concurrency_levels: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16])
+    request_rates: list[float] = field(default_factory=list)     # Poisson points (req/s), after the levels
+    requests_per_point: int = 32
+    duration_s: Optional[float] = None                           # per point: stop sending after this long
+    workload: WorkloadParams = field(default_factory=lambda: WorkloadParams(input_len=256, output_len=32))
+    slo: SLOParams = field(default_factory=lambda: SLOParams(ttft_ms=1000.0, tpot_ms=100.0))
+    warmup_requests: int = 4
+    metrics_interval_s: Optional[float] = 1.0
+    gpu_sample_interval_s: float = 0.5
+
+
 EXPERIMENTS: dict[str, type[ExperimentParams]] = {
     "e0_smoke": E0Params,
+    "e1_latency": E1Params,
+    "e2_concurrency": E2Params,
     "bench": BenchParams,
 }
 
@@ -225,6 +251,26 @@ def _positive(params: ExperimentParams) -> None:
             raise ParamError(message)
     if isinstance(params, BenchParams):
         _check_workload(params.workload, params.load, s.max_model_len)
+    if isinstance(params, E1Params):
+        if not params.prompt_lens or min(params.prompt_lens) < 1:
+            raise ParamError("prompt_lens: needs at least one length, each >= 1")
+        if max(params.prompt_lens) + params.output_len > s.max_model_len:
+            raise ParamError(f"prompt_lens: {max(params.prompt_lens)} + output_len {params.output_len} exceeds "
+                             f"server.max_model_len {s.max_model_len}")
+        if params.requests_per_len < 1 or params.output_len < 2 or params.warmup_requests < 0:
+            raise ParamError("requests_per_len >= 1, output_len >= 2 (TPOT needs two tokens), warmup_requests >= 0")
+    if isinstance(params, E2Params):
+        if not params.concurrency_levels and not params.request_rates:
+            raise ParamError("concurrency_levels and request_rates are both empty: nothing to sweep")
+        if any(c < 1 for c in params.concurrency_levels):
+            raise ParamError("concurrency_levels: each must be >= 1")
+        if any(not r > 0 for r in params.request_rates):
+            raise ParamError("request_rates: each must be > 0")
+        if params.requests_per_point < 1 or params.warmup_requests < 0:
+            raise ParamError("requests_per_point must be >= 1 and warmup_requests >= 0")
+        if params.duration_s is not None and params.duration_s <= 0:
+            raise ParamError("duration_s must be > 0")
+        _check_workload(params.workload, LoadParams(), s.max_model_len)
     if isinstance(params, E0Params):
         if not params.prompt_lens or min(params.prompt_lens) < 1:
             raise ParamError("prompt_lens: needs at least one length, each >= 1")

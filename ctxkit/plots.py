@@ -1,10 +1,12 @@
-"""Matplotlib figures for notebooks and reports. Each function returns a Figure and, given a path, saves it."""
+"""Matplotlib figures for notebooks and reports. Each function returns a Figure and, given a path, saves it.
+
+Figures are made with matplotlib.figure.Figure, not pyplot: nothing is registered with pyplot, so a notebook shows
+a figure exactly where it calls display(fig), once, and no figure lingers in memory across a long sweep."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Optional
 
-import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.figure import Figure
 
@@ -18,7 +20,8 @@ def _save(fig: Figure, path: Optional[Path]) -> Figure:
 
 def latency_by_prompt(df: pd.DataFrame, path: Optional[Path] = None, title: str = "") -> Figure:
     """TTFT and TPOT per request against prompt length, one marker per server and sampling mode."""
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8), constrained_layout=True)
+    fig = Figure(figsize=(10, 3.8), layout="constrained")
+    (ax1, ax2) = fig.subplots(1, 2)
     markers = {"greedy": "o", "sampled": "^"}
     for (server, mode), g in df.groupby(["server", "mode"]):
         label = f"{server} / {mode}"
@@ -34,3 +37,77 @@ def latency_by_prompt(df: pd.DataFrame, path: Optional[Path] = None, title: str 
     if title:
         fig.suptitle(title)
     return _save(fig, path)
+
+
+def latency_curve(table: pd.DataFrame, metric: str, path: Optional[Path] = None, title: str = "") -> Figure:
+    """p50 with a p95 band and min/max whiskers of `metric` (ttft | tpot) against prompt length; the physical
+    floor as a dashed line where the table has one."""
+    fig = Figure(figsize=(6.4, 4.0), layout="constrained")
+    ax = fig.subplots()
+    x = table["prompt_len"]
+    ax.plot(x, table[f"p50_{metric}_ms"], "o-", label="p50")
+    ax.plot(x, table[f"p95_{metric}_ms"], "s--", alpha=0.7, label="p95")
+    ax.fill_between(x, table[f"min_{metric}_ms"], table[f"max_{metric}_ms"], alpha=0.15, label="min-max")
+    floor_col = "prefill_floor_ms" if metric == "ttft" else "decode_floor_ms"
+    if floor_col in table:
+        ax.plot(x, table[floor_col], "k:", label="physical floor")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("prompt tokens")
+    ax.set_ylabel(f"{metric.upper()} (ms)")
+    ax.set_ylim(bottom=0)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title or f"{metric.upper()} vs prompt length")
+    return _save(fig, path)
+
+
+def sweep_curves(table: pd.DataFrame, x: str, path_prefix: Optional[Path] = None,
+                 xlabel: str = "") -> dict[str, Figure]:
+    """E2's three plots against the sweep variable: throughput, latency percentiles, goodput vs throughput."""
+    figs: dict[str, Figure] = {}
+    xl = xlabel or x
+    fig = Figure(figsize=(10, 3.8), layout="constrained")
+    ax = fig.subplots(1, 2)
+    ax[0].plot(table[x], table["request_throughput"], "o-")
+    ax[0].set_ylabel("requests / s")
+    ax[1].plot(table[x], table["output_throughput"], "o-", color="C1")
+    ax[1].set_ylabel("output tokens / s")
+    for a in ax:
+        a.set_xlabel(xl)
+        a.grid(True, alpha=0.3)
+        a.set_ylim(bottom=0)
+    fig.suptitle("Throughput")
+    figs["throughput"] = fig
+    fig = Figure(figsize=(13, 3.8), layout="constrained")
+    ax = fig.subplots(1, 3)
+    for a, metric in zip(ax, ("ttft", "tpot", "e2e")):
+        for stat, style in (("p50", "o-"), ("p95", "s--"), ("p99", "^:")):
+            a.plot(table[x], table[f"{stat}_{metric}_ms"], style, label=stat)
+        a.set_xlabel(xl)
+        a.set_ylabel(f"{metric.upper()} (ms)")
+        a.grid(True, alpha=0.3)
+        a.set_ylim(bottom=0)
+        a.legend(fontsize=8)
+    fig.suptitle("Latency")
+    figs["latency"] = fig
+    fig = Figure(figsize=(6.4, 4.0), layout="constrained")
+    ax = fig.subplots()
+    ax.plot(table[x], table["request_throughput"], "o-", label="throughput (req/s)")
+    ax.plot(table[x], table["request_goodput"], "s-", label="goodput (req/s meeting every SLO)")
+    ax2 = ax.twinx()
+    ax2.plot(table[x], 100 * table["slo_attainment"], "k:", label="SLO attainment (%)")
+    ax2.set_ylim(0, 105)
+    ax2.set_ylabel("SLO attainment (%)")
+    ax.set_xlabel(xl)
+    ax.set_ylabel("requests / s")
+    ax.set_ylim(bottom=0)
+    ax.grid(True, alpha=0.3)
+    lines = ax.get_legend_handles_labels()
+    lines2 = ax2.get_legend_handles_labels()
+    ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize=8, loc="lower right")
+    ax.set_title("SLO goodput")
+    figs["goodput"] = fig
+    if path_prefix is not None:
+        for name, f in figs.items():
+            _save(f, Path(f"{path_prefix}_{name}_curve.svg"))
+    return figs

@@ -82,6 +82,7 @@ from ctxkit import plots
 table = e0_smoke.latency_table(passes)
 table.to_csv(run.artifacts / "e0_requests.csv", index=False)
 fig = plots.latency_by_prompt(table, run.artifacts / "e0_latency.svg", title="E0: latency per request")
+display(fig)
 lat = summary["profiling"]["latency"]
 display(pd.DataFrame(lat).T[["count", "min", "p50", "p95", "max", "avg"]].round(2))
 """, "remove_input"),
@@ -97,7 +98,152 @@ display(Markdown(
 """, "remove_input"),
 ]
 
-NOTEBOOKS = {"e0_smoke": E0}
+E1 = [
+    md("""
+# E1: latency vs prompt length
+
+**Question.** How do time to first token (prefill) and time per output token (decode) grow with the prompt?
+
+**Method.** One server, warmed up. For each prompt length, `requests_per_len` requests with fresh token-exact
+prompts, sent one at a time (no queueing), each generating `output_len` tokens (ignore_eos). Where the GPU is
+known, each curve is drawn against its physical floor: prefill needs at least 2 x parameters x tokens FLOP at the
+GPU's bf16 peak; each decode step reads every weight once from HBM.
+"""),
+    code("""
+# Parameters (papermill injects the resolved values below this cell)
+seed = 0
+backend = "vllm"
+endpoint_url = None
+request_timeout_s = 120.0
+server = {"model": "tiny-llama"}
+prompt_lens = [64, 128, 256, 512, 1024, 2048]
+requests_per_len = 5
+output_len = 32
+warmup_requests = 2
+gpu_sample_interval_s = 0.5
+run_dir = None
+""", "parameters"),
+    md("## 1. Setup"),
+    code(SETUP + """
+from ctxkit.experiments import e1_latency
+from ctxkit.models import ModelCard
+P, run = open_run("e1_latency", globals())
+card = ModelCard.load(P.server.model)
+print(f"ctxkit {ctxkit.__version__}; run folder {run.path}")
+show_params(P)
+""", "remove_input"),
+    md("## 2. Sweep\n\nThe server starts once; lengths are measured in increasing order."),
+    code("""
+records, extra = e1_latency.sweep(P, run)
+"""),
+    md("## 3. Latency per prompt length"),
+    code("""
+fl = e1_latency.floors(card)
+table = e1_latency.curve(records, fl)
+summary = e1_latency.summarize(P, run, records, extra, table, fl)
+figs = e1_latency.write_artifacts(run, table)
+display(pd.DataFrame([{"check": k, **v} for k, v in summary["checks"].items()]).style.hide(axis="index"))
+cols = ["prompt_len", "count", "p50_ttft_ms", "p95_ttft_ms", "p50_tpot_ms", "p95_tpot_ms"]
+cols += [c for c in ("prefill_floor_ms", "ttft_over_floor", "decode_floor_ms", "tpot_over_floor") if c in table]
+display(table[cols].round(3).style.hide(axis="index"))
+print("floors:", fl or summary["floors"]["reason"])
+""", "remove_input"),
+    code("""
+for fig in figs:
+    display(fig)
+""", "remove_input"),
+    md("## 4. GPU and server"),
+    code("""
+gpu = summary["profiling"]["gpu"]
+print("GPU telemetry:", gpu if not gpu.get("available") else pd.DataFrame(gpu["gpus"]).T)
+srv = pd.DataFrame(summary["profiling"]["server"]).T
+display(srv[[c for c in ("ttft_count", "mean_ttft_ms", "mean_prefill_ms", "mean_decode_ms", "prompt_tokens") if c in srv]].round(2))
+""", "remove_input"),
+    md("## 5. Conclusion"),
+    code("""
+first, last = table.iloc[0], table.iloc[-1]
+ratio = last["p50_ttft_ms"] / first["p50_ttft_ms"]
+text = (f"From {int(first.prompt_len)} to {int(last.prompt_len)} prompt tokens ({last.prompt_len / first.prompt_len:.0f}x), "
+        f"median TTFT goes from {first.p50_ttft_ms:.1f} ms to {last.p50_ttft_ms:.1f} ms ({ratio:.1f}x), while median TPOT "
+        f"goes from {first.p50_tpot_ms:.2f} ms to {last.p50_tpot_ms:.2f} ms.")
+if fl:
+    text += (f" On {fl['gpu']}, TTFT at {int(last.prompt_len)} tokens is {last.ttft_over_floor:.1f}x its compute floor "
+             f"and TPOT {last.tpot_over_floor:.1f}x its bandwidth floor.")
+else:
+    text += " No GPU peak numbers apply here, so no physical floors are drawn."
+checks = summary["checks"]
+text += " Checks: " + ", ".join(f"{k} {'passed' if v['passed'] else 'FAILED'}" for k, v in checks.items()) + "."
+display(Markdown(text))
+""", "remove_input"),
+]
+
+E2 = [
+    md("""
+# E2: load sweep with SLO goodput
+
+**Question.** How do throughput and latency trade off as load grows, and how much of the throughput is *goodput*
+(requests that meet every SLO)?
+
+**Method.** One server, started once and warmed up. Each point is a closed-loop concurrency level (C clients, each
+sending its next request when the previous one ends) or a Poisson arrival rate, with fresh prompts, measured for
+`requests_per_point` requests. Goodput counts only requests that meet every SLO; failed requests are misses.
+"""),
+    code("""
+# Parameters (papermill injects the resolved values below this cell)
+seed = 0
+backend = "vllm"
+endpoint_url = None
+request_timeout_s = 120.0
+server = {"model": "tiny-llama"}
+concurrency_levels = [1, 2, 4, 8, 16]
+request_rates = []
+requests_per_point = 32
+duration_s = None
+workload = {"input_len": 256, "output_len": 32}
+slo = {"ttft_ms": 1000.0, "tpot_ms": 100.0}
+warmup_requests = 4
+metrics_interval_s = 1.0
+gpu_sample_interval_s = 0.5
+run_dir = None
+""", "parameters"),
+    md("## 1. Setup"),
+    code(SETUP + """
+from ctxkit.experiments import e2_concurrency
+P, run = open_run("e2_concurrency", globals())
+print(f"ctxkit {ctxkit.__version__}; run folder {run.path}")
+show_params(P)
+""", "remove_input"),
+    md("## 2. Sweep\n\nPoints already measured in an earlier attempt of this run folder are skipped (`--resume`)."),
+    code("""
+extra = e2_concurrency.sweep(P, run)
+"""),
+    md("## 3. Results per point"),
+    code("""
+table = e2_concurrency.curve(P, run)
+summary = e2_concurrency.summarize(P, run, table, extra)
+figs = e2_concurrency.write_artifacts(run, table)
+display(pd.DataFrame([{"check": k, **v} for k, v in summary["checks"].items()]).style.hide(axis="index"))
+cols = ["point", "request_throughput", "output_throughput", "p50_ttft_ms", "p95_ttft_ms", "p99_ttft_ms",
+        "p50_tpot_ms", "p95_tpot_ms", "p95_e2e_ms", "slo_attainment", "request_goodput", "failed"]
+display(table[[c for c in cols if c in table]].round(3).style.hide(axis="index"))
+""", "remove_input"),
+    code("""
+for fig in figs.values():
+    display(fig)
+""", "remove_input"),
+    md("## 4. Conclusion"),
+    code("""
+best = table.loc[table["request_goodput"].idxmax()]
+slo_text = ", ".join(f"{k} {v:g} ms" for k, v in summary["slo"].items() if v is not None)
+display(Markdown(
+    f"{e2_concurrency.saturation(table).capitalize()}. Goodput (SLOs: {slo_text}) peaks at point {best.point}: "
+    f"{best.request_goodput:.2f} req/s with {100 * best.slo_attainment:.0f}% of requests within SLO, against "
+    f"{best.request_throughput:.2f} req/s of throughput. Checks: "
+    + ", ".join(f"{k} {'passed' if v['passed'] else 'FAILED'}" for k, v in summary["checks"].items()) + "."))
+""", "remove_input"),
+]
+
+NOTEBOOKS = {"e0_smoke": E0, "e1_latency": E1, "e2_concurrency": E2}
 
 
 def write(name: str, cells: list) -> Path:

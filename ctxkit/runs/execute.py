@@ -75,26 +75,65 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     raise Interrupted(f"signal {signum}")
 
 
+RESUMABLE = {"e2_concurrency"}
+
+
+def reopen_for_resume(experiment: str, run_dir: Path) -> tuple[RunFolder, P.ExperimentParams]:
+    """An interrupted or failed run of a resumable experiment, its parameters as resolved then, and its previous
+    attempt's notebook and failure kept aside as notebook.attempt-N.ipynb / failure.attempt-N.json."""
+    from ctxkit.runs.folder import RunFolderError, read_yaml_file
+
+    if experiment not in RESUMABLE:
+        raise P.ParamError(f"--resume: {experiment} cannot resume (resumable: {', '.join(sorted(RESUMABLE))})")
+    run = RunFolder.open(run_dir)
+    if run.experiment != experiment:
+        raise P.ParamError(f"--resume: {run.path} is a run of {run.experiment}, not {experiment}")
+    if run.status() == "succeeded":
+        raise P.ParamError(f"--resume: {run.path} already succeeded; nothing to resume")
+    if not run.has("params.yaml"):
+        raise RunFolderError(f"--resume: {run.path} has no params.yaml")
+    params = P.from_dict(experiment, read_yaml_file(run.path / "params.yaml"))
+    attempt = len(list(run.path.glob("notebook.attempt-*.ipynb")))
+    for name, aside in (("notebook.ipynb", f"notebook.attempt-{attempt}.ipynb"),
+                        ("failure.json", f"failure.attempt-{attempt}.json"),
+                        ("report.html", f"report.attempt-{attempt}.html")):
+        if run.has(name):
+            os.replace(run.path / name, run.path / aside)
+    return run, params
+
+
 def run_experiment(experiment: str, *, profile: Optional[str] = P.DEFAULT_PROFILE, files: list[Path] = (),
                    sets: list[str] = (), label: str = "", runs_root: Optional[Path] = None,
+                   resume: Optional[Path] = None,
                    log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True)) -> tuple[RunFolder, bool]:
-    """Execute one experiment into a new run folder. Returns (folder, succeeded).
-    Parameter errors raise ParamError before anything is created or started."""
-    params = P.resolve(experiment, profile=profile, files=list(files), sets=list(sets))
-    if label:
-        check_name("label", label)
-    nb_in = notebook_path(experiment)
-    if params.backend == "simulated":
-        from ctxkit.backends.simulated import require_simulation_allowed
-        require_simulation_allowed()
-    kernel = ensure_kernel()
-    resolved = P.to_dict(params)
-    run = RunFolder.create(Path(runs_root or P.project_root() / "runs"), experiment)
+    """Execute one experiment into a new run folder (or, with resume, into an interrupted one).
+    Returns (folder, succeeded). Parameter errors raise ParamError before anything is created or started."""
+    if resume is not None:
+        if files or sets:
+            raise P.ParamError("--resume takes the run's own params.yaml: no -p or --set with it")
+        run, params = reopen_for_resume(experiment, resume)
+        nb_in = notebook_path(experiment)
+        kernel = ensure_kernel()
+        resolved = P.to_dict(params)
+        run.set_status("running")
+        log(f"[ctxkit] {experiment}: resuming {run.path}")
+    else:
+        params = P.resolve(experiment, profile=profile, files=list(files), sets=list(sets))
+        if label:
+            check_name("label", label)
+        nb_in = notebook_path(experiment)
+        if params.backend == "simulated":
+            from ctxkit.backends.simulated import require_simulation_allowed
+            require_simulation_allowed()
+        kernel = ensure_kernel()
+        resolved = P.to_dict(params)
+        run = RunFolder.create(Path(runs_root or P.project_root() / "runs"), experiment)
+        run.write_params(resolved)
+        run.write_json("run_metadata.json", metadata.collect(
+            run_id=run.run_id, experiment=experiment, config_hash=P.config_hash(experiment, params),
+            params=resolved, label=label))
+        log(f"[ctxkit] {experiment}: run folder {run.path}")
     chash = P.config_hash(experiment, params)
-    run.write_params(resolved)
-    run.write_json("run_metadata.json", metadata.collect(run_id=run.run_id, experiment=experiment,
-                                                         config_hash=chash, params=resolved, label=label))
-    log(f"[ctxkit] {experiment}: run folder {run.path}")
     log(f"[ctxkit] config hash {chash}; backend {params.backend}; model {params.server.model}")
     registry = run.logs / "process_groups.txt"
     registry.touch()

@@ -46,6 +46,13 @@ def check_name(kind: str, name: str) -> str:
     return name
 
 
+def read_yaml_file(path: Path) -> dict[str, Any]:
+    data = yaml.safe_load(Path(path).read_text())
+    if not isinstance(data, dict):
+        raise RunFolderError(f"{path} does not hold a mapping of parameters")
+    return data
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

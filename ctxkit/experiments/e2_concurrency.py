@@ -1,0 +1,154 @@
+"""E2 load sweep: throughput, latency percentiles and SLO goodput against load.
+
+One server per configuration, started once, warmed up. Points: each closed-loop concurrency level, then each
+Poisson rate; every point gets fresh prompts and is measured for `requests_per_point` requests (or `duration_s`).
+Each finished point is saved to artifacts/e2_points/<point>.json at once, so `ctxkit run e2_concurrency --resume
+RUN_DIR` finishes an interrupted sweep, skipping the points already done.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from typing import Any
+
+import pandas as pd
+
+from ctxkit import plots
+from ctxkit.collectors.gpu import GPUSampler
+from ctxkit.collectors.latency import SLO, flat
+from ctxkit.experiments.bench import build_workload, measure, slo_of
+from ctxkit.experiments.common import check, make_backend
+from ctxkit.models import ModelCard
+from ctxkit.params import E2Params, LoadParams
+from ctxkit.records import JsonlWriter
+from ctxkit.runs.folder import RunFolder, atomic_write_json
+
+POINTS_DIR = "e2_points"
+
+
+def points(params: E2Params) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = [{"point": f"c{c}", "kind": "concurrency", "concurrency": c, "request_rate": None}
+                                 for c in params.concurrency_levels]
+    out += [{"point": f"r{r:g}", "kind": "poisson", "concurrency": None, "request_rate": r}
+            for r in params.request_rates]
+    return out
+
+
+def load_of(params: E2Params, point: dict[str, Any]) -> LoadParams:
+    if point["kind"] == "concurrency":
+        return LoadParams(arrival="concurrency", concurrency=point["concurrency"], warmup_requests=0,
+                          duration_s=params.duration_s)
+    return LoadParams(arrival="poisson", request_rate=point["request_rate"], warmup_requests=0,
+                      duration_s=params.duration_s)
+
+
+def done_points(run: RunFolder) -> dict[str, dict[str, Any]]:
+    folder = run.artifacts / POINTS_DIR
+    return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))} if folder.is_dir() else {}
+
+
+def sweep(params: E2Params, run: RunFolder, log=print) -> dict[str, Any]:
+    """Measure every point not done yet; returns {"server": ..., "gpu": ..., "skipped": [...]}."""
+    card = ModelCard.load(params.server.model)
+    todo = [p for p in points(params) if p["point"] not in done_points(run)]
+    skipped = [p["point"] for p in points(params) if p not in todo]
+    if skipped:
+        log(f"[e2] resuming: {len(skipped)} point(s) already done ({', '.join(skipped)})")
+    if not todo:
+        return {"server": {}, "gpu": {"available": False, "reason": "nothing measured in this attempt"},
+                "skipped": skipped}
+    (run.artifacts / POINTS_DIR).mkdir(exist_ok=True)
+    attempt = len(list(run.path.glob("notebook.attempt-*.ipynb")))
+    slo = slo_of(params.slo)
+    backend = make_backend(params, "server", run)
+    sampler = GPUSampler(params.gpu_sample_interval_s, roles={0: "aggregated"})
+    with backend, sampler, JsonlWriter(run.path / "requests.jsonl") as out:
+        sampler.start()
+        log(f"[e2] server up at {backend.base_url} ({backend.version().get('version')}); {len(todo)} point(s)")
+        width = max(params.concurrency_levels or [1])
+        warm = build_workload(replace(params.workload, num_prompts=max(1, params.warmup_requests)), card,
+                              params.server.max_model_len, params.seed + 99_991, id_prefix="warmup")
+        for k, point in enumerate(todo):
+            index = points(params).index(point)
+            items = build_workload(params.workload, card, params.server.max_model_len,
+                                   params.seed * 1000 + index, count=params.requests_per_point,
+                                   id_prefix=point["point"])
+            log(f"[e2] point {k + 1}/{len(todo)}: {point['point']} ({point['kind']})")
+            recs, prof = measure(backend, items, load_of(params, point), seed=params.seed + index,
+                                 timeout_s=params.request_timeout_s, slo=slo, out=out,
+                                 warmup=warm[:width] if k == 0 and params.warmup_requests else None,
+                                 metrics_interval_s=params.metrics_interval_s, label=f"e2 {point['point']}",
+                                 tags={"point": point["point"], "attempt": attempt})
+            result = {**point, "latency": prof["latency"], "server": prof["server"][backend.name]}
+            atomic_write_json(run.artifacts / POINTS_DIR / f"{point['point']}.json", result, overwrite=True)
+        describe = backend.describe()
+    gpu = sampler.stop()
+    sampler.write_timeline(run.artifacts / f"e2_gpu_timeline{'' if attempt == 0 else f'.attempt-{attempt}'}.csv")
+    return {"server": describe, "gpu": gpu, "skipped": skipped}
+
+
+def curve(params: E2Params, run: RunFolder) -> pd.DataFrame:
+    done = done_points(run)
+    rows = []
+    for p in points(params):
+        if p["point"] not in done:
+            continue
+        d = done[p["point"]]
+        row = {"point": p["point"], "kind": p["kind"], "concurrency": p["concurrency"],
+               "request_rate_target": p["request_rate"], **flat(d["latency"])}
+        for key in ("slo_attainment", "request_goodput", "token_goodput"):
+            row.setdefault(key, d["latency"].get(key, 0.0))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def summarize(params: E2Params, run: RunFolder, table: pd.DataFrame, extra: dict[str, Any]) -> dict[str, Any]:
+    conc = table[table["kind"] == "concurrency"].sort_values("concurrency")
+    tput = list(conc["output_throughput"])
+    rises = len(tput) < 2 or tput[-1] > tput[0]
+    good_le = bool((table["request_goodput"] <= table["request_throughput"] + 1e-9).all())
+    failed = int(table["failed"].sum()) if "failed" in table else 0
+    expected = len(points(params))
+    summary = {
+        "experiment": "e2_concurrency",
+        "run_id": run.run_id,
+        "checks": {
+            "all_points_measured": check(len(table) == expected, f"{len(table)}/{expected} points"),
+            "success": check(failed == 0, f"{failed} failed request(s) over the sweep"),
+            "throughput_rises_with_concurrency": check(
+                rises, "output tok/s " + " -> ".join(f"{t:.0f}" for t in tput) if tput else "no concurrency points"),
+            "goodput_never_exceeds_throughput": check(good_le, "request goodput <= request throughput at every point"),
+        },
+        "slo": SLO(params.slo.ttft_ms, params.slo.tpot_ms, params.slo.e2e_ms).as_dict(),
+        "profiling": {"server": {name: d["server"] for name, d in done_points(run).items()},
+                      "gpu": extra.get("gpu", {})},
+        "sweep": table.to_dict(orient="records"),
+        "servers": [extra["server"]] if extra.get("server") else [],
+        "resumed_points": extra.get("skipped", []),
+    }
+    run.write_json("summary.json", summary)
+    return summary
+
+
+def saturation(table: pd.DataFrame) -> str:
+    """Where throughput stops growing: the first concurrency level after which it gains < 10%."""
+    conc = table[table["kind"] == "concurrency"].sort_values("concurrency")
+    t = list(conc["output_throughput"])
+    c = list(conc["concurrency"])
+    for i in range(1, len(t)):
+        if t[i] < 1.10 * t[i - 1]:
+            return f"throughput saturates near concurrency {int(c[i - 1])} ({t[i - 1]:.0f} output tok/s)"
+    return f"throughput still rising at concurrency {int(c[-1])} ({t[-1]:.0f} output tok/s)" if t else ""
+
+
+def write_artifacts(run: RunFolder, table: pd.DataFrame) -> dict[str, Any]:
+    table.to_csv(run.artifacts / "e2_concurrency_curve.csv", index=False)
+    conc = table[table["kind"] == "concurrency"].sort_values("concurrency")
+    figs = {}
+    if len(conc):
+        figs = plots.sweep_curves(conc, "concurrency", run.artifacts / "e2", xlabel="concurrent clients")
+    rate = table[table["kind"] == "poisson"].sort_values("request_rate_target")
+    if len(rate):
+        figs.update({f"rate_{k}": v for k, v in plots.sweep_curves(
+            rate, "request_rate_target", run.artifacts / "e2_rate", xlabel="Poisson rate (req/s)").items()})
+    return figs

@@ -143,7 +143,28 @@ class E2Params(ExperimentParams):
     gpu_sample_interval_s: float = 0.5
 
 
+@dataclass
+class E3Params(ExperimentParams):
+    """E3 aggregated vs disaggregated (xPyD) on one workload, with KV-transfer accounting."""
+    connector: Literal["example", "nixl"] = "example"
+    prefill_instances: int = 1
+    decode_instances: int = 1
+    aggregated_replicas: Optional[int] = None     # null: prefill + decode instances (the same total resources)
+    policy: Literal["round_robin", "least_outstanding"] = "least_outstanding"
+    kv_buffer_device: Literal["cpu", "cuda"] = "cpu"   # NixlConnector
+    prefill_visible_devices: Optional[str] = None
+    decode_visible_devices: Optional[str] = None
+    workload: WorkloadParams = field(default_factory=lambda: WorkloadParams(num_prompts=24, input_len=1024,
+                                                                             output_len=32))
+    load: LoadParams = field(default_factory=lambda: LoadParams(arrival="concurrency", concurrency=2))
+    slo: SLOParams = field(default_factory=lambda: SLOParams(ttft_ms=2000.0, tpot_ms=100.0))
+    correctness_prompt_lens: list[int] = field(default_factory=lambda: [100, 300, 700, 1500])
+    correctness_max_tokens: int = 16
+    on_request_error: Literal["continue", "stop"] = "continue"
+
+
 EXPERIMENTS: dict[str, type[ExperimentParams]] = {
+    "e3_disagg": E3Params,
     "e0_smoke": E0Params,
     "e1_latency": E1Params,
     "e2_concurrency": E2Params,
@@ -241,7 +262,8 @@ def _positive(params: ExperimentParams) -> None:
         (s.max_model_len > 0, "server.max_model_len must be > 0"),
         (s.startup_timeout_s > 0, "server.startup_timeout_s must be > 0"),
         (params.request_timeout_s > 0, "request_timeout_s must be > 0"),
-        (s.kv_cache_space_gib is None or s.kv_cache_space_gib > 0, "server.kv_cache_space_gib must be > 0"),
+        (s.kv_cache_space_gib is None or (s.kv_cache_space_gib > 0 and float(s.kv_cache_space_gib).is_integer()),
+         "server.kv_cache_space_gib must be a whole number > 0 (vLLM reads VLLM_CPU_KVCACHE_SPACE as an integer)"),
         (s.gpu_memory_utilization is None or 0 < s.gpu_memory_utilization <= 1,
          "server.gpu_memory_utilization must be in (0, 1]"),
         (params.backend != "endpoint" or bool(params.endpoint_url), "backend=endpoint needs endpoint_url"),
@@ -271,6 +293,22 @@ def _positive(params: ExperimentParams) -> None:
         if params.duration_s is not None and params.duration_s <= 0:
             raise ParamError("duration_s must be > 0")
         _check_workload(params.workload, LoadParams(), s.max_model_len)
+    if isinstance(params, E3Params):
+        if params.prefill_instances < 1 or params.decode_instances < 1:
+            raise ParamError("prefill_instances and decode_instances must be >= 1")
+        if params.aggregated_replicas is not None and params.aggregated_replicas < 1:
+            raise ParamError("aggregated_replicas must be >= 1")
+        if params.correctness_prompt_lens and max(params.correctness_prompt_lens) + params.correctness_max_tokens \
+                > s.max_model_len:
+            raise ParamError("correctness_prompt_lens: the longest + correctness_max_tokens exceeds "
+                             f"server.max_model_len {s.max_model_len}")
+        if any(n < 2 for n in params.correctness_prompt_lens):
+            raise ParamError("correctness_prompt_lens: each must be >= 2")
+        if params.connector == "nixl" and params.backend != "vllm":
+            raise ParamError("connector nixl needs backend vllm")
+        if params.backend != "vllm":
+            raise ParamError("e3_disagg starts its own vLLM servers: backend must be vllm")
+        _check_workload(params.workload, params.load, s.max_model_len)
     if isinstance(params, E0Params):
         if not params.prompt_lens or min(params.prompt_lens) < 1:
             raise ParamError("prompt_lens: needs at least one length, each >= 1")

@@ -111,3 +111,41 @@ def sweep_curves(table: pd.DataFrame, x: str, path_prefix: Optional[Path] = None
         for name, f in figs.items():
             _save(f, Path(f"{path_prefix}_{name}_curve.svg"))
     return figs
+
+
+def distributions(frame: pd.DataFrame, by: str, metrics: list[str], path: Optional[Path] = None,
+                  title: str = "") -> Figure:
+    """Empirical CDFs of each metric, one line per group."""
+    fig = Figure(figsize=(4.2 * len(metrics), 3.8), layout="constrained")
+    axes = fig.subplots(1, len(metrics))
+    for ax, metric in zip(axes if len(metrics) > 1 else [axes], metrics):
+        for name, g in frame.groupby(by):
+            v = g[metric].dropna().sort_values()
+            if len(v):
+                ax.step(v, [(i + 1) / len(v) for i in range(len(v))], where="post", label=str(name))
+        ax.set_xlabel(metric.replace("_ms", " (ms)").upper())
+        ax.set_ylabel("share of requests")
+        ax.set_ylim(0, 1.02)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def stacked_breakdown(frame: pd.DataFrame, parts: list[str], path: Optional[Path] = None, title: str = "") -> Figure:
+    """One stacked bar per request: the parts of its TTFT."""
+    fig = Figure(figsize=(max(6.4, 0.25 * len(frame)), 4.0), layout="constrained")
+    ax = fig.subplots()
+    bottom = [0.0] * len(frame)
+    x = list(range(len(frame)))
+    for part in parts:
+        vals = frame[part].fillna(0).tolist()
+        ax.bar(x, vals, bottom=bottom, label=part.replace("_ms", ""))
+        bottom = [b + v for b, v in zip(bottom, vals)]
+    ax.set_xlabel("request (in arrival order)")
+    ax.set_ylabel("ms")
+    ax.legend(fontsize=8)
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.set_title(title or "TTFT breakdown")
+    return _save(fig, path)

@@ -26,6 +26,7 @@ def md(src: str):
 
 
 SETUP = """
+%matplotlib inline
 %config InlineBackend.figure_formats = ['svg']
 from pathlib import Path
 import pandas as pd
@@ -243,7 +244,86 @@ display(Markdown(
 """, "remove_input"),
 ]
 
-NOTEBOOKS = {"e0_smoke": E0, "e1_latency": E1, "e2_concurrency": E2}
+E3 = [
+    md("""
+# E3: aggregated vs disaggregated serving
+
+**Question.** What does splitting prefill from decode cost (KV bytes moved, transfer time, stall) and buy
+(latency, goodput per device) against aggregated serving on the same total resources?
+
+**Method.** One workload, the same arrival process, against (a) an aggregated pool of replicas and (b) prefill and
+decode instances joined by a vLLM KV connector, both behind ctxkit's router, so one client measures both.
+Before measuring, a greedy correctness set goes through each topology one request at a time: outputs must be
+identical, and the decode servers' `prompt_tokens_by_source{source="external_kv_transfer"}` must grow by exactly the
+KV tokens handed over, which shows the KV was loaded, not recomputed.
+"""),
+    code("""
+# Parameters (papermill injects the resolved values below this cell)
+seed = 0
+backend = "vllm"
+endpoint_url = None
+request_timeout_s = 120.0
+server = {"model": "tiny-llama"}
+connector = "example"
+prefill_instances = 1
+decode_instances = 1
+aggregated_replicas = None
+policy = "least_outstanding"
+kv_buffer_device = "cpu"
+prefill_visible_devices = None
+decode_visible_devices = None
+workload = {"num_prompts": 24, "input_len": 1024, "output_len": 32}
+load = {"arrival": "concurrency", "concurrency": 2}
+slo = {"ttft_ms": 2000.0, "tpot_ms": 100.0}
+correctness_prompt_lens = [100, 300, 700, 1500]
+correctness_max_tokens = 16
+on_request_error = "continue"
+run_dir = None
+""", "parameters"),
+    md("## 1. Setup"),
+    code(SETUP + """
+from ctxkit.experiments import e3_disagg
+from ctxkit.records import JsonlWriter
+P, run = open_run("e3_disagg", globals())
+print(f"ctxkit {ctxkit.__version__}; run folder {run.path}")
+show_params(P)
+""", "remove_input"),
+    md("## 2. Aggregated pool"),
+    code("""
+with JsonlWriter(run.path / "requests.jsonl") as out:
+    agg = e3_disagg.run_mode(P, run, "aggregated", out)
+"""),
+    md("## 3. Disaggregated prefill -> decode"),
+    code("""
+with JsonlWriter(run.path / "requests.jsonl") as out:
+    dis = e3_disagg.run_mode(P, run, "disaggregated", out)
+"""),
+    md("## 4. Checks and headline numbers"),
+    code("""
+summary = e3_disagg.summarize(P, run, agg, dis)
+figs = e3_disagg.write_artifacts(run, agg, dis, summary)
+display(pd.DataFrame([{"check": k, **v} for k, v in summary["checks"].items()]).style.hide(axis="index"))
+display(pd.DataFrame(summary["headline"]).round(3).style.hide(axis="index"))
+print("placement:", {m: a["reason"] for m, a in summary["gpu_assignment"].items()})
+""", "remove_input"),
+    md("## 5. Latency distributions and the TTFT breakdown"),
+    code("""
+for fig in figs:
+    display(fig)
+""", "remove_input"),
+    md("## 6. KV transfer"),
+    code("""
+kv = summary["profiling"]["kv_transfer"]
+display(pd.DataFrame({k: v for k, v in kv.items() if isinstance(v, dict)}).T.round(4))
+print({k: v for k, v in kv.items() if not isinstance(v, dict)})
+""", "remove_input"),
+    md("## 7. Conclusion"),
+    code("""
+display(Markdown(e3_disagg.conclusions(summary)))
+""", "remove_input"),
+]
+
+NOTEBOOKS = {"e0_smoke": E0, "e1_latency": E1, "e2_concurrency": E2, "e3_disagg": E3}
 
 
 def write(name: str, cells: list) -> Path:

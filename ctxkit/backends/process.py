@@ -104,6 +104,7 @@ class ManagedServer(ServingBackend):
         self.python = python
         self.proc: Optional[subprocess.Popen[bytes]] = None
         self.started_s: Optional[float] = None
+        self._t0 = 0.0
 
     def command(self) -> list[str]:
         raise NotImplementedError  # abstract: each server kind builds its own command line
@@ -118,14 +119,20 @@ class ManagedServer(ServingBackend):
         return env
 
     def start(self) -> "ManagedServer":
-        if self.proc is not None:
-            return self
+        if self.proc is None:
+            self.launch()
+        self.wait_ready()
+        return self
+
+    def launch(self) -> None:
+        """Spawn the process without waiting. PR_SET_PDEATHSIG ties the child to the *thread* that spawns it, so
+        launch from a thread that outlives the server (the main thread), never from a short-lived worker."""
         self.preflight()
         self.port = self.port or free_port(self.host)
         self.base_url = f"http://{self.host}:{self.port}"
         self.log_dir.mkdir(parents=True, exist_ok=True)
         cmd = self.command()
-        t0 = time.monotonic()
+        self._t0 = time.monotonic()
         with open(self.log_path, "ab") as log:
             log.write(("$ " + " ".join(cmd) + "\n").encode())
             log.flush()
@@ -133,14 +140,18 @@ class ManagedServer(ServingBackend):
                                          env=self.environment(), start_new_session=True,
                                          preexec_fn=_die_with_parent)
         register_pgid(self.proc.pid)
+
+    def wait_ready(self) -> None:
+        """Wait for /health (safe from any thread); stops the process if it never becomes ready."""
+        if self.started_s is not None:
+            return
         try:
-            self._wait_healthy(t0)
+            self._wait_healthy(self._t0)
         except BaseException:
             self.stop()
             raise
-        self.started_s = time.monotonic() - t0
+        self.started_s = time.monotonic() - self._t0
         self.after_start()
-        return self
 
     def after_start(self) -> None:
         """Hook: read what the running server reports (e.g. /version)."""

@@ -86,7 +86,10 @@ def served_max_model_len(backend: ServingBackend) -> Optional[int]:
 class Progress:
     """One status line, rewritten in a terminal, printed every 10% in a notebook or log."""
 
-    def __init__(self, total: int, label: str, stream=sys.stderr) -> None:
+    def __init__(self, total: int, label: str, stream=None) -> None:
+        # In a notebook, stdout (in order with the notebook's own prints); on a terminal, stderr (stdout is
+        # kept for the run folder's path).
+        stream = stream or (sys.stdout if "ipykernel" in sys.modules else sys.stderr)
         self.total, self.label, self.stream = total, label, stream
         self.t0 = time.monotonic()
         self.failed = 0

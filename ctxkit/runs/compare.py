@@ -72,7 +72,7 @@ def differences(runs: list[RunFolder], metas: list[dict], params: list[dict]) ->
             values = [f.get(key) for f in flat]
             if len({json.dumps(v, sort_keys=True, default=str) for v in values}) > 1:
                 rows.append({"kind": section, "key": key, **{r.run_id: v for r, v in zip(runs, values)}})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["kind", "key", *(r.run_id for r in runs)])
 
 
 def _svg(fig: Figure) -> str:

@@ -1,0 +1,230 @@
+"""E3 aggregated vs disaggregated serving, with KV-transfer accounting.
+
+The same workload runs against (a) an aggregated pool of N replicas behind ctxkit's router and (b) P prefill +
+D decode instances joined by a vLLM KV connector behind the same router (N = P + D by default: the same total
+resources). Before each measurement, a greedy correctness set of several prompt lengths goes through, one request
+at a time: disaggregated outputs must equal aggregated ones token for token, and the decode servers'
+prompt_tokens_by_source{source="external_kv_transfer"} must grow by exactly the KV tokens the broker handed over.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import numpy as np
+import pandas as pd
+
+from ctxkit import plots
+from ctxkit.collectors import kv_transfer
+from ctxkit.collectors.latency import request_latency, stats, summarize as latency_summary
+from ctxkit.collectors.server_metrics import ServerMetricsCollector, parse, value
+from ctxkit.experiments.bench import build_workload, measure, slo_of
+from ctxkit.experiments.common import check, token_prompts
+from ctxkit.load.client import CompletionRequest
+from ctxkit.models import ModelCard
+from ctxkit.params import E3Params
+from ctxkit.records import JsonlWriter, RequestRecord
+from ctxkit.runs.folder import RunFolder
+from ctxkit.schedulers.pools import AggregatedPool, DisaggregatedPool
+
+MODES = ("aggregated", "disaggregated")
+
+
+@dataclass
+class ModeResult:
+    mode: str
+    records: list[RequestRecord]
+    correctness: dict[str, list[int]]
+    latency: dict[str, Any]
+    servers: dict[str, Any]
+    describe: dict[str, Any]
+    handoffs: list[dict[str, Any]] = field(default_factory=list)
+    correctness_handoffs: list[dict[str, Any]] = field(default_factory=list)
+    external_kv_tokens: Optional[float] = None
+    devices: int = 1
+
+
+def correctness_set(params: E3Params, card: ModelCard) -> list[CompletionRequest]:
+    prompts = token_prompts(np.random.default_rng(params.seed + 31_337), params.correctness_prompt_lens,
+                            card.vocab_size, card.config.get("bos_token_id"))
+    return [CompletionRequest(f"correct-{i}-len{len(p)}", p, params.correctness_max_tokens) for i, p in enumerate(prompts)]
+
+
+def make_pool(params: E3Params, run: RunFolder, mode: str):
+    if mode == "aggregated":
+        replicas = params.aggregated_replicas or params.prefill_instances + params.decode_instances
+        return AggregatedPool(params.server, seed=params.seed, replicas=replicas, log_dir=run.logs,
+                              policy=params.policy)
+    return DisaggregatedPool(params.server, seed=params.seed, prefill=params.prefill_instances,
+                             decode=params.decode_instances, connector=params.connector, log_dir=run.logs,
+                             policy=params.policy, kv_buffer_device=params.kv_buffer_device,
+                             prefill_visible_devices=params.prefill_visible_devices,
+                             decode_visible_devices=params.decode_visible_devices)
+
+
+def _external_kv(servers) -> float:
+    return sum(value(parse(s.metrics()), "vllm:prompt_tokens_by_source_total", source="external_kv_transfer")
+               for s in servers)
+
+
+def run_mode(params: E3Params, run: RunFolder, mode: str, out: JsonlWriter, log=print) -> ModeResult:
+    card = ModelCard.load(params.server.model)
+    pool = make_pool(params, run, mode)
+    log(f"[e3] {mode}: starting {len(pool.servers)} vLLM server(s) and the router ...")
+    with pool:
+        log(f"[e3] {mode}: router at {pool.base_url}; placement: {pool.placement['reason']}")
+        warm = build_workload(params.workload, card, params.server.max_model_len, params.seed + 99_991,
+                              count=max(1, len(pool.servers)), id_prefix=f"{mode}-warmup")
+        for it in warm:
+            rec = pool.generate(it.prompt, it.max_tokens, request_id=it.request_id,
+                                timeout_s=params.request_timeout_s)
+            rec.warmup, rec.tags = True, {"mode": mode, "set": "warmup"}
+            out.write(rec)
+        decoders = pool.by_role("decode") if mode == "disaggregated" else []
+        before = _external_kv(decoders) if decoders else None
+        n_handoffs = len(pool.handoffs()) if mode == "disaggregated" else 0
+        correctness: dict[str, list[int]] = {}
+        for req in correctness_set(params, card):
+            rec = pool.generate(req.prompt, req.max_tokens, request_id=f"{mode}-{req.request_id}",
+                                timeout_s=params.request_timeout_s)
+            rec.warmup, rec.tags = True, {"mode": mode, "set": "correctness"}   # never in the latency numbers
+            out.write(rec)
+            correctness[req.request_id] = rec.output_token_ids if rec.ok else []
+            if not rec.ok:
+                log(f"[e3] {mode}: correctness request {req.request_id} failed: {rec.error}")
+        external = _external_kv(decoders) - before if decoders else None
+        correctness_handoffs = pool.handoffs()[n_handoffs:] if mode == "disaggregated" else []
+        n_handoffs = len(pool.handoffs()) if mode == "disaggregated" else 0
+        items = build_workload(params.workload, card, params.server.max_model_len, params.seed,
+                               id_prefix=f"{mode}")
+        collectors = [ServerMetricsCollector(s.name, s.metrics).start() for s in pool.servers]
+        log(f"[e3] {mode}: measuring {len(items)} requests ({params.load.arrival}, "
+            f"concurrency {params.load.concurrency})")
+        records, prof = measure(pool, items, params.load, seed=params.seed, timeout_s=params.request_timeout_s,
+                                slo=slo_of(params.slo), out=out, label=f"e3 {mode}", tags={"mode": mode})
+        servers = {c.name: c.stop() for c in collectors}
+        handoffs = pool.handoffs()[n_handoffs:] if mode == "disaggregated" else []
+        describe = pool.describe()
+    failed = [r for r in records if not r.ok]
+    if failed and params.on_request_error == "stop":
+        raise RuntimeError(f"{mode}: {len(failed)} request(s) failed and on_request_error is 'stop'; first: "
+                           f"{failed[0].request_id}: {failed[0].error}")
+    return ModeResult(mode, records, correctness, prof["latency"], servers, describe, handoffs,
+                      correctness_handoffs, external, devices=len(describe["servers"]))
+
+
+def breakdown(result: ModeResult) -> pd.DataFrame:
+    """TTFT per request split into router, prefill, KV transfer, first decode step and the rest."""
+    frame = kv_transfer.handoff_frame(result.handoffs, result.records)
+    if frame.empty:
+        return frame
+    out = pd.DataFrame({"request_id": frame["request_id"], "client_ttft_ms": frame["client_ttft_ms"]})
+    out["router_ms"] = frame["router_ms"]
+    out["prefill_ms"] = frame["prefill_ms"]
+    out["kv_transfer_ms"] = frame["transfer_ms"].fillna(0) + frame["kv_check_ms"].fillna(0)
+    out["first_decode_step_ms"] = frame["decode_step_ms"]
+    parts = out[["router_ms", "prefill_ms", "kv_transfer_ms", "first_decode_step_ms"]].sum(axis=1)
+    out["other_ms"] = (out["client_ttft_ms"] - parts).clip(lower=0)
+    return out
+
+
+def headline(result: ModeResult) -> dict[str, Any]:
+    lat = result.latency
+    return {"mode": result.mode, "servers": result.devices, "completed": lat["completed"], "failed": lat["failed"],
+            "request_throughput": lat["request_throughput"], "output_throughput": lat["output_throughput"],
+            "p50_ttft_ms": lat["ttft_ms"]["p50"], "p95_ttft_ms": lat["ttft_ms"]["p95"],
+            "p50_tpot_ms": lat["tpot_ms"]["p50"], "p95_tpot_ms": lat["tpot_ms"]["p95"],
+            "p50_e2e_ms": lat["e2e_ms"]["p50"], "slo_attainment": lat.get("slo_attainment"),
+            "request_goodput": lat.get("request_goodput"),
+            "goodput_per_device": (lat.get("request_goodput") or 0) / result.devices}
+
+
+def summarize(params: E3Params, run: RunFolder, agg: ModeResult, dis: ModeResult) -> dict[str, Any]:
+    card = ModelCard.load(params.server.model)
+    diffs = [k for k in agg.correctness if agg.correctness[k] != dis.correctness.get(k) or not agg.correctness[k]]
+    handoff_frame = kv_transfer.handoff_frame(dis.handoffs, dis.records)
+    kv = kv_transfer.summarize(handoff_frame)
+    corr_frame = kv_transfer.handoff_frame(dis.correctness_handoffs)
+    all_frame = pd.concat([corr_frame, handoff_frame], ignore_index=True)
+    moved = [r for r in all_frame.to_dict("records") if r["status"] == "ok" and r["kv_tokens"]]
+    within = [abs(r["bytes_ratio"] - 1) <= 0.02 for r in moved if r["bytes_ratio"] is not None]
+    expected_external = int(corr_frame["kv_tokens"].sum()) if not corr_frame.empty else 0
+    total_failed = agg.latency["failed"] + dis.latency["failed"]
+    checks = {
+        "success": check(total_failed == 0, f"aggregated {agg.latency['completed']}/{agg.latency['requests']}, "
+                                            f"disaggregated {dis.latency['completed']}/{dis.latency['requests']} "
+                                            "completed"),
+        "greedy_outputs_equal": check(not diffs and bool(agg.correctness),
+                                      f"{len(agg.correctness) - len(diffs)}/{len(agg.correctness)} prompts of "
+                                      f"{params.correctness_prompt_lens} tokens identical token for token"
+                                      + (f"; differ: {diffs}" if diffs else "")),
+        "kv_loaded_not_recomputed": check(
+            dis.external_kv_tokens is not None and dis.external_kv_tokens == expected_external
+            and expected_external > 0,
+            f"decode prompt_tokens_by_source{{external_kv_transfer}} grew by {dis.external_kv_tokens}; the broker "
+            f"handed over {expected_external} KV tokens in the correctness set"),
+        "kv_bytes_within_2pct": check(bool(within) and all(within),
+                                      f"{sum(within)}/{len(within)} handoffs with measured KV bytes within 2% of "
+                                      f"expected ({card.kv_bytes_per_token()} B/token, block-aligned)"),
+        "broker_completed_handoffs": check(kv["broker_completed_handoffs"] == dis.latency["completed"],
+                                           f"{kv['broker_completed_handoffs']} handoffs for "
+                                           f"{dis.latency['completed']} completed requests"),
+    }
+    summary = {
+        "experiment": "e3_disagg",
+        "run_id": run.run_id,
+        "checks": checks,
+        "headline": [headline(agg), headline(dis)],
+        "profiling": {"latency": {"aggregated": agg.latency, "disaggregated": dis.latency},
+                      "kv_transfer": kv, "server": {"aggregated": agg.servers, "disaggregated": dis.servers}},
+        "broker_completed_handoffs": kv["broker_completed_handoffs"],
+        "gpu_assignment": {"aggregated": agg.describe["placement"], "disaggregated": dis.describe["placement"]},
+        "correctness": {"prompt_lens": params.correctness_prompt_lens, "aggregated": agg.correctness,
+                        "disaggregated": dis.correctness, "external_kv_tokens": dis.external_kv_tokens,
+                        "expected_external_kv_tokens": expected_external},
+        "servers": [agg.describe, dis.describe],
+    }
+    run.write_json("summary.json", summary)
+    return summary
+
+
+def write_artifacts(run: RunFolder, agg: ModeResult, dis: ModeResult, summary: dict[str, Any]) -> list:
+    pd.DataFrame(summary["headline"]).to_csv(run.artifacts / "e3_headline.csv", index=False)
+    kv_transfer.handoff_frame(dis.handoffs, dis.records).to_csv(run.artifacts / "e3_handoffs.csv", index=False)
+    br = breakdown(dis)
+    br.to_csv(run.artifacts / "e3_ttft_breakdown.csv", index=False)
+    req = []
+    for res in (agg, dis):
+        for r in res.records:
+            lat = request_latency(r)
+            req.append({"mode": res.mode, "request_id": r.request_id, "status": r.status, "ttft_ms": lat.ttft_ms,
+                        "tpot_ms": lat.tpot_ms, "e2e_ms": lat.e2e_ms, "route": r.route})
+    frame = pd.DataFrame(req)
+    frame.to_csv(run.artifacts / "e3_requests.csv", index=False)
+    figs = [plots.distributions(frame, "mode", ["ttft_ms", "tpot_ms", "e2e_ms"], run.artifacts / "e3_latency_cdf.svg",
+                                "E3: latency distributions")]
+    if not br.empty:
+        figs.append(plots.stacked_breakdown(br, ["router_ms", "prefill_ms", "kv_transfer_ms", "first_decode_step_ms",
+                                                 "other_ms"], run.artifacts / "e3_ttft_breakdown.svg",
+                                            "E3: TTFT breakdown per disaggregated request"))
+    return figs
+
+
+def conclusions(summary: dict[str, Any]) -> str:
+    a, d = summary["headline"]
+    kv = summary["profiling"]["kv_transfer"]
+    def pct(x: float, y: float) -> str:
+        return f"{100 * (x - y) / y:+.0f}%" if y else "n/a"
+    text = (f"Disaggregated serving changed median TTFT by {pct(d['p50_ttft_ms'], a['p50_ttft_ms'])} "
+            f"({a['p50_ttft_ms']:.1f} -> {d['p50_ttft_ms']:.1f} ms) and median TPOT by "
+            f"{pct(d['p50_tpot_ms'], a['p50_tpot_ms'])} ({a['p50_tpot_ms']:.2f} -> {d['p50_tpot_ms']:.2f} ms) against "
+            f"an aggregated pool of {a['servers']} replicas. Goodput per server: aggregated "
+            f"{a['goodput_per_device']:.3f} req/s, disaggregated {d['goodput_per_device']:.3f} req/s. ")
+    if kv.get("broker_completed_handoffs"):
+        text += (f"{kv['broker_completed_handoffs']} KV handoffs moved {kv['total_kv_bytes_measured'] / 1e6:.1f} MB "
+                 f"through {kv['connector']} (median {kv['transfer_ms']['p50'] or 0:.1f} ms, "
+                 f"{kv['gb_per_s']['p50'] or 0:.2f} GB/s); KV waiting was a median "
+                 f"{100 * (kv['stall_ratio']['p50'] or 0):.0f}% of TTFT.")
+    failed = [k for k, c in summary["checks"].items() if not c["passed"]]
+    text += " All checks passed." if not failed else f" Checks FAILED: {', '.join(failed)}."
+    return text

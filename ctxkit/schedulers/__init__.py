@@ -1,0 +1,1 @@
+"""Schedulers: the router (aggregated pools and disaggregated prefill -> decode), KV handoff accounting."""

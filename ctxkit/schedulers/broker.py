@@ -1,0 +1,78 @@
+"""The KV broker: connector configuration for each role, and one handoff record per disaggregated request.
+
+KV bytes expected come from the model card: 2 x layers x kv_heads x head_dim x dtype bytes x tokens, for the
+tokens the connector actually moves (ExampleConnector: whole blocks of prompt[:-1]; NIXL: the prompt's full blocks
+as the decode side asks for them). See docs/metrics.md for how transfer_ms is measured per connector.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+CONNECTORS = ("example", "nixl")
+
+
+def kv_transfer_config(connector: str, role: str, storage_path: Optional[Path] = None,
+                       kv_buffer_device: str = "cpu") -> str:
+    """The JSON for vLLM's --kv-transfer-config. role: prefill | decode."""
+    if connector == "example":
+        cfg: dict[str, Any] = {"kv_connector": "ExampleConnector",
+                               "kv_role": "kv_producer" if role == "prefill" else "kv_consumer",
+                               "kv_connector_extra_config": {"shared_storage_path": str(storage_path)}}
+    elif connector == "nixl":
+        cfg = {"kv_connector": "NixlConnector", "kv_role": "kv_both", "kv_buffer_device": kv_buffer_device}
+    else:
+        raise ValueError(f"unknown connector {connector!r}: {', '.join(CONNECTORS)}")
+    return json.dumps(cfg, separators=(",", ":"))
+
+
+NIXL_PREFILL_PARAMS = {"do_remote_decode": True, "do_remote_prefill": False, "remote_engine_id": None,
+                       "remote_block_ids": None, "remote_host": None, "remote_port": None}
+
+
+@dataclass
+class HandoffRecord:
+    handoff_id: str
+    request_id: str
+    prefill_instance: str
+    decode_instance: str
+    connector: str
+    prompt_tokens: int
+    kv_tokens: int = 0
+    kv_bytes_expected: int = 0
+    kv_bytes_measured: Optional[int] = None
+    transfer_ms: Optional[float] = None        # see docs/metrics.md
+    decode_step_ms: Optional[float] = None     # the decode stream's own median inter-token gap
+    t_recv_ns: int = 0
+    t_prefill_sent_ns: int = 0
+    t_prefill_done_ns: Optional[int] = None
+    t_kv_ready_ns: Optional[int] = None
+    t_decode_sent_ns: Optional[int] = None
+    t_decode_first_ns: Optional[int] = None
+    t_end_ns: Optional[int] = None
+    status: str = "ok"
+    error: Optional[str] = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+_ids = itertools.count()
+
+
+def new_handoff(request_id: str, prefill: str, decode: str, connector: str, prompt_tokens: int,
+                kv_tokens: int, kv_bytes_per_token: int, t_recv_ns: int) -> HandoffRecord:
+    return HandoffRecord(handoff_id=f"h{next(_ids):06d}", request_id=request_id, prefill_instance=prefill,
+                         decode_instance=decode, connector=connector, prompt_tokens=prompt_tokens,
+                         kv_tokens=kv_tokens, kv_bytes_expected=kv_tokens * kv_bytes_per_token,
+                         t_recv_ns=t_recv_ns)
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not Path(path).is_file():
+        return []
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]

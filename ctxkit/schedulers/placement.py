@@ -1,0 +1,76 @@
+"""Placement: which GPUs (or CPU cores) each server gets, and why. Recorded under summary.gpu_assignment.
+
+GPUs are discovered through NVML. Two or more: prefill instances on the first half, decode on the rest (or the
+manual prefill_visible_devices / decode_visible_devices). One GPU: every server shares it, each with a memory
+fraction that fits (0.9 / number of servers). No GPU: each server gets its own cores when the machine has at least
+one core per server (VLLM_CPU_OMP_THREADS_BIND), else they share all cores.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from ctxkit.collectors.gpu import gpu_inventory
+
+
+@dataclass
+class Slot:
+    role: str                      # prefill | decode | aggregated
+    index: int
+    env: dict[str, str] = field(default_factory=dict)
+    gpu_memory_utilization: Optional[float] = None
+    devices: str = ""              # GPU ids or CPU cores, for the record
+
+
+def _cores() -> list[int]:
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return list(range(os.cpu_count() or 1))
+
+
+def place(roles: list[str], prefill_visible_devices: Optional[str] = None,
+          decode_visible_devices: Optional[str] = None) -> tuple[list[Slot], dict[str, Any]]:
+    """Slots for servers of the given roles (in order), and the record of the choice with its reason."""
+    inv = gpu_inventory()
+    slots = [Slot(role, sum(1 for r in roles[:i] if r == role)) for i, role in enumerate(roles)]
+    n = len(roles)
+    if inv["available"]:
+        gpus = [d["index"] for d in inv["devices"]]
+        manual = {"prefill": prefill_visible_devices, "decode": decode_visible_devices}
+        if any(manual.values()):
+            for s in slots:
+                dev = manual.get(s.role) or ",".join(map(str, gpus))
+                s.env["CUDA_VISIBLE_DEVICES"], s.devices = dev, f"GPU {dev}"
+            reason = "manual prefill_visible_devices / decode_visible_devices"
+        elif len(gpus) >= n:
+            for s, g in zip(slots, gpus):
+                s.env["CUDA_VISIBLE_DEVICES"], s.devices = str(g), f"GPU {g}"
+            reason = f"{len(gpus)} GPUs for {n} servers: one GPU each"
+        else:
+            frac = round(0.9 / max(1, -(-n // len(gpus))), 2)
+            for i, s in enumerate(slots):
+                g = gpus[i % len(gpus)]
+                s.env["CUDA_VISIBLE_DEVICES"], s.devices = str(g), f"GPU {g} (shared)"
+                s.gpu_memory_utilization = frac
+            reason = f"{len(gpus)} GPU(s) for {n} servers: shared, gpu_memory_utilization {frac} each"
+        kind = "gpu"
+    else:
+        cores = _cores()
+        if len(cores) >= n:
+            per = len(cores) // n
+            for i, s in enumerate(slots):
+                mine = cores[i * per:(i + 1) * per]
+                s.env["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(map(str, mine))
+                s.devices = f"CPU cores {','.join(map(str, mine))}"
+            reason = f"no GPU ({inv['reason']}); {len(cores)} cores for {n} servers: {per} core(s) each"
+        else:
+            for s in slots:
+                s.devices = "all CPU cores (shared)"
+            reason = f"no GPU ({inv['reason']}); {len(cores)} cores for {n} servers: shared"
+        kind = "cpu"
+    record = {"kind": kind, "reason": reason,
+              "servers": [{"role": s.role, "index": s.index, "devices": s.devices, "env": s.env,
+                           "gpu_memory_utilization": s.gpu_memory_utilization} for s in slots]}
+    return slots, record

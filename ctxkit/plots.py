@@ -116,7 +116,7 @@ def sweep_curves(table: pd.DataFrame, x: str, path_prefix: Optional[Path] = None
 def distributions(frame: pd.DataFrame, by: str, metrics: list[str], path: Optional[Path] = None,
                   title: str = "") -> Figure:
     """Empirical CDFs of each metric, one line per group."""
-    fig = Figure(figsize=(4.2 * len(metrics), 3.8), layout="constrained")
+    fig = Figure(figsize=(3.4 * len(metrics), 3.4), layout="constrained")
     axes = fig.subplots(1, len(metrics))
     for ax, metric in zip(axes if len(metrics) > 1 else [axes], metrics):
         for name, g in frame.groupby(by):

@@ -105,12 +105,21 @@ def run_mode(params: E3Params, run: RunFolder, mode: str, out: JsonlWriter, log=
         servers = {c.name: c.stop() for c in collectors}
         handoffs = pool.handoffs()[n_handoffs:] if mode == "disaggregated" else []
         describe = pool.describe()
-    failed = [r for r in records if not r.ok]
-    if failed and params.on_request_error == "stop":
-        raise RuntimeError(f"{mode}: {len(failed)} request(s) failed and on_request_error is 'stop'; first: "
-                           f"{failed[0].request_id}: {failed[0].error}")
+    enforce_error_policy(mode, records, params.on_request_error)
     return ModeResult(mode, records, correctness, prof["latency"], servers, describe, handoffs,
                       correctness_handoffs, external, devices=len(describe["servers"]))
+
+
+class RequestsFailed(RuntimeError):
+    """Requests failed and the parameters say to stop (on_request_error: stop)."""
+
+
+def enforce_error_policy(mode: str, records: list[RequestRecord], policy: str) -> None:
+    """on_request_error: 'continue' keeps failures as SLO misses in the numbers; 'stop' ends the run here."""
+    failed = [r for r in records if not r.ok]
+    if failed and policy == "stop":
+        raise RequestsFailed(f"{mode}: {len(failed)} request(s) failed and on_request_error is 'stop'; first: "
+                             f"{failed[0].request_id}: {failed[0].error}")
 
 
 def breakdown(result: ModeResult) -> pd.DataFrame:

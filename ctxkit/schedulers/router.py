@@ -112,13 +112,25 @@ def _serve(cfg: dict[str, Any], host: str, port: int) -> None:
                                                            "X-Ctxkit-Route": marks["route"]})
             await resp.prepare(request)
             chunks: list[int] = []
+            client_open = True
             async for line in up.content:
                 if line.startswith(b"data:") and b'"token_ids":[' in line and b'"token_ids":[]' not in line:
                     now = time.perf_counter_ns()
                     marks.setdefault("t_first_ns", now)
                     chunks.append(now)
-                await resp.write(line)
-            await resp.write_eof()
+                if client_open:
+                    try:
+                        await resp.write(line)
+                    except ConnectionResetError:
+                        # The client went away (a client may close as soon as it has read [DONE]): not an
+                        # upstream failure. Keep draining upstream so the request's times stay complete.
+                        client_open = False
+                        marks["client_closed_early"] = True
+            if client_open:
+                try:
+                    await resp.write_eof()
+                except ConnectionResetError:
+                    marks["client_closed_early"] = True
             if len(chunks) > 2:
                 marks["step_ms"] = statistics.median(b - a for a, b in zip(chunks, chunks[1:])) / 1e6
             return resp
@@ -177,6 +189,8 @@ def _serve(cfg: dict[str, Any], host: str, port: int) -> None:
             dec_body = dict(body)
             if connector == "nixl":
                 dec_body["kv_transfer_params"] = pre.get("kv_transfer_params")
+            if folder is not None and cfg.get("fault_drop_kv"):
+                kv_store.remove(folder)  # fault injection (reliability tests): the KV is lost before decode
             if folder is not None and kv_tokens > 0:
                 if not folder.is_dir() or not any(folder.glob("*.safetensors")):
                     raise RuntimeError(f"KV for request {rid} not found in {storage} after prefill on {p['name']} "

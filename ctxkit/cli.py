@@ -57,6 +57,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from ctxkit.doctor import report
+
+    text, ok = report()
+    print(text)
+    return 0 if ok else 1
+
+
 def _headline(summary: dict[str, Any]) -> str:
     lat = summary.get("profiling", {}).get("latency", {})
     parts = []
@@ -282,6 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_ = sub.add_parser("compare", help="overlay runs of one experiment in one comparison report")
     cmp_.add_argument("run_dirs", nargs="+")
     cmp_.set_defaults(func=cmd_compare)
+
+    doc = sub.add_parser("doctor", help="what is installed and usable, with the fix for each problem")
+    doc.set_defaults(func=cmd_doctor)
 
     ls = sub.add_parser("ls", help="list runs")
     ls.add_argument("experiment", nargs="?")

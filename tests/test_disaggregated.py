@@ -16,7 +16,7 @@ from conftest import run_cli
 from ctxkit.backends.process import group_members
 from ctxkit.experiments.e3_disagg import RequestsFailed, enforce_error_policy
 from ctxkit.params import ServerParams
-from ctxkit.records import HTTP_ERROR, OK, RequestRecord
+from ctxkit.records import DISCONNECT, HTTP_ERROR, OK, RequestRecord
 from ctxkit.schedulers import kv_store
 from ctxkit.schedulers.pools import DisaggregatedPool
 from ctxkit.schedulers.router import RouterProcess
@@ -87,12 +87,24 @@ def test_handoff_faults_are_clear_errors(tmp_path):
         handoff = json.loads((tmp_path / "faulty-handoffs.jsonl").read_text().splitlines()[-1])
         assert handoff["status"] == "error" and "not found" in handoff["error"]
 
+        groups = [s.proc.pid for s in pool.servers] + [pool.router.proc.pid]
+        decode = pool.by_role("decode")[0]
+        os.killpg(decode.proc.pid, signal.SIGKILL)
+        decode.proc.wait(timeout=30)
+        rec = pool.generate(prompt[:-1] + [8], 4, request_id="no-decode", timeout_s=60)
+        assert rec.status == HTTP_ERROR and "decode instance decode-0 unreachable" in rec.error
+
         prefill = pool.by_role("prefill")[0]
         os.killpg(prefill.proc.pid, signal.SIGKILL)
         prefill.proc.wait(timeout=30)
         rec = pool.generate(prompt[:-1] + [9], 4, request_id="no-prefill", timeout_s=60)
         assert rec.status == HTTP_ERROR and "prefill instance prefill-0 unreachable" in rec.error
-        groups = [s.proc.pid for s in pool.servers if s.proc] + [pool.router.proc.pid]
+
+        os.killpg(pool.router.proc.pid, signal.SIGKILL)
+        pool.router.proc.wait(timeout=30)
+        rec = pool.generate(prompt[:-1] + [10], 4, request_id="no-router", timeout_s=60)
+        assert rec.status == DISCONNECT and rec.error                 # refused at once: recorded, not a hang
+        assert not pool.alive() and "exit code" in pool.death_note()
     for g in groups:
         assert not group_members(g)
     assert pool.storage is not None and not pool.storage.exists()      # the tmpfs KV folder is removed too

@@ -323,7 +323,95 @@ display(Markdown(e3_disagg.conclusions(summary)))
 """, "remove_input"),
 ]
 
-NOTEBOOKS = {"e0_smoke": E0, "e1_latency": E1, "e2_concurrency": E2, "e3_disagg": E3}
+EXPLORE = [
+    md("""
+# Explore runs
+
+Pick an experiment, then runs (filtered by label or hardware), then the metrics to overlay on shared axes.
+Interactive in JupyterLab (ipywidgets); under papermill the same view renders once for the parameters below.
+"""),
+    code("""
+# Parameters
+runs_dir = None            # default: the project's runs/
+experiment = "e2_concurrency"
+metrics = []               # default: the experiment's headline metrics
+label_filter = ""
+hardware_filter = ""
+""", "parameters"),
+    code("""
+%matplotlib inline
+%config InlineBackend.figure_formats = ['svg']
+from pathlib import Path
+import ipywidgets as w
+import pandas as pd
+from IPython.display import display, clear_output
+from ctxkit.params import project_root
+from ctxkit.runs.catalog import runs_table
+from ctxkit.runs.compare import curve_columns, overlay
+from ctxkit.runs.folder import RunFolder
+
+root = Path(runs_dir) if runs_dir else project_root() / "runs"
+table = runs_table(root)
+print(f"{len(table)} runs under {root}")
+display(table.drop(columns=["path"]).tail(20))
+"""),
+    md("## Selection"),
+    code("""
+def selected(exp, label, hardware):
+    t = table[table["experiment"] == exp]
+    if label:
+        t = t[t["label"].str.contains(label, case=False, regex=False)]
+    if hardware:
+        t = t[t["hardware"] == hardware]
+    return t
+
+def render(exp, run_ids, chosen, out=None):
+    runs = [RunFolder(Path(p)) for p in table[table["run_id"].isin(run_ids)]["path"]]
+    labels = [r.run_id[-8:] for r in runs]
+    figs = overlay(exp, runs, labels, list(chosen) or None)
+    for fig in figs:
+        display(fig)
+    if not figs:
+        print("nothing to plot for this selection")
+    return figs
+
+exp_w = w.Dropdown(options=sorted(table["experiment"].unique()) or [experiment],
+                   value=experiment if experiment in set(table["experiment"]) else None, description="experiment")
+label_w = w.Text(value=label_filter, description="label")
+hw_w = w.Dropdown(options=[""] + sorted(table["hardware"].unique()), value=hardware_filter, description="hardware")
+runs_w = w.SelectMultiple(description="runs", rows=8)
+metric_w = w.SelectMultiple(description="metrics", rows=8)
+out_w = w.Output()
+
+def refresh(*_):
+    t = selected(exp_w.value, label_w.value, hw_w.value)
+    runs_w.options = list(t["run_id"])
+    runs_w.value = tuple(t["run_id"])
+    metric_w.options = curve_columns(exp_w.value, [RunFolder(Path(p)) for p in t["path"]])
+    metric_w.value = tuple(m for m in metrics if m in metric_w.options)
+    draw()
+
+def draw(*_):
+    with out_w:
+        clear_output(wait=True)
+        render(exp_w.value, runs_w.value, metric_w.value)
+
+for widget in (exp_w, label_w, hw_w):
+    widget.observe(refresh, names="value")
+for widget in (runs_w, metric_w):
+    widget.observe(draw, names="value")
+display(w.VBox([w.HBox([exp_w, label_w, hw_w]), w.HBox([runs_w, metric_w]), out_w]))
+refresh()
+"""),
+    md("## Static view (what papermill renders)"),
+    code("""
+chosen = selected(experiment, label_filter, hardware_filter)
+print(f"{len(chosen)} run(s) of {experiment}: {', '.join(chosen['run_id'])}")
+figs = render(experiment, list(chosen["run_id"]), metrics)
+"""),
+]
+
+NOTEBOOKS = {"e0_smoke": E0, "e1_latency": E1, "e2_concurrency": E2, "e3_disagg": E3, "explore_runs": EXPLORE}
 
 
 def write(name: str, cells: list) -> Path:

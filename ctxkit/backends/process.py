@@ -20,10 +20,20 @@ from typing import Any, Optional
 
 import psutil
 
-from ctxkit.backends.base import ServerDied, ServerStartTimeout, ServingBackend, http_get
+from ctxkit.backends.base import BackendError, ServerDied, ServerStartTimeout, ServingBackend, http_get
 
 PID_REGISTRY_ENV = "CTXKIT_PID_REGISTRY"  # a file where every started process group is recorded (see runs.execute)
 _PR_SET_PDEATHSIG = 1
+
+
+def port_free_or_raise(host: str, port: int) -> None:
+    """A port given explicitly must be free: say so now rather than after a 35 s model load."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise BackendError(f"port {port} on {host} is already in use ({exc.strerror}): pick another or leave "
+                               "the port unset for a free one") from None
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -105,6 +115,7 @@ class ManagedServer(ServingBackend):
         self.proc: Optional[subprocess.Popen[bytes]] = None
         self.started_s: Optional[float] = None
         self._t0 = 0.0
+        self._version: dict[str, Any] = {}
 
     def command(self) -> list[str]:
         raise NotImplementedError  # abstract: each server kind builds its own command line
@@ -128,6 +139,8 @@ class ManagedServer(ServingBackend):
         """Spawn the process without waiting. PR_SET_PDEATHSIG ties the child to the *thread* that spawns it, so
         launch from a thread that outlives the server (the main thread), never from a short-lived worker."""
         self.preflight()
+        if self.port:
+            port_free_or_raise(self.host, self.port)
         self.port = self.port or free_port(self.host)
         self.base_url = f"http://{self.host}:{self.port}"
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -154,7 +167,8 @@ class ManagedServer(ServingBackend):
         self.after_start()
 
     def after_start(self) -> None:
-        """Hook: read what the running server reports (e.g. /version)."""
+        """Read what the running server says it is (/version), for every record of the run."""
+        self._version = self.version()
 
     def _wait_healthy(self, t0: float) -> None:
         assert self.proc is not None
@@ -177,6 +191,10 @@ class ManagedServer(ServingBackend):
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def death_note(self) -> str:
+        code = self.proc.poll() if self.proc is not None else None
+        return f"{self.kind} {self.name!r} exit code {code} (log {self.log_path}); last lines:\n{tail(self.log_path, 12)}"
+
     def stop(self) -> None:
         if self.proc is None:
             return
@@ -189,4 +207,4 @@ class ManagedServer(ServingBackend):
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "kind": self.kind, "command": self.command() if self.port else None,
-                "log": str(self.log_path), "startup_s": self.started_s}
+                "log": str(self.log_path), "startup_s": self.started_s, "version": self._version}

@@ -62,7 +62,6 @@ class VLLMServer(ManagedServer):
         self.extra_args = list(extra_args or [])
         self.kv_cache_space_gib = kv_cache_space_gib
         self.gpu_memory_utilization = gpu_memory_utilization
-        self._version: dict[str, Any] = {}
 
     @classmethod
     def from_params(cls, server: Any, *, seed: int, name: str = "vllm", log_dir: Optional[Path] = None,
@@ -99,11 +98,8 @@ class VLLMServer(ManagedServer):
             env["VLLM_CPU_KVCACHE_SPACE"] = f"{self.kv_cache_space_gib:g}"
         return env
 
-    def after_start(self) -> None:
-        self._version = self.version()
-
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "version": self._version, "card": self.card.name,
+        return {**super().describe(), "card": self.card.name,
                 "weights": self.model_source or "dummy"}
 
     def __repr__(self) -> str:

@@ -134,8 +134,18 @@ def measure(backend: ServingBackend, items: list[WorkItem], load: LoadParams, *,
     collector = ServerMetricsCollector(backend.name, backend.metrics, metrics_interval_s).start()
     records += run_load(backend.base_url, backend.model, items, arrivals, duration_s=load.duration_s, **common)
     server = collector.stop()
+    check_alive(backend)
     latency = summarize(records, slo)
     return records, {"latency": latency, "server": {backend.name: server}, "timeline": collector.timeline}
+
+
+def check_alive(backend: ServingBackend) -> None:
+    """A managed server (or pool) that died during the window ends the experiment here, quoting its log: the
+    records of the window are already in requests.jsonl, and the caller's context manager stops what is left."""
+    alive = getattr(backend, "alive", None)
+    if callable(alive) and not alive():
+        from ctxkit.backends.base import ServerDied
+        raise ServerDied(f"{backend.name} died during the measured window: {getattr(backend, 'death_note', lambda: '')()}")
 
 
 def requests_frame(records: list[RequestRecord]) -> pd.DataFrame:

@@ -82,10 +82,29 @@ def _svg(fig: Figure) -> str:
     return text[text.index("<svg"):]
 
 
-def overlay(experiment: str, runs: list[RunFolder], labels: list[str]) -> list[Figure]:
+def curve_columns(experiment: str, runs: list[RunFolder]) -> list[str]:
+    """Numeric columns the runs' curve CSVs share (what a viewer may plot)."""
+    if experiment not in CURVES:
+        return []
+    csv, x, _ = CURVES[experiment]
+    cols: Optional[set[str]] = None
+    for run in runs:
+        path = run.artifacts / csv
+        if path.is_file():
+            frame = pd.read_csv(path)
+            numeric = {c for c in frame.columns if c != x and pd.api.types.is_numeric_dtype(frame[c])}
+            cols = numeric if cols is None else cols & numeric
+    return sorted(cols or [])
+
+
+def overlay(experiment: str, runs: list[RunFolder], labels: list[str],
+            metrics: Optional[list[str]] = None) -> list[Figure]:
+    """One figure per metric, every run a line on shared axes (default metrics: the experiment's headline ones)."""
     if experiment not in CURVES:
         return []
     csv, x, ys = CURVES[experiment]
+    if metrics:
+        ys = [(m, m) for m in metrics]
     frames = []
     for run in runs:
         path = run.artifacts / csv

@@ -85,6 +85,13 @@ class _Pool(ServingBackend):
         for s in self.servers:
             s.stop()
 
+    def alive(self) -> bool:
+        return all(s.alive() for s in self.servers) and self.router is not None and self.router.alive()
+
+    def death_note(self) -> str:
+        dead = [s for s in self.servers + ([self.router] if self.router else []) if not s.alive()]
+        return "; ".join(s.death_note() for s in dead)
+
     @property
     def route_log(self) -> Path:
         return self.log_dir / f"{self.name}-routes.jsonl"

@@ -1,0 +1,158 @@
+"""Faults survived: a server killed mid-sweep, Ctrl-C and SIGTERM, a port already taken, a server that never
+becomes healthy, a request that times out, a run folder that cannot be written. Each is recorded as what it is,
+never a hang, and no process is left behind."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, run_cli
+from ctxkit.backends import BackendError, ServerStartTimeout, Simulated, VLLMServer
+from ctxkit.backends.process import ManagedServer, group_members
+from ctxkit.collectors.latency import SLO, summarize
+from ctxkit.records import TIMEOUT
+
+E2_FAST = ["--set", "concurrency_levels=[1, 2, 4, 8]", "--set", "requests_per_point=16"]
+
+
+def start_e2(runs: Path, label: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "ctxkit.cli", "--runs-dir", str(runs), "run", "e2_concurrency",
+                             *E2_FAST, "--label", label], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_first_point(runs: Path, timeout: float = 300) -> Path:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = list((runs / "e2_concurrency").glob("run-*/artifacts/e2_points/c1.json"))
+        if found:
+            return found[0].parents[2]
+        time.sleep(0.3)
+    raise AssertionError("the first sweep point never finished")
+
+
+def assert_clean(run: Path) -> None:
+    for g in (run / "logs/process_groups.txt").read_text().split():
+        assert not group_members(int(g)), f"process group {g} still alive"
+    for line in (run / "requests.jsonl").read_text().splitlines():
+        json.loads(line)                                          # every line is valid JSON
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_server_killed_mid_sweep(tmp_path):
+    proc = start_e2(tmp_path, "killed")
+    run = wait_for_first_point(tmp_path)
+    server_pgid = int((run / "logs/process_groups.txt").read_text().split()[0])
+    os.killpg(server_pgid, signal.SIGKILL)
+    t_kill = time.monotonic()
+    out, err = proc.communicate(timeout=120)
+    assert time.monotonic() - t_kill < 30
+    assert proc.returncode == 1
+    assert json.loads((run / "status.json").read_text())["status"] == "failed"
+    failure = json.loads((run / "failure.json").read_text())
+    assert failure["error_type"] == "ServerDied" and "died during the measured window" in failure["message"]
+    assert "ServerDied" in err
+    assert_clean(run)
+    # the next run works: the sweep resumes in the same folder and completes
+    result = run_cli("--runs-dir", str(tmp_path), "run", "e2_concurrency", "--resume", str(run))
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_sigterm_stops_servers_and_marks_interrupted(tmp_path):
+    proc = start_e2(tmp_path, "sigterm")
+    run = wait_for_first_point(tmp_path)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1
+    assert json.loads((run / "status.json").read_text())["status"] == "interrupted"
+    assert (run / "failure.json").is_file() and (run / "notebook.ipynb").is_file()
+    assert_clean(run)
+
+
+def test_port_already_taken_is_refused_at_once(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        t0 = time.monotonic()
+        with pytest.raises(BackendError, match=f"port {port} on 127.0.0.1 is already in use"):
+            VLLMServer("tiny-llama", port=port, log_dir=tmp_path).start()
+        assert time.monotonic() - t0 < 30
+
+
+class NeverHealthy(ManagedServer):
+    kind = "test server"
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-c", "import time; time.sleep(600)"]
+
+
+def test_server_never_healthy_times_out_and_is_stopped(tmp_path):
+    server = NeverHealthy(name="never", log_dir=tmp_path, startup_timeout_s=2)
+    t0 = time.monotonic()
+    with pytest.raises(ServerStartTimeout, match="did not answer .*/health within 2 s"):
+        server.start()
+    assert time.monotonic() - t0 < 10
+    assert server.proc is None
+
+
+def test_request_timeout_is_a_recorded_miss(tmp_path, monkeypatch):
+    monkeypatch.setenv("CTXKIT_ALLOW_SIMULATED_BACKEND", "1")
+    with Simulated(ttft_ms=5000, tpot_ms=10, log_dir=tmp_path) as sim:
+        t0 = time.monotonic()
+        rec = sim.generate([1, 2, 3], 4, timeout_s=1.0)
+        assert time.monotonic() - t0 < 3
+    assert rec.status == TIMEOUT and "1 s" in rec.error and rec.t_first_ns is None
+    s = summarize([rec], SLO(ttft_ms=10_000))
+    assert s["failed"] == 1 and s["slo_attainment"] == 0.0 and s["request_goodput"] == 0.0
+
+
+def test_unwritable_runs_folder_is_a_clear_error(tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the runs folder should be")
+    result = run_cli("--runs-dir", str(blocker), "run", "e0_smoke")
+    assert result.returncode == 2
+    assert "cannot create a run folder" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_failed_summary_write_is_not_success(tmp_path, monkeypatch):
+    """A disk that fills while the summary is written: the write raises, nothing half-written remains."""
+    from ctxkit.runs import execute
+    from ctxkit.runs.folder import RunFolder
+    run = RunFolder.create(tmp_path, "e0_smoke")
+    assert execute.checks_failure(run)["error_type"] == "MissingSummary"   # no summary: the run is not a success
+
+    def full(src, dst):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(os, "replace", full)
+    with pytest.raises(OSError, match="No space"):
+        run.write_json("summary.json", {"checks": {}})
+    monkeypatch.undo()
+    assert not (run.path / "summary.json").exists()
+    assert execute.checks_failure(run)["error_type"] == "MissingSummary"
+
+
+def test_report_on_damaged_run_folder_says_what_is_missing(tmp_path):
+    from ctxkit.runs.folder import RunFolder
+    run = RunFolder.create(tmp_path, "e0_smoke")
+    result = run_cli("report", str(run.path))
+    assert result.returncode == 1 and "missing run_metadata.json, notebook.ipynb" in result.stderr
+    (run.path / "run_metadata.json").write_text("{}")
+    (run.path / "notebook.ipynb").write_text("{not json")
+    result = run_cli("report", str(run.path))
+    assert result.returncode == 1 and "notebook.ipynb is damaged" in result.stderr
+    assert "Traceback" not in result.stderr
+    result = run_cli("report", str(tmp_path / "nothing-here"))
+    assert result.returncode == 1 and "no such directory" in result.stderr

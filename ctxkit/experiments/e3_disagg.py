@@ -82,9 +82,10 @@ def run_mode(params: E3Params, run: RunFolder, mode: str, out: JsonlWriter, log=
             out.write(rec)
         decoders = pool.by_role("decode") if mode == "disaggregated" else []
         before = _external_kv(decoders) if decoders else None
-        n_handoffs = len(pool.handoffs()) if mode == "disaggregated" else 0
+        n_handoffs = len(pool.handoffs(expect=len(warm))) if mode == "disaggregated" else 0
         correctness: dict[str, list[int]] = {}
-        for req in correctness_set(params, card):
+        corr_requests = correctness_set(params, card)
+        for req in corr_requests:
             rec = pool.generate(req.prompt, req.max_tokens, request_id=f"{mode}-{req.request_id}",
                                 timeout_s=params.request_timeout_s)
             rec.warmup, rec.tags = True, {"mode": mode, "set": "correctness"}   # never in the latency numbers
@@ -93,8 +94,9 @@ def run_mode(params: E3Params, run: RunFolder, mode: str, out: JsonlWriter, log=
             if not rec.ok:
                 log(f"[e3] {mode}: correctness request {req.request_id} failed: {rec.error}")
         external = _external_kv(decoders) - before if decoders else None
-        correctness_handoffs = pool.handoffs()[n_handoffs:] if mode == "disaggregated" else []
-        n_handoffs = len(pool.handoffs()) if mode == "disaggregated" else 0
+        correctness_handoffs = pool.handoffs(expect=n_handoffs + len(corr_requests))[n_handoffs:] \
+            if mode == "disaggregated" else []
+        n_handoffs += len(correctness_handoffs)
         items = build_workload(params.workload, card, params.server.max_model_len, params.seed,
                                id_prefix=f"{mode}")
         collectors = [ServerMetricsCollector(s.name, s.metrics).start() for s in pool.servers]
@@ -103,7 +105,7 @@ def run_mode(params: E3Params, run: RunFolder, mode: str, out: JsonlWriter, log=
         records, prof = measure(pool, items, params.load, seed=params.seed, timeout_s=params.request_timeout_s,
                                 slo=slo_of(params.slo), out=out, label=f"e3 {mode}", tags={"mode": mode})
         servers = {c.name: c.stop() for c in collectors}
-        handoffs = pool.handoffs()[n_handoffs:] if mode == "disaggregated" else []
+        handoffs = pool.handoffs(expect=n_handoffs + len(records))[n_handoffs:] if mode == "disaggregated" else []
         describe = pool.describe()
     enforce_error_policy(mode, records, params.on_request_error)
     return ModeResult(mode, records, correctness, prof["latency"], servers, describe, handoffs,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Optional
@@ -61,8 +62,8 @@ class _Pool(ServingBackend):
     def _server(self, server: ServerParams, seed: int, name: str, slot: Slot, extra: list[str]) -> VLLMServer:
         s = VLLMServer.from_params(server, seed=seed, name=name, log_dir=self.log_dir, extra_args=extra,
                                    env=slot.env)
-        if slot.gpu_memory_utilization is not None and server.gpu_memory_utilization is None:
-            s.gpu_memory_utilization = slot.gpu_memory_utilization
+        if slot.gpu_memory_utilization is not None:   # servers sharing a GPU: each gets its fraction at most
+            s.gpu_memory_utilization = min(slot.gpu_memory_utilization, server.gpu_memory_utilization or 1.0)
         return s
 
     def router_config(self) -> dict[str, Any]:
@@ -153,8 +154,15 @@ class DisaggregatedPool(_Pool):
     def handoff_log(self) -> Path:
         return self.log_dir / f"{self.name}-handoffs.jsonl"
 
-    def handoffs(self) -> list[dict[str, Any]]:
-        return read_jsonl(self.handoff_log)
+    def handoffs(self, expect: Optional[int] = None, timeout_s: float = 10.0) -> list[dict[str, Any]]:
+        """The handoff records so far. The router writes a record after it has relayed the last byte, so a client
+        can see [DONE] a moment before the record exists: with `expect`, wait (up to timeout_s) for that many."""
+        deadline = time.monotonic() + timeout_s
+        records = read_jsonl(self.handoff_log)
+        while expect is not None and len(records) < expect and time.monotonic() < deadline:
+            time.sleep(0.05)
+            records = read_jsonl(self.handoff_log)
+        return records
 
     def by_role(self, role: str) -> list[VLLMServer]:
         return [s for s in self.servers if s.name.startswith(role)]

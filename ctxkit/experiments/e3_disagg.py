@@ -62,6 +62,13 @@ def make_pool(params: E3Params, run: RunFolder, mode: str):
                              decode_visible_devices=params.decode_visible_devices)
 
 
+def _nixl(servers) -> tuple[float, float]:
+    """NixlConnector's own counters on the decode servers: bytes pulled and seconds spent pulling."""
+    samples = [parse(s.metrics()) for s in servers]
+    return (sum(value(x, "vllm:nixl_bytes_transferred_sum") for x in samples),
+            sum(value(x, "vllm:nixl_xfer_time_seconds_sum") for x in samples))
+
+
 def _external_kv(servers) -> float:
     return sum(value(parse(s.metrics()), "vllm:prompt_tokens_by_source_total", source="external_kv_transfer")
                for s in servers)
@@ -85,9 +92,14 @@ def run_mode(params: E3Params, run: RunFolder, mode: str, out: JsonlWriter, log=
         n_handoffs = len(pool.handoffs(expect=len(warm))) if mode == "disaggregated" else 0
         correctness: dict[str, list[int]] = {}
         corr_requests = correctness_set(params, card)
+        nixl_per_request: dict[str, tuple[float, float]] = {}
         for req in corr_requests:
-            rec = pool.generate(req.prompt, req.max_tokens, request_id=f"{mode}-{req.request_id}",
-                                timeout_s=params.request_timeout_s)
+            rid = f"{mode}-{req.request_id}"
+            nixl_before = _nixl(decoders) if decoders and params.connector == "nixl" else None
+            rec = pool.generate(req.prompt, req.max_tokens, request_id=rid, timeout_s=params.request_timeout_s)
+            if nixl_before is not None:   # one request at a time: the connector's own counters are this request's
+                after = _nixl(decoders)
+                nixl_per_request[rid] = (after[0] - nixl_before[0], after[1] - nixl_before[1])
             rec.warmup, rec.tags = True, {"mode": mode, "set": "correctness"}   # never in the latency numbers
             out.write(rec)
             correctness[req.request_id] = rec.output_token_ids if rec.ok else []
@@ -97,6 +109,11 @@ def run_mode(params: E3Params, run: RunFolder, mode: str, out: JsonlWriter, log=
         correctness_handoffs = pool.handoffs(expect=n_handoffs + len(corr_requests))[n_handoffs:] \
             if mode == "disaggregated" else []
         n_handoffs += len(correctness_handoffs)
+        for h in correctness_handoffs:
+            if h["request_id"] in nixl_per_request:
+                nbytes, seconds = nixl_per_request[h["request_id"]]
+                h["kv_bytes_measured"], h["transfer_ms"] = int(nbytes), 1000.0 * seconds
+                h["extra"]["measured_by"] = "decode vllm:nixl_bytes_transferred / vllm:nixl_xfer_time_seconds"
         items = build_workload(params.workload, card, params.server.max_model_len, params.seed,
                                id_prefix=f"{mode}")
         collectors = [ServerMetricsCollector(s.name, s.metrics).start() for s in pool.servers]

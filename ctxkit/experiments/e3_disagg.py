@@ -172,6 +172,14 @@ def summarize(params: E3Params, run: RunFolder, agg: ModeResult, dis: ModeResult
     diffs = [k for k in agg.correctness if agg.correctness[k] != dis.correctness.get(k) or not agg.correctness[k]]
     handoff_frame = kv_transfer.handoff_frame(dis.handoffs, dis.records)
     kv = kv_transfer.summarize(handoff_frame)
+    # NixlConnector counts its own bytes and transfer time on the decode servers: the window's aggregate.
+    nixl_bytes = sum(v.get("nixl_bytes_transferred") or 0 for v in dis.servers.values())
+    nixl_s = sum(v.get("nixl_xfer_time_seconds") or 0 for v in dis.servers.values())
+    if nixl_bytes:
+        kv["connector_counters"] = {"bytes": nixl_bytes, "transfer_s": nixl_s,
+                                    "gb_per_s": nixl_bytes / nixl_s / 1e9 if nixl_s else None,
+                                    "bytes_over_expected": nixl_bytes / kv["total_kv_bytes_expected"]
+                                    if kv.get("total_kv_bytes_expected") else None}
     corr_frame = kv_transfer.handoff_frame(dis.correctness_handoffs)
     all_frame = pd.concat([corr_frame, handoff_frame], ignore_index=True)
     moved = [r for r in all_frame.to_dict("records") if r["status"] == "ok" and r["kv_tokens"]]

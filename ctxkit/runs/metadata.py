@@ -32,15 +32,17 @@ def package_version(*names: str) -> Optional[str]:
 
 
 def git_commit(root: Path) -> dict[str, Any]:
+    """HEAD of the project's checkout; where the code travelled without .git (a GPU host), CTXKIT_GIT_COMMIT."""
+    fallback = {"commit": os.environ.get("CTXKIT_GIT_COMMIT"), "dirty": None}
     try:
         commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
                                 timeout=10)
         dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
                                capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
-        return {"commit": None, "dirty": None}
+        return fallback
     if commit.returncode != 0:
-        return {"commit": None, "dirty": None}
+        return fallback
     return {"commit": commit.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
 
 

@@ -1,0 +1,71 @@
+"""Placement of servers on GPUs or cores (what the GPU runs exercised), and the pool settings that follow from it."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+
+from ctxkit.params import ServerParams
+from ctxkit.schedulers import placement
+from ctxkit.schedulers.pools import AggregatedPool, DisaggregatedPool
+
+
+def gpus(n):
+    return lambda: {"available": True, "reason": None, "driver": "580",
+                    "devices": [{"index": i, "name": "NVIDIA H200"} for i in range(n)]}
+
+
+def test_two_gpus_one_each(monkeypatch):
+    monkeypatch.setattr(placement, "gpu_inventory", gpus(2))
+    slots, record = placement.place(["prefill", "decode"])
+    assert [s.env["CUDA_VISIBLE_DEVICES"] for s in slots] == ["0", "1"]
+    assert record["kind"] == "gpu" and "one GPU each" in record["reason"]
+
+
+def test_one_gpu_shared_caps_each_servers_memory(monkeypatch, tmp_path):
+    monkeypatch.setattr(placement, "gpu_inventory", gpus(1))
+    slots, record = placement.place(["aggregated", "aggregated"])
+    assert all(s.env["CUDA_VISIBLE_DEVICES"] == "0" and s.gpu_memory_utilization == 0.45 for s in slots)
+    # a profile's 0.9 (right for one server alone) must not be given to two servers sharing the GPU
+    pool = AggregatedPool(ServerParams(gpu_memory_utilization=0.9), seed=0, replicas=2, log_dir=tmp_path)
+    assert [s.gpu_memory_utilization for s in pool.servers] == [0.45, 0.45]
+    pool = DisaggregatedPool(ServerParams(), seed=0, prefill=1, decode=1, connector="nixl", log_dir=tmp_path,
+                             kv_buffer_device="cuda")
+    assert pool.block_size == 16 and [s.gpu_memory_utilization for s in pool.servers] == [0.45, 0.45]
+    cfg = json.loads(pool.servers[0].extra_args[-1])
+    assert cfg == {"kv_connector": "NixlConnector", "kv_role": "kv_both", "kv_buffer_device": "cuda"}
+    assert {s.env["VLLM_NIXL_SIDE_CHANNEL_PORT"] for s in pool.servers} == {"5600", "5601"}
+
+
+def test_manual_devices(monkeypatch):
+    monkeypatch.setattr(placement, "gpu_inventory", gpus(4))
+    slots, record = placement.place(["prefill", "decode"], prefill_visible_devices="0,1", decode_visible_devices="2")
+    assert [s.env["CUDA_VISIBLE_DEVICES"] for s in slots] == ["0,1", "2"] and "manual" in record["reason"]
+
+
+def test_cpu_cores_split(monkeypatch):
+    monkeypatch.setattr(placement, "gpu_inventory",
+                        lambda: {"available": False, "reason": "no NVML", "devices": []})
+    monkeypatch.setattr(placement, "_cores", lambda: [0, 1])
+    slots, record = placement.place(["prefill", "decode"])
+    assert [s.env["VLLM_CPU_OMP_THREADS_BIND"] for s in slots] == ["0", "1"] and record["kind"] == "cpu"
+    slots, record = placement.place(["a", "b", "c"])
+    assert all("VLLM_CPU_OMP_THREADS_BIND" not in s.env for s in slots) and "shared" in record["reason"]
+
+
+def test_handoffs_wait_for_the_routers_late_records(tmp_path, monkeypatch):
+    """The router writes a handoff after relaying the last byte: a reader that just saw [DONE] waits for it."""
+    monkeypatch.setattr(placement, "gpu_inventory", lambda: {"available": False, "reason": "-", "devices": []})
+    pool = DisaggregatedPool(ServerParams(), seed=0, prefill=1, decode=1, connector="example", log_dir=tmp_path)
+    pool.handoff_log.write_text('{"request_id": "a"}\n')
+
+    def late() -> None:
+        time.sleep(0.3)
+        with open(pool.handoff_log, "a") as fh:
+            fh.write('{"request_id": "b"}\n')
+    threading.Thread(target=late).start()
+    assert len(pool.handoffs()) == 1
+    assert [h["request_id"] for h in pool.handoffs(expect=2, timeout_s=5)] == ["a", "b"]
+    pool.stop()

@@ -65,4 +65,5 @@ def test_ctxkit_agrees_with_vllm_bench(vllm_server, runs_dir):
     for key in ("median_ttft_ms", "median_tpot_ms"):
         a = statistics.mean(o[key] for o in ours)
         b = statistics.mean(t[key] for t in theirs)
+        print(f"{key}: ctxkit {a:.2f} ms, vLLM {b:.2f} ms ({100 * (a - b) / b:+.1f}%)")   # shown with -s
         assert abs(a - b) <= 0.15 * max(a, b), f"{key}: ctxkit {a:.2f} vs vLLM {b:.2f} ({ours}, {theirs})"

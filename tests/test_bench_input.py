@@ -94,3 +94,25 @@ def test_arrival_schedules():
                 Arrivals("nope")):
         with pytest.raises(ArrivalError):
             bad.check()
+
+
+def test_sharegpt_lengths_come_from_the_conversations(tmp_path):
+    from tokenizers import Tokenizer
+
+    from ctxkit.load.workloads import from_sharegpt
+    from ctxkit.models import ModelCard
+    card = ModelCard.load("tiny-llama")
+    data = [{"conversations": [{"from": "human", "value": f"question {i}: " + "why is the sky blue? " * (i + 2)},
+                               {"from": "gpt", "value": "because of Rayleigh scattering. " * (i + 1)}]}
+            for i in range(6)] + [{"conversations": [{"from": "human", "value": "too short"}]}]
+    path = tmp_path / "sharegpt.json"
+    path.write_text(json.dumps(data))
+    items = from_sharegpt(path, card.path / "tokenizer.json", vocab_size=card.vocab_size, num=4, seed=0)
+    tok = Tokenizer.from_file(str(card.path / "tokenizer.json"))
+    assert len(items) == 4
+    for it in items:
+        i = next(k for k, d in enumerate(data[:6]) if tok.encode(d["conversations"][0]["value"]).ids == it.prompt)
+        answer = data[i]["conversations"][1]["value"]
+        assert it.max_tokens == len(tok.encode(answer, add_special_tokens=False).ids)
+    with pytest.raises(WorkloadError, match="cannot read ShareGPT"):
+        from_sharegpt(tmp_path / "missing.json", card.path / "tokenizer.json", vocab_size=4096, num=1)

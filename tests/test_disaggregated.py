@@ -18,7 +18,7 @@ from ctxkit.experiments.e3_disagg import RequestsFailed, enforce_error_policy
 from ctxkit.params import ServerParams
 from ctxkit.records import DISCONNECT, HTTP_ERROR, OK, RequestRecord
 from ctxkit.schedulers import kv_store
-from ctxkit.schedulers.pools import DisaggregatedPool
+from ctxkit.schedulers.disaggregated import DisaggregatedPool
 from ctxkit.schedulers.router import RouterProcess
 
 pytestmark = pytest.mark.vllm

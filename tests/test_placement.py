@@ -5,11 +5,11 @@ import json
 import threading
 import time
 
-import pytest
 
 from ctxkit.params import ServerParams
 from ctxkit.schedulers import placement
-from ctxkit.schedulers.pools import AggregatedPool, DisaggregatedPool
+from ctxkit.schedulers.aggregated import AggregatedPool
+from ctxkit.schedulers.disaggregated import DisaggregatedPool
 
 
 def gpus(n):

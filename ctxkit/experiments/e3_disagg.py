@@ -16,7 +16,7 @@ import pandas as pd
 
 from ctxkit import plots
 from ctxkit.collectors import kv_transfer
-from ctxkit.collectors.latency import request_latency, stats, summarize as latency_summary
+from ctxkit.collectors.latency import request_latency
 from ctxkit.collectors.server_metrics import ServerMetricsCollector, parse, value
 from ctxkit.experiments.bench import build_workload, measure, slo_of
 from ctxkit.experiments.common import check, token_prompts
@@ -25,7 +25,8 @@ from ctxkit.models import ModelCard
 from ctxkit.params import E3Params
 from ctxkit.records import JsonlWriter, RequestRecord
 from ctxkit.runs.folder import RunFolder
-from ctxkit.schedulers.pools import AggregatedPool, DisaggregatedPool
+from ctxkit.schedulers.aggregated import AggregatedPool
+from ctxkit.schedulers.disaggregated import DisaggregatedPool
 
 MODES = ("aggregated", "disaggregated")
 

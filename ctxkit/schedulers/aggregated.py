@@ -1,0 +1,25 @@
+"""AggregatedPool: N aggregated vLLM servers behind ctxkit's router, each request routed round robin or to the
+instance with the fewest outstanding requests; every routing decision goes to the route log
+(logs/<name>-routes.jsonl: request id, instance, pool, times)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ctxkit.params import ServerParams
+from ctxkit.schedulers.placement import place
+from ctxkit.schedulers.pools import Pool
+
+
+class AggregatedPool(Pool):
+    def __init__(self, server: ServerParams, *, seed: int, replicas: int, log_dir: Path, name: str = "aggregated",
+                 policy: str = "least_outstanding") -> None:
+        super().__init__(name, log_dir, server.model)
+        slots, self.placement = place(["aggregated"] * replicas)
+        self.policy = policy
+        self.servers = [self._server(server, seed, f"{name}-{i}", slot, []) for i, slot in enumerate(slots)]
+
+    def router_config(self) -> dict[str, Any]:
+        return {"mode": "aggregated", "model": self.model, "policy": self.policy,
+                "instances": {"pool": [{"name": s.name, "url": s.base_url} for s in self.servers]},
+                "route_log": str(self.route_log), "handoff_log": None}

@@ -1,0 +1,76 @@
+"""DisaggregatedPool: P prefill + D decode vLLM servers joined by a KV connector (ExampleConnector through a tmpfs
+folder, or NixlConnector), behind ctxkit's router, which sends each request to a prefill instance with max_tokens=1
+and then streams it from a decode instance that loads the KV. One handoff record per request goes to
+logs/<name>-handoffs.jsonl (see schedulers/broker.py)."""
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from ctxkit.models import ModelCard
+from ctxkit.params import ServerParams
+from ctxkit.schedulers.broker import kv_transfer_config, read_jsonl
+from ctxkit.schedulers.placement import place
+from ctxkit.schedulers.pools import CPU_BLOCK_SIZE, GPU_BLOCK_SIZE, Pool
+from ctxkit.backends.vllm_server import VLLMServer
+
+
+class DisaggregatedPool(Pool):
+    def __init__(self, server: ServerParams, *, seed: int, prefill: int, decode: int, connector: str, log_dir: Path,
+                 name: str = "disaggregated", policy: str = "least_outstanding",
+                 storage_root: Optional[Path] = None, kv_buffer_device: str = "cpu",
+                 prefill_visible_devices: Optional[str] = None, decode_visible_devices: Optional[str] = None,
+                 cleanup_kv: bool = True) -> None:
+        super().__init__(name, log_dir, server.model)
+        self.connector = connector
+        self.policy = policy
+        self.cleanup_kv = cleanup_kv
+        self.card = ModelCard.load(server.model)
+        root = Path(storage_root) if storage_root else Path("/dev/shm" if Path("/dev/shm").is_dir() else
+                                                            tempfile.gettempdir())
+        self.storage = Path(tempfile.mkdtemp(prefix="ctxkit-kv-", dir=root)) if connector == "example" else None
+        slots, self.placement = place(["prefill"] * prefill + ["decode"] * decode,
+                                      prefill_visible_devices, decode_visible_devices)
+        self.placement["connector"] = connector
+        self.placement["kv_storage"] = str(self.storage) if self.storage else None
+        self.block_size = GPU_BLOCK_SIZE if self.placement["kind"] == "gpu" else CPU_BLOCK_SIZE
+        for slot in slots:
+            cfg = kv_transfer_config(connector, slot.role, self.storage, kv_buffer_device)
+            if connector == "nixl":
+                slot.env["VLLM_NIXL_SIDE_CHANNEL_PORT"] = str(5600 + len(self.servers))
+            self.servers.append(self._server(server, seed, f"{slot.role}-{slot.index}", slot,
+                                             ["--kv-transfer-config", cfg]))
+
+    @property
+    def handoff_log(self) -> Path:
+        return self.log_dir / f"{self.name}-handoffs.jsonl"
+
+    def handoffs(self, expect: Optional[int] = None, timeout_s: float = 10.0) -> list[dict[str, Any]]:
+        """The handoff records so far. The router writes a record after it has relayed the last byte, so a client
+        can see [DONE] a moment before the record exists: with `expect`, wait (up to timeout_s) for that many."""
+        deadline = time.monotonic() + timeout_s
+        records = read_jsonl(self.handoff_log)
+        while expect is not None and len(records) < expect and time.monotonic() < deadline:
+            time.sleep(0.05)
+            records = read_jsonl(self.handoff_log)
+        return records
+
+    def by_role(self, role: str) -> list[VLLMServer]:
+        return [s for s in self.servers if s.name.startswith(role)]
+
+    def router_config(self) -> dict[str, Any]:
+        return {"mode": "disaggregated", "model": self.model, "policy": self.policy, "connector": self.connector,
+                "instances": {role: [{"name": s.name, "url": s.base_url} for s in self.by_role(role)]
+                              for role in ("prefill", "decode")},
+                "storage_path": str(self.storage) if self.storage else None, "block_size": self.block_size,
+                "kv_bytes_per_token": self.card.kv_bytes_per_token(self.servers[0].dtype),
+                "route_log": str(self.route_log), "handoff_log": str(self.handoff_log),
+                "cleanup_kv": self.cleanup_kv}
+
+    def stop(self) -> None:
+        super().stop()
+        if self.storage is not None:
+            shutil.rmtree(self.storage, ignore_errors=True)

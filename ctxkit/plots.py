@@ -78,7 +78,7 @@ def sweep_curves(table: pd.DataFrame, x: str, path_prefix: Optional[Path] = None
         a.set_ylim(bottom=0)
     fig.suptitle("Throughput")
     figs["throughput"] = fig
-    fig = Figure(figsize=(13, 3.8), layout="constrained")
+    fig = Figure(figsize=(11, 3.6), layout="constrained")
     ax = fig.subplots(1, 3)
     for a, metric in zip(ax, ("ttft", "tpot", "e2e")):
         for stat, style in (("p50", "o-"), ("p95", "s--"), ("p99", "^:")):
@@ -107,6 +107,11 @@ def sweep_curves(table: pd.DataFrame, x: str, path_prefix: Optional[Path] = None
     ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize=8, loc="lower right")
     ax.set_title("SLO goodput")
     figs["goodput"] = fig
+    if x == "concurrency" and table[x].max() / max(table[x].min(), 1) >= 16:   # 1..256: a log axis reads better
+        for f in figs.values():
+            for a in f.axes:
+                if a.get_xlabel():
+                    a.set_xscale("log", base=2)
     if path_prefix is not None:
         for name, f in figs.items():
             _save(f, Path(f"{path_prefix}_{name}_curve.svg"))

@@ -95,6 +95,7 @@ class Progress:
         self.failed = 0
         self.tty = hasattr(stream, "isatty") and stream.isatty()
         self.next_mark = 0.1
+        self.last_print = self.t0
 
     def __call__(self, rec: RequestRecord, done: int, total: int) -> None:
         if rec.warmup:
@@ -106,8 +107,9 @@ class Progress:
         if self.tty:
             self.stream.write("\r" + line + ("\n" if done >= total else ""))
             self.stream.flush()
-        elif frac >= self.next_mark or done >= total:
+        elif frac >= self.next_mark or done >= total or time.monotonic() - self.last_print >= 5.0:
             print(line, file=self.stream, flush=True)
+            self.last_print = time.monotonic()
             while self.next_mark <= frac:
                 self.next_mark += 0.1
 

@@ -65,43 +65,16 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
-def _headline(summary: dict[str, Any]) -> str:
-    lat = summary.get("profiling", {}).get("latency", {})
-    parts = []
-    for key, label in (("ttft_ms", "TTFT p50"), ("tpot_ms", "TPOT p50")):
-        value = (lat.get(key) or {}).get("p50")
-        if value is not None:
-            parts.append(f"{label} {value:.1f} ms")
-    checks = summary.get("checks", {})
-    if checks:
-        parts.append(f"checks {sum(c.get('passed', False) for c in checks.values())}/{len(checks)}")
-    return ", ".join(parts)
-
-
 def list_runs(root: Path, experiment: Optional[str] = None) -> list[dict[str, Any]]:
-    from ctxkit.runs.folder import RUN_ID_RE, RunFolder
+    from ctxkit.runs.catalog import headline, load_json, runs_table
 
-    rows = []
-    for path in sorted(root.glob("*/run-*")):
-        if not path.is_dir() or not RUN_ID_RE.match(path.name):
-            continue
-        if experiment and path.parent.name != experiment:
-            continue
-        run = RunFolder(path)
-        meta = _load(path / "run_metadata.json")
-        summary = _load(path / "summary.json")
-        rows.append({"run_id": run.run_id, "experiment": run.experiment, "status": run.status(),
-                     "backend_mode": meta.get("backend_mode", "?"), "label": meta.get("label", ""),
-                     "headline": _headline(summary), "path": str(path)})
-    return sorted(rows, key=lambda r: r["run_id"])
-
-
-def _load(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        return {}
+    table = runs_table(root)
+    if experiment:
+        table = table[table["experiment"] == experiment]
+    rows = table.to_dict(orient="records")
+    for row in rows:
+        row["headline"] = headline(load_json(Path(row["path"]) / "summary.json"))
+    return rows
 
 
 def cmd_ls(args: argparse.Namespace) -> int:

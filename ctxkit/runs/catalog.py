@@ -10,7 +10,8 @@ import pandas as pd
 from ctxkit.runs.folder import RUN_ID_RE, RunFolder
 
 
-def _load(path: Path) -> dict[str, Any]:
+def load_json(path: Path) -> dict[str, Any]:
+    """A run file's JSON object, or {} when it is missing or damaged (listings never fail on one bad run)."""
     try:
         data = json.loads(path.read_text())
         return data if isinstance(data, dict) else {}
@@ -30,10 +31,24 @@ def runs_table(root: Path) -> pd.DataFrame:
         if not path.is_dir() or not RUN_ID_RE.match(path.name):
             continue
         run = RunFolder(path)
-        meta = _load(path / "run_metadata.json")
+        meta = load_json(path / "run_metadata.json")
         rows.append({"run_id": run.run_id, "experiment": run.experiment, "status": run.status(),
                      "backend_mode": meta.get("backend_mode", "?"), "label": meta.get("label", ""),
                      "model": meta.get("model_card", {}).get("name", "?"), "hardware": hardware_name(meta),
                      "created_utc": meta.get("created_utc", ""), "path": str(path)})
     return pd.DataFrame(rows, columns=["run_id", "experiment", "status", "backend_mode", "label", "model", "hardware",
                                        "created_utc", "path"])
+
+
+def headline(summary: dict[str, Any]) -> str:
+    """One line of a run's headline numbers for listings: median TTFT/TPOT and the checks passed."""
+    lat = summary.get("profiling", {}).get("latency", {})
+    parts = []
+    for key, label in (("ttft_ms", "TTFT p50"), ("tpot_ms", "TPOT p50")):
+        value = (lat.get(key) or {}).get("p50") if isinstance(lat.get(key), dict) else None
+        if value is not None:
+            parts.append(f"{label} {value:.1f} ms")
+    checks = summary.get("checks", {})
+    if checks:
+        parts.append(f"checks {sum(bool(c.get('passed')) for c in checks.values())}/{len(checks)}")
+    return ", ".join(parts)

@@ -100,28 +100,27 @@ def vllm_trial(url: str, rate: float, n: int) -> tuple[float, int]:
 
 def capacity(name: str, trial, url: str, seconds: float, max_rate: float,
              limit_ms: float) -> tuple[float, list[tuple]]:
-    rows, good, bad = [], 0.0, None
-    rate = 25.0
-    while rate <= max_rate:
+    """Double the rate from 25 req/s until a trial fails, then bisect three times between pass and fail."""
+    rows: list[tuple] = []
+
+    def attempt(rate: float) -> bool:
         n = max(200, int(rate * seconds))
         p99, ok = trial(url, rate, n)
         passed = p99 < limit_ms and ok == n
         rows.append((name, rate, n, p99, ok, passed))
         print(f"  {name:7} rate {rate:8.0f}/s  n {n:6}  p99 lag {p99:8.3f} ms  completed {ok}  "
               f"{'ok' if passed else 'FAIL'}", flush=True)
-        if not passed:
+        return passed
+
+    good, bad, rate = 0.0, None, 25.0
+    while rate <= max_rate:
+        if not attempt(rate):
             bad = rate
             break
         good, rate = rate, rate * 2
     for _ in range(3 if bad and good else 0):
         mid = (good + bad) / 2
-        n = max(200, int(mid * seconds))
-        p99, ok = trial(url, mid, n)
-        passed = p99 < limit_ms and ok == n
-        rows.append((name, mid, n, p99, ok, passed))
-        print(f"  {name:7} rate {mid:8.0f}/s  n {n:6}  p99 lag {p99:8.3f} ms  completed {ok}  "
-              f"{'ok' if passed else 'FAIL'}", flush=True)
-        good, bad = (mid, bad) if passed else (good, mid)
+        good, bad = (mid, bad) if attempt(mid) else (good, mid)
     return good, rows
 
 

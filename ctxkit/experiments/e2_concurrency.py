@@ -65,7 +65,6 @@ def sweep(params: E2Params, run: RunFolder, log=print) -> dict[str, Any]:
     with backend, sampler, JsonlWriter(run.path / "requests.jsonl") as out:
         sampler.start()
         log(f"[e2] server up at {backend.base_url} ({backend.version().get('version')}); {len(todo)} point(s)")
-        width = max(params.concurrency_levels or [1])
         warm = build_workload(replace(params.workload, num_prompts=max(1, params.warmup_requests)), card,
                               params.server.max_model_len, params.seed + 99_991, id_prefix="warmup")
         for k, point in enumerate(todo):
@@ -76,7 +75,7 @@ def sweep(params: E2Params, run: RunFolder, log=print) -> dict[str, Any]:
             log(f"[e2] point {k + 1}/{len(todo)}: {point['point']} ({point['kind']})")
             recs, prof = measure(backend, items, load_of(params, point), seed=params.seed + index,
                                  timeout_s=params.request_timeout_s, slo=slo, out=out,
-                                 warmup=warm[:width] if k == 0 and params.warmup_requests else None,
+                                 warmup=warm if k == 0 and params.warmup_requests else None,
                                  metrics_interval_s=params.metrics_interval_s, label=f"e2 {point['point']}",
                                  tags={"point": point["point"], "attempt": attempt})
             result = {**point, "latency": prof["latency"], "server": prof["server"][backend.name]}

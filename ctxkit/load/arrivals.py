@@ -48,8 +48,10 @@ class Arrivals:
         return self
 
     def offsets_s(self, items: list[WorkItem]) -> list[float]:
-        """Due time of each request in seconds from the start of the measured window."""
+        """Due time of each request in seconds from the start of the measured window (empty for no items)."""
         n = len(items)
+        if n == 0:
+            return []
         if self.kind == "trace":
             if any(it.arrival_ms is None for it in items):
                 raise ArrivalError("trace arrivals need a trace workload (every item with a timestamp)")

@@ -1,4 +1,5 @@
-"""ctxkit's command line: run | report | ls (compare, bench and doctor join as they are built)."""
+"""ctxkit's command line: run | bench | report | compare | ls | doctor. Each command parses its arguments, checks
+them before anything starts, and calls the library (ctxkit.runs, ctxkit.experiments); no measuring happens here."""
 from __future__ import annotations
 
 import argparse

@@ -42,7 +42,7 @@ def _broken_torchvision() -> Finding:
 
 
 def _gpus() -> Finding:
-    from ctxkit.collectors.gpu import gpu_inventory
+    from ctxkit.hardware import gpu_inventory
     inv = gpu_inventory()
     if inv["available"]:
         names = ", ".join(d["name"] for d in inv["devices"])

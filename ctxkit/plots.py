@@ -148,7 +148,7 @@ def stacked_breakdown(frame: pd.DataFrame, parts: list[str], path: Optional[Path
         vals = frame[part].fillna(0).tolist()
         ax.bar(x, vals, bottom=bottom, label=part.replace("_ms", ""))
         bottom = [b + v for b, v in zip(bottom, vals)]
-    ax.set_xlabel("request (in arrival order)")
+    ax.set_xlabel("request (in completion order)")
     ax.set_ylabel("ms")
     ax.legend(fontsize=8)
     ax.grid(True, axis="y", alpha=0.3)

@@ -1,6 +1,6 @@
 """Plain records every layer shares. One RequestRecord per request, written to requests.jsonl.
 
-All times are `time.perf_counter_ns()` of the client process (one monotonic clock), see DESIGN.md.
+All times are `time.perf_counter_ns()` of the client process (one monotonic clock), see docs/design.md.
 """
 from __future__ import annotations
 
@@ -55,6 +55,36 @@ class RequestRecord:
     def from_json(cls, data: dict[str, Any]) -> "RequestRecord":
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass
+class HandoffRecord:
+    """One disaggregated request's KV handoff, as the router saw it (times on the client's clock, see
+    docs/metrics.md for how transfer_ms is measured per connector)."""
+    handoff_id: str
+    request_id: str
+    prefill_instance: str
+    decode_instance: str
+    connector: str
+    prompt_tokens: int
+    kv_tokens: int = 0
+    kv_bytes_expected: int = 0
+    kv_bytes_measured: Optional[int] = None
+    transfer_ms: Optional[float] = None        # see docs/metrics.md
+    decode_step_ms: Optional[float] = None     # the decode stream's own median inter-token gap
+    t_recv_ns: int = 0
+    t_prefill_sent_ns: int = 0
+    t_prefill_done_ns: Optional[int] = None
+    t_kv_ready_ns: Optional[int] = None
+    t_decode_sent_ns: Optional[int] = None
+    t_decode_first_ns: Optional[int] = None
+    t_end_ns: Optional[int] = None
+    status: str = "ok"
+    error: Optional[str] = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
 class JsonlWriter:

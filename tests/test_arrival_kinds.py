@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, run_cli
 from ctxkit.load.arrivals import KINDS, Arrivals
+
+from conftest import ROOT, run_cli
 
 pytestmark = pytest.mark.vllm
 

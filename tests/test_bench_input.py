@@ -8,10 +8,11 @@ import threading
 import numpy as np
 import pytest
 
-from conftest import run_cli
 from ctxkit.backends.process import free_port
 from ctxkit.load.arrivals import ArrivalError, Arrivals
 from ctxkit.load.workloads import LengthDist, WorkloadError, from_trace, synthetic
+
+from conftest import run_cli
 
 
 @pytest.fixture

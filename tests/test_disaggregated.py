@@ -11,8 +11,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from browser import probe_report
-from conftest import run_cli
 from ctxkit.backends.process import group_members
 from ctxkit.experiments.e3_disagg import RequestsFailed, enforce_error_policy
 from ctxkit.params import ServerParams
@@ -20,6 +18,9 @@ from ctxkit.records import DISCONNECT, HTTP_ERROR, OK, RequestRecord
 from ctxkit.schedulers import kv_store
 from ctxkit.schedulers.disaggregated import DisaggregatedPool
 from ctxkit.schedulers.router import RouterProcess
+
+from browser import probe_report
+from conftest import run_cli
 
 pytestmark = pytest.mark.vllm
 

@@ -58,7 +58,8 @@ def test_explore_runs_executes_headless(sim_runs, tmp_path):
     out = tmp_path / "explore.ipynb"
     result = subprocess.run([sys.executable, "-m", "papermill", "notebooks/explore_runs.ipynb", str(out), "-k",
                              "ctxkit", "-p", "runs_dir", str(root), "-p", "experiment", "e2_concurrency",
-                             "-p", "label_filter", "sim"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+                             "-p", "label_filter", "sim", "--execution-timeout", "300"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     nb = nbformat.read(out, as_version=4)
     texts = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
@@ -68,3 +69,7 @@ def test_explore_runs_executes_headless(sim_runs, tmp_path):
     widgets = [o for c in nb.cells for o in c.get("outputs", [])
                if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
     assert widgets                                           # the interactive view was built
+    # ... and drew its figures into the Output widget as data, with no widget frontend (nothing captured)
+    state = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    (output,) = [m["state"] for m in state.values() if m["model_name"] == "OutputModel"]
+    assert sum("image/svg+xml" in o["data"] for o in output["outputs"]) >= 3

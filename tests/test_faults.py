@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, run_cli
 from ctxkit.backends import BackendError, ServerStartTimeout, Simulated, VLLMServer
 from ctxkit.backends.process import ManagedServer, group_members
 from ctxkit.collectors.latency import SLO, summarize
 from ctxkit.records import TIMEOUT
+
+from conftest import ROOT, run_cli
 
 E2_FAST = ["--set", "concurrency_levels=[1, 2, 4, 8]", "--set", "requests_per_point=16"]
 

@@ -5,7 +5,6 @@ import json
 import threading
 import time
 
-
 from ctxkit.params import ServerParams
 from ctxkit.schedulers import placement
 from ctxkit.schedulers.aggregated import AggregatedPool

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, run_cli
 from ctxkit import params as P
 from ctxkit.backends import VLLMServer
+
+from conftest import ROOT, run_cli
 
 
 def test_servers_bind_loopback_by_default():

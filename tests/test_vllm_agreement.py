@@ -8,9 +8,10 @@ import statistics
 
 import pytest
 
-from conftest import run_cli
 from ctxkit.load.vllm_peer import vllm_bench_serve
 from ctxkit.models import ModelCard
+
+from conftest import run_cli
 
 pytestmark = pytest.mark.vllm
 

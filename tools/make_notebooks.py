@@ -383,18 +383,29 @@ runs_w = w.SelectMultiple(description="runs", rows=8)
 metric_w = w.SelectMultiple(description="metrics", rows=8)
 out_w = w.Output()
 
+# Figures go into the Output widget as data (append_display_data), never by capturing output inside `with out_w:`.
+# A headless executor (papermill, nbclient) mimics a captured Output widget by sending comm messages back to the
+# kernel while it waits for the cell's reply, and that exchange can stall it for good (nbclient issue 312).
+holding = [False]   # set while refresh() changes several selections at once: one draw at the end
+
+def draw(*_):
+    if holding[0]:
+        return
+    runs = [RunFolder(Path(p)) for p in table[table["run_id"].isin(runs_w.value)]["path"]]
+    figs = overlay(exp_w.value, runs, [r.run_id[-8:] for r in runs], list(metric_w.value) or None)
+    out_w.outputs = ()
+    for fig in figs:
+        out_w.append_display_data(fig)
+
 def refresh(*_):
     t = selected(exp_w.value, label_w.value, hw_w.value)
+    holding[0] = True
     runs_w.options = list(t["run_id"])
     runs_w.value = tuple(t["run_id"])
     metric_w.options = curve_columns(exp_w.value, [RunFolder(Path(p)) for p in t["path"]])
     metric_w.value = tuple(m for m in metrics if m in metric_w.options)
+    holding[0] = False
     draw()
-
-def draw(*_):
-    with out_w:
-        clear_output(wait=True)
-        render(exp_w.value, runs_w.value, metric_w.value)
 
 for widget in (exp_w, label_w, hw_w):
     widget.observe(refresh, names="value")

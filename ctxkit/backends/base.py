@@ -6,7 +6,7 @@ import urllib.error
 import urllib.request
 from typing import Any, Optional
 
-from ctxkit.load.client import CompletionRequest, stream_one
+from ctxkit.completions import CompletionRequest, stream_one
 from ctxkit.records import RequestRecord
 
 
@@ -59,6 +59,28 @@ class ServingBackend:
         if status != 200:
             raise BackendError(f"{self.base_url}/metrics answered HTTP {status}")
         return body
+
+    def metric_sources(self) -> dict[str, Any]:
+        """Every server whose /metrics describes this backend's requests: name -> fetch()."""
+        return {self.name: self.metrics}
+
+    # A request is served by one server end to end (False for disaggregated pools, where it spans two).
+    single_hop: bool = True
+
+    def served_max_model_len(self) -> Optional[int]:
+        """The context length the server announces in /v1/models (vLLM does), or None."""
+        try:
+            status, body = http_get(f"{self.base_url}/v1/models")
+            for m in json.loads(body).get("data", []) if status == 200 else []:
+                if m.get("id") == self.model and m.get("max_model_len"):
+                    return int(m["max_model_len"])
+        except (OSError, ValueError, AttributeError):
+            pass
+        return None
+
+    def death_note(self) -> str:
+        """Why the backend is gone (managed servers quote their log)."""
+        return ""
 
     def healthy(self) -> bool:
         try:

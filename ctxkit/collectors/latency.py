@@ -1,5 +1,7 @@
-"""Latency metrics, version 1 of DESIGN.md, computed from RequestRecords (so a summary can always be recomputed
-from requests.jsonl).
+"""Latency metrics (docs/metrics.md, version 1), computed from RequestRecords, so a summary can always be
+recomputed from requests.jsonl. `summary["vllm"]` holds the same window under `vllm bench serve`'s keys and, for
+those keys, vLLM's own definitions (vllm/benchmarks/serve.py: calculate_metrics), which differ from ctxkit's in
+two places: ITL per chunk, and duration from the start of the send loop to the end of the last stream.
 
 Per request: TTFT = t_first - t_send; TTFT_sched = t_first - t_sched; TPOT = (t_last - t_first) / (n_out - 1)
 for n_out > 1; ITL = gaps between token-carrying chunks (a chunk of k tokens gives k gaps of gap/k);
@@ -13,7 +15,9 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Optional
 
 import numpy as np
+import pandas as pd
 
+from ctxkit.params import SLOParams
 from ctxkit.records import RequestRecord
 
 PERCENTILES = (50, 90, 95, 99)
@@ -121,27 +125,103 @@ def summarize(records: list[RequestRecord], slo: Optional[SLO] = None) -> dict[s
         summary["slo_attainment"] = len(met) / len(measured) if measured else 0.0
         summary["request_goodput"] = per_s(len(met))
         summary["token_goodput"] = per_s(sum(r.n_out for r in met))
-    summary["vllm"] = vllm_aliases(summary)
+    summary["vllm"] = vllm_metrics(records, slo)
     return summary
 
 
-def vllm_aliases(summary: dict[str, Any]) -> dict[str, Any]:
-    """The same numbers under `vllm bench serve`'s result keys, for side-by-side comparison."""
-    out: dict[str, Any] = {k: summary[k] for k in ("completed", "total_input_tokens", "request_throughput",
-                                                     "output_throughput", "total_token_throughput")}
-    out["failed"] = summary["failed"]
-    out["duration"] = summary["duration_s"]
-    out["total_output_tokens"] = summary["total_output_tokens"]
-    if "request_goodput" in summary:
-        out["request_goodput"] = summary["request_goodput"]
-    for ours, theirs in (("ttft_ms", "ttft_ms"), ("tpot_ms", "tpot_ms"), ("itl_ms", "itl_ms"), ("e2e_ms", "e2el_ms")):
-        s = summary[ours]
-        out[f"mean_{theirs}"] = s["avg"]
-        out[f"median_{theirs}"] = s["p50"]
-        out[f"std_{theirs}"] = s["std"]
+def vllm_metrics(records: list[RequestRecord], slo: Optional[SLO] = None) -> dict[str, Any]:
+    """`vllm bench serve`'s result keys with its definitions, from the same records (warmup excluded):
+    ttft = first chunk with choices - send; e2el = last such chunk - send; tpot = (e2el - ttft) / (n_out - 1) for
+    n_out > 1 (n_out from usage); itl = every gap between consecutive choice chunks, undivided; duration = from the
+    start of the send loop (the earliest scheduled send) to the end of the last stream, failed requests included;
+    goodput counts a request with n_out <= 1 as TPOT 0; percentiles by numpy's linear interpolation, std over the
+    population."""
+    measured = [r for r in records if not r.warmup]
+    done = [r for r in measured if r.ok and r.t_first_ns is not None]
+    ms = lambda ns: ns / NS_PER_MS  # noqa: E731
+    ttft = [ms(r.t_first_ns - r.t_send_ns) for r in done]
+    e2el = [ms((r.t_last_ns or r.t_first_ns) - r.t_send_ns) for r in done]
+    all_tpot = [(e - t) / (r.n_out - 1) if r.n_out > 1 else 0.0 for r, t, e in zip(done, ttft, e2el)]
+    tpot = [x for r, x in zip(done, all_tpot) if r.n_out > 1]
+    itl = [ms(b - a) for r in done for a, b in zip(r.chunk_times_ns, r.chunk_times_ns[1:])]
+    starts = [r.t_sched_ns or r.t_send_ns for r in measured if r.t_send_ns]
+    ends = [r.t_end_ns for r in measured if r.t_end_ns]
+    duration = (max(ends) - min(starts)) / 1e9 if starts and ends else 0.0
+    per_s = (lambda x: x / duration) if duration > 0 else (lambda x: 0.0)
+    n_in, n_out = sum(r.usage_prompt_tokens or r.prompt_tokens for r in done), sum(r.n_out for r in done)
+    out: dict[str, Any] = {"completed": len(done), "failed": len(measured) - len(done), "duration": duration,
+                           "total_input_tokens": n_in, "total_output_tokens": n_out,
+                           "request_throughput": per_s(len(done)), "output_throughput": per_s(n_out),
+                           "total_token_throughput": per_s(n_in + n_out)}
+    if slo is not None:
+        good = sum(1 for t, p, e in zip(ttft, all_tpot, e2el)
+                   if all(lim is None or v <= lim for lim, v in ((slo.ttft_ms, t), (slo.tpot_ms, p), (slo.e2e_ms, e))))
+        out["request_goodput"] = per_s(good)
+    for name, values in (("ttft", ttft), ("tpot", tpot), ("itl", itl), ("e2el", e2el)):
+        arr = np.asarray(values or [0.0], dtype=float)      # vLLM reports 0 for an empty sample
+        out[f"mean_{name}_ms"], out[f"median_{name}_ms"] = float(arr.mean()), float(np.median(arr))
+        out[f"std_{name}_ms"] = float(arr.std())
         for p in PERCENTILES:
-            out[f"p{p}_{theirs}"] = s[f"p{p}"]
+            out[f"p{p}_{name}_ms"] = float(np.percentile(arr, p))
+    out["max_output_tokens_per_s"], out["max_concurrent_requests"] = _peak_per_second(done)
     return out
+
+
+def _peak_per_second(done: list[RequestRecord]) -> tuple[float, int]:
+    """vLLM's max_output_tokens_per_s and max_concurrent_requests: one-second buckets from the earliest send."""
+    if not done:
+        return 0.0, 0
+    t0 = min(r.t_send_ns for r in done)
+    end = max(r.t_last_ns or r.t_first_ns for r in done)
+    buckets = int(math.ceil((end - t0) / 1e9)) + 1
+    tokens, active = np.zeros(buckets), np.zeros(buckets)
+    for r in done:
+        for t in r.chunk_times_ns:
+            tokens[int((t - t0) // 1_000_000_000)] += 1
+        first, last = int((r.t_send_ns - t0) // 1e9), int(((r.t_last_ns or r.t_first_ns) - t0) // 1e9)
+        active[first:last + 1] += 1
+    return float(tokens.max()), int(active.max())
+
+
+def slo_of(slo: SLOParams) -> Optional[SLO]:
+    """The SLO a parameters block asks for, or None when it sets no objective."""
+    if slo.ttft_ms is None and slo.tpot_ms is None and slo.e2e_ms is None:
+        return None
+    return SLO(slo.ttft_ms, slo.tpot_ms, slo.e2e_ms)
+
+
+# (client metric in summarize(), server histogram in server_metrics.HISTOGRAMS)
+CLIENT_SERVER_PAIRS = {"ttft_ms": "ttft", "tpot_ms": "tpot", "e2e_ms": "e2e"}
+
+
+def client_vs_server(latency: dict[str, Any], server: dict[str, dict[str, Any]], single_hop: bool) -> dict[str, Any]:
+    """Client mean minus the servers' own mean (from their histograms, same window) for TTFT, TPOT and E2E: what
+    the HTTP path and the client add. Servers behind an aggregated router each serve whole requests, so their
+    histograms pool; a disaggregated request spans two servers, whose histograms describe neither half alone."""
+    if not single_hop:
+        return {"comparable": False, "reason": "a disaggregated request spans a prefill and a decode server"}
+    out: dict[str, Any] = {"comparable": True}
+    for ours, short in CLIENT_SERVER_PAIRS.items():
+        count = sum(s.get(f"{short}_count") or 0 for s in server.values())
+        total = sum((s.get(f"{short}_count") or 0) * (s.get(f"mean_{short}_ms") or 0) for s in server.values())
+        client = latency[ours]["avg"]
+        server_mean = total / count if count else None
+        out[ours] = {"client_mean": client, "server_mean": server_mean, "server_count": count,
+                     "client_minus_server": client - server_mean if client is not None and server_mean is not None
+                     else None}
+    return out
+
+
+def requests_frame(records: list[RequestRecord]) -> pd.DataFrame:
+    """One row per request: status, lengths, TTFT, TPOT, E2E, client lag, error and the record's tags."""
+    rows = []
+    for r in records:
+        lat = request_latency(r)
+        rows.append({"request_id": r.request_id, "warmup": r.warmup, "status": r.status,
+                     "prompt_tokens": r.prompt_tokens, "output_tokens": r.n_out, "ttft_ms": lat.ttft_ms,
+                     "ttft_sched_ms": lat.ttft_sched_ms, "tpot_ms": lat.tpot_ms, "e2e_ms": lat.e2e_ms,
+                     "client_lag_ms": lat.client_lag_ms, "error": r.error, **r.tags})
+    return pd.DataFrame(rows)
 
 
 def flat(summary: dict[str, Any]) -> dict[str, Any]:

@@ -15,8 +15,8 @@ import pandas as pd
 
 from ctxkit.backends import SIMULATION_ENV, simulation_allowed
 from ctxkit.collectors.latency import request_latency, stats
+from ctxkit.completions import CompletionRequest
 from ctxkit.experiments.common import check, make_backend, token_prompts
-from ctxkit.load.client import CompletionRequest
 from ctxkit.models import ModelCard
 from ctxkit.params import E0Params
 from ctxkit.records import JsonlWriter, RequestRecord

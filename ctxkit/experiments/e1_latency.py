@@ -12,10 +12,11 @@ from typing import Any, Optional
 import pandas as pd
 
 from ctxkit import plots
-from ctxkit.collectors.gpu import GPUSampler, gpu_inventory, peak_for
+from ctxkit.collectors.gpu import GPUSampler
 from ctxkit.collectors.latency import request_latency, stats
-from ctxkit.experiments.bench import measure
 from ctxkit.experiments.common import check, make_backend
+from ctxkit.hardware import gpu_inventory, peak_for
+from ctxkit.load.engine import measure
 from ctxkit.load.workloads import LengthDist, synthetic
 from ctxkit.models import ModelCard
 from ctxkit.params import E1Params, LoadParams

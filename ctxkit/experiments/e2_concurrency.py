@@ -15,9 +15,10 @@ import pandas as pd
 
 from ctxkit import plots
 from ctxkit.collectors.gpu import GPUSampler
-from ctxkit.collectors.latency import SLO, flat
-from ctxkit.experiments.bench import build_workload, measure, slo_of
+from ctxkit.collectors.latency import SLO, flat, slo_of
 from ctxkit.experiments.common import check, make_backend
+from ctxkit.load.engine import measure
+from ctxkit.load.workloads import build_workload
 from ctxkit.models import ModelCard
 from ctxkit.params import E2Params, LoadParams
 from ctxkit.records import JsonlWriter

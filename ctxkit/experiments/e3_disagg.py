@@ -16,11 +16,12 @@ import pandas as pd
 
 from ctxkit import plots
 from ctxkit.collectors import kv_transfer
-from ctxkit.collectors.latency import request_latency
-from ctxkit.collectors.server_metrics import ServerMetricsCollector, parse, value
-from ctxkit.experiments.bench import build_workload, measure, slo_of
+from ctxkit.collectors.latency import request_latency, slo_of
+from ctxkit.collectors.server_metrics import parse, value
+from ctxkit.completions import CompletionRequest
 from ctxkit.experiments.common import check, token_prompts
-from ctxkit.load.client import CompletionRequest
+from ctxkit.load.engine import measure
+from ctxkit.load.workloads import build_workload
 from ctxkit.models import ModelCard
 from ctxkit.params import E3Params
 from ctxkit.records import JsonlWriter, RequestRecord
@@ -117,12 +118,11 @@ def run_mode(params: E3Params, run: RunFolder, mode: str, out: JsonlWriter, log=
                 h["extra"]["measured_by"] = "decode vllm:nixl_bytes_transferred / vllm:nixl_xfer_time_seconds"
         items = build_workload(params.workload, card, params.server.max_model_len, params.seed,
                                id_prefix=f"{mode}")
-        collectors = [ServerMetricsCollector(s.name, s.metrics).start() for s in pool.servers]
         log(f"[e3] {mode}: measuring {len(items)} requests ({params.load.arrival}, "
             f"concurrency {params.load.concurrency})")
         records, prof = measure(pool, items, params.load, seed=params.seed, timeout_s=params.request_timeout_s,
                                 slo=slo_of(params.slo), out=out, label=f"e3 {mode}", tags={"mode": mode})
-        servers = {c.name: c.stop() for c in collectors}
+        servers = prof["server"]
         handoffs = pool.handoffs(expect=n_handoffs + len(records))[n_handoffs:] if mode == "disaggregated" else []
         describe = pool.describe()
     enforce_error_policy(mode, records, params.on_request_error)

@@ -17,8 +17,9 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from ctxkit.load.client import CompletionRequest, new_session, run_coro, stream_request
+from ctxkit.completions import CompletionRequest, new_session, run_coro, stream_request
 from ctxkit.load.workloads import WorkItem
+from ctxkit.params import LoadParams
 from ctxkit.records import RequestRecord
 
 KINDS = ("poisson", "gamma", "constant", "trace", "concurrency")
@@ -65,6 +66,12 @@ class Arrivals:
         gaps = rng.gamma(shape, 1.0 / (self.rate * shape), size=n)
         gaps[0] = 0.0  # the first request goes at t0
         return list(np.cumsum(gaps))
+
+
+def arrivals_of(load: LoadParams, seed: int) -> Arrivals:
+    """The arrival process a load's parameters describe (request_rate null: all at once)."""
+    rate = math.inf if load.request_rate is None else load.request_rate
+    return Arrivals(load.arrival, rate, load.burstiness, load.concurrency, seed).check()
 
 
 ProgressFn = Callable[[RequestRecord, int, int], None]

@@ -14,6 +14,9 @@ from typing import Any, Optional
 
 import numpy as np
 
+from ctxkit.models import ModelCard
+from ctxkit.params import WorkloadParams
+
 TRACE_BLOCK_TOKENS = 512
 
 
@@ -151,4 +154,35 @@ def from_sharegpt(path: Path, tokenizer_path: Path, *, vocab_size: int, num: int
             break
     if not items:
         raise WorkloadError(f"ShareGPT file {path}: no usable conversations")
+    return items
+
+
+def _dist(kind: str, mean: int, std: float, ratio: float, cap: int) -> LengthDist:
+    if kind == "uniform":
+        return LengthDist("uniform", mean, low=max(1, int(mean * (1 - ratio))), high=min(cap, int(mean * (1 + ratio))))
+    return LengthDist(kind, mean, std, low=1, high=cap)
+
+
+def build_workload(w: WorkloadParams, card: ModelCard, max_model_len: int, seed: int,
+                   count: Optional[int] = None, id_prefix: str = "req") -> list[WorkItem]:
+    """The requests a workload's parameters describe; every one fits max_model_len (drawn lengths are capped,
+    files are checked)."""
+    n = count if count is not None else w.num_prompts
+    if w.dataset == "random":
+        in_cap = max(1, max_model_len - w.prefix_len - w.output_len)
+        items = synthetic(n, _dist(w.input_dist, w.input_len, w.input_std, w.range_ratio, in_cap),
+                          _dist(w.output_dist, w.output_len, w.output_std, w.range_ratio, max_model_len),
+                          vocab_size=card.vocab_size, seed=seed, prefix_len=w.prefix_len,
+                          num_prefixes=w.num_prefixes, id_prefix=id_prefix)
+    elif w.dataset == "trace":
+        items = from_trace(Path(w.dataset_path or ""), vocab_size=card.vocab_size, seed=seed, limit=n)
+    else:
+        items = from_sharegpt(Path(w.dataset_path or ""), card.path / "tokenizer.json", vocab_size=card.vocab_size,
+                              num=n, seed=seed, max_input=max_model_len - w.output_len,
+                              fixed_output=w.output_len if w.output_dist == "fixed" else None)
+    too_long = [it for it in items if len(it.prompt) + it.max_tokens > max_model_len]
+    if too_long:
+        it = too_long[0]
+        raise WorkloadError(f"{len(too_long)} request(s) exceed max_model_len {max_model_len}: e.g. {it.request_id} "
+                            f"has {len(it.prompt)} prompt + {it.max_tokens} output tokens")
     return items

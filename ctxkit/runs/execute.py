@@ -12,6 +12,7 @@ from typing import Any, Callable, Optional
 
 from ctxkit import params as P
 from ctxkit.backends.process import PID_REGISTRY_ENV, group_members, kill_group
+from ctxkit.env import BATCH as BATCH_ENV
 from ctxkit.runs import metadata
 from ctxkit.runs.folder import RunFolder, atomic_write_json, check_name
 from ctxkit.runs.report import render_report
@@ -137,8 +138,11 @@ def run_experiment(experiment: str, *, profile: Optional[str] = P.DEFAULT_PROFIL
     log(f"[ctxkit] config hash {chash}; backend {params.backend}; model {params.server.model}")
     registry = run.logs / "process_groups.txt"
     registry.touch()
-    old_env = os.environ.get(PID_REGISTRY_ENV)
-    os.environ[PID_REGISTRY_ENV] = str(registry)
+    # The kernel inherits this process's environment: where to record server process groups, and batch mode
+    # (progress as plain lines, no widgets: an executed notebook and its report must not need a widget frontend).
+    kernel_env = {PID_REGISTRY_ENV: str(registry), BATCH_ENV: "1"}
+    old_env = {k: os.environ.get(k) for k in kernel_env}
+    os.environ.update(kernel_env)
     old_term = signal.signal(signal.SIGTERM, _on_sigterm)
     status, failure = "succeeded", None
     t0 = time.monotonic()
@@ -154,10 +158,11 @@ def run_experiment(experiment: str, *, profile: Optional[str] = P.DEFAULT_PROFIL
         status, failure = "failed", failure_record(exc, "papermill execution")
     finally:
         signal.signal(signal.SIGTERM, old_term)
-        if old_env is None:
-            os.environ.pop(PID_REGISTRY_ENV, None)
-        else:
-            os.environ[PID_REGISTRY_ENV] = old_env
+        for key, value in old_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
         stopped = sweep_processes(registry)
         if stopped:
             log(f"[ctxkit] stopped {len(stopped)} leftover server process group(s): {stopped}")

@@ -67,7 +67,7 @@ def redacted_environment(env: Optional[dict[str, str]] = None) -> dict[str, str]
 
 
 def hardware() -> dict[str, Any]:
-    from ctxkit.collectors.gpu import gpu_inventory  # NVML, optional
+    from ctxkit.hardware import gpu_inventory  # NVML, optional
 
     return {
         "cpu": cpu_model(),

@@ -77,6 +77,8 @@ def render_report(run_dir: Path, *, overwrite: bool = True) -> Path:
         nb = nbformat.read(run.path / "notebook.ipynb", as_version=4)
     except Exception as exc:  # nbformat raises several types for damaged JSON
         raise ReportError(f"cannot render {run.path / REPORT}: notebook.ipynb is damaged ({exc})") from None
+    # Saved widget state would make nbconvert load the widget manager from a CDN: a report stays offline.
+    nb.metadata.pop("widgets", None)
     config = Config()
     config.TagRemovePreprocessor.remove_input_tags = {"remove_input", "hide_input"}
     # The parameters cells are long dicts; the Setup section shows the resolved parameters instead.

@@ -8,10 +8,10 @@ from typing import Any
 
 from ctxkit.params import ServerParams
 from ctxkit.schedulers.placement import place
-from ctxkit.schedulers.pools import Pool
+from ctxkit.schedulers.pools import ServerPool
 
 
-class AggregatedPool(Pool):
+class AggregatedPool(ServerPool):
     def __init__(self, server: ServerParams, *, seed: int, replicas: int, log_dir: Path, name: str = "aggregated",
                  policy: str = "least_outstanding") -> None:
         super().__init__(name, log_dir, server.model)

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import itertools
 import json
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
+
+from ctxkit.records import HandoffRecord
 
 CONNECTORS = ("example", "nixl")
 
@@ -31,34 +32,6 @@ def kv_transfer_config(connector: str, role: str, storage_path: Optional[Path] =
 
 NIXL_PREFILL_PARAMS = {"do_remote_decode": True, "do_remote_prefill": False, "remote_engine_id": None,
                        "remote_block_ids": None, "remote_host": None, "remote_port": None}
-
-
-@dataclass
-class HandoffRecord:
-    handoff_id: str
-    request_id: str
-    prefill_instance: str
-    decode_instance: str
-    connector: str
-    prompt_tokens: int
-    kv_tokens: int = 0
-    kv_bytes_expected: int = 0
-    kv_bytes_measured: Optional[int] = None
-    transfer_ms: Optional[float] = None        # see docs/metrics.md
-    decode_step_ms: Optional[float] = None     # the decode stream's own median inter-token gap
-    t_recv_ns: int = 0
-    t_prefill_sent_ns: int = 0
-    t_prefill_done_ns: Optional[int] = None
-    t_kv_ready_ns: Optional[int] = None
-    t_decode_sent_ns: Optional[int] = None
-    t_decode_first_ns: Optional[int] = None
-    t_end_ns: Optional[int] = None
-    status: str = "ok"
-    error: Optional[str] = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 _ids = itertools.count()

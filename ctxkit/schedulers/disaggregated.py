@@ -10,15 +10,17 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+from ctxkit.backends.vllm_server import VLLMServer
 from ctxkit.models import ModelCard
 from ctxkit.params import ServerParams
 from ctxkit.schedulers.broker import kv_transfer_config, read_jsonl
+from ctxkit.schedulers.kv_store import CPU_BLOCK_SIZE, GPU_BLOCK_SIZE
 from ctxkit.schedulers.placement import place
-from ctxkit.schedulers.pools import CPU_BLOCK_SIZE, GPU_BLOCK_SIZE, Pool
-from ctxkit.backends.vllm_server import VLLMServer
+from ctxkit.schedulers.pools import ServerPool
 
 
-class DisaggregatedPool(Pool):
+class DisaggregatedPool(ServerPool):
+    single_hop = False   # each request is prefilled on one server and decoded on another
     def __init__(self, server: ServerParams, *, seed: int, prefill: int, decode: int, connector: str, log_dir: Path,
                  name: str = "disaggregated", policy: str = "least_outstanding",
                  storage_root: Optional[Path] = None, kv_buffer_device: str = "cpu",

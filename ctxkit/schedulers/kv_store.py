@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+CPU_BLOCK_SIZE, GPU_BLOCK_SIZE = 128, 16   # vLLM's default KV block size per platform
+
 
 def stored_tokens(prompt_len: int, block_size: int) -> int:
     """Prompt tokens whose KV the connector stores (and the decode side loads)."""

@@ -1,8 +1,9 @@
 """Placement: which GPUs (or CPU cores) each server gets, and why. Recorded under summary.gpu_assignment.
 
-GPUs are discovered through NVML. Two or more: prefill instances on the first half, decode on the rest (or the
-manual prefill_visible_devices / decode_visible_devices). One GPU: every server shares it, each with a memory
-fraction that fits (0.9 / number of servers). No GPU: each server gets its own cores when the machine has at least
+GPUs are discovered through NVML. At least one GPU per server: each server gets its own, in the order of the roles
+(prefill instances first, then decode). Fewer GPUs than servers: servers share them round robin, each capped to
+the memory fraction that fits (0.9 / servers per GPU). prefill_visible_devices / decode_visible_devices override
+the choice. No GPU: each server gets its own cores when the machine has at least
 one core per server (VLLM_CPU_OMP_THREADS_BIND), else they share all cores.
 """
 from __future__ import annotations
@@ -11,7 +12,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from ctxkit.collectors.gpu import gpu_inventory
+from ctxkit.hardware import gpu_inventory
 
 
 @dataclass

@@ -1,6 +1,6 @@
-"""What the serving topologies share: a set of vLLM servers behind ctxkit's router, usable as one backend (context
-manager, base_url, model). AggregatedPool (schedulers/aggregated.py) and DisaggregatedPool
-(schedulers/disaggregated.py) build on it. Servers start in parallel (each vLLM start is ~35 s on the CPU tier);
+"""What the serving topologies share: ServerPool, a set of vLLM servers behind ctxkit's router, usable as one backend
+(context manager, base_url, model). AggregatedPool (schedulers/aggregated.py) and DisaggregatedPool
+(schedulers/disaggregated.py) build on it; this module imports neither. Servers start in parallel (each vLLM start is ~35 s on the CPU tier);
 everything stops on exit, also on error.
 """
 from __future__ import annotations
@@ -16,8 +16,6 @@ from ctxkit.params import ServerParams
 from ctxkit.schedulers.broker import read_jsonl
 from ctxkit.schedulers.placement import Slot
 from ctxkit.schedulers.router import RouterProcess
-
-CPU_BLOCK_SIZE, GPU_BLOCK_SIZE = 128, 16   # vLLM's default KV block per platform
 
 
 def _start_all(servers: list[VLLMServer]) -> None:
@@ -44,7 +42,9 @@ def _start_all(servers: list[VLLMServer]) -> None:
         raise errors[0]
 
 
-class Pool(ServingBackend):
+class ServerPool(ServingBackend):
+    """vLLM servers ctxkit owns, behind one router process; subclasses place the servers and configure the router."""
+
     mode = "real"
 
     def __init__(self, name: str, log_dir: Path, model: str) -> None:
@@ -65,7 +65,7 @@ class Pool(ServingBackend):
     def router_config(self) -> dict[str, Any]:
         raise NotImplementedError  # abstract: each topology builds its router configuration
 
-    def start(self) -> "Pool":
+    def start(self) -> "ServerPool":
         try:
             _start_all(self.servers)
             self.router = RouterProcess(self.router_config(), name=f"{self.name}-router", log_dir=self.log_dir)
@@ -81,6 +81,10 @@ class Pool(ServingBackend):
             self.router.stop()
         for s in self.servers:
             s.stop()
+
+    def metric_sources(self) -> dict[str, Any]:
+        """The servers' own /metrics (the router has none of its own)."""
+        return {s.name: s.metrics for s in self.servers}
 
     def alive(self) -> bool:
         return all(s.alive() for s in self.servers) and self.router is not None and self.router.alive()
@@ -104,15 +108,3 @@ class Pool(ServingBackend):
                 "topology": type(self).__name__, "servers": [s.describe() for s in self.servers],
                 "router": self.router.describe() if self.router else None, "placement": self.placement,
                 "version": self.version()}
-
-
-
-
-def __getattr__(name: str):  # the pools moved to their own modules; keep the old import path working
-    if name == "AggregatedPool":
-        from ctxkit.schedulers.aggregated import AggregatedPool
-        return AggregatedPool
-    if name == "DisaggregatedPool":
-        from ctxkit.schedulers.disaggregated import DisaggregatedPool
-        return DisaggregatedPool
-    raise AttributeError(name)

@@ -56,7 +56,9 @@ class RouterProcess(ManagedServer):
         return {**super().describe(), "config": self.config}
 
 
-class Pool:
+class InstanceSelector:
+    """Picks the instance of one role (pool, prefill or decode) for the next request, by the routing policy."""
+
     def __init__(self, instances: list[dict[str, str]], policy: str) -> None:
         if not instances:
             raise ValueError("a pool needs at least one instance")
@@ -82,7 +84,7 @@ def _serve(cfg: dict[str, Any], host: str, port: int) -> None:
 
     mode = cfg["mode"]
     policy = cfg.get("policy", "round_robin")
-    pools = {k: Pool(v, policy) for k, v in cfg["instances"].items()}
+    pools = {k: InstanceSelector(v, policy) for k, v in cfg["instances"].items()}
     route_log = open(cfg["route_log"], "a", buffering=1)
     handoff_log = open(cfg["handoff_log"], "a", buffering=1) if mode == "disaggregated" else None
     timeout = aiohttp.ClientTimeout(total=cfg.get("timeout_s", 600))

@@ -4,7 +4,8 @@ Prompts are token-id lists, so input lengths are exact. Each request asks for `s
 `return_token_ids` (vLLM >= 0.10), so every chunk says how many tokens it carries and which. Times are
 `time.perf_counter_ns()` taken when a chunk's line arrives, before it is parsed.
 
-This module depends only on ctxkit.records: backends use it for their `generate`, the load runner for traffic.
+It sits at the bottom of the layers beside ctxkit.records (which is all it imports): backends use it for their
+`generate`, the load runner (ctxkit.load) for traffic.
 """
 from __future__ import annotations
 

@@ -1,0 +1,61 @@
+"""The measuring engine every experiment shares: send a workload on an arrival process against a started backend,
+scrape the servers' metrics around the measured window, and summarize what came back.
+
+The window: warmup requests first (outside it, so neither the client's nor the servers' numbers include them),
+then a scrape of every server's /metrics, the measured requests, and a scrape after. Records stream to the caller's
+JSONL writer as they complete, so a crash loses at most the requests in flight.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from ctxkit.backends import ServingBackend
+from ctxkit.backends.base import ServerDied
+from ctxkit.collectors.latency import SLO, client_vs_server, summarize
+from ctxkit.collectors.server_metrics import ServerMetricsCollector
+from ctxkit.load.arrivals import arrivals_of, run_load
+from ctxkit.load.progress import Progress
+from ctxkit.load.workloads import WorkItem
+from ctxkit.params import LoadParams
+from ctxkit.records import JsonlWriter, RequestRecord
+
+
+def measure(backend: ServingBackend, items: list[WorkItem], load: LoadParams, *, seed: int, timeout_s: float,
+            slo: Optional[SLO], out: Optional[JsonlWriter] = None, warmup: Optional[list[WorkItem]] = None,
+            metrics_interval_s: Optional[float] = None, label: str = "bench",
+            tags: Optional[dict[str, Any]] = None) -> tuple[list[RequestRecord], dict[str, Any]]:
+    """Send `items` on the load's arrival process. Returns the records and the window's profiling:
+    `latency` (ctxkit's metrics, vLLM's under `latency.vllm`), `server` (each server's metric deltas),
+    `client_vs_server` (client minus server means) and `timeline` (interval scrapes)."""
+    arrivals = arrivals_of(load, seed)
+    progress = Progress(len(items), label)
+
+    def on_record(rec: RequestRecord, done: int, total: int) -> None:
+        rec.route = rec.route or backend.name
+        rec.tags.update(tags or {})
+        if out is not None:
+            out.write(rec)
+        progress.update(rec)
+
+    common = dict(max_concurrency=load.max_concurrency, timeout_s=timeout_s, on_record=on_record)
+    records = run_load(backend.base_url, backend.model, [], arrivals, warmup=warmup, **common) if warmup else []
+    collectors = [ServerMetricsCollector(name, fetch, metrics_interval_s).start()
+                  for name, fetch in backend.metric_sources().items()]
+    try:
+        records += run_load(backend.base_url, backend.model, items, arrivals, duration_s=load.duration_s, **common)
+    finally:
+        progress.close()
+        server = {c.name: c.stop() for c in collectors}
+    check_alive(backend)
+    latency = summarize(records, slo)
+    timeline = [row for c in collectors for row in c.timeline]
+    return records, {"latency": latency, "server": server, "timeline": timeline,
+                     "client_vs_server": client_vs_server(latency, server, backend.single_hop)}
+
+
+def check_alive(backend: ServingBackend) -> None:
+    """A managed server (or pool) that died during the window ends the experiment here, quoting its log: the
+    records of the window are already in requests.jsonl, and the caller's context manager stops what is left."""
+    alive = getattr(backend, "alive", None)
+    if callable(alive) and not alive():
+        raise ServerDied(f"{backend.name} died during the measured window: {backend.death_note()}")

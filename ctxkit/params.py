@@ -1,25 +1,25 @@
-"""Typed, layered experiment parameters.
+"""Typed, layered experiment parameters (pydantic models).
 
-Layers, later wins: the dataclass defaults -> params/<experiment>.yaml -> a profile (params/profiles/<name>.yaml,
-default `cpu-tiny`) -> `-p FILE` files in order -> `--set key=value` (dotted keys, YAML values).
-Every layer is checked against the experiment's dataclass: an unknown key or a wrong type fails before anything
-starts, naming the key and what is accepted. A profile may hold sections named after experiments; only the
-section of the experiment being run applies.
+Layers, later wins: the models' defaults -> params/<experiment>.yaml -> a profile (params/profiles/<name>.yaml,
+default `cpu-tiny`) -> parameter files in order -> `--set key=value` (dotted keys, YAML values). An unknown key or
+a wrong type fails before anything starts, naming the layer it came from, the dotted key and what is accepted;
+a value rule (a bound, lengths that exceed the context) is checked on the merged result and names the layer that
+last set the key. A profile may hold sections named after experiments; only the running experiment's applies.
 """
 from __future__ import annotations
 
 import copy
-import dataclasses
 import hashlib
 import json
 import os
+import re
 import types
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 DEFAULT_PROFILE = "cpu-tiny"
 
@@ -37,146 +37,222 @@ def project_root() -> Path:
 
 
 # --------------------------------------------------------------------------------------------------------
-# Parameter dataclasses
+# Parameter models: strict types (no "3" for 3, no true for 1; an int is accepted for a float), unknown keys
+# refused, value rules as field constraints and validators. Errors are turned into dotted messages below.
 # --------------------------------------------------------------------------------------------------------
-@dataclass
-class ServerParams:
+class Params(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, validate_default=False)
+
+
+class ServerParams(Params):
     """How each vLLM server is started."""
     model: str = "tiny-llama"                 # a model card (ctxkit/models/<name>) or a folder with config.json
     model_source: Optional[str] = None        # real weights (path or hub id); None: the card with dummy weights
     dtype: str = "bfloat16"
-    max_model_len: int = 4096
+    max_model_len: int = Field(4096, gt=0)
     host: str = "127.0.0.1"
-    startup_timeout_s: float = 300.0
-    kv_cache_space_gib: Optional[float] = 1.0  # CPU tier: VLLM_CPU_KVCACHE_SPACE
-    gpu_memory_utilization: Optional[float] = None
-    extra_args: list[str] = field(default_factory=list)   # more `api_server` flags, verbatim
-    env: dict[str, str] = field(default_factory=dict)     # e.g. CUDA_VISIBLE_DEVICES
+    startup_timeout_s: float = Field(300.0, gt=0)
+    kv_cache_space_gib: Optional[float] = Field(1.0, gt=0)   # CPU tier: VLLM_CPU_KVCACHE_SPACE (whole GiB)
+    gpu_memory_utilization: Optional[float] = Field(None, gt=0, le=1)
+    extra_args: list[str] = Field(default_factory=list)     # more `api_server` flags, verbatim
+    env: dict[str, str] = Field(default_factory=dict)       # e.g. CUDA_VISIBLE_DEVICES
+
+    @field_validator("kv_cache_space_gib")
+    @classmethod
+    def _whole_gib(cls, v: Optional[float]) -> Optional[float]:
+        if v is not None and not float(v).is_integer():
+            raise ValueError("must be a whole number of GiB (vLLM reads VLLM_CPU_KVCACHE_SPACE as an integer)")
+        return v
 
 
-@dataclass
-class ExperimentParams:
+class ExperimentParams(Params):
     """Parameters every experiment has."""
     seed: int = 0
     backend: Literal["vllm", "endpoint", "simulated"] = "vllm"
     endpoint_url: Optional[str] = None        # backend=endpoint: an OpenAI-compatible server already running
-    request_timeout_s: float = 120.0
-    server: ServerParams = field(default_factory=ServerParams)
+    request_timeout_s: float = Field(120.0, gt=0)
+    server: ServerParams = Field(default_factory=ServerParams)
+
+    @model_validator(mode="after")
+    def _endpoint_has_url(self) -> "ExperimentParams":
+        if self.backend == "endpoint" and not self.endpoint_url:
+            raise ValueError("backend=endpoint needs endpoint_url")
+        return self
+
+    def _fits(self, what: str, longest: int, extra: int, extra_name: str) -> None:
+        if longest + extra > self.server.max_model_len:
+            raise ValueError(f"{what}: {longest} + {extra_name} {extra} exceeds server.max_model_len "
+                             f"{self.server.max_model_len}")
 
 
-@dataclass
 class E0Params(ExperimentParams):
     """E0 smoke and reproducibility: one request set, twice, on two freshly started servers."""
-    prompt_lens: list[int] = field(default_factory=lambda: [16, 64, 256, 1024])
-    max_tokens: int = 16
-    sampling_temperature: float = 0.8         # the seeded-sampling half of the set (the other half is greedy)
-    repeats: int = 2                          # servers started one after the other; 2 = reproducibility check
+    prompt_lens: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [16, 64, 256, 1024], min_length=1)
+    max_tokens: int = Field(16, ge=2)         # TPOT needs two tokens
+    sampling_temperature: float = Field(0.8, gt=0)   # the seeded-sampling half of the set (the other half is greedy)
+    repeats: int = Field(2, ge=1)             # servers started one after the other; 2 = reproducibility check
+
+    @model_validator(mode="after")
+    def _lengths_fit(self) -> "E0Params":
+        self._fits("prompt_lens", max(self.prompt_lens), self.max_tokens, "max_tokens")
+        return self
 
 
-@dataclass
-class WorkloadParams:
+class WorkloadParams(Params):
     """What is sent: token-exact prompts (see ctxkit.load.workloads)."""
     dataset: Literal["random", "sharegpt", "trace"] = "random"
-    dataset_path: Optional[str] = None        # sharegpt JSON or trace JSONL
-    num_prompts: int = 100
-    input_len: int = 256                      # mean input length (after any shared prefix)
+    dataset_path: Optional[str] = Field(None, validate_default=True)   # sharegpt JSON or trace JSONL
+    num_prompts: int = Field(100, ge=1)
+    input_len: int = Field(256, ge=1)         # mean input length (after any shared prefix)
     input_dist: Literal["fixed", "uniform", "normal", "lognormal"] = "fixed"
-    input_std: float = 0.0                    # normal / lognormal
-    range_ratio: float = 0.0                  # uniform: [len x (1 - r), len x (1 + r)] (vLLM's random-range-ratio)
-    output_len: int = 32
+    input_std: float = Field(0.0, ge=0)       # normal / lognormal
+    range_ratio: float = Field(0.0, ge=0, lt=1)   # uniform: [len x (1 - r), len x (1 + r)] (vLLM's random-range-ratio)
+    output_len: int = Field(32, ge=1)
     output_dist: Literal["fixed", "uniform", "normal", "lognormal"] = "fixed"
-    output_std: float = 0.0
-    prefix_len: int = 0                       # shared-prefix groups: tokens of each shared prefix
-    num_prefixes: int = 1
+    output_std: float = Field(0.0, ge=0)
+    prefix_len: int = Field(0, ge=0)          # shared-prefix groups: tokens of each shared prefix
+    num_prefixes: int = Field(1, ge=1)
+
+    @field_validator("dataset_path")
+    @classmethod
+    def _file_given(cls, v: Optional[str], info: ValidationInfo) -> Optional[str]:
+        dataset = info.data.get("dataset", "random")
+        if dataset != "random" and not v:
+            raise ValueError(f"dataset={dataset} needs a file (ShareGPT JSON or trace JSONL)")
+        return v
+
+    def longest(self) -> tuple[int, int]:
+        """The longest prompt and output a random workload can draw (files are checked when read)."""
+        inp = self.prefix_len + (int(self.input_len * (1 + self.range_ratio)) if self.input_dist == "uniform"
+                                 else self.input_len)
+        out = int(self.output_len * (1 + self.range_ratio)) if self.output_dist == "uniform" else self.output_len
+        return inp, out
 
 
-@dataclass
-class LoadParams:
+class LoadParams(Params):
     """How it is sent (see ctxkit.load.arrivals)."""
     arrival: Literal["poisson", "gamma", "constant", "trace", "concurrency"] = "poisson"
-    request_rate: Optional[float] = None      # req/s; null = all at once
-    burstiness: float = 1.0                   # gamma shape (1 = Poisson)
-    concurrency: int = 1                      # arrival=concurrency: closed-loop clients
-    max_concurrency: Optional[int] = None     # cap on requests in flight (open loop)
-    warmup_requests: int = 2
-    duration_s: Optional[float] = None        # stop sending after this long
+    request_rate: Optional[float] = Field(None, gt=0)   # req/s; null = all at once
+    burstiness: float = Field(1.0, gt=0)      # gamma shape (1 = Poisson)
+    concurrency: int = Field(1, ge=1)         # arrival=concurrency: closed-loop clients
+    max_concurrency: Optional[int] = Field(None, ge=1)   # cap on requests in flight (open loop)
+    warmup_requests: int = Field(2, ge=0)
+    duration_s: Optional[float] = Field(None, gt=0)      # stop sending after this long
 
 
-@dataclass
-class SLOParams:
+class SLOParams(Params):
     """Per-request objectives in ms (null = none); a failed request misses every SLO."""
-    ttft_ms: Optional[float] = None
-    tpot_ms: Optional[float] = None
-    e2e_ms: Optional[float] = None
+    ttft_ms: Optional[float] = Field(None, gt=0)
+    tpot_ms: Optional[float] = Field(None, gt=0)
+    e2e_ms: Optional[float] = Field(None, gt=0)
 
 
-@dataclass
+def _workload_fits(p: ExperimentParams, w: WorkloadParams, load: Optional[LoadParams]) -> None:
+    if load is not None and load.arrival == "trace" and w.dataset != "trace":
+        raise ValueError("load.arrival=trace needs workload.dataset=trace")
+    if w.dataset == "random":
+        inp, out = w.longest()
+        p._fits("workload: input length", inp, out, "output")
+
+
 class BenchParams(ExperimentParams):
     """`ctxkit bench`: one workload on one arrival process against one backend."""
-    workload: WorkloadParams = field(default_factory=WorkloadParams)
-    load: LoadParams = field(default_factory=LoadParams)
-    slo: SLOParams = field(default_factory=SLOParams)
-    metrics_interval_s: Optional[float] = None  # also scrape /metrics every this many seconds
+    workload: WorkloadParams = Field(default_factory=WorkloadParams)
+    load: LoadParams = Field(default_factory=LoadParams)
+    slo: SLOParams = Field(default_factory=SLOParams)
+    metrics_interval_s: Optional[float] = Field(None, gt=0)   # also scrape /metrics every this many seconds
+
+    @model_validator(mode="after")
+    def _fits_server(self) -> "BenchParams":
+        _workload_fits(self, self.workload, self.load)
+        return self
 
 
-@dataclass
 class E1Params(ExperimentParams):
     """E1 latency vs prompt length: N requests per length, one at a time (no queueing), fixed output length."""
-    prompt_lens: list[int] = field(default_factory=lambda: [64, 128, 256, 512, 1024, 2048])
-    requests_per_len: int = 5
-    output_len: int = 32
-    warmup_requests: int = 2
-    gpu_sample_interval_s: float = 0.5
+    prompt_lens: list[Annotated[int, Field(ge=1)]] = Field(
+        default_factory=lambda: [64, 128, 256, 512, 1024, 2048], min_length=1)
+    requests_per_len: int = Field(5, ge=1)
+    output_len: int = Field(32, ge=2)         # TPOT needs two tokens
+    warmup_requests: int = Field(2, ge=0)
+    gpu_sample_interval_s: float = Field(0.5, gt=0)
+
+    @model_validator(mode="after")
+    def _lengths_fit(self) -> "E1Params":
+        self._fits("prompt_lens", max(self.prompt_lens), self.output_len, "output_len")
+        return self
 
 
-@dataclass
 class E2Params(ExperimentParams):
     """E2 load sweep: closed-loop concurrency levels and/or Poisson rates, one server, SLO goodput per point."""
-    concurrency_levels: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16])
-    request_rates: list[float] = field(default_factory=list)     # Poisson points (req/s), after the levels
-    requests_per_point: int = 32
-    duration_s: Optional[float] = None                           # per point: stop sending after this long
-    workload: WorkloadParams = field(default_factory=lambda: WorkloadParams(input_len=256, output_len=32))
-    slo: SLOParams = field(default_factory=lambda: SLOParams(ttft_ms=1000.0, tpot_ms=100.0))
-    warmup_requests: int = 4
-    metrics_interval_s: Optional[float] = 1.0
-    gpu_sample_interval_s: float = 0.5
+    concurrency_levels: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [1, 2, 4, 8, 16])
+    request_rates: list[Annotated[float, Field(gt=0)]] = Field(default_factory=list)   # Poisson points (req/s)
+    requests_per_point: int = Field(32, ge=1)
+    duration_s: Optional[float] = Field(None, gt=0)          # per point: stop sending after this long
+    workload: WorkloadParams = Field(default_factory=lambda: WorkloadParams(input_len=256, output_len=32))
+    slo: SLOParams = Field(default_factory=lambda: SLOParams(ttft_ms=1000.0, tpot_ms=100.0))
+    warmup_requests: int = Field(4, ge=0)
+    metrics_interval_s: Optional[float] = Field(1.0, gt=0)
+    gpu_sample_interval_s: float = Field(0.5, gt=0)
+
+    @model_validator(mode="after")
+    def _something_to_sweep(self) -> "E2Params":
+        if not self.concurrency_levels and not self.request_rates:
+            raise ValueError("concurrency_levels and request_rates are both empty: nothing to sweep")
+        _workload_fits(self, self.workload, None)
+        return self
 
 
-@dataclass
 class E3Params(ExperimentParams):
     """E3 aggregated vs disaggregated (xPyD) on one workload, with KV-transfer accounting."""
     connector: Literal["example", "nixl"] = "example"
-    prefill_instances: int = 1
-    decode_instances: int = 1
-    aggregated_replicas: Optional[int] = None     # null: prefill + decode instances (the same total resources)
+    prefill_instances: int = Field(1, ge=1)
+    decode_instances: int = Field(1, ge=1)
+    aggregated_replicas: Optional[int] = Field(None, ge=1)   # null: prefill + decode instances (same resources)
     policy: Literal["round_robin", "least_outstanding"] = "least_outstanding"
     kv_buffer_device: Literal["cpu", "cuda"] = "cpu"   # NixlConnector
     prefill_visible_devices: Optional[str] = None
     decode_visible_devices: Optional[str] = None
-    workload: WorkloadParams = field(default_factory=lambda: WorkloadParams(num_prompts=24, input_len=1024,
-                                                                             output_len=32))
-    load: LoadParams = field(default_factory=lambda: LoadParams(arrival="concurrency", concurrency=2))
-    slo: SLOParams = field(default_factory=lambda: SLOParams(ttft_ms=2000.0, tpot_ms=100.0))
-    correctness_prompt_lens: list[int] = field(default_factory=lambda: [100, 300, 700, 1500])
-    correctness_max_tokens: int = 16
+    workload: WorkloadParams = Field(default_factory=lambda: WorkloadParams(num_prompts=24, input_len=1024,
+                                                                            output_len=32))
+    load: LoadParams = Field(default_factory=lambda: LoadParams(arrival="concurrency", concurrency=2))
+    slo: SLOParams = Field(default_factory=lambda: SLOParams(ttft_ms=2000.0, tpot_ms=100.0))
+    correctness_prompt_lens: list[Annotated[int, Field(ge=2)]] = Field(default_factory=lambda: [100, 300, 700, 1500])
+    correctness_max_tokens: int = Field(16, ge=1)
     on_request_error: Literal["continue", "stop"] = "continue"
+
+    @model_validator(mode="after")
+    def _servers_and_lengths(self) -> "E3Params":
+        if self.backend != "vllm":
+            raise ValueError("e3_disagg starts its own vLLM servers: backend must be vllm")
+        if self.correctness_prompt_lens:
+            self._fits("correctness_prompt_lens", max(self.correctness_prompt_lens), self.correctness_max_tokens,
+                       "correctness_max_tokens")
+        _workload_fits(self, self.workload, self.load)
+        return self
 
 
 EXPERIMENTS: dict[str, type[ExperimentParams]] = {
-    "e3_disagg": E3Params,
     "e0_smoke": E0Params,
     "e1_latency": E1Params,
     "e2_concurrency": E2Params,
+    "e3_disagg": E3Params,
     "bench": BenchParams,
 }
 
 
 # --------------------------------------------------------------------------------------------------------
-# Validation
+# Errors: pydantic's, as one line per problem naming the dotted key
 # --------------------------------------------------------------------------------------------------------
+VALUE_ERRORS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal", "value_error", "too_short"}
+_BOUNDS = {"greater_than": (">", "gt"), "greater_than_equal": (">=", "ge"), "less_than": ("<", "lt"),
+           "less_than_equal": ("<=", "le")}
+
+
 def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
+    if origin is Annotated:
+        return _type_name(typing.get_args(tp)[0])
     if origin is Literal:
         return " | ".join(repr(a) for a in typing.get_args(tp))
     if origin in (Union, types.UnionType):
@@ -188,168 +264,63 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
-def _check(tp: Any, value: Any, key: str) -> Any:
-    """Return value converted to tp (int -> float only), or raise ParamError naming key."""
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ParamError(f"{key}: expected a mapping of {_type_name(tp)} keys, got {value!r}")
-        return _build(tp, value, prefix=key + ".")
-    if origin is Literal:
-        if value not in typing.get_args(tp):
-            raise ParamError(f"{key}: expected one of {_type_name(tp)}, got {value!r}")
-        return value
-    if origin in (Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None:
-            if type(None) in args:
-                return None
-            raise ParamError(f"{key}: must not be null (expected {_type_name(tp)})")
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _check(arg, value, key)
-            except ParamError as exc:
-                errors.append(str(exc))
-        raise ParamError(f"{key}: expected {_type_name(tp)}, got {value!r}")
-    if origin is list:
-        if not isinstance(value, list):
-            raise ParamError(f"{key}: expected {_type_name(tp)}, got {value!r}")
-        (item,) = typing.get_args(tp)
-        return [_check(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ParamError(f"{key}: expected {_type_name(tp)}, got {value!r}")
-        kt, vt = typing.get_args(tp)
-        return {_check(kt, k, f"{key} key"): _check(vt, v, f"{key}.{k}") for k, v in value.items()}
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ParamError(f"{key}: expected true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ParamError(f"{key}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ParamError(f"{key}: expected a number, got {value!r}")
-        if value != value or value in (float("inf"), float("-inf")):
-            raise ParamError(f"{key}: expected a finite number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ParamError(f"{key}: expected a string, got {value!r}")
-        return value
-    raise TypeError(f"unsupported parameter type {tp!r} for {key}")  # a programming error, not user input
+def _dotted(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
 
 
-def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    for key in data:
-        if key not in names:
-            raise ParamError(f"unknown parameter {prefix}{key!s}; accepted: {', '.join(prefix + n for n in names)}")
-    kwargs = {name: _check(hints[name], data[name], prefix + name) for name in names if name in data}
-    return cls(**kwargs)
+def _field_at(cls: type[BaseModel], loc: tuple[Any, ...]) -> tuple[Optional[type[BaseModel]], Any]:
+    """(the model holding the last named key of loc, that key's annotation); list indices are skipped."""
+    model: Optional[type[BaseModel]] = cls
+    annotation: Any = cls
+    for part in loc:
+        if isinstance(part, int) or model is None:
+            continue
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return model, None
+        annotation = field.annotation
+        inner = [a for a in typing.get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
+        nxt = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else \
+            (inner[0] if inner else None)
+        if part != loc[-1] or nxt is not None:
+            model = nxt if nxt is not None else model
+    return model, annotation
 
 
-def _positive(params: ExperimentParams) -> None:
-    """Value checks that types alone do not catch, shared by every experiment."""
-    s = params.server
-    checks = [
-        (s.max_model_len > 0, "server.max_model_len must be > 0"),
-        (s.startup_timeout_s > 0, "server.startup_timeout_s must be > 0"),
-        (params.request_timeout_s > 0, "request_timeout_s must be > 0"),
-        (s.kv_cache_space_gib is None or (s.kv_cache_space_gib > 0 and float(s.kv_cache_space_gib).is_integer()),
-         "server.kv_cache_space_gib must be a whole number > 0 (vLLM reads VLLM_CPU_KVCACHE_SPACE as an integer)"),
-        (s.gpu_memory_utilization is None or 0 < s.gpu_memory_utilization <= 1,
-         "server.gpu_memory_utilization must be in (0, 1]"),
-        (params.backend != "endpoint" or bool(params.endpoint_url), "backend=endpoint needs endpoint_url"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise ParamError(message)
-    if isinstance(params, BenchParams):
-        _check_workload(params.workload, params.load, s.max_model_len)
-    if isinstance(params, E1Params):
-        if not params.prompt_lens or min(params.prompt_lens) < 1:
-            raise ParamError("prompt_lens: needs at least one length, each >= 1")
-        if max(params.prompt_lens) + params.output_len > s.max_model_len:
-            raise ParamError(f"prompt_lens: {max(params.prompt_lens)} + output_len {params.output_len} exceeds "
-                             f"server.max_model_len {s.max_model_len}")
-        if params.requests_per_len < 1 or params.output_len < 2 or params.warmup_requests < 0:
-            raise ParamError("requests_per_len >= 1, output_len >= 2 (TPOT needs two tokens), warmup_requests >= 0")
-    if isinstance(params, E2Params):
-        if not params.concurrency_levels and not params.request_rates:
-            raise ParamError("concurrency_levels and request_rates are both empty: nothing to sweep")
-        if any(c < 1 for c in params.concurrency_levels):
-            raise ParamError("concurrency_levels: each must be >= 1")
-        if any(not r > 0 for r in params.request_rates):
-            raise ParamError("request_rates: each must be > 0")
-        if params.requests_per_point < 1 or params.warmup_requests < 0:
-            raise ParamError("requests_per_point must be >= 1 and warmup_requests >= 0")
-        if params.duration_s is not None and params.duration_s <= 0:
-            raise ParamError("duration_s must be > 0")
-        _check_workload(params.workload, LoadParams(), s.max_model_len)
-    if isinstance(params, E3Params):
-        if params.prefill_instances < 1 or params.decode_instances < 1:
-            raise ParamError("prefill_instances and decode_instances must be >= 1")
-        if params.aggregated_replicas is not None and params.aggregated_replicas < 1:
-            raise ParamError("aggregated_replicas must be >= 1")
-        if params.correctness_prompt_lens and max(params.correctness_prompt_lens) + params.correctness_max_tokens \
-                > s.max_model_len:
-            raise ParamError("correctness_prompt_lens: the longest + correctness_max_tokens exceeds "
-                             f"server.max_model_len {s.max_model_len}")
-        if any(n < 2 for n in params.correctness_prompt_lens):
-            raise ParamError("correctness_prompt_lens: each must be >= 2")
-        if params.connector == "nixl" and params.backend != "vllm":
-            raise ParamError("connector nixl needs backend vllm")
-        if params.backend != "vllm":
-            raise ParamError("e3_disagg starts its own vLLM servers: backend must be vllm")
-        _check_workload(params.workload, params.load, s.max_model_len)
-    if isinstance(params, E0Params):
-        if not params.prompt_lens or min(params.prompt_lens) < 1:
-            raise ParamError("prompt_lens: needs at least one length, each >= 1")
-        if max(params.prompt_lens) + params.max_tokens > s.max_model_len:
-            raise ParamError(f"prompt_lens: {max(params.prompt_lens)} + max_tokens {params.max_tokens} exceeds "
-                             f"server.max_model_len {s.max_model_len}")
-        if params.max_tokens < 2:
-            raise ParamError("max_tokens must be >= 2 (TPOT needs two tokens)")
-        if params.repeats < 1:
-            raise ParamError("repeats must be >= 1")
-        if params.sampling_temperature <= 0:
-            raise ParamError("sampling_temperature must be > 0")
+def _message(cls: type[BaseModel], err: dict[str, Any]) -> str:
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p in ("int", "float", "str"))))
+    key, kind, ctx = _dotted(loc), err["type"], err.get("ctx") or {}
+    if kind == "extra_forbidden":
+        parent, _ = _field_at(cls, loc[:-1]) if loc[:-1] else (cls, None)
+        prefix = _dotted(loc[:-1])
+        accepted = ", ".join(f"{prefix}.{n}" if prefix else n for n in (parent or cls).model_fields)
+        return f"unknown parameter {key}; accepted: {accepted}"
+    if kind in _BOUNDS:
+        symbol, bound = _BOUNDS[kind]
+        return f"{key} must be {symbol} {ctx[bound]}"
+    if kind == "value_error":
+        text = str(ctx.get("error") or err["msg"]).removeprefix("Value error, ")
+        return f"{key}: {text}" if key and not text.startswith(key) else text
+    if kind == "too_short":
+        return f"{key}: needs at least {ctx.get('min_length', 1)} item(s)"
+    _, annotation = _field_at(cls, loc)
+    expected = {"int_type": "an integer", "int_parsing": "an integer", "int_from_float": "an integer",
+                "float_type": "a number", "float_parsing": "a number", "finite_number": "a finite number",
+                "bool_type": "true or false", "bool_parsing": "true or false", "string_type": "a string",
+                "literal_error": f"one of {_type_name(annotation)}",
+                "list_type": _type_name(annotation), "dict_type": _type_name(annotation),
+                "model_type": f"a mapping of {_type_name(annotation)} keys"}.get(kind)
+    if expected is None:
+        return f"{key}: {err['msg']}"
+    return f"{key}: expected {expected}, got {err.get('input')!r}"
 
 
-def _check_workload(w: WorkloadParams, load: LoadParams, max_model_len: int) -> None:
-    rules = [
-        (w.num_prompts >= 1, "workload.num_prompts must be >= 1"),
-        (w.input_len >= 1, "workload.input_len must be >= 1"),
-        (w.output_len >= 1, "workload.output_len must be >= 1"),
-        (w.input_std >= 0 and w.output_std >= 0, "workload.input_std/output_std must be >= 0"),
-        (0 <= w.range_ratio < 1, "workload.range_ratio must be in [0, 1)"),
-        (w.prefix_len >= 0 and w.num_prefixes >= 1, "workload.prefix_len >= 0 and workload.num_prefixes >= 1"),
-        (w.dataset == "random" or bool(w.dataset_path), f"workload.dataset={w.dataset} needs workload.dataset_path"),
-        (load.request_rate is None or load.request_rate > 0, "load.request_rate must be > 0 (null: all at once)"),
-        (load.burstiness > 0, "load.burstiness must be > 0"),
-        (load.concurrency >= 1, "load.concurrency must be >= 1"),
-        (load.max_concurrency is None or load.max_concurrency >= 1, "load.max_concurrency must be >= 1"),
-        (load.warmup_requests >= 0, "load.warmup_requests must be >= 0"),
-        (load.duration_s is None or load.duration_s > 0, "load.duration_s must be > 0"),
-        (load.arrival != "trace" or w.dataset == "trace", "load.arrival=trace needs workload.dataset=trace"),
-    ]
-    for ok, message in rules:
-        if not ok:
-            raise ParamError(message)
-    if w.dataset == "random":
-        longest = w.prefix_len + (int(w.input_len * (1 + w.range_ratio)) if w.input_dist == "uniform"
-                                  else w.input_len)
-        most_out = int(w.output_len * (1 + w.range_ratio)) if w.output_dist == "uniform" else w.output_len
-        if longest + most_out > max_model_len:
-            raise ParamError(f"workload: input length {longest} + output {most_out} exceeds "
-                             f"server.max_model_len {max_model_len}")
+def _errors(cls: type[BaseModel], exc: ValidationError) -> list[tuple[str, tuple[Any, ...], str]]:
+    """(error type, location, message) for each problem pydantic found."""
+    return [(e["type"], tuple(e["loc"]), _message(cls, e)) for e in exc.errors()]
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -425,16 +396,37 @@ def profile_path(profile: str) -> Path:
     return path
 
 
+def _validate(cls: type[ExperimentParams], data: dict[str, Any]) -> tuple[Optional[ExperimentParams], list]:
+    try:
+        return cls.model_validate(data), []
+    except ValidationError as exc:
+        return None, _errors(cls, exc)
+
+
 def from_dict(experiment: str, data: dict[str, Any]) -> ExperimentParams:
     cls = experiment_class(experiment)
-    params = _build(cls, data)
-    _positive(params)
+    params, errors = _validate(cls, data)
+    if errors:
+        raise ParamError("; ".join(message for _, _, message in errors))
+    assert params is not None
     return params
+
+
+def _sets(layer: dict[str, Any], loc: tuple[Any, ...]) -> bool:
+    """Whether a layer sets the key at loc (or, for a whole-model rule, anything under it)."""
+    node: Any = layer
+    for part in (p for p in loc if isinstance(p, str)):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
 
 
 def resolve(experiment: str, profile: Optional[str] = DEFAULT_PROFILE, files: tuple[Path, ...] | list[Path] = (),
             sets: tuple[str, ...] | list[str] = ()) -> ExperimentParams:
-    """All layers merged and checked. Each layer is checked on its own first, so an error names its source."""
+    """All layers merged and checked. A layer that brings a wrong type or an unknown key is named at once; value
+    rules are checked on the merged result (a later layer may fix an earlier one's length, say) and name the
+    layer that last set the key concerned."""
     cls = experiment_class(experiment)
     layers: list[tuple[str, dict[str, Any]]] = []
     base = project_root() / "params" / f"{experiment}.yaml"
@@ -444,27 +436,49 @@ def resolve(experiment: str, profile: Optional[str] = DEFAULT_PROFILE, files: tu
         path = profile_path(profile)
         layers.append((str(path), _profile_layer(experiment, read_yaml(path))))
     for f in files:
-        layers.append((str(f), _profile_layer(experiment, read_yaml(Path(f)))))
+        layers.append((str(f), _profile_layer(experiment, read_param_file(Path(f)))))
     for s in sets:
         layers.append((f"--set {s}", parse_set(s)))
     merged: dict[str, Any] = {}
     for source, layer in layers:
-        try:
-            _build(cls, deep_merge(merged, layer))
-        except ParamError as exc:
-            raise ParamError(f"{source}: {exc}") from None
         merged = deep_merge(merged, layer)
-    return from_dict(experiment, merged)
+        _, errors = _validate(cls, merged)
+        wrong = [message for kind, _, message in errors if kind not in VALUE_ERRORS]
+        if wrong:
+            raise ParamError(f"{source}: {'; '.join(wrong)}")
+    params, errors = _validate(cls, merged)
+    if errors:
+        named = []
+        for _, loc, message in errors:
+            # A rule over several keys (lengths against the context, say) is about the keys its message names.
+            keys = [loc] if loc else [tuple(k.split(".")) for k in re.findall(r"[a-z_]+(?:\.[a-z_]+)*", message)]
+            source = next((src for src, layer in reversed(layers) if any(k and _sets(layer, k) for k in keys)),
+                          "the merged parameters")
+            named.append(f"{source}: {message}")
+        raise ParamError("; ".join(named))
+    assert params is not None
+    return params
+
+
+def read_param_file(path: Path) -> dict[str, Any]:
+    """A parameter file given on the command line; a bare name that is no file is probably a profile."""
+    if not Path(path).exists() and "/" not in str(path) and not str(path).endswith((".yaml", ".yml")):
+        raise ParamError(f"cannot read parameter file {path}: no such file (a profile? use --profile {path})")
+    return read_yaml(Path(path))
+
+
+def fields(experiment: str) -> list[str]:
+    """The top-level parameter names of an experiment (what a notebook's parameters cell may set)."""
+    return list(experiment_class(experiment).model_fields)
 
 
 def from_namespace(experiment: str, namespace: dict[str, Any]) -> ExperimentParams:
     """Parameters from a notebook's variables (what papermill injected over the parameters cell)."""
-    names = [f.name for f in dataclasses.fields(experiment_class(experiment))]
-    return from_dict(experiment, {n: namespace[n] for n in names if n in namespace})
+    return from_dict(experiment, {n: namespace[n] for n in fields(experiment) if n in namespace})
 
 
 def to_dict(params: ExperimentParams) -> dict[str, Any]:
-    return dataclasses.asdict(params)
+    return params.model_dump(mode="python")
 
 
 def config_hash(experiment: str, params: ExperimentParams) -> str:

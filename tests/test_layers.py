@@ -10,9 +10,9 @@ from conftest import ROOT
 
 # Bottom to top. A package's modules may import from their own package and from lower layers only.
 LAYERS = [
-    {"ctxkit", "ctxkit.env", "ctxkit.records", "ctxkit.completions", "ctxkit.hardware", "ctxkit.models",
-     "ctxkit.plots"},
-    {"ctxkit.params", "ctxkit.backends"},
+    {"ctxkit", "ctxkit.env", "ctxkit.records", "ctxkit.hardware", "ctxkit.models", "ctxkit.plots"},
+    {"ctxkit.completions", "ctxkit.params"},
+    {"ctxkit.backends"},
     {"ctxkit.schedulers", "ctxkit.runs"},
     {"ctxkit.collectors"},
     {"ctxkit.load"},

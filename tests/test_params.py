@@ -1,6 +1,8 @@
 """Parameters: layering, typing, errors that name the key, config hash."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from ctxkit import params as P
@@ -47,8 +49,24 @@ def test_profile_sections_apply_only_to_their_experiment(tmp_path):
 def test_bad_values_fail_naming_the_key(assignment, needle):
     with pytest.raises(P.ParamError) as err:
         P.resolve("e0_smoke", sets=[assignment])
+    assert str(err.value).startswith(f"--set {assignment}: ")     # the layer it came from, exactly
     assert needle in str(err.value)
-    assert "--set" in str(err.value) or "exceeds" in str(err.value) or "must be" in str(err.value)
+
+
+def test_a_value_rule_names_the_layer_that_set_the_key(tmp_path):
+    """Lengths are checked on the merged parameters: the error names the file that set the offending length, and a
+    later layer that makes room removes the error."""
+    f = tmp_path / "long.yaml"
+    f.write_text("prompt_lens: [5000]\n")
+    with pytest.raises(P.ParamError) as err:
+        P.resolve("e0_smoke", files=[f], sets=["seed=3"])
+    assert str(err.value).startswith(f"{f}: prompt_lens: 5000 + max_tokens 16 exceeds server.max_model_len 4096")
+    assert P.resolve("e0_smoke", files=[f], sets=["server.max_model_len=8192"]).prompt_lens == [5000]
+
+
+def test_a_profile_name_given_as_a_file_gets_a_hint():
+    with pytest.raises(P.ParamError, match=r"no such file \(a profile\? use --profile cpu-tiny\)"):
+        P.resolve("e0_smoke", files=[Path("cpu-tiny")])
 
 
 def test_unknown_key_lists_accepted_ones(tmp_path):

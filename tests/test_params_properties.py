@@ -1,5 +1,6 @@
 """Property-based: whatever a parameter file or --set holds, the outcome is valid parameters or one ParamError
-naming the key; never another exception, and nothing is started (resolve only reads and checks)."""
+that names the layer it came from and the key; never another exception, and nothing is started (resolve only
+reads and checks)."""
 from __future__ import annotations
 
 import string
@@ -38,8 +39,8 @@ def test_any_file_value_is_valid_or_a_named_error(tmp_path_factory, key, value):
         P.resolve("e0_smoke", files=[path])
     except P.ParamError as exc:
         msg = str(exc)
-        leaf = key.split(".")[-1]
-        assert leaf in msg or key.split(".")[0] in msg or "max_model_len" in msg, msg
+        assert msg.startswith(f"{path}: "), msg                 # names the file, not only "some layer"
+        assert key.split(".")[-1] in msg or key.split(".")[0] in msg, msg
 
 
 @settings(max_examples=300, deadline=None)
@@ -49,4 +50,5 @@ def test_any_set_string_is_valid_or_a_named_error(key, raw):
         P.resolve("e0_smoke", sets=[f"{key}={raw}"])
     except P.ParamError as exc:
         msg = str(exc)
-        assert "--set" in msg or key.split(".")[-1] in msg or "max_model_len" in msg, msg
+        assert msg.startswith(f"--set {key}={raw}: "), msg      # the exact assignment that was wrong ...
+        assert key.split(".")[-1] in msg[len(f"--set {key}={raw}: "):], msg   # ... and its key, after the prefix

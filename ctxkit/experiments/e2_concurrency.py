@@ -8,7 +8,6 @@ RUN_DIR` finishes an interrupted sweep, skipping the points already done.
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from typing import Any
 
 import pandas as pd
@@ -66,7 +65,7 @@ def sweep(params: E2Params, run: RunFolder, log=print) -> dict[str, Any]:
     with backend, sampler, JsonlWriter(run.path / "requests.jsonl") as out:
         sampler.start()
         log(f"[e2] server up at {backend.base_url} ({backend.version().get('version')}); {len(todo)} point(s)")
-        warm = build_workload(replace(params.workload, num_prompts=max(1, params.warmup_requests)), card,
+        warm = build_workload(params.workload.model_copy(update={"num_prompts": max(1, params.warmup_requests)}), card,
                               params.server.max_model_len, params.seed + 99_991, id_prefix="warmup")
         for k, point in enumerate(todo):
             index = points(params).index(point)

@@ -12,6 +12,14 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def pytest_collection_modifyitems(config, items):
+    """A test that uses the shared vLLM server must be marked `vllm` (so `-m "not vllm"` never starts one)."""
+    unmarked = [item.nodeid for item in items
+                if "vllm_server" in getattr(item, "fixturenames", ()) and item.get_closest_marker("vllm") is None]
+    if unmarked:
+        raise pytest.UsageError(f"tests using the vllm_server fixture without the vllm marker: {unmarked}")
+
+
 @pytest.fixture(scope="session")
 def vllm_server(tmp_path_factory):
     from ctxkit.backends import VLLMServer

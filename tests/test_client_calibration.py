@@ -1,15 +1,18 @@
-"""The client against ground truth: a simulated server (explicitly allowed) with TTFT 50 ms and 10 ms per token,
-64 concurrent streams. ctxkit's p50 TTFT must be within 2 ms and p50 TPOT within 0.5 ms of the truth."""
+"""The client against ground truth: a simulated server (explicitly allowed) writes when each request's handler
+started and when its first and last tokens left; ctxkit's TTFT and TPOT must match those within what the HTTP path
+can add. The client's error is measured per request against the server's own clock, so a simulator that runs late
+on a busy machine moves both sides alike (the load-sensitive 64-stream figure is benchmarks/calibration.py's)."""
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pytest
 
 from ctxkit.backends import BackendUnavailable, Simulated
-from ctxkit.collectors.latency import summarize
+from ctxkit.collectors.latency import request_latency
 from ctxkit.load.arrivals import Arrivals, run_load
 from ctxkit.load.workloads import LengthDist, synthetic
-
-TTFT_MS, TPOT_MS = 50.0, 10.0
 
 
 def test_simulated_backend_refuses_without_opt_in(monkeypatch):
@@ -18,17 +21,27 @@ def test_simulated_backend_refuses_without_opt_in(monkeypatch):
         Simulated()
 
 
-def test_client_matches_ground_truth_at_64_streams(tmp_path, monkeypatch):
+def test_client_error_against_the_servers_own_times(tmp_path, monkeypatch):
     monkeypatch.setenv("CTXKIT_ALLOW_SIMULATED_BACKEND", "1")
-    # Output lengths vary (12..36) as in any real workload; with identical lengths all 64 streams would end and
-    # restart in lockstep, and every round would be a 64-request burst that queues in the simulator itself.
-    items = synthetic(512, LengthDist("fixed", 128), LengthDist("uniform", 24, low=12, high=36), vocab_size=4096,
-                      seed=0)
-    warm = synthetic(64, LengthDist("fixed", 16), LengthDist("fixed", 4), vocab_size=4096, seed=1, id_prefix="w")
-    with Simulated(ttft_ms=TTFT_MS, tpot_ms=TPOT_MS, log_dir=tmp_path) as sim:
+    items = synthetic(96, LengthDist("fixed", 128), LengthDist("uniform", 16, low=8, high=24), vocab_size=4096, seed=0)
+    warm = synthetic(8, LengthDist("fixed", 16), LengthDist("fixed", 4), vocab_size=4096, seed=1, id_prefix="w")
+    truth_log = tmp_path / "truth.jsonl"
+    with Simulated(ttft_ms=30.0, tpot_ms=5.0, log_dir=tmp_path, truth_log=truth_log) as sim:
         assert sim.mode == "simulated" and sim.version()["version"].startswith("simulated")
-        records = run_load(sim.base_url, sim.model, items, Arrivals("concurrency", concurrency=64), warmup=warm)
-    s = summarize(records)
-    assert s["completed"] == 512 and s["failed"] == 0
-    assert abs(s["ttft_ms"]["p50"] - TTFT_MS) <= 2.0, s["ttft_ms"]
-    assert abs(s["tpot_ms"]["p50"] - TPOT_MS) <= 0.5, s["tpot_ms"]
+        records = run_load(sim.base_url, sim.model, items, Arrivals("concurrency", concurrency=16), warmup=warm)
+    truth = {row["request_id"]: row for row in map(json.loads, truth_log.read_text().splitlines())}
+    measured = [r for r in records if not r.warmup]
+    assert len(measured) == 96 and all(r.ok for r in measured)
+    ttft_err, tpot_err = [], []
+    for rec in measured:
+        t, lat = truth[rec.request_id], request_latency(rec)
+        server_ttft = (t["t_first_sent_ns"] - t["t_handler_ns"]) / 1e6
+        server_tpot = (t["t_last_sent_ns"] - t["t_first_sent_ns"]) / 1e6 / (t["n_out"] - 1)
+        assert rec.t_send_ns <= t["t_handler_ns"] and rec.t_first_ns >= t["t_first_sent_ns"]   # one clock
+        ttft_err.append(lat.ttft_ms - server_ttft)
+        tpot_err.append(lat.tpot_ms - server_tpot)
+    # What the client reports beyond the server's own times: request delivery plus reading the first chunk
+    # (TTFT), and the difference of two receive delays spread over the tokens (TPOT).
+    print("client error p50/p90/p99: TTFT", np.percentile(ttft_err, [50, 90, 99]), "TPOT", np.percentile(tpot_err, [50, 90, 99]))
+    assert 0 <= np.median(ttft_err) < 3.0, np.percentile(ttft_err, [50, 90, 99])
+    assert abs(np.median(tpot_err)) < 0.1, np.percentile(tpot_err, [50, 90, 99])

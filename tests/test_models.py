@@ -54,8 +54,8 @@ def test_tiny_sizing():
 def test_tiny_count_matches_an_instantiated_model():
     """The tiny card has no published count: count the parameters of the model transformers builds from its
     config.json (on the meta device: no memory, no weights)."""
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
+    import torch  # both come with vLLM: a missing one is a broken install, not a reason to skip
+    import transformers
     card = ModelCard.load("tiny-llama")
     config = transformers.AutoConfig.from_pretrained(card.path)
     with torch.device("meta"):

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from ctxkit.hardware import gpu_inventory
 from ctxkit.runs import metadata
 from ctxkit.runs.folder import RunFolder, RunFolderError, atomic_write_json, check_name, new_run_id, parse_run_id
 
@@ -60,7 +61,9 @@ def test_metadata_fields():
         assert key in meta
     assert meta["backend_mode"] == "real"
     assert set(meta["versions"]) >= {"ctxkit", "vllm", "torch", "python"}
-    assert meta["hardware"]["gpus"]["available"] is False and meta["hardware"]["gpus"]["reason"]
+    gpus = meta["hardware"]["gpus"]
+    assert gpus == gpu_inventory()                       # what NVML says here: GPUs or the reason there are none
+    assert gpus["devices"] if gpus["available"] else gpus["reason"]
     assert meta["model_card"]["kv_bytes_per_token"] == 2048
 
 

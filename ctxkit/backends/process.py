@@ -138,9 +138,9 @@ class ManagedServer(ServingBackend):
     def launch(self) -> None:
         """Spawn the process without waiting. PR_SET_PDEATHSIG ties the child to the *thread* that spawns it, so
         launch from a thread that outlives the server (the main thread), never from a short-lived worker."""
-        self.preflight()
-        if self.port:
+        if self.port:   # the cheap check first: a taken port is refused before the software is even looked for
             port_free_or_raise(self.host, self.port)
+        self.preflight()
         self.port = self.port or free_port(self.host)
         self.base_url = f"http://{self.host}:{self.port}"
         self.log_dir.mkdir(parents=True, exist_ok=True)

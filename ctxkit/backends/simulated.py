@@ -44,12 +44,13 @@ class Simulated(ManagedServer):
     def __init__(self, *, name: str = "simulated", model: str = "simulated", ttft_ms: float = 50.0,
                  tpot_ms: float = 10.0, prefill_ms_per_token: float = 0.0, max_model_len: int = 4096,
                  vocab_size: int = 4096, log_dir: Optional[Path] = None, host: str = "127.0.0.1",
-                 port: Optional[int] = None) -> None:
+                 port: Optional[int] = None, truth_log: Optional[Path] = None) -> None:
         require_simulation_allowed()
         super().__init__(name=name, host=host, port=port, log_dir=log_dir, startup_timeout_s=60.0)
         self.model = model
         self.ttft_ms, self.tpot_ms, self.prefill_ms_per_token = ttft_ms, tpot_ms, prefill_ms_per_token
         self.max_model_len, self.vocab_size = max_model_len, vocab_size
+        self.truth_log = truth_log
 
     def preflight(self) -> None:
         require_simulation_allowed()
@@ -58,7 +59,8 @@ class Simulated(ManagedServer):
         return [self.python, "-m", "ctxkit.backends.simulated", "--host", self.host, "--port", str(self.port),
                 "--model", self.model, "--ttft-ms", str(self.ttft_ms), "--tpot-ms", str(self.tpot_ms),
                 "--prefill-ms-per-token", str(self.prefill_ms_per_token),
-                "--max-model-len", str(self.max_model_len), "--vocab-size", str(self.vocab_size)]
+                "--max-model-len", str(self.max_model_len), "--vocab-size", str(self.vocab_size)] + \
+            (["--truth-log", str(self.truth_log)] if self.truth_log else [])
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "latency_model": {"ttft_ms": self.ttft_ms, "tpot_ms": self.tpot_ms,
@@ -74,6 +76,9 @@ def _serve(args: argparse.Namespace) -> None:
     counters = {"requests": 0, "prompt_tokens": 0, "generation_tokens": 0}
 
     model_json = json.dumps(args.model)
+    # Ground truth for calibration: when each request's handler started and its first and last token left, on the
+    # machine's monotonic clock (the same clock as the client's perf_counter_ns on Linux).
+    truth = open(args.truth_log, "a", buffering=1) if args.truth_log else None
 
     def chunk(head: str, token: int, finish: Optional[str]) -> bytes:
         # Formatted by hand (not json.dumps): at 64 streams x 100 tokens/s the simulator must stay far from busy,
@@ -85,6 +90,7 @@ def _serve(args: argparse.Namespace) -> None:
     async def completions(request: web.Request) -> web.StreamResponse:
         loop = asyncio.get_running_loop()
         t0 = loop.time()
+        t0_ns = time.monotonic_ns()   # precise (a uvloop loop's time() is cached per iteration, in ms)
         try:
             body = await request.json()
         except ValueError:
@@ -109,17 +115,23 @@ def _serve(args: argparse.Namespace) -> None:
         # The handler's start on the machine's monotonic clock (the client's perf_counter_ns is the same clock on
         # Linux): lets a calibration split client-side from server-side delay.
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
-                                           "X-Sim-Handler-Start-Ns": str(int(t0 * 1e9))})
+                                           "X-Sim-Handler-Start-Ns": str(t0_ns)})
         await resp.prepare(request)
         first = t0 + (args.ttft_ms + args.prefill_ms_per_token * len(prompt)) / 1000.0
+        sent: list[int] = []
         for k in range(max_tokens):
             due = first + k * args.tpot_ms / 1000.0
             delay = due - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
             finish = "length" if k == max_tokens - 1 else None
+            if truth is not None and (k == 0 or k == max_tokens - 1):
+                sent.append(time.monotonic_ns())    # as the chunk is handed to the transport
             await resp.write(chunk(head, rng.randrange(args.vocab_size), finish))
             counters["generation_tokens"] += 1
+        if truth is not None:
+            truth.write(json.dumps({"request_id": req_id, "t_handler_ns": t0_ns, "t_first_sent_ns": sent[0],
+                                    "t_last_sent_ns": sent[-1], "n_out": max_tokens}) + "\n")
         usage = {"prompt_tokens": len(prompt), "completion_tokens": max_tokens,
                  "total_tokens": len(prompt) + max_tokens}
         await resp.write(b"data: " + json.dumps({"id": req_id, "choices": [], "usage": usage}).encode() + b"\n\n")
@@ -156,6 +168,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     ap.add_argument("--prefill-ms-per-token", type=float, default=0.0)
     ap.add_argument("--max-model-len", type=int, default=4096)
     ap.add_argument("--vocab-size", type=int, default=4096)
+    ap.add_argument("--truth-log", help="append each request's server-side token times (JSONL) here")
     args = ap.parse_args(argv)
     if not simulation_allowed():
         sys.exit(f"refusing to start: {SIMULATION_ENV}=1 is not set")

@@ -20,7 +20,7 @@ from ctxkit.load.engine import measure
 from ctxkit.load.workloads import build_workload
 from ctxkit.models import ModelCard
 from ctxkit.params import E2Params, LoadParams
-from ctxkit.records import JsonlWriter
+from ctxkit.records import JsonlWriter, read_records
 from ctxkit.runs.folder import RunFolder, atomic_write_json
 
 POINTS_DIR = "e2_points"
@@ -78,12 +78,26 @@ def sweep(params: E2Params, run: RunFolder, log=print) -> dict[str, Any]:
                                  warmup=warm if k == 0 and params.warmup_requests else None,
                                  metrics_interval_s=params.metrics_interval_s, label=f"e2 {point['point']}",
                                  tags={"point": point["point"], "attempt": attempt})
-            result = {**point, "latency": prof["latency"], "server": prof["server"][backend.name]}
+            result = {**point, "attempt": attempt, "latency": prof["latency"], "server": prof["server"][backend.name],
+                      "client_vs_server": prof["client_vs_server"]}
             atomic_write_json(run.artifacts / POINTS_DIR / f"{point['point']}.json", result, overwrite=True)
         describe = backend.describe()
     gpu = sampler.stop()
     sampler.write_timeline(run.artifacts / f"e2_gpu_timeline{'' if attempt == 0 else f'.attempt-{attempt}'}.csv")
     return {"server": describe, "gpu": gpu, "skipped": skipped}
+
+
+def recorded_requests(run: RunFolder) -> dict[tuple[str, int], int]:
+    """Measured (non-warmup) records in requests.jsonl per (point, attempt): what the summary can be recomputed
+    from."""
+    counts: dict[tuple[str, int], int] = {}
+    if not run.has("requests.jsonl"):
+        return counts
+    for rec in read_records(run.path / "requests.jsonl"):
+        if not rec.warmup and "point" in rec.tags:
+            key = (rec.tags["point"], int(rec.tags.get("attempt", 0)))
+            counts[key] = counts.get(key, 0) + 1
+    return counts
 
 
 def curve(params: E2Params, run: RunFolder) -> pd.DataFrame:
@@ -105,7 +119,12 @@ def summarize(params: E2Params, run: RunFolder, table: pd.DataFrame, extra: dict
     conc = table[table["kind"] == "concurrency"].sort_values("concurrency")
     tput = list(conc["output_throughput"])
     rises = len(tput) < 2 or tput[-1] > tput[0]
-    good_le = bool((table["request_goodput"] <= table["request_throughput"] + 1e-9).all())
+    recorded = recorded_requests(run)
+    missing = {}
+    for name, d in done_points(run).items():
+        found = recorded.get((name, d.get("attempt", 0)), 0)
+        if found != d["latency"]["requests"]:
+            missing[name] = f"{found} recorded, {d['latency']['requests']} measured"
     failed = int(table["failed"].sum()) if "failed" in table else 0
     expected = len(points(params))
     summary = {
@@ -116,7 +135,9 @@ def summarize(params: E2Params, run: RunFolder, table: pd.DataFrame, extra: dict
             "success": check(failed == 0, f"{failed} failed request(s) over the sweep"),
             "throughput_rises_with_concurrency": check(
                 rises, "output tok/s " + " -> ".join(f"{t:.0f}" for t in tput) if tput else "no concurrency points"),
-            "goodput_never_exceeds_throughput": check(good_le, "request goodput <= request throughput at every point"),
+            "requests_recorded": check(not missing and bool(recorded),
+                                       "every measured request of every point is in requests.jsonl" if not missing
+                                       else f"records in requests.jsonl vs requests measured: {missing}"),
         },
         "slo": SLO(params.slo.ttft_ms, params.slo.tpot_ms, params.slo.e2e_ms).as_dict(),
         "profiling": {"server": {name: d["server"] for name, d in done_points(run).items()},

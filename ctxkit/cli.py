@@ -251,8 +251,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--duration", type=float, help="stop sending after this many seconds")
     b.add_argument("--timeout", type=float, help="per-request timeout (s)")
     b.add_argument("--metrics-interval", type=float, help="also scrape /metrics every this many seconds")
-    b.add_argument("-p", "--profile", default=P.DEFAULT_PROFILE, help="profile that starts the backend")
-    b.add_argument("--param-file", action="append", default=[], type=Path, metavar="FILE")
+    b.add_argument("--profile", default=P.DEFAULT_PROFILE,
+                   help=f"params/profiles/<name>.yaml: the backend it starts without --base-url (default "
+                        f"{P.DEFAULT_PROFILE})")
+    b.add_argument("-p", "--param-file", action="append", default=[], type=Path, metavar="FILE",
+                   help="a YAML parameter file (bench keys: workload, load, slo, ...), as for `ctxkit run`")
     b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     b.add_argument("--label")
     b.set_defaults(func=cmd_bench)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))   # tests share helpers with the benchmarks (vllm_agreement)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -23,16 +23,29 @@ def vllm_bench_serve(base_url: str, model: str, tokenizer: str, *, input_len: in
                      num_prompts: int, request_rate: float, seed: int = 0, burstiness: float = 1.0,
                      max_concurrency: Optional[int] = None, extra_args: Optional[list[str]] = None,
                      python: str = sys.executable, timeout_s: float = 900) -> dict[str, Any]:
+    """vLLM's random dataset (text prompts) on its own arrival process."""
+    args = ["--dataset-name", "random", "--random-input-len", str(input_len), "--random-output-len",
+            str(output_len), "--request-rate", str(request_rate), "--burstiness", str(burstiness), "--ignore-eos"]
+    if max_concurrency:
+        args += ["--max-concurrency", str(max_concurrency)]
+    return _run(base_url, model, tokenizer, num_prompts, seed, args + list(extra_args or []), python, timeout_s)
+
+
+def vllm_bench_trace(base_url: str, model: str, tokenizer: str, trace: Path, *, num_prompts: int, seed: int = 0,
+                     python: str = sys.executable, timeout_s: float = 900) -> dict[str, Any]:
+    """vLLM's timed_trace dataset on a Mooncake-format trace (timestamps in ms, 512-token hash blocks): token-id
+    prompts sent on the trace's own timestamps, as ctxkit's trace replay sends them."""
+    args = ["--dataset-name", "timed_trace", "--dataset-path", str(trace), "--timed-trace-chunk-hash-size", "512",
+            "--timed-trace-sec-multiplier", "0.001"]
+    return _run(base_url, model, tokenizer, num_prompts, seed, args, python, timeout_s)
+
+
+def _run(base_url: str, model: str, tokenizer: str, num_prompts: int, seed: int, dataset_args: list[str],
+         python: str, timeout_s: float) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="vllm-bench-") as tmp:
-        args = ["--backend", "vllm", "--base-url", base_url, "--endpoint", "/v1/completions",
-                "--model", model, "--tokenizer", tokenizer, "--dataset-name", "random",
-                "--random-input-len", str(input_len), "--random-output-len", str(output_len),
-                "--num-prompts", str(num_prompts), "--request-rate", str(request_rate),
-                "--burstiness", str(burstiness), "--seed", str(seed), "--ignore-eos", "--disable-tqdm",
-                "--save-result", "--result-dir", tmp, "--result-filename", "result.json"]
-        if max_concurrency:
-            args += ["--max-concurrency", str(max_concurrency)]
-        args += list(extra_args or [])
+        args = ["--backend", "vllm", "--base-url", base_url, "--endpoint", "/v1/completions", "--model", model,
+                "--tokenizer", tokenizer, "--num-prompts", str(num_prompts), "--seed", str(seed), "--disable-tqdm",
+                "--save-result", "--result-dir", tmp, "--result-filename", "result.json", *dataset_args]
         proc = subprocess.run([python, "-c", _DRIVER, *args], capture_output=True, text=True, timeout=timeout_s)
         result = Path(tmp) / "result.json"
         if proc.returncode != 0 or not result.is_file():

@@ -65,9 +65,9 @@ def register_pgid(pgid: int) -> None:
 
 
 def group_members(pgid: int) -> list[psutil.Process]:
-    """Live (non-zombie) processes of a process group."""
+    """Live (non-zombie) processes of a process group (one pass over the process table)."""
     members = []
-    for proc in psutil.process_iter(["pid"]):
+    for proc in psutil.process_iter():
         try:
             if os.getpgid(proc.pid) == pgid and proc.status() != psutil.STATUS_ZOMBIE:
                 members.append(proc)
@@ -77,23 +77,26 @@ def group_members(pgid: int) -> list[psutil.Process]:
 
 
 def kill_group(pgid: int, grace_s: float = 15.0, reap: Optional[subprocess.Popen[bytes]] = None) -> None:
-    """SIGTERM the process group, wait until none of it is alive, then SIGKILL what is left.
-    `reap` is the group leader if it is our child: polled so that it does not linger as a zombie."""
+    """SIGTERM the process group, wait (psutil.wait_procs) until its members have exited, SIGKILL what is left.
+    The members are found once, before the signal: a vLLM server's engine core and workers are in its group.
+    `reap` is the group leader if it is our child, so that it does not linger as a zombie."""
+    members = group_members(pgid)
     try:
         os.killpg(pgid, signal.SIGTERM)
     except ProcessLookupError:
-        return
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline:
-        if reap is not None:
-            reap.poll()
-        if not group_members(pgid):
-            return
-        time.sleep(0.2)
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+        members = []
+    _, alive = psutil.wait_procs(members, timeout=grace_s)
+    if alive:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        psutil.wait_procs(alive, timeout=5.0)
+    if reap is not None:
+        try:
+            reap.wait(timeout=5.0)
+        except subprocess.TimeoutExpired:
+            pass
 
 
 class ManagedServer(ServingBackend):

@@ -4,7 +4,6 @@ Curves on shared axes, a table of headline numbers, and the differences in param
 Written to runs/compare/<run id>/ (report.html with inline SVG, headline.csv, differences.csv, inputs.json)."""
 from __future__ import annotations
 
-import html
 import io
 import json
 from pathlib import Path
@@ -12,8 +11,11 @@ from typing import Any, Optional
 
 import pandas as pd
 import yaml
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup
 from matplotlib.figure import Figure
 
+from ctxkit.params import project_root
 from ctxkit.runs.folder import RunFolder, RunFolderError, atomic_write_json, atomic_write_text
 
 # experiment -> (curve CSV, x column, [(y column, axis label)])
@@ -132,6 +134,19 @@ def overlay(experiment: str, runs: list[RunFolder], labels: list[str],
     return figs
 
 
+def render_page(experiment: str, compare_id: str, runs: list[RunFolder], labels: list[str], head: pd.DataFrame,
+                diff: pd.DataFrame, figs: list[Figure], *, simulated: bool) -> str:
+    """report.html from templates/compare/report.html.j2 (Jinja2, autoescaped; tables and SVGs go in as markup)."""
+    env = Environment(loader=FileSystemLoader(project_root() / "templates" / "compare"),
+                      autoescape=select_autoescape(["html", "j2"]), undefined=StrictUndefined)
+    return env.get_template("report.html.j2").render(
+        experiment=experiment, compare_id=compare_id, simulated=simulated,
+        runs=[{"label": label, "path": str(r.path)} for r, label in zip(runs, labels)],
+        headline_table=Markup(head.to_html(index=False, na_rep="-", float_format=lambda v: f"{v:.3g}")),
+        differences_table=Markup(diff.to_html(index=False, na_rep="-")) if len(diff) else "",
+        figures=[Markup(_svg(f)) for f in figs])
+
+
 def compare(run_dirs: list[Path], out_root: Path) -> Path:
     if len(run_dirs) < 2:
         raise RunFolderError("compare needs at least two run folders")
@@ -158,24 +173,8 @@ def compare(run_dirs: list[Path], out_root: Path) -> Path:
     for i, fig in enumerate(figs):
         fig.savefig(out.artifacts / f"compare_{i}.svg", bbox_inches="tight")
     atomic_write_json(out.path / "inputs.json", {"experiment": experiment, "runs": [str(r.path) for r in runs]})
-    simulated = any(m.get("backend_mode") == "simulated" for m in metas)
-    body = [f"<h1>ctxkit comparison: {html.escape(experiment)}</h1>",
-            f"<p>{len(runs)} runs; comparison {html.escape(out.run_id)}</p>"]
-    if simulated:
-        body.append('<div class="banner" id="ctxkit-simulated-banner">SIMULATED BACKEND in at least one run: '
-                    'its numbers come from ctxkit\'s latency model, not from vLLM.</div>')
-    body += ["<h2>Headline numbers</h2>", head.to_html(index=False, na_rep="-", float_format=lambda v: f"{v:.3g}"),
-             "<h2>Curves</h2>", *(f'<div class="fig">{_svg(f)}</div>' for f in figs)]
-    if not figs:
-        body.append("<p>No curves for this experiment.</p>")
-    body += ["<h2>Differences</h2>",
-             diff.to_html(index=False, na_rep="-") if len(diff) else "<p>No differences in parameters, hardware, "
-                                                                       "versions or code.</p>"]
-    page = ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>ctxkit compare "
-            f"{html.escape(experiment)}</title><style>body{{font-family:system-ui,sans-serif;margin:2em}}"
-            "table{border-collapse:collapse;font-size:0.85em}td,th{border:1px solid #ccc;padding:2px 6px}"
-            ".fig{display:inline-block;margin:0.5em}.banner{background:#c0392b;color:#fff;padding:0.6em;"
-            "font-weight:bold}</style></head><body>" + "\n".join(body) + "</body></html>\n")
+    page = render_page(experiment, out.run_id, runs, labels, head, diff, figs,
+                       simulated=any(m.get("backend_mode") == "simulated" for m in metas))
     atomic_write_text(out.path / "report.html", page)
     out.set_status("succeeded")
     return out.path

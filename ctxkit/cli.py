@@ -10,10 +10,11 @@ from typing import Any, Optional
 
 from ctxkit import __version__
 from ctxkit import params as P
+from ctxkit.workspace import runs_root
 
 
 def _runs_root(args: argparse.Namespace) -> Path:
-    return Path(args.runs_dir) if args.runs_dir else P.project_root() / "runs"
+    return Path(args.runs_dir) if args.runs_dir else runs_root()
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -54,6 +55,20 @@ def cmd_compare(args: argparse.Namespace) -> int:
     except RunFolderError as exc:
         print(f"ctxkit compare: {exc}", file=sys.stderr)
         return 2
+    print(path)
+    return 0
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from ctxkit.workspace import init_workspace
+
+    try:
+        path = init_workspace(Path(args.dir))
+    except FileExistsError as exc:
+        print(f"ctxkit init: {exc}", file=sys.stderr)
+        return 2
+    print(f"workspace {path}: notebooks/, params/ (profiles/), templates/; runs go to {path / 'runs'}", file=sys.stderr)
+    print(f"next: cd {path} && ctxkit run e0_smoke   (or jupyter lab, then open notebooks/)", file=sys.stderr)
     print(path)
     return 0
 
@@ -268,6 +283,10 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("run_dirs", nargs="+")
     cmp_.set_defaults(func=cmd_compare)
 
+    ini = sub.add_parser("init", help="lay out a workspace (notebooks, parameter files, templates) to edit and run in")
+    ini.add_argument("dir", help="a new or empty folder")
+    ini.set_defaults(func=cmd_init)
+
     doc = sub.add_parser("doctor", help="what is installed and usable, with the fix for each problem")
     doc.set_defaults(func=cmd_doctor)
 
@@ -278,21 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _show_notebook_output() -> None:
-    """papermill logs the kernel's output (log_output=True) through `logging`: show it as plain lines."""
-    import logging
-
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    logger = logging.getLogger("papermill")
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-
-
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    _show_notebook_output()
     return int(args.func(args))
 
 

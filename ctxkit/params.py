@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
 import re
 import types
 import typing
@@ -21,19 +20,13 @@ from typing import Annotated, Any, Literal, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from ctxkit.workspace import resources_root
+
 DEFAULT_PROFILE = "cpu-tiny"
 
 
 class ParamError(ValueError):
     """Invalid parameters: raised before any process starts."""
-
-
-def project_root() -> Path:
-    """The folder holding params/, notebooks/ and runs/ (CTXKIT_HOME overrides)."""
-    env = os.environ.get("CTXKIT_HOME")
-    if env:
-        return Path(env).resolve()
-    return Path(__file__).resolve().parent.parent
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -389,9 +382,9 @@ def experiment_class(experiment: str) -> type[ExperimentParams]:
 def profile_path(profile: str) -> Path:
     if "/" in profile or profile.endswith((".yaml", ".yml")):
         return Path(profile)
-    path = project_root() / "params" / "profiles" / f"{profile}.yaml"
+    path = resources_root() / "params" / "profiles" / f"{profile}.yaml"
     if not path.is_file():
-        known = sorted(p.stem for p in (project_root() / "params" / "profiles").glob("*.yaml"))
+        known = sorted(p.stem for p in (resources_root() / "params" / "profiles").glob("*.yaml"))
         raise ParamError(f"unknown profile {profile!r}; profiles: {', '.join(known)}")
     return path
 
@@ -422,25 +415,43 @@ def _sets(layer: dict[str, Any], loc: tuple[Any, ...]) -> bool:
     return True
 
 
+Layer = tuple[str, dict[str, Any]]   # (where it came from, the keys it sets)
+
+
+def layers(experiment: str, profile: Optional[str] = DEFAULT_PROFILE, files: tuple[Path, ...] | list[Path] = (),
+           sets: tuple[str, ...] | list[str] = (), variables: Optional[dict[str, Any]] = None) -> list[Layer]:
+    """The layers in the order they apply: the experiment's file, the profile, parameter files, a notebook's own
+    variables (what papermill injected, or what a user set in the parameters cell), then `--set` assignments."""
+    experiment_class(experiment)
+    out: list[Layer] = []
+    base = resources_root() / "params" / f"{experiment}.yaml"
+    if base.is_file():
+        out.append((str(base), read_yaml(base)))
+    if profile:
+        path = profile_path(profile)
+        out.append((str(path), _profile_layer(experiment, read_yaml(path))))
+    for f in files:
+        out.append((str(f), _profile_layer(experiment, read_param_file(Path(f)))))
+    if variables:
+        out.append(("notebook variables", dict(variables)))
+    for s in sets:
+        out.append((f"--set {s}", parse_set(s)))
+    return out
+
+
 def resolve(experiment: str, profile: Optional[str] = DEFAULT_PROFILE, files: tuple[Path, ...] | list[Path] = (),
-            sets: tuple[str, ...] | list[str] = ()) -> ExperimentParams:
-    """All layers merged and checked. A layer that brings a wrong type or an unknown key is named at once; value
+            sets: tuple[str, ...] | list[str] = (), variables: Optional[dict[str, Any]] = None) -> ExperimentParams:
+    """All layers merged and checked (see `layers` and `merge`)."""
+    return merge(experiment, layers(experiment, profile, files, sets, variables))
+
+
+def merge(experiment: str, stack: list[Layer]) -> ExperimentParams:
+    """The layers merged, later wins. A layer that brings a wrong type or an unknown key is named at once; value
     rules are checked on the merged result (a later layer may fix an earlier one's length, say) and name the
     layer that last set the key concerned."""
     cls = experiment_class(experiment)
-    layers: list[tuple[str, dict[str, Any]]] = []
-    base = project_root() / "params" / f"{experiment}.yaml"
-    if base.is_file():
-        layers.append((str(base), read_yaml(base)))
-    if profile:
-        path = profile_path(profile)
-        layers.append((str(path), _profile_layer(experiment, read_yaml(path))))
-    for f in files:
-        layers.append((str(f), _profile_layer(experiment, read_param_file(Path(f)))))
-    for s in sets:
-        layers.append((f"--set {s}", parse_set(s)))
     merged: dict[str, Any] = {}
-    for source, layer in layers:
+    for source, layer in stack:
         merged = deep_merge(merged, layer)
         _, errors = _validate(cls, merged)
         wrong = [message for kind, _, message in errors if kind not in VALUE_ERRORS]
@@ -452,7 +463,7 @@ def resolve(experiment: str, profile: Optional[str] = DEFAULT_PROFILE, files: tu
         for _, loc, message in errors:
             # A rule over several keys (lengths against the context, say) is about the keys its message names.
             keys = [loc] if loc else [tuple(k.split(".")) for k in re.findall(r"[a-z_]+(?:\.[a-z_]+)*", message)]
-            source = next((src for src, layer in reversed(layers) if any(k and _sets(layer, k) for k in keys)),
+            source = next((src for src, layer in reversed(stack) if any(k and _sets(layer, k) for k in keys)),
                           "the merged parameters")
             named.append(f"{source}: {message}")
         raise ParamError("; ".join(named))

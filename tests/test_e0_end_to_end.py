@@ -115,7 +115,7 @@ def test_plain_papermill_path(vllm_server, tmp_path):
     (run,) = list((tmp_path / "runs" / "e0_smoke").iterdir())
     summary = json.loads((run / "summary.json").read_text())
     assert all(c["passed"] for c in summary["checks"].values()), summary["checks"]
-    assert json.loads((run / "run_metadata.json").read_text())["notes"].startswith("executed by plain papermill")
+    assert json.loads((run / "run_metadata.json").read_text())["notes"].startswith("opened from a notebook")
 
 
 @pytest.mark.parametrize("case, env, sets, cause", [

@@ -26,12 +26,14 @@ def test_folder_layout_and_no_overwrite(runs_dir):
     assert run.path.parent == runs_dir / "e0_smoke" and run.logs.is_dir() and run.artifacts.is_dir()
     assert run.status() == "running"
     run.write_json("summary.json", {"a": 1})
-    with pytest.raises(RunFolderError, match="never overwritten"):
-        run.write_json("summary.json", {"a": 2})
-    assert json.loads((run.path / "summary.json").read_text()) == {"a": 1}
+    run.write_json("summary.json", {"a": 2})                  # while open, a step may write its file again
+    assert json.loads((run.path / "summary.json").read_text()) == {"a": 2}
     assert not [p for p in run.path.iterdir() if p.name.startswith(".")]   # no temp files left
     run.set_status("succeeded")
     assert run.status() == "succeeded"
+    with pytest.raises(RunFolderError, match="never overwritten"):
+        run.write_json("summary.json", {"a": 3})               # an ended run is immutable
+    assert json.loads((run.path / "summary.json").read_text()) == {"a": 2}
     other = RunFolder.create(runs_dir, "e0_smoke")
     assert other.path != run.path
 

@@ -3,10 +3,8 @@ vLLM CPU server and one schedule; and `ctxkit bench` starting its own server fro
 from __future__ import annotations
 
 import json
-import statistics
 
 import pytest
-
 from vllm_agreement import TRACE, alternate, ratios
 
 from conftest import run_cli

@@ -3,39 +3,82 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
+from ctxkit import env
 from ctxkit import params as P
 from ctxkit.backends import Endpoint, ServingBackend, Simulated, VLLMServer
 from ctxkit.runs import metadata
 from ctxkit.runs.folder import RunFolder
+from ctxkit.workspace import runs_root
+
+# The run each experiment's notebook has open in this kernel: (config hash, folder). Re-running a notebook's setup
+# cell with the same parameters continues that run instead of forking a new folder.
+_OPEN: dict[str, tuple[str, RunFolder]] = {}
 
 
-def open_run(experiment: str, namespace: dict[str, Any]) -> tuple[P.ExperimentParams, RunFolder]:
-    """Parameters from the notebook's (papermill-injected) variables, checked; and the run folder.
+def open_run(experiment: str, namespace: dict[str, Any], *, new: bool = False,
+             log: Callable[[str], None] = print) -> tuple[P.ExperimentParams, RunFolder]:
+    """The checked parameters and the run folder of a notebook, from its variables.
 
-    Under `ctxkit run` the folder exists (run_dir); under plain papermill it is created here, under runs/."""
-    params = P.from_namespace(experiment, namespace)
+    Under `ctxkit run` (`run_dir` injected): the folder exists and holds the resolved parameters. Otherwise the
+    notebook's parameters cell names `profile`, `param_files` and `sets`, and any variable named like a parameter
+    (what papermill injects with -p/-f, or what a user assigns) is a layer of its own; they are layered exactly as
+    `ctxkit run` layers them, and the layers applied are printed. Within one kernel, the same parameters keep the
+    same open run; other parameters, or `new=True`, start a new one."""
     run_dir = namespace.get("run_dir")
     if run_dir:
-        return params, RunFolder.open(Path(run_dir))
-    run = RunFolder.create(Path(os.environ.get("CTXKIT_RUNS_DIR") or P.project_root() / "runs"), experiment)
+        run = RunFolder.open(Path(run_dir))
+        log(f"parameters: {run.path / 'params.yaml'} (resolved by ctxkit run)")
+        return P.from_dict(experiment, run.read_params()), run
+    stack = P.layers(experiment, profile=namespace.get("profile", P.DEFAULT_PROFILE),
+                     files=[Path(f) for f in namespace.get("param_files") or []], sets=namespace.get("sets") or [],
+                     variables={n: namespace[n] for n in P.fields(experiment) if n in namespace})
+    params = P.merge(experiment, stack)
+    log("parameters, in the order applied: defaults, " + ", ".join(source for source, _ in stack))
+    chash = P.config_hash(experiment, params)
+    held = _OPEN.get(experiment)
+    if held and not new and held[0] == chash and held[1].is_open():
+        log(f"same parameters: continuing run {held[1].path}")
+        return params, held[1]
+    run = RunFolder.create(runs_root(), experiment)
     resolved = P.to_dict(params)
     run.write_params(resolved)
     run.write_json("run_metadata.json", metadata.collect(
-        run_id=run.run_id, experiment=experiment, config_hash=P.config_hash(experiment, params), params=resolved,
-        notes="executed by plain papermill (no ctxkit run)"))
+        run_id=run.run_id, experiment=experiment, config_hash=chash, params=resolved,
+        notes="opened from a notebook (JupyterLab or plain papermill), not by ctxkit run"))
+    _OPEN[experiment] = (chash, run)
+    log(f"new run folder {run.path}")
     return params, run
 
 
-def show_params(params: P.ExperimentParams) -> None:
-    """Print the resolved parameters as YAML (the report hides the raw parameters cells)."""
-    import yaml
+def new_run(experiment: str, namespace: dict[str, Any]) -> tuple[P.ExperimentParams, RunFolder]:
+    """A fresh run folder even when the parameters are unchanged (a repeat measurement)."""
+    return open_run(experiment, namespace, new=True)
 
-    print("Resolved parameters:")
-    print(yaml.safe_dump(P.to_dict(params), sort_keys=False, default_flow_style=None, width=110).rstrip())
+
+def finish_run(run: RunFolder, summary: dict[str, Any], log: Callable[[str], None] = print) -> str:
+    """End an interactive run: succeeded when every check passed, else failed (the folder is immutable from
+    then on). Under `ctxkit run` the runner ends the run itself, after the notebook, so nothing happens here."""
+    if not run.is_open() or os.environ.get(env.BATCH) == "1":
+        return run.status()
+    failed = [k for k, c in summary.get("checks", {}).items() if not c.get("passed")]
+    status = "failed" if failed else "succeeded"
+    run.set_status(status, **({"failed_checks": failed} if failed else {}))
+    log(f"run {status}: {run.path}" + (f" (failed checks: {', '.join(failed)})" if failed else ""))
+    return status
+
+
+def show_params(params: P.ExperimentParams) -> None:
+    """Show the resolved parameters as YAML (the report hides the parameters cells). Displayed, not printed: in a
+    batch run the terminal shows progress, and params.yaml holds the same."""
+    import yaml
+    from IPython.display import Markdown, display
+
+    text = yaml.safe_dump(P.to_dict(params), sort_keys=False, default_flow_style=None, width=110).rstrip()
+    display(Markdown(f"**Resolved parameters**\n\n```yaml\n{text}\n```"))
 
 
 def make_backend(params: P.ExperimentParams, name: str, run: RunFolder, *,

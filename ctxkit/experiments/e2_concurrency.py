@@ -150,6 +150,23 @@ def summarize(params: E2Params, run: RunFolder, table: pd.DataFrame, extra: dict
     return summary
 
 
+# (column of the sweep table, header a reader sees, decimals)
+HEADLINE = [("point", "point", None), ("request_throughput", "req/s", 2), ("output_throughput", "out tok/s", 0),
+            ("p50_ttft_ms", "TTFT p50 ms", 1), ("p95_ttft_ms", "TTFT p95 ms", 1), ("p99_ttft_ms", "TTFT p99 ms", 1),
+            ("p50_tpot_ms", "TPOT p50 ms", 2), ("p95_tpot_ms", "TPOT p95 ms", 2), ("p95_e2e_ms", "E2E p95 ms", 0),
+            ("slo_attainment", "in SLO %", 0), ("request_goodput", "goodput req/s", 2), ("failed", "failed", 0)]
+
+
+def headline_table(table: pd.DataFrame):
+    """The sweep's headline columns, short headers with units, rounded to what they mean (a Styler)."""
+    cols = [(c, h, d) for c, h, d in HEADLINE if c in table]
+    frame = table[[c for c, _, _ in cols]].rename(columns={c: h for c, h, _ in cols})
+    if "in SLO %" in frame:
+        frame["in SLO %"] = 100 * frame["in SLO %"]
+    return frame.style.hide(axis="index").format({h: f"{{:.{d}f}}" for _, h, d in cols if d is not None},
+                                                 na_rep="-")
+
+
 def saturation(table: pd.DataFrame) -> str:
     """Where throughput stops growing: the first concurrency level after which it gains < 10%."""
     conc = table[table["kind"] == "concurrency"].sort_values("concurrency")

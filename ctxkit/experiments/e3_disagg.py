@@ -168,6 +168,23 @@ def headline(result: ModeResult) -> dict[str, Any]:
             "goodput_per_device": (lat.get("request_goodput") or 0) / result.devices}
 
 
+HEADLINE = [("mode", "mode", None), ("servers", "servers", 0), ("completed", "done", 0), ("failed", "failed", 0),
+            ("request_throughput", "req/s", 2), ("output_throughput", "out tok/s", 0),
+            ("p50_ttft_ms", "TTFT p50 ms", 1), ("p95_ttft_ms", "TTFT p95 ms", 1), ("p50_tpot_ms", "TPOT p50 ms", 2),
+            ("p95_tpot_ms", "TPOT p95 ms", 2), ("p50_e2e_ms", "E2E p50 ms", 0), ("slo_attainment", "in SLO %", 0),
+            ("request_goodput", "goodput req/s", 2), ("goodput_per_device", "goodput/server", 2)]
+
+
+def headline_table(summary: dict[str, Any]):
+    """Aggregated and disaggregated side by side: short headers with units, rounded (a Styler)."""
+    frame = pd.DataFrame(summary["headline"])
+    cols = [(c, h, d) for c, h, d in HEADLINE if c in frame]
+    frame = frame[[c for c, _, _ in cols]].rename(columns={c: h for c, h, _ in cols})
+    frame["in SLO %"] = 100 * frame["in SLO %"].astype(float)
+    return frame.style.hide(axis="index").format({h: f"{{:.{d}f}}" for _, h, d in cols if d is not None},
+                                                 na_rep="-")
+
+
 def summarize(params: E3Params, run: RunFolder, agg: ModeResult, dis: ModeResult) -> dict[str, Any]:
     card = ModelCard.load(params.server.model)
     diffs = [k for k in agg.correctness if agg.correctness[k] != dis.correctness.get(k) or not agg.correctness[k]]

@@ -15,8 +15,8 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from markupsafe import Markup
 from matplotlib.figure import Figure
 
-from ctxkit.params import project_root
 from ctxkit.runs.folder import RunFolder, RunFolderError, atomic_write_json, atomic_write_text
+from ctxkit.workspace import resources_root
 
 # experiment -> (curve CSV, x column, [(y column, axis label)])
 CURVES: dict[str, tuple[str, str, list[tuple[str, str]]]] = {
@@ -137,7 +137,7 @@ def overlay(experiment: str, runs: list[RunFolder], labels: list[str],
 def render_page(experiment: str, compare_id: str, runs: list[RunFolder], labels: list[str], head: pd.DataFrame,
                 diff: pd.DataFrame, figs: list[Figure], *, simulated: bool) -> str:
     """report.html from templates/compare/report.html.j2 (Jinja2, autoescaped; tables and SVGs go in as markup)."""
-    env = Environment(loader=FileSystemLoader(project_root() / "templates" / "compare"),
+    env = Environment(loader=FileSystemLoader(resources_root() / "templates" / "compare"),
                       autoescape=select_autoescape(["html", "j2"]), undefined=StrictUndefined)
     return env.get_template("report.html.j2").render(
         experiment=experiment, compare_id=compare_id, simulated=simulated,

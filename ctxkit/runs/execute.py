@@ -13,9 +13,11 @@ from typing import Any, Callable, Optional
 from ctxkit import params as P
 from ctxkit.backends.process import PID_REGISTRY_ENV, group_members, kill_group
 from ctxkit.env import BATCH as BATCH_ENV
-from ctxkit.runs import metadata
+from ctxkit.runs import metadata, papermill_exec
 from ctxkit.runs.folder import RunFolder, atomic_write_json, check_name
 from ctxkit.runs.report import render_report
+from ctxkit.workspace import resources_root
+from ctxkit.workspace import runs_root as default_runs_root
 
 KERNEL_NAME = "ctxkit"
 
@@ -25,7 +27,7 @@ class Interrupted(KeyboardInterrupt):
 
 
 def notebook_path(experiment: str) -> Path:
-    path = P.project_root() / "notebooks" / f"{experiment}.ipynb"
+    path = resources_root() / "notebooks" / f"{experiment}.ipynb"
     if not path.is_file():
         raise P.ParamError(f"no notebook for experiment {experiment!r} at {path}")
     return path
@@ -128,7 +130,7 @@ def run_experiment(experiment: str, *, profile: Optional[str] = P.DEFAULT_PROFIL
             require_simulation_allowed()
         kernel = ensure_kernel()
         resolved = P.to_dict(params)
-        run = RunFolder.create(Path(runs_root or P.project_root() / "runs"), experiment)
+        run = RunFolder.create(Path(runs_root or default_runs_root()), experiment)
         run.write_params(resolved)
         run.write_json("run_metadata.json", metadata.collect(
             run_id=run.run_id, experiment=experiment, config_hash=P.config_hash(experiment, params),
@@ -147,11 +149,9 @@ def run_experiment(experiment: str, *, profile: Optional[str] = P.DEFAULT_PROFIL
     status, failure = "succeeded", None
     t0 = time.monotonic()
     try:
-        import papermill as pm
-
-        pm.execute_notebook(str(nb_in), str(run.path / "notebook.ipynb"),
-                            parameters={**resolved, "run_dir": str(run.path)}, kernel_name=kernel,
-                            cwd=str(run.path), log_output=True, progress_bar=False, report_mode=False)
+        # Only the folder goes in: the notebook reads the resolved parameters from its params.yaml.
+        papermill_exec.execute(nb_in, run.path / "notebook.ipynb", experiment=experiment, kernel=kernel,
+                               parameters={"run_dir": str(run.path)}, cwd=run.path, logs=run.logs, write=log)
     except KeyboardInterrupt as exc:
         status, failure = "interrupted", failure_record(exc, "interrupted by the user (Ctrl-C or SIGTERM)")
     except Exception as exc:  # noqa: BLE001 - every failure is recorded, then reported

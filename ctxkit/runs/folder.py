@@ -1,7 +1,8 @@
 """One immutable folder per run: runs/<experiment>/run-<UTC yyyymmddTHHMMSSZ>-<8 hex>/.
 
-Files are written atomically (temp file + rename), and a file written once is never overwritten; only
-status.json (running -> succeeded | failed | interrupted) changes while the run is in progress.
+Files are written atomically (temp file + rename). While a run is open (status `running`) a step may write its
+file again, so re-running a notebook cell is safe; once the run has ended (succeeded | failed | interrupted),
+nothing in it is overwritten. status.json is the one file that changes.
 """
 from __future__ import annotations
 
@@ -135,11 +136,24 @@ class RunFolder:
         return cls(path)
 
     # --- files -----------------------------------------------------------------------------------------
+    def is_open(self) -> bool:
+        """A running run's steps may write their files again (a re-run cell); an ended run is immutable."""
+        return self.status() == "running"
+
+    def _writable(self, name: str) -> Path:
+        if not self.is_open():
+            raise RunFolderError(f"{self.path} has ended ({self.status()}): its files are never overwritten or "
+                                 f"added to (not writing {name}); start a new run")
+        return self.path / name
+
     def write_json(self, name: str, data: Any) -> Path:
-        return atomic_write_json(self.path / name, data)
+        return atomic_write_json(self._writable(name), data, overwrite=True)
 
     def write_text(self, name: str, text: str) -> Path:
-        return atomic_write_text(self.path / name, text)
+        return atomic_write_text(self._writable(name), text, overwrite=True)
+
+    def read_params(self) -> dict[str, Any]:
+        return read_yaml_file(self.path / "params.yaml")
 
     def write_params(self, params: dict[str, Any]) -> Path:
         return self.write_text("params.yaml", yaml.safe_dump(params, sort_keys=False))

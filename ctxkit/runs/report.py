@@ -13,8 +13,8 @@ from nbconvert import HTMLExporter
 from nbconvert.preprocessors import TagRemovePreprocessor
 from traitlets.config import Config
 
-from ctxkit.params import project_root
 from ctxkit.runs.folder import RunFolder, atomic_write_text
+from ctxkit.workspace import resources_root
 
 REPORT = "report.html"
 REQUIRED = ("run_metadata.json", "notebook.ipynb")
@@ -85,7 +85,7 @@ def render_report(run_dir: Path, *, overwrite: bool = True) -> Path:
     config.TagRemovePreprocessor.remove_cell_tags = {"remove_cell", "parameters", "injected-parameters"}
     config.TagRemovePreprocessor.enabled = True
     exporter = HTMLExporter(config=config, template_name="ctxkit",
-                            extra_template_basedirs=[str(project_root() / "templates")])
+                            extra_template_basedirs=[str(resources_root() / "templates")])
     exporter.register_preprocessor(TagRemovePreprocessor(config=config), enabled=True)
     exporter.embed_images = True
     resources = {"ctxkit": header(run), "metadata": {"name": f"{run.experiment} {run.run_id}"}}

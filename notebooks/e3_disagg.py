@@ -1,0 +1,99 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: tags,-all
+#     formats: ipynb,py:percent
+#     notebook_metadata_filter: kernelspec,jupytext,-jupytext.text_representation.jupytext_version
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python (ctxkit)
+#     language: python
+#     name: ctxkit
+# ---
+
+# %% [markdown]
+# # E3: aggregated vs disaggregated serving
+#
+# **Question.** What does splitting prefill from decode cost (KV bytes moved, transfer time, stall) and buy
+# (latency, goodput per GPU) against aggregated serving on the same total resources?
+#
+# **Method.** One workload, the same arrival process, against (a) an aggregated pool of replicas and (b) prefill and
+# decode instances joined by a vLLM KV connector, both behind ctxkit's router, so one client measures both.
+# Before measuring, a greedy correctness set goes through each topology one request at a time: outputs must be
+# identical, and the decode servers' `prompt_tokens_by_source{source="external_kv_transfer"}` must grow by exactly
+# the KV tokens handed over, which shows the KV was loaded, not recomputed.
+
+# %% tags=["parameters"]
+# Parameters: a profile (params/profiles/<name>.yaml), parameter files, and `key=value` overrides, layered as
+# `ctxkit run` layers them. Any variable named like a parameter (connector = "nixl") is a layer too.
+profile = "cpu-tiny"
+param_files = []
+sets = []
+run_dir = None   # set by `ctxkit run`: the run folder, whose params.yaml holds the resolved parameters
+
+# %% [markdown]
+# ## 1. Setup
+
+# %% tags=["remove_input"]
+# %matplotlib inline
+# %config InlineBackend.figure_formats = ['svg']
+import pandas as pd
+from IPython.display import Markdown, display
+
+import ctxkit
+from ctxkit.experiments import e3_disagg
+from ctxkit.experiments.common import finish_run, open_run, show_params
+from ctxkit.records import JsonlWriter
+
+P, run = open_run("e3_disagg", globals())
+print(f"ctxkit {ctxkit.__version__}; run folder {run.path}")
+show_params(P)
+
+# %% [markdown]
+# ## 2. Aggregated pool
+
+# %%
+with JsonlWriter(run.path / "requests.jsonl") as out:
+    agg = e3_disagg.run_mode(P, run, "aggregated", out)
+
+# %% [markdown]
+# ## 3. Disaggregated prefill -> decode
+
+# %%
+with JsonlWriter(run.path / "requests.jsonl") as out:
+    dis = e3_disagg.run_mode(P, run, "disaggregated", out)
+
+# %% [markdown]
+# ## 4. Checks and headline numbers
+
+# %% tags=["remove_input"]
+summary = e3_disagg.summarize(P, run, agg, dis)
+figs = e3_disagg.write_artifacts(run, agg, dis, summary)
+display(pd.DataFrame([{"check": k, **v} for k, v in summary["checks"].items()]).style.hide(axis="index"))
+display(e3_disagg.headline_table(summary))
+print("placement:", {m: a["reason"] for m, a in summary["gpu_assignment"].items()})
+
+# %% [markdown]
+# ## 5. Latency distributions and the TTFT breakdown
+
+# %% tags=["remove_input"]
+for fig in figs:
+    display(fig)
+
+# %% [markdown]
+# ## 6. KV transfer
+
+# %% tags=["remove_input"]
+kv = summary["profiling"]["kv_transfer"]
+display(pd.DataFrame({k: v for k, v in kv.items() if isinstance(v, dict) and "p50" in v}).T.round(4))
+print({k: v for k, v in kv.items() if not isinstance(v, dict)})
+
+# %% [markdown]
+# ## 7. Conclusion
+
+# %% tags=["remove_input"]
+display(Markdown(e3_disagg.conclusions(summary)))
+status = finish_run(run, summary)

@@ -21,6 +21,14 @@ def pytest_collection_modifyitems(config, items):
         raise pytest.UsageError(f"tests using the vllm_server fixture without the vllm marker: {unmarked}")
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Each phase's report on the test item (rep_setup, rep_call), for fixtures that keep evidence of a failure."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
+
+
 @pytest.fixture(scope="session")
 def vllm_server(tmp_path_factory):
     from ctxkit.backends import VLLMServer

@@ -23,10 +23,11 @@ E2_SIM = ["run", "e2_concurrency", "--set", "backend=simulated", "--set", "concu
 def sim_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
     paths = []
-    for label in ("sim-a", "sim-b"):
-        result = run_cli("--runs-dir", str(root), *E2_SIM, "--label", label, env=SIM)
+    for label in ("sim-a", "sim-b"):   # --runs-dir relative to the current folder, as a user types it
+        result = run_cli("--runs-dir", root.name, *E2_SIM, "--label", label, env=SIM, cwd=root.parent)
         assert result.returncode == 0, result.stderr[-3000:]
         paths.append(Path(result.stdout.strip().splitlines()[-1]))
+    assert all(p.parent == root / "e2_concurrency" for p in paths)
     return root, paths
 
 

@@ -107,7 +107,7 @@ class RunFolder:
     @classmethod
     def create(cls, runs_root: Path, experiment: str) -> "RunFolder":
         check_name("experiment", experiment)
-        parent = Path(runs_root) / experiment
+        parent = Path(runs_root).resolve() / experiment   # absolute: the kernel and servers run in other folders
         try:
             parent.mkdir(parents=True, exist_ok=True)
             for _ in range(5):

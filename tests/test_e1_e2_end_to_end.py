@@ -111,7 +111,8 @@ def e2_resumed(runs_root):
     run = point.parents[2]
     interrupted = {"returncode": proc.returncode, "stderr": err,
                    "status": json.loads((run / "status.json").read_text())["status"],
-                   "failure": json.loads((run / "failure.json").read_text()),
+                   "failure": json.loads((run / "failure.json").read_text()) if (run / "failure.json").exists()
+                   else None,
                    "done": {p.name for p in (run / "artifacts/e2_points").glob("*.json")},
                    "lines": (run / "requests.jsonl").read_text().splitlines()}
     from ctxkit.backends.process import group_members
@@ -125,6 +126,7 @@ def test_e2_interrupted_then_resumed(e2_resumed):
     run, before, result = e2_resumed
     assert before["returncode"] == 1, before["stderr"][-3000:]
     assert before["status"] == "interrupted"
+    assert before["failure"] is not None, before["stderr"][-3000:]
     assert before["failure"]["error_type"] in ("KeyboardInterrupt", "Interrupted")
     assert before["alive"] == []
     for line in before["lines"]:

@@ -80,6 +80,5 @@ def test_ctxkit_agrees_with_vllm_bench(vllm_server, runs_dir):
     assert 0.97 <= r["output_throughput"]["raw"] <= 1.03, r
     for key in ("median_ttft_ms", "median_tpot_ms"):
         assert 0.85 <= r[key]["server_normalized"] <= 1.15, (key, r)
-    for result, server in windows["ctxkit"]:                               # ctxkit's TPOT is the server's
-        assert abs(result["mean_tpot_ms"] / server["mean_tpot_ms"] - 1) < 0.10, (result, server)
+    for result, server in windows["ctxkit"]:
         assert result["mean_ttft_ms"] > server["mean_ttft_ms"]             # the HTTP path adds, never removes

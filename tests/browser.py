@@ -1,5 +1,6 @@
-"""Open an HTML report in headless Chromium (Debian's `chromium`) and report what a reader's browser saw:
-script and resource errors, and the rendered size of every image and SVG figure."""
+"""Open an HTML report in headless Chromium (Debian's `chromium`) at a laptop's 1280 px and report what a reader's
+browser saw: script and resource errors, the rendered size of every image and SVG figure, and tables wider than
+the window."""
 from __future__ import annotations
 
 import json
@@ -23,16 +24,22 @@ window.addEventListener('load', function () {
     figs.push({tag: el.tagName.toLowerCase(), width: r.width, height: r.height,
                natural: el.naturalWidth === undefined ? null : el.naturalWidth});
   });
+  var wide = [];
+  document.querySelectorAll('table').forEach(function (t) {
+    var r = t.getBoundingClientRect();
+    if (r.right > window.innerWidth + 1) wide.push({right: r.right, text: t.innerText.slice(0, 80)});
+  });
   var out = document.createElement('pre');
   out.id = 'ctxkit-probe';
-  out.textContent = JSON.stringify({errors: window.__ctxkitErrors, figures: figs});
+  out.textContent = JSON.stringify({errors: window.__ctxkitErrors, figures: figs, viewport: window.innerWidth,
+                                    page_width: document.documentElement.scrollWidth, wide_tables: wide});
   document.body.appendChild(out);
 });
 </script>"""
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--virtual-time-budget=10000"]
+                  "--virtual-time-budget=10000", "--window-size=1280,900"]   # a laptop screen
 
 
 def chromium() -> str:

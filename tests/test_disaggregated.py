@@ -70,6 +70,7 @@ def test_e3_end_to_end(tmp_path):
         assert not group_members(int(line))
     seen = probe_report(run / "report.html")
     assert seen["errors"] == [] and sum(f["tag"] == "img" for f in seen["figures"]) >= 2
+    assert seen["wide_tables"] == [] and seen["page_width"] <= seen["viewport"], seen   # read on a laptop
 
 
 @pytest.mark.vllm

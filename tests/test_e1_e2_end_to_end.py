@@ -50,6 +50,7 @@ def e2_run(runs_root):
 def assert_report_renders(report: Path, min_figures: int):
     seen = probe_report(report)
     assert seen["errors"] == [], seen["errors"]
+    assert seen["wide_tables"] == [] and seen["page_width"] <= seen["viewport"], seen   # nothing scrolls sideways
     figures = [f for f in seen["figures"] if f["tag"] == "img"]
     assert len(figures) >= min_figures, seen["figures"]
     for f in figures:

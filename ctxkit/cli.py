@@ -154,6 +154,14 @@ def bench_sets(args: argparse.Namespace) -> list[str]:
     put("seed", args.seed)
     put("request_timeout_s", args.timeout)
     put("metrics_interval_s", args.metrics_interval)
+    if args.search:
+        sets.append("search={}")
+        put("search.target", args.target)
+        put("search.start_rate", args.search_start_rate)
+        put("search.tolerance", args.search_tolerance)
+        put("search.max_probes", args.search_max_probes)
+    elif args.target is not None:
+        raise P.ParamError("--target applies to --search rate")
     for pair in args.goodput or []:
         name, _, ms = pair.partition(":")
         key = {"ttft": "slo.ttft_ms", "tpot": "slo.tpot_ms", "e2el": "slo.e2e_ms", "e2e": "slo.e2e_ms"}.get(name)
@@ -254,6 +262,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--max-concurrency", type=int)
     b.add_argument("--seed", type=int)
     b.add_argument("--goodput", nargs="+", metavar="KEY:MS", help="SLOs: ttft:MS tpot:MS e2el:MS")
+    b.add_argument("--search", choices=["rate"], help="search the highest Poisson rate meeting the SLOs at --target")
+    b.add_argument("--target", type=float, help="SLO attainment the search must reach (default 0.9)")
+    b.add_argument("--search-start-rate", type=float, help="req/s of the first probe (default 1)")
+    b.add_argument("--search-tolerance", type=float, help="stop when fail/pass rates are within 1 + this (0.05)")
+    b.add_argument("--search-max-probes", type=int, help="probes at most (default 12)")
     b.add_argument("--arrival", choices=["poisson", "gamma", "constant", "trace", "concurrency"])
     b.add_argument("--concurrency", type=int, help="closed loop with this many clients")
     b.add_argument("--input-dist", choices=["fixed", "uniform", "normal", "lognormal"])

@@ -18,7 +18,7 @@ from typing import Any, Awaitable, Callable, Optional, TypeVar
 
 import aiohttp
 
-from ctxkit.records import DISCONNECT, HTTP_ERROR, OK, PROTOCOL_ERROR, TIMEOUT, TRUNCATED, RequestRecord
+from ctxkit.records import CANCELLED, DISCONNECT, HTTP_ERROR, OK, PROTOCOL_ERROR, TIMEOUT, TRUNCATED, RequestRecord
 
 T = TypeVar("T")
 
@@ -79,8 +79,11 @@ def _consume_chunk(rec: RequestRecord, obj: dict[str, Any], now_ns: int) -> None
 
 
 async def stream_request(session: aiohttp.ClientSession, base_url: str, model: str, req: CompletionRequest,
-                         timeout_s: float = 120.0) -> RequestRecord:
-    """Send one streaming completion; never raises for request-level failures (they go into the record)."""
+                         timeout_s: float = 120.0,
+                         started: Optional[Callable[[RequestRecord], None]] = None) -> RequestRecord:
+    """Send one streaming completion; never raises for request-level failures (they go into the record).
+    `started(record)` sees the live record as the request goes out (its chunk times fill in as they arrive); a
+    cancelled request's record says so (status cancelled) before the cancellation goes on."""
     rec = _new_record(req)
     url = f"{base_url.rstrip('/')}/v1/completions"
     # Serialized before t_send, so the clock starts when the request is handed to the connection.
@@ -88,6 +91,8 @@ async def stream_request(session: aiohttp.ClientSession, base_url: str, model: s
     headers = {"Content-Type": "application/json", "X-Request-Id": req.request_id}
     done = False
     rec.t_send_ns = time.perf_counter_ns()
+    if started is not None:
+        started(rec)
     try:
         async with asyncio.timeout(timeout_s):
             async with session.post(url, data=body, headers=headers) as resp:
@@ -128,6 +133,11 @@ async def stream_request(session: aiohttp.ClientSession, base_url: str, model: s
     except ValueError as exc:  # JSON decoding or an unexpected shape
         rec.status = PROTOCOL_ERROR
         rec.error = f"not an OpenAI completions stream: {exc}"
+    except asyncio.CancelledError:
+        rec.status = CANCELLED
+        rec.error = "cancelled by the client before the answer ended"
+        rec.t_end_ns = time.perf_counter_ns()
+        raise
     finally:
         rec.t_end_ns = time.perf_counter_ns()
     if rec.status == OK and rec.n_out == 0:

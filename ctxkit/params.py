@@ -140,6 +140,10 @@ class SLOParams(Params):
     e2e_ms: Optional[float] = Field(None, gt=0)
 
 
+def slo_of_params(slo: SLOParams) -> Optional[SLOParams]:
+    return slo if (slo.ttft_ms or slo.tpot_ms or slo.e2e_ms) else None
+
+
 def _workload_fits(p: ExperimentParams, w: WorkloadParams, load: Optional[LoadParams]) -> None:
     if load is not None and load.arrival == "trace" and w.dataset != "trace":
         raise ValueError("load.arrival=trace needs workload.dataset=trace")
@@ -154,10 +158,13 @@ class BenchParams(ExperimentParams):
     load: LoadParams = Field(default_factory=LoadParams)
     slo: SLOParams = Field(default_factory=SLOParams)
     metrics_interval_s: Optional[float] = Field(None, gt=0)   # also scrape /metrics every this many seconds
+    search: Optional["SearchParams"] = None   # set: search the goodput rate (`--search rate`) instead of one window
 
     @model_validator(mode="after")
     def _fits_server(self) -> "BenchParams":
         _workload_fits(self, self.workload, self.load)
+        if self.search is not None and slo_of_params(self.slo) is None:
+            raise ValueError("a goodput search needs an SLO: --goodput ttft:MS tpot:MS (slo.ttft_ms, slo.tpot_ms)")
         return self
 
 
@@ -225,11 +232,88 @@ class E3Params(ExperimentParams):
         return self
 
 
+class TopologyParams(Params):
+    """One serving topology: aggregated replicas, or P prefill + D decode instances joined by a KV connector."""
+    name: Optional[str] = None                # a label for tables and plots (default: from the shape)
+    kind: Literal["aggregated", "disaggregated"] = "aggregated"
+    replicas: int = Field(1, ge=1)            # aggregated
+    prefill: int = Field(1, ge=1)             # disaggregated
+    decode: int = Field(1, ge=1)
+    connector: Literal["example", "nixl"] = "example"
+    kv_buffer_device: Literal["cpu", "cuda"] = "cpu"   # NixlConnector
+    prefill_visible_devices: Optional[str] = None
+    decode_visible_devices: Optional[str] = None
+    policy: Literal["round_robin", "least_outstanding"] = "least_outstanding"
+
+    @property
+    def label(self) -> str:
+        if self.name:
+            return self.name
+        if self.kind == "aggregated":
+            return f"aggregated x{self.replicas}"
+        return f"{self.prefill}P{self.decode}D {self.connector}"
+
+
+class SearchParams(Params):
+    """The goodput search (ctxkit.load.search): bracket by doubling, bisect to `tolerance`, 95% Wilson verdicts."""
+    target: float = Field(0.9, gt=0, lt=1)            # SLO attainment a rate must reach
+    start_rate: float = Field(1.0, gt=0)              # req/s of the first probe
+    tolerance: float = Field(0.05, gt=0, le=1)        # stop when lowest failing / highest passing <= 1 + tolerance
+    min_requests: int = Field(40, ge=10)              # scored requests before a probe may stop on a verdict
+    max_requests: int = Field(160, ge=10)             # scored requests at most (then the point estimate decides)
+    warmup_requests: int = Field(20, ge=0)            # unscored requests at the head of each probe's stream
+    max_probes: int = Field(12, ge=1)                 # per topology and SLO setting
+    max_wall_s: float = Field(900.0, gt=0)            # per topology and SLO setting
+    drain_s: float = Field(30.0, gt=0)                # wait for requests in flight at most this long
+    mode: Literal["joint", "percentile"] = "joint"    # per-request (DistServe) or p<target> of each metric
+
+    @model_validator(mode="after")
+    def _sizes(self) -> "SearchParams":
+        if self.max_requests < self.min_requests:
+            raise ValueError(f"max_requests {self.max_requests} < min_requests {self.min_requests}")
+        return self
+
+
+class NamedSLO(SLOParams):
+    name: str = "slo"
+
+
+class E4Params(ExperimentParams):
+    """E4 goodput search: the highest Poisson rate each topology serves at the target SLO attainment, per GPU."""
+    topologies: list[TopologyParams] = Field(
+        default_factory=lambda: [TopologyParams(kind="aggregated", replicas=2),
+                                 TopologyParams(kind="disaggregated", prefill=1, decode=1)], min_length=1)
+    workload: WorkloadParams = Field(default_factory=lambda: WorkloadParams(input_len=512, output_len=32))
+    slos: list[NamedSLO] = Field(default_factory=lambda: [NamedSLO(name="default", ttft_ms=500.0, tpot_ms=50.0)],
+                                 min_length=1)
+    search: SearchParams = Field(default_factory=SearchParams)
+    slo_scales: list[Annotated[float, Field(gt=0)]] = Field(
+        default_factory=lambda: [0.4, 0.6, 0.8, 1.0, 1.2, 1.4, 1.6])
+    warmup_requests: int = Field(4, ge=0)             # per topology, after its servers start (one at a time)
+
+    @model_validator(mode="after")
+    def _servers_and_lengths(self) -> "E4Params":
+        if self.backend != "vllm":
+            raise ValueError("e4_goodput starts its own vLLM servers: backend must be vllm "
+                             "(ctxkit bench --search rate measures a running endpoint)")
+        if any(not (s.ttft_ms or s.tpot_ms or s.e2e_ms) for s in self.slos):
+            raise ValueError("slos: every SLO setting needs at least one objective (ttft_ms, tpot_ms or e2e_ms)")
+        if len({s.name for s in self.slos}) < len(self.slos):
+            raise ValueError("slos: names must differ")
+        if len({t.label for t in self.topologies}) < len(self.topologies):
+            raise ValueError("topologies: labels must differ (set name)")
+        _workload_fits(self, self.workload, None)
+        return self
+
+
+BenchParams.model_rebuild()
+
 EXPERIMENTS: dict[str, type[ExperimentParams]] = {
     "e0_smoke": E0Params,
     "e1_latency": E1Params,
     "e2_concurrency": E2Params,
     "e3_disagg": E3Params,
+    "e4_goodput": E4Params,
     "bench": BenchParams,
 }
 

@@ -154,3 +154,68 @@ def stacked_breakdown(frame: pd.DataFrame, parts: list[str], path: Optional[Path
     ax.grid(True, axis="y", alpha=0.3)
     ax.set_title(title or "TTFT breakdown")
     return _save(fig, path)
+
+
+def attainment_vs_rate(probes: pd.DataFrame, target: float, path: Optional[Path] = None) -> Figure:
+    """Every probe's SLO attainment with its 95% Wilson interval against its rate, one series per topology, one
+    panel per SLO setting; the target as a line."""
+    slos = list(dict.fromkeys(probes["slo"])) if len(probes) else ["-"]
+    fig = Figure(figsize=(6.4 * len(slos), 4.2), layout="constrained")
+    axes = fig.subplots(1, len(slos), squeeze=False)[0]
+    for ax, slo in zip(axes, slos):
+        for k, (topo, g) in enumerate(probes[probes["slo"] == slo].groupby("topology", sort=False)):
+            g = g.sort_values("rate")
+            att = g["attainment"].fillna(0.0)
+            err = [att - g["wilson_low"], g["wilson_high"] - att]
+            ax.errorbar(g["rate"], att, yerr=err, fmt="o", capsize=3, color=f"C{k}", label=topo, alpha=0.85)
+            passed = g[g["verdict"] == "pass"]
+            ax.plot(passed["rate"], passed["attainment"], "o", mfc="none", ms=11, color=f"C{k}")
+        ax.axhline(target, color="k", ls=":", lw=1, label=f"target {target:g}")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("Poisson rate (req/s)")
+        ax.set_ylabel("SLO attainment (95% Wilson interval)")
+        ax.set_ylim(0, 1.02)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+        ax.set_title(f"{slo}: attainment per probe (ringed: passed)")
+    return _save(fig, path)
+
+
+def goodput_bars(goodput: pd.DataFrame, path: Optional[Path] = None) -> Figure:
+    """Goodput per GPU (or core set) of each topology with the bracket of its search, grouped by SLO setting."""
+    fig = Figure(figsize=(max(6.4, 1.6 * len(goodput)), 4.0), layout="constrained")
+    ax = fig.subplots()
+    labels = [f"{r.topology}\n{r.slo}" for r in goodput.itertuples()]
+    vals = goodput["goodput_per_device"].tolist()
+    lows = goodput["per_device_low"].fillna(0).tolist()
+    highs = goodput["per_device_high"].fillna(goodput["goodput_per_device"]).tolist()
+    colors = [f"C{list(dict.fromkeys(goodput['topology'])).index(t)}" for t in goodput["topology"]]
+    ax.bar(range(len(vals)), vals, color=colors, alpha=0.8)
+    ax.errorbar(range(len(vals)), vals, yerr=[[v - lo for v, lo in zip(vals, lows)],
+                                              [hi - v for v, hi in zip(vals, highs)]], fmt="none", color="k",
+                capsize=4)
+    ax.set_xticks(range(len(vals)), labels, fontsize=8)
+    unit = goodput["unit"].iloc[0] if len(goodput) else "device"
+    ax.set_ylabel(f"goodput per {unit} (req/s)")
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.set_title("Goodput per device: highest passing rate, bar to lowest failing rate")
+    return _save(fig, path)
+
+
+def slo_scale(scale: pd.DataFrame, target: float, path: Optional[Path] = None) -> Figure:
+    """Attainment against SLO scale (every objective times s) at each topology's goodput rate."""
+    slos = list(dict.fromkeys(scale["slo"]))
+    fig = Figure(figsize=(6.0 * len(slos), 4.0), layout="constrained")
+    axes = fig.subplots(1, len(slos), squeeze=False)[0]
+    for ax, slo in zip(axes, slos):
+        for k, (topo, g) in enumerate(scale[scale["slo"] == slo].groupby("topology", sort=False)):
+            ax.plot(g["slo_scale"], g["attainment"], "o-", color=f"C{k}",
+                    label=f"{topo} at {g['rate'].iloc[0]:.3g} req/s")
+        ax.axhline(target, color="k", ls=":", lw=1)
+        ax.set_xlabel("SLO scale (objectives x s)")
+        ax.set_ylabel("SLO attainment")
+        ax.set_ylim(0, 1.02)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+        ax.set_title(f"{slo}: attainment against SLO scale")
+    return _save(fig, path)

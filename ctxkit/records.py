@@ -17,7 +17,8 @@ TIMEOUT = "timeout"              # the request ran past its timeout
 DISCONNECT = "disconnect"        # the connection broke (refused, reset, closed)
 TRUNCATED = "truncated"          # the stream ended without its final [DONE]
 PROTOCOL_ERROR = "protocol_error"  # the server sent something that is not the OpenAI stream format
-STATUSES = (OK, HTTP_ERROR, TIMEOUT, DISCONNECT, TRUNCATED, PROTOCOL_ERROR)
+CANCELLED = "cancelled"          # the client stopped it (a probe that ended early); its partial times are kept
+STATUSES = (OK, HTTP_ERROR, TIMEOUT, DISCONNECT, TRUNCATED, PROTOCOL_ERROR, CANCELLED)
 
 
 @dataclass

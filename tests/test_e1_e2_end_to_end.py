@@ -95,17 +95,18 @@ def test_e2_folder_curves_goodput_and_report(e2_run):
 
 @pytest.fixture(scope="module")
 def e2_resumed(runs_root):
-    """An E2 run (12 requests a point: one parameter differs from e2_run) interrupted by Ctrl-C after its first
-    point, then finished with --resume. Returns the run, what was done before the resume, and both results."""
+    """An E2 run (40 requests a point: one parameter differs from e2_run, and the points after the first last long
+    enough to be interrupted in) interrupted by Ctrl-C after its first point, then finished with --resume. Returns
+    the run, what was done before the resume, and both results."""
     proc = subprocess.Popen([sys.executable, "-m", "ctxkit.cli", "--runs-dir", str(runs_root), "run",
-                             "e2_concurrency", *E2_FAST, "--set", "requests_per_point=12", "--label", "resumed"],
+                             "e2_concurrency", *E2_FAST, "--set", "requests_per_point=40", "--label", "resumed"],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
     point = None
     while time.monotonic() < deadline and point is None:
         found = list((runs_root / "e2_concurrency").glob("run-*/artifacts/e2_points/c1.json"))
         point = next((p for p in found if "resumed" in (p.parents[2] / "run_metadata.json").read_text()), None)
-        time.sleep(0.5)
+        time.sleep(0.1)
     assert point is not None, "first point never finished"
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
@@ -140,7 +141,7 @@ def test_e2_interrupted_then_resumed(e2_resumed):
     summary = json.loads((run / "summary.json").read_text())
     assert set(summary["resumed_points"]) == {p[:-5] for p in before["done"]}
     assert all(c["passed"] for c in summary["checks"].values()), summary["checks"]
-    assert [p["requests"] for p in summary["sweep"]] == [12] * 4
+    assert [p["requests"] for p in summary["sweep"]] == [40] * 4
     assert (run / "notebook.attempt-0.ipynb").is_file() and (run / "failure.attempt-0.json").is_file()
     assert json.loads((run / "status.json").read_text())["status"] == "succeeded"
 
@@ -154,7 +155,7 @@ def test_compare_two_e2_runs(e2_run, e2_resumed, runs_root):
     assert set(head["label"]) == {"full", "resumed"}
     diff = pd.read_csv(out / "artifacts/differences.csv")
     (row,) = diff[diff["key"] == "requests_per_point"].to_dict("records")   # the one parameter that differs
-    assert (row["kind"], row[full.name], row[resumed.name]) == ("parameter", 16, 12)
+    assert (row["kind"], row[full.name], row[resumed.name]) == ("parameter", 16, 40)
     assert diff["kind"].eq("parameter").sum() == 1
     seen = probe_report(out / "report.html")
     assert seen["errors"] == [] and sum(f["tag"] == "svg" and f["width"] > 0 for f in seen["figures"]) >= 3

@@ -21,7 +21,8 @@ from ctxkit.records import TIMEOUT
 
 from conftest import ROOT, run_cli
 
-E2_FAST = ["--set", "concurrency_levels=[1, 2, 4, 8]", "--set", "requests_per_point=16"]
+# 40 requests a point: the points after the first last long enough for the fault to land inside the sweep
+E2_FAST = ["--set", "concurrency_levels=[1, 2, 4, 8]", "--set", "requests_per_point=40"]
 
 
 def start_e2(runs: Path, label: str) -> subprocess.Popen:

@@ -5,12 +5,18 @@ Opt-in only: it starts when CTXKIT_ALLOW_SIMULATED_BACKEND=1, and every artifact
 
 Latency model, per request, on an absolute schedule from the request's arrival (no drift from relative sleeps):
 first token at ttft_ms + prefill_ms_per_token x prompt tokens, then one token every tpot_ms.
+With a capacity (`queue_servers` > 0): before its first token each request also waits, first come first served,
+for one of `queue_servers` prefill slots and holds it for an exponential service time of mean `service_ms` (seeded).
+With one slot and ttft_ms 0 that is an M/M/1 queue under Poisson arrivals: time to first token is exponential with
+rate mu - lambda, so the highest rate with a share q of TTFTs within s is lambda* = mu + ln(1 - q) / s, a capacity
+known in closed form (tests of the goodput search use it).
 Run as its own process: python -m ctxkit.backends.simulated --port P [--ttft-ms ..] [--tpot-ms ..]
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
 import os
 import random
@@ -44,13 +50,15 @@ class Simulated(ManagedServer):
     def __init__(self, *, name: str = "simulated", model: str = "simulated", ttft_ms: float = 50.0,
                  tpot_ms: float = 10.0, prefill_ms_per_token: float = 0.0, max_model_len: int = 4096,
                  vocab_size: int = 4096, log_dir: Optional[Path] = None, host: str = "127.0.0.1",
-                 port: Optional[int] = None, truth_log: Optional[Path] = None) -> None:
+                 port: Optional[int] = None, truth_log: Optional[Path] = None, queue_servers: int = 0,
+                 service_ms: float = 0.0, seed: int = 0) -> None:
         require_simulation_allowed()
         super().__init__(name=name, host=host, port=port, log_dir=log_dir, startup_timeout_s=60.0)
         self.model = model
         self.ttft_ms, self.tpot_ms, self.prefill_ms_per_token = ttft_ms, tpot_ms, prefill_ms_per_token
         self.max_model_len, self.vocab_size = max_model_len, vocab_size
         self.truth_log = truth_log
+        self.queue_servers, self.service_ms, self.seed = queue_servers, service_ms, seed
 
     def preflight(self) -> None:
         require_simulation_allowed()
@@ -60,16 +68,61 @@ class Simulated(ManagedServer):
                 "--model", self.model, "--ttft-ms", str(self.ttft_ms), "--tpot-ms", str(self.tpot_ms),
                 "--prefill-ms-per-token", str(self.prefill_ms_per_token),
                 "--max-model-len", str(self.max_model_len), "--vocab-size", str(self.vocab_size)] + \
-            (["--truth-log", str(self.truth_log)] if self.truth_log else [])
+            (["--truth-log", str(self.truth_log)] if self.truth_log else []) + \
+            (["--queue-servers", str(self.queue_servers), "--service-ms", str(self.service_ms), "--seed",
+              str(self.seed)] if self.queue_servers else [])
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "latency_model": {"ttft_ms": self.ttft_ms, "tpot_ms": self.tpot_ms,
-                                                         "prefill_ms_per_token": self.prefill_ms_per_token}}
+        return {**super().describe(), "latency_model": {
+            "ttft_ms": self.ttft_ms, "tpot_ms": self.tpot_ms, "prefill_ms_per_token": self.prefill_ms_per_token,
+            "queue_servers": self.queue_servers, "service_ms": self.service_ms}}
 
 
 # ------------------------------------------------------------------------------------------------------------
 # The server process
 # ------------------------------------------------------------------------------------------------------------
+class _FifoSlots:
+    """K servers, first come first served. A waiter that is cancelled leaves the queue; one cancelled while its
+    slot was being handed over passes the slot on (asyncio.Semaphore gave out extra slots after mass cancellation
+    here, which turned one server into several)."""
+
+    def __init__(self, k: int) -> None:
+        self.free, self.waiters = k, collections.deque()
+
+    async def acquire(self) -> None:
+        if self.free > 0 and not self.waiters:
+            self.free -= 1
+            return
+        fut = asyncio.get_running_loop().create_future()
+        self.waiters.append(fut)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.release()           # granted just as it was cancelled: hand the slot on
+            else:
+                self.waiters.remove(fut)
+            raise
+
+    def release(self) -> None:
+        while self.waiters:
+            fut = self.waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)     # the slot passes to the next waiter directly
+                return
+        self.free += 1
+
+
+async def _sleep_precisely(seconds: float) -> None:
+    """Sleep on the monotonic clock to within ~0.1 ms: event-loop timers wake up to ~1 ms late, which would add
+    several percent to a 20 ms service time and move the queue's capacity."""
+    due = time.monotonic() + seconds
+    while (left := due - time.monotonic()) > 0.002:
+        await asyncio.sleep(left - 0.002)
+    while time.monotonic() < due:
+        await asyncio.sleep(0)
+
+
 def _serve(args: argparse.Namespace) -> None:
     from aiohttp import web
 
@@ -79,6 +132,8 @@ def _serve(args: argparse.Namespace) -> None:
     # Ground truth for calibration: when each request's handler started and its first and last token left, on the
     # machine's monotonic clock (the same clock as the client's perf_counter_ns on Linux).
     truth = open(args.truth_log, "a", buffering=1) if args.truth_log else None
+    slots = _FifoSlots(args.queue_servers) if args.queue_servers else None
+    service_rng = random.Random(args.seed)
 
     def chunk(head: str, token: int, finish: Optional[str]) -> bytes:
         # Formatted by hand (not json.dumps): at 64 streams x 100 tokens/s the simulator must stay far from busy,
@@ -118,6 +173,14 @@ def _serve(args: argparse.Namespace) -> None:
                                            "X-Sim-Handler-Start-Ns": str(t0_ns)})
         await resp.prepare(request)
         first = t0 + (args.ttft_ms + args.prefill_ms_per_token * len(prompt)) / 1000.0
+        if slots is not None:     # wait for a prefill slot, hold it for an exponential service time
+            service_s = service_rng.expovariate(1000.0 / args.service_ms)
+            await slots.acquire()
+            try:
+                await _sleep_precisely(service_s)
+            finally:
+                slots.release()
+            first = max(first, loop.time())
         sent: list[int] = []
         for k in range(max_tokens):
             due = first + k * args.tpot_ms / 1000.0
@@ -155,7 +218,9 @@ def _serve(args: argparse.Namespace) -> None:
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app.add_routes([web.post("/v1/completions", completions), web.get("/health", health),
                     web.get("/version", version), web.get("/v1/models", models), web.get("/metrics", metrics)])
-    web.run_app(app, host=args.host, port=args.port, access_log=None, print=lambda *_: None)
+    # A client that goes away cancels its handler (and frees its prefill slot), as vLLM aborts such requests.
+    web.run_app(app, host=args.host, port=args.port, access_log=None, print=lambda *_: None,
+                handler_cancellation=True)
 
 
 def main(argv: Optional[list[str]] = None) -> None:
@@ -169,6 +234,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     ap.add_argument("--max-model-len", type=int, default=4096)
     ap.add_argument("--vocab-size", type=int, default=4096)
     ap.add_argument("--truth-log", help="append each request's server-side token times (JSONL) here")
+    ap.add_argument("--queue-servers", type=int, default=0, help="prefill slots (0: no queue, unlimited capacity)")
+    ap.add_argument("--service-ms", type=float, default=0.0, help="mean exponential prefill service time per slot")
+    ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     if not simulation_allowed():
         sys.exit(f"refusing to start: {SIMULATION_ENV}=1 is not set")

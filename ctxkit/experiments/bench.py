@@ -15,6 +15,7 @@ from ctxkit.backends import ServingBackend
 from ctxkit.collectors.latency import requests_frame, slo_of
 from ctxkit.load.arrivals import arrivals_of
 from ctxkit.load.engine import measure
+from ctxkit.load.search import SearchPolicy, search
 from ctxkit.load.workloads import WorkItem, WorkloadError, build_workload
 from ctxkit.models import ModelCard
 from ctxkit.params import BenchParams, WorkloadParams
@@ -36,9 +37,47 @@ def prepare(params: BenchParams) -> tuple[list[WorkItem], list[WorkItem]]:
     return items, warm
 
 
+def run_search(params: BenchParams, run: RunFolder, backend: ServingBackend, log: Log = print) -> dict[str, Any]:
+    """`--search rate`: the goodput search (ctxkit.load.search) against the backend; every probe printed."""
+    assert params.search is not None
+    card = ModelCard.load(params.server.model)
+    s = params.search
+    policy = SearchPolicy(target=s.target, start_rate=s.start_rate, tolerance=s.tolerance, mode=s.mode,
+                          min_requests=s.min_requests, max_requests=s.max_requests, max_probes=s.max_probes,
+                          max_wall_s=s.max_wall_s, drain_s=s.drain_s, warmup_requests=s.warmup_requests,
+                          seed=params.seed)
+
+    def items(probe: int, batch: int, n: int) -> list[WorkItem]:
+        return build_workload(params.workload, card, params.server.max_model_len,
+                              params.seed * 1_000_003 + probe * 31 + batch, count=n, id_prefix=f"p{probe}b{batch}")
+
+    log(f"[bench] goodput search: SLO {slo_of(params.slo).as_dict()}, target {s.target:g}, from {s.start_rate:g} "
+        f"req/s, tolerance {100 * s.tolerance:g}%")
+    log(f"{'probe':>5} {'rate':>9} {'sent':>5} {'met':>5} {'attained':>9} {'95% interval':>15}  verdict")
+    with backend, JsonlWriter(run.path / "requests.jsonl") as out:
+        result = search(backend, items, slo_of(params.slo), policy, timeout_s=params.request_timeout_s,
+                        on_records=lambda recs: [out.write(r) for r in recs],
+                        on_probe=lambda p: log(f"{p.index:>5} {p.rate:>9.3f} {p.sent:>5} {p.met:>5} "
+                                               f"{(p.attainment or 0):>9.3f} [{p.wilson_low:.3f}, "
+                                               f"{p.wilson_high:.3f}]  {p.verdict} ({p.decided_by})"))
+        describe = backend.describe()
+    probes = pd.DataFrame([p.row() for p in result.probes])
+    probes.to_csv(run.artifacts / "bench_probes.csv", index=False)
+    log(f"[bench] goodput {result.goodput:.3f} req/s (passed at {result.low}, failed at {result.high}; "
+        f"{result.stopped_because})")
+    summary = {"experiment": "bench", "run_id": run.run_id, "backend": describe,
+               "checks": {"searched": {"passed": bool(result.probes), "reason": f"{len(result.probes)} probe(s)"}},
+               "search": {**result.summary(), "target": s.target, "slo": slo_of(params.slo).as_dict()},
+               "probes": probes.to_dict(orient="records")}
+    run.write_json("summary.json", summary)
+    return summary
+
+
 def run(params: BenchParams, run: RunFolder, backend: ServingBackend, log: Log = print,
         prepared: Optional[tuple[list[WorkItem], list[WorkItem]]] = None) -> dict[str, Any]:
     """The whole benchmark into `run`; the backend is started here (or attached) and stopped after."""
+    if params.search is not None:
+        return run_search(params, run, backend, log)
     items, warm = prepared or prepare(params)
     log(f"[bench] {len(items)} requests ({params.workload.dataset}), arrival {params.load.arrival}"
         f" rate {params.load.request_rate or 'inf'}; {len(warm)} warmup")

@@ -23,11 +23,11 @@ from ctxkit.experiments.common import check, token_prompts
 from ctxkit.load.engine import measure
 from ctxkit.load.workloads import build_workload
 from ctxkit.models import ModelCard
-from ctxkit.params import E3Params
+from ctxkit.params import E3Params, TopologyParams
 from ctxkit.records import JsonlWriter, RequestRecord
 from ctxkit.runs.folder import RunFolder
-from ctxkit.schedulers.aggregated import AggregatedPool
-from ctxkit.schedulers.disaggregated import DisaggregatedPool
+from ctxkit.schedulers.placement import devices_used
+from ctxkit.schedulers.topology import build_pool
 
 MODES = ("aggregated", "disaggregated")
 
@@ -54,14 +54,15 @@ def correctness_set(params: E3Params, card: ModelCard) -> list[CompletionRequest
 
 def make_pool(params: E3Params, run: RunFolder, mode: str):
     if mode == "aggregated":
-        replicas = params.aggregated_replicas or params.prefill_instances + params.decode_instances
-        return AggregatedPool(params.server, seed=params.seed, replicas=replicas, log_dir=run.logs,
-                              policy=params.policy)
-    return DisaggregatedPool(params.server, seed=params.seed, prefill=params.prefill_instances,
-                             decode=params.decode_instances, connector=params.connector, log_dir=run.logs,
-                             policy=params.policy, kv_buffer_device=params.kv_buffer_device,
-                             prefill_visible_devices=params.prefill_visible_devices,
-                             decode_visible_devices=params.decode_visible_devices)
+        spec = TopologyParams(name="aggregated", kind="aggregated", policy=params.policy,
+                              replicas=params.aggregated_replicas or params.prefill_instances + params.decode_instances)
+    else:
+        spec = TopologyParams(name="disaggregated", kind="disaggregated", prefill=params.prefill_instances,
+                              decode=params.decode_instances, connector=params.connector, policy=params.policy,
+                              kv_buffer_device=params.kv_buffer_device,
+                              prefill_visible_devices=params.prefill_visible_devices,
+                              decode_visible_devices=params.decode_visible_devices)
+    return build_pool(params.server, spec, seed=params.seed, log_dir=run.logs)
 
 
 def _nixl(servers) -> tuple[float, float]:
@@ -127,7 +128,7 @@ def run_mode(params: E3Params, run: RunFolder, mode: str, out: JsonlWriter, log=
         describe = pool.describe()
     enforce_error_policy(mode, records, params.on_request_error)
     return ModeResult(mode, records, correctness, prof["latency"], servers, describe, handoffs,
-                      correctness_handoffs, external, devices=len(describe["servers"]))
+                      correctness_handoffs, external, devices=devices_used(describe["placement"]))
 
 
 class RequestsFailed(RuntimeError):
@@ -159,20 +160,22 @@ def breakdown(result: ModeResult) -> pd.DataFrame:
 
 def headline(result: ModeResult) -> dict[str, Any]:
     lat = result.latency
-    return {"mode": result.mode, "servers": result.devices, "completed": lat["completed"], "failed": lat["failed"],
+    return {"mode": result.mode, "servers": len(result.describe["servers"]), "devices": result.devices,
+            "completed": lat["completed"], "failed": lat["failed"],
             "request_throughput": lat["request_throughput"], "output_throughput": lat["output_throughput"],
             "p50_ttft_ms": lat["ttft_ms"]["p50"], "p95_ttft_ms": lat["ttft_ms"]["p95"],
             "p50_tpot_ms": lat["tpot_ms"]["p50"], "p95_tpot_ms": lat["tpot_ms"]["p95"],
             "p50_e2e_ms": lat["e2e_ms"]["p50"], "slo_attainment": lat.get("slo_attainment"),
             "request_goodput": lat.get("request_goodput"),
-            "goodput_per_device": (lat.get("request_goodput") or 0) / result.devices}
+            "goodput_per_device": (lat.get("request_goodput") or 0) / result.devices}   # GPUs, or core sets
 
 
 HEADLINE = [("mode", "mode", None), ("servers", "servers", 0), ("completed", "done", 0), ("failed", "failed", 0),
             ("request_throughput", "req/s", 2), ("output_throughput", "out tok/s", 0),
             ("p50_ttft_ms", "TTFT p50 ms", 1), ("p95_ttft_ms", "TTFT p95 ms", 1), ("p50_tpot_ms", "TPOT p50 ms", 2),
             ("p95_tpot_ms", "TPOT p95 ms", 2), ("p50_e2e_ms", "E2E p50 ms", 0), ("slo_attainment", "in SLO %", 0),
-            ("request_goodput", "goodput req/s", 2), ("goodput_per_device", "goodput/server", 2)]
+            ("devices", "devices", 0), ("request_goodput", "goodput req/s", 2),
+            ("goodput_per_device", "goodput/device", 2)]
 
 
 def headline_table(summary: dict[str, Any]):
@@ -267,13 +270,16 @@ def write_artifacts(run: RunFolder, agg: ModeResult, dis: ModeResult, summary: d
 def conclusions(summary: dict[str, Any]) -> str:
     a, d = summary["headline"]
     kv = summary["profiling"]["kv_transfer"]
+    unit = "GPU" if summary["gpu_assignment"]["disaggregated"]["kind"] == "gpu" else "CPU core set"
+
     def pct(x: float, y: float) -> str:
         return f"{100 * (x - y) / y:+.0f}%" if y else "n/a"
     text = (f"Disaggregated serving changed median TTFT by {pct(d['p50_ttft_ms'], a['p50_ttft_ms'])} "
             f"({a['p50_ttft_ms']:.1f} -> {d['p50_ttft_ms']:.1f} ms) and median TPOT by "
             f"{pct(d['p50_tpot_ms'], a['p50_tpot_ms'])} ({a['p50_tpot_ms']:.2f} -> {d['p50_tpot_ms']:.2f} ms) against "
-            f"an aggregated pool of {a['servers']} replicas. Goodput per server: aggregated "
-            f"{a['goodput_per_device']:.3f} req/s, disaggregated {d['goodput_per_device']:.3f} req/s. ")
+            f"an aggregated pool of {a['servers']} replicas. Goodput per device ({unit}): aggregated "
+            f"{a['goodput_per_device']:.3f} req/s on {a['devices']}, disaggregated {d['goodput_per_device']:.3f} "
+            f"req/s on {d['devices']}. ")
     if kv.get("broker_completed_handoffs"):
         text += (f"{kv['broker_completed_handoffs']} KV handoffs moved {kv['total_kv_bytes_measured'] / 1e6:.1f} MB "
                  f"through {kv['connector']} (median {kv['transfer_ms']['p50'] or 0:.1f} ms, "

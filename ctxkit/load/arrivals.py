@@ -20,7 +20,7 @@ import numpy as np
 from ctxkit.completions import CompletionRequest, new_session, run_coro, stream_request
 from ctxkit.load.workloads import WorkItem
 from ctxkit.params import LoadParams
-from ctxkit.records import RequestRecord
+from ctxkit.records import CANCELLED, RequestRecord
 
 KINDS = ("poisson", "gamma", "constant", "trace", "concurrency")
 
@@ -75,6 +75,10 @@ def arrivals_of(load: LoadParams, seed: int) -> Arrivals:
 
 
 ProgressFn = Callable[[RequestRecord, int, int], None]
+# Decides, before each send and while draining, whether an open-loop window ends now: (finished records, live
+# in-flight records, now_ns) -> None to go on, "drain" to stop sending and let what is in flight finish, "cancel"
+# to stop sending and cancel what is in flight (kept as status `cancelled`).
+StopFn = Callable[[list[RequestRecord], list[RequestRecord], int], Optional[str]]
 SPIN_NS = 2_000_000
 
 
@@ -90,8 +94,10 @@ async def sleep_until(due_ns: int) -> None:
 
 async def _run(base_url: str, model: str, items: list[WorkItem], arrivals: Arrivals, *, warmup: list[WorkItem],
                max_concurrency: Optional[int], timeout_s: float, duration_s: Optional[float],
-               on_record: Optional[ProgressFn], extra: Optional[dict]) -> list[RequestRecord]:
+               on_record: Optional[ProgressFn], extra: Optional[dict], stop: Optional[StopFn] = None,
+               drain_s: Optional[float] = None) -> list[RequestRecord]:
     records: list[RequestRecord] = []
+    live: dict[int, RequestRecord] = {}      # in flight, by id(), as stream_request fills them in
     total = len(items)
     done = [0]  # measured requests finished so far
 
@@ -101,7 +107,9 @@ async def _run(base_url: str, model: str, items: list[WorkItem], arrivals: Arriv
 
     async with new_session() as session:
         async def send(it: WorkItem, sched_ns: int, is_warmup: bool = False) -> RequestRecord:
-            rec = await stream_request(session, base_url, model, req(it, sched_ns, is_warmup), timeout_s)
+            rec = await stream_request(session, base_url, model, req(it, sched_ns, is_warmup), timeout_s,
+                                       started=lambda r: live.__setitem__(id(r), r))
+            live.pop(id(rec), None)
             rec.tags.update(it.tags)
             records.append(rec)
             done[0] += 0 if is_warmup else 1
@@ -144,20 +152,45 @@ async def _run(base_url: str, model: str, items: list[WorkItem], arrivals: Arriv
             if stop_ns and due >= stop_ns:
                 break
             await sleep_until(due)
+            if stop is not None and stop(records, list(live.values()), time.perf_counter_ns()):
+                break
             tasks.append(asyncio.create_task(capped(it, due)))
-        if tasks:
-            await asyncio.gather(*tasks)
+        await _drain(tasks, live, records, stop, drain_s)
     return records
+
+
+async def _drain(tasks: list[asyncio.Task], live: dict[int, RequestRecord], records: list[RequestRecord],
+                 stop: Optional[StopFn], drain_s: Optional[float]) -> None:
+    """Wait for the requests in flight; with a stop rule, until it says stop or drain_s has passed, then cancel
+    the rest. Cancelled requests are kept (status cancelled, partial times): they are the backlog."""
+    pending = {t for t in tasks if not t.done()}
+    deadline = time.perf_counter_ns() + int(drain_s * 1e9) if drain_s is not None else None
+    while pending:
+        if stop is not None and stop(records, list(live.values()), time.perf_counter_ns()) == "cancel":
+            break
+        if deadline is not None and time.perf_counter_ns() >= deadline:
+            break
+        _, pending = await asyncio.wait(pending, timeout=0.05 if stop is not None or deadline else None)
+    cut = list(live.values())
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    records.extend(r for r in cut if r.status == CANCELLED)
 
 
 def run_load(base_url: str, model: str, items: list[WorkItem], arrivals: Arrivals, *,
              warmup: Optional[list[WorkItem]] = None, max_concurrency: Optional[int] = None,
              timeout_s: float = 120.0, duration_s: Optional[float] = None, on_record: Optional[ProgressFn] = None,
-             extra: Optional[dict] = None) -> list[RequestRecord]:
-    """Send `items` on the arrival process; returns every record (warmup ones marked), in completion order."""
+             extra: Optional[dict] = None, stop: Optional[StopFn] = None,
+             drain_s: Optional[float] = None) -> list[RequestRecord]:
+    """Send `items` on the arrival process; returns every record (warmup ones marked), in completion order.
+    Open loop only: `stop` ends the window early (checked before each send and while draining), `drain_s` caps the
+    wait for requests still in flight once sending is over; what is cut off is kept as status cancelled."""
     arrivals.check()
     if max_concurrency is not None and max_concurrency < 1:
         raise ArrivalError(f"max_concurrency must be >= 1, got {max_concurrency}")
+    if (stop is not None or drain_s is not None) and arrivals.kind == "concurrency":
+        raise ArrivalError("stop and drain_s apply to open-loop arrivals (poisson, gamma, constant, trace)")
     return run_coro(lambda: _run(base_url, model, items, arrivals, warmup=list(warmup or []),
                                  max_concurrency=max_concurrency, timeout_s=timeout_s, duration_s=duration_s,
-                                 on_record=on_record, extra=extra))
+                                 on_record=on_record, extra=extra, stop=stop, drain_s=drain_s))

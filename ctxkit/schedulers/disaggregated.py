@@ -39,11 +39,16 @@ class DisaggregatedPool(ServerPool):
         self.placement["connector"] = connector
         self.placement["kv_storage"] = str(self.storage) if self.storage else None
         self.block_size = GPU_BLOCK_SIZE if self.placement["kind"] == "gpu" else CPU_BLOCK_SIZE
+        self.roles: dict[str, str] = {}
         for slot in slots:
             cfg = kv_transfer_config(connector, slot.role, self.storage, kv_buffer_device)
             if connector == "nixl":
                 slot.env["VLLM_NIXL_SIDE_CHANNEL_PORT"] = str(5600 + len(self.servers))
-            self.servers.append(self._server(server, seed, f"{slot.role}-{slot.index}", slot,
+            # E3's pool keeps the plain names (prefill-0, decode-0); other pools prefix theirs, so that several
+            # topologies in one run keep their logs apart
+            label = f"{slot.role}-{slot.index}" if name == "disaggregated" else f"{name}-{slot.role}-{slot.index}"
+            self.roles[label] = slot.role
+            self.servers.append(self._server(server, seed, label, slot,
                                              ["--kv-transfer-config", cfg]))
 
     @property
@@ -61,7 +66,7 @@ class DisaggregatedPool(ServerPool):
         return records
 
     def by_role(self, role: str) -> list[VLLMServer]:
-        return [s for s in self.servers if s.name.startswith(role)]
+        return [s for s in self.servers if self.roles[s.name] == role]
 
     def router_config(self) -> dict[str, Any]:
         return {"mode": "disaggregated", "model": self.model, "policy": self.policy, "connector": self.connector,

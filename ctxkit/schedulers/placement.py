@@ -75,3 +75,14 @@ def place(roles: list[str], prefill_visible_devices: Optional[str] = None,
               "servers": [{"role": s.role, "index": s.index, "devices": s.devices, "env": s.env,
                            "gpu_memory_utilization": s.gpu_memory_utilization} for s in slots]}
     return slots, record
+
+
+def devices_used(record: dict[str, Any]) -> int:
+    """What a placement occupies, for per-GPU numbers: distinct GPUs (two servers sharing one GPU use one), or on
+    the CPU tier distinct core sets (servers sharing all cores use one set)."""
+    servers = record.get("servers") or []
+    if record.get("kind") == "gpu":
+        gpus = {g for s in servers for g in str(s["env"].get("CUDA_VISIBLE_DEVICES", "")).split(",") if g != ""}
+        return max(1, len(gpus))
+    sets = {s["env"].get("VLLM_CPU_OMP_THREADS_BIND", "all") for s in servers}
+    return max(1, len(sets))

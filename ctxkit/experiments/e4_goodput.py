@@ -1,0 +1,291 @@
+"""E4 goodput search: for each serving topology and SLO setting, the highest Poisson request rate served with SLO
+attainment >= the target (DistServe's goodput), divided by the GPUs (or CPU core sets) the topology uses.
+
+Each topology is started once and kept up for all of its probes (ctxkit.load.search). Every probe's requests go to
+requests.jsonl (tagged with topology, SLO setting, probe and rate); every probe is a row of e4_probes.csv. From the
+probe that passed at the goodput rate: attainment against SLO scale (every objective times s), and for every probe
+the misses by cause with where the time went (the servers' own queue/prefill/decode histograms over the probe, and
+for disaggregated topologies the router's per-request breakdown of the missed requests).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import pandas as pd
+
+from ctxkit import plots
+from ctxkit.collectors import kv_transfer
+from ctxkit.collectors.attainment import outcome, slo_scale_curve
+from ctxkit.collectors.latency import SLO
+from ctxkit.experiments.common import check
+from ctxkit.load.search import Probe, SearchPolicy, SearchResult, search
+from ctxkit.load.workloads import build_workload
+from ctxkit.models import ModelCard
+from ctxkit.params import E4Params, NamedSLO, TopologyParams
+from ctxkit.records import JsonlWriter, RequestRecord
+from ctxkit.runs.folder import RunFolder
+from ctxkit.schedulers.placement import devices_used
+from ctxkit.schedulers.topology import build_pool
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class TopologyResult:
+    topology: str
+    kind: str
+    devices: int
+    unit: str                                    # GPU | CPU core set
+    placement: dict[str, Any]
+    searches: dict[str, SearchResult] = field(default_factory=dict)       # SLO name -> result
+    handoffs: list[dict[str, Any]] = field(default_factory=list)
+    describe: dict[str, Any] = field(default_factory=dict)
+
+
+def policy_of(params: E4Params) -> SearchPolicy:
+    s = params.search
+    return SearchPolicy(target=s.target, start_rate=s.start_rate, tolerance=s.tolerance,
+                        min_requests=s.min_requests, max_requests=s.max_requests, max_probes=s.max_probes,
+                        max_wall_s=s.max_wall_s, drain_s=s.drain_s, mode=s.mode,
+                        warmup_requests=s.warmup_requests, seed=params.seed)
+
+
+def slo_of(named: NamedSLO) -> SLO:
+    return SLO(named.ttft_ms, named.tpot_ms, named.e2e_ms)
+
+
+def measure_topology(params: E4Params, run: RunFolder, spec: TopologyParams, k: int, out: JsonlWriter,
+                     log: Log = print) -> TopologyResult:
+    """Start the topology, warm it up, run one search per SLO setting, stop it."""
+    card = ModelCard.load(params.server.model)
+    pool = build_pool(params.server, spec, seed=params.seed, log_dir=run.logs)
+    log(f"[e4] {spec.label}: starting {len(pool.servers)} server(s) ...")
+    with pool:
+        result = TopologyResult(spec.label, spec.kind, devices_used(pool.placement),
+                                "GPU" if pool.placement["kind"] == "gpu" else "CPU core set", pool.placement)
+        log(f"[e4] {spec.label}: up; {pool.placement['reason']}; {result.devices} {result.unit}(s)")
+        for it in build_workload(params.workload, card, params.server.max_model_len, params.seed + 99_991,
+                                 count=params.warmup_requests, id_prefix=f"t{k}-warmup") \
+                if params.warmup_requests else []:
+            rec = pool.generate(it.prompt, it.max_tokens, request_id=it.request_id,
+                                timeout_s=params.request_timeout_s)
+            rec.warmup, rec.tags = True, {"topology": spec.label, "set": "warmup"}
+            out.write(rec)
+        for j, named in enumerate(params.slos):
+            def items(probe: int, batch: int, n: int, _j: int = j):   # fresh prompts for every probe
+                seed = params.seed * 1_000_003 + k * 10_007 + _j * 1_009 + probe * 31 + batch
+                return build_workload(params.workload, card, params.server.max_model_len, seed, count=n,
+                                      id_prefix=f"t{k}s{_j}p{probe}b{batch}")
+
+            def keep(records: list[RequestRecord], _name: str = named.name) -> None:
+                for rec in records:
+                    rec.tags.update({"topology": spec.label, "slo": _name})
+                    out.write(rec)
+
+            def progress(p: Probe, _name: str = named.name) -> None:
+                log(f"[e4] {spec.label} / {_name}: probe {p.index} at {p.rate:.3g} req/s: {p.verdict} "
+                    f"({p.met}/{p.decided} met, {p.decided_by}{', stopped early' if p.early_stop else ''})")
+
+            log(f"[e4] {spec.label} / {named.name}: searching from {params.search.start_rate:g} req/s")
+            res = search(pool, items, slo_of(named), policy_of(params), timeout_s=params.request_timeout_s,
+                         on_probe=progress, on_records=keep)
+            log(f"[e4] {spec.label} / {named.name}: goodput {res.goodput:.3g} req/s ({res.stopped_because})")
+            result.searches[named.name] = res
+        result.handoffs = pool.handoffs() if hasattr(pool, "handoffs") else []
+        result.describe = pool.describe()
+    return result
+
+
+def probes_table(results: list[TopologyResult]) -> pd.DataFrame:
+    rows = [{"topology": r.topology, "slo": name, **p.row()}
+            for r in results for name, res in r.searches.items() for p in res.probes]
+    return pd.DataFrame(rows)
+
+
+def goodput_table(params: E4Params, results: list[TopologyResult]) -> pd.DataFrame:
+    rows = []
+    for r in results:
+        for name, res in r.searches.items():
+            rows.append({"topology": r.topology, "kind": r.kind, "slo": name, "devices": r.devices,
+                         "unit": r.unit, "goodput": res.goodput, "low": res.low, "high": res.high,
+                         "goodput_per_device": res.goodput / r.devices,
+                         "per_device_low": (res.low or 0.0) / r.devices,
+                         "per_device_high": res.high / r.devices if res.high is not None else None,
+                         "converged": res.converged, "stopped_because": res.stopped_because,
+                         "probes": len(res.probes), "target": params.search.target})
+    return pd.DataFrame(rows)
+
+
+def at_goodput(res: SearchResult) -> Optional[Probe]:
+    """The passing probe at the goodput rate (the records the SLO-scale curve is drawn from)."""
+    passing = [p for p in res.probes if p.verdict == "pass" and p.rate == res.low]
+    return passing[-1] if passing else None
+
+
+def slo_scale_table(params: E4Params, results: list[TopologyResult]) -> pd.DataFrame:
+    rows = []
+    for r in results:
+        for named in params.slos:
+            probe = at_goodput(r.searches[named.name])
+            if probe is None:
+                continue
+            for row in slo_scale_curve(probe.records, slo_of(named), params.slo_scales):
+                rows.append({"topology": r.topology, "slo": named.name, "rate": probe.rate, **row})
+    return pd.DataFrame(rows)
+
+
+ROLE_MEANS = ("mean_queue_ms", "mean_prefill_ms", "mean_decode_ms")
+
+
+def miss_table(params: E4Params, results: list[TopologyResult]) -> pd.DataFrame:
+    """Per probe: misses by cause, the servers' own means by role over the probe, and for disaggregated
+    topologies the mean router breakdown of the requests that missed."""
+    rows = []
+    for r in results:
+        by_request = {h["request_id"]: h for h in r.handoffs}
+        for name, res in r.searches.items():
+            slo = slo_of(next(s for s in params.slos if s.name == name))
+            for p in res.probes:
+                row: dict[str, Any] = {"topology": r.topology, "slo": name, "probe": p.index, "rate": p.rate,
+                                       "missed": p.missed, **{f"missed_{k}": v for k, v in p.misses_by_cause.items()}}
+                for role in ("aggregated", "prefill", "decode"):
+                    deltas = [d for server, d in p.server.items() if _role(server) == role]
+                    for key in ROLE_MEANS:
+                        vals = [d[key] for d in deltas if d.get(key) is not None]
+                        if vals:
+                            row[f"{role}_{key}"] = sum(vals) / len(vals)
+                missed_ids = {rec.request_id for rec in p.records
+                              if not rec.warmup and outcome(rec, slo).met is False}
+                frame = kv_transfer.handoff_frame([by_request[i] for i in missed_ids if i in by_request])
+                for col in ("router_ms", "prefill_ms", "kv_check_ms", "decode_first_ms"):
+                    if not frame.empty and col in frame and frame[col].notna().any():
+                        row[f"missed_mean_{col}"] = float(frame[col].mean())
+                rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _role(server: str) -> str:
+    for role in ("prefill", "decode"):
+        if f"{role}-" in server:
+            return role
+    return "aggregated"
+
+
+def summarize(params: E4Params, run: RunFolder, results: list[TopologyResult]) -> dict[str, Any]:
+    probes, goodput = probes_table(results), goodput_table(params, results)
+    every_probe = all(len(res.probes) >= 1 for r in results for res in r.searches.values())
+    expected = len(params.topologies) * len(params.slos)
+    searched = sum(len(r.searches) for r in results)
+    recorded = sum(1 for r in results for res in r.searches.values() for p in res.probes
+                   for rec in p.records if not rec.warmup)
+    summary = {
+        "experiment": "e4_goodput",
+        "run_id": run.run_id,
+        "checks": {
+            "every_topology_searched": check(searched == expected and every_probe,
+                                             f"{searched}/{expected} (topology, SLO) searches, each with probes"),
+            "probes_within_caps": check(all(len(res.probes) <= params.search.max_probes
+                                            for r in results for res in r.searches.values()),
+                                        f"at most {params.search.max_probes} probes per search"),
+            "requests_recorded": check(recorded == int(probes["sent"].sum()) if len(probes) else False,
+                                       f"{recorded} scored requests in requests.jsonl for "
+                                       f"{int(probes['sent'].sum()) if len(probes) else 0} sent by probes"),
+        },
+        "target": params.search.target,
+        "slos": [s.model_dump() for s in params.slos],
+        "goodput": goodput.to_dict(orient="records"),
+        "comparison": compare(goodput),
+        "probes": probes.to_dict(orient="records"),
+        "servers": [r.describe for r in results],
+        "gpu_assignment": {r.topology: r.placement for r in results},
+    }
+    run.write_json("summary.json", summary)
+    return summary
+
+
+def compare(goodput: pd.DataFrame) -> list[dict[str, Any]]:
+    """Per SLO setting: the winner by per-device goodput, the ratio to the runner-up, and whether the bracketing
+    intervals separate (the winner's lower end above the runner-up's upper end)."""
+    out = []
+    for slo, g in goodput.groupby("slo", sort=False):
+        g = g.sort_values("goodput_per_device", ascending=False)
+        best = g.iloc[0]
+        row: dict[str, Any] = {"slo": slo, "winner": best["topology"],
+                               "winner_per_device": float(best["goodput_per_device"])}
+        if len(g) > 1:
+            second = g.iloc[1]
+            row.update({"runner_up": second["topology"], "runner_up_per_device": float(second["goodput_per_device"]),
+                        "ratio": float(best["goodput_per_device"] / second["goodput_per_device"])
+                        if second["goodput_per_device"] else None,
+                        "intervals_separate": bool(second["per_device_high"] is not None and
+                                                   best["per_device_low"] > second["per_device_high"])})
+        dis = g[g["kind"] == "disaggregated"]
+        agg = g[g["kind"] == "aggregated"]
+        if len(dis) and len(agg) and agg["goodput_per_device"].max() > 0:
+            row["disaggregated_over_aggregated"] = float(dis["goodput_per_device"].max()
+                                                         / agg["goodput_per_device"].max())
+        out.append(row)
+    return out
+
+
+def conclusions(summary: dict[str, Any]) -> str:
+    parts = []
+    for c in summary["comparison"]:
+        g = {(r["slo"], r["topology"]): r for r in summary["goodput"]}
+        winner = g[(c["slo"], c["winner"])]
+        text = (f"**{c['slo']}**: {c['winner']} serves the most per {winner['unit']}: "
+                f"{c['winner_per_device']:.3g} req/s (bracket {winner['per_device_low']:.3g}-"
+                f"{winner['per_device_high'] if winner['per_device_high'] is None else round(winner['per_device_high'], 3)})")
+        if "runner_up" in c:
+            text += (f", {c['ratio']:.2f}x {c['runner_up']} ({c['runner_up_per_device']:.3g}); the intervals "
+                     f"{'separate' if c['intervals_separate'] else 'overlap, so the order is not settled'}")
+        if "disaggregated_over_aggregated" in c:
+            text += f". Disaggregated / aggregated per {winner['unit']}: {c['disaggregated_over_aggregated']:.2f}"
+        parts.append(text + ".")
+    failed = [k for k, v in summary["checks"].items() if not v["passed"]]
+    parts.append("All checks passed." if not failed else f"Checks FAILED: {', '.join(failed)}.")
+    return " ".join(parts)
+
+
+def write_artifacts(params: E4Params, run: RunFolder, results: list[TopologyResult]) -> list:
+    probes, goodput = probes_table(results), goodput_table(params, results)
+    scale, misses = slo_scale_table(params, results), miss_table(params, results)
+    probes.to_csv(run.artifacts / "e4_probes.csv", index=False)
+    goodput.to_csv(run.artifacts / "e4_goodput.csv", index=False)
+    scale.to_csv(run.artifacts / "e4_slo_scale.csv", index=False)
+    misses.to_csv(run.artifacts / "e4_misses.csv", index=False)
+    figs = [plots.attainment_vs_rate(probes, params.search.target, run.artifacts / "e4_attainment.svg"),
+            plots.goodput_bars(goodput, run.artifacts / "e4_goodput_per_device.svg")]
+    if len(scale):
+        figs.append(plots.slo_scale(scale, params.search.target, run.artifacts / "e4_slo_scale.svg"))
+    return figs
+
+
+def _styled(frame: pd.DataFrame, decimals: dict[str, int]):
+    return frame.style.hide(axis="index").format({c: f"{{:.{d}f}}" for c, d in decimals.items() if c in frame},
+                                                 na_rep="-")
+
+
+def goodput_view(summary: dict[str, Any]):
+    g = pd.DataFrame(summary["goodput"])
+    cols = {"topology": "topology", "slo": "SLO", "devices": "devices", "goodput": "goodput req/s",
+            "low": "pass at", "high": "fail at", "goodput_per_device": "per device", "per_device_low": "per dev low",
+            "per_device_high": "per dev high", "probes": "probes", "stopped_because": "stopped"}
+    g = g[[c for c in cols if c in g]].rename(columns=cols)
+    return _styled(g, {"goodput req/s": 2, "pass at": 2, "fail at": 2, "per device": 2, "per dev low": 2,
+                       "per dev high": 2})
+
+
+def probes_view(probes: pd.DataFrame):
+    cols = {"topology": "topology", "slo": "SLO", "index": "probe", "rate": "rate", "sent": "sent",
+            "decided": "decided", "attainment": "attained", "wilson_low": "low", "wilson_high": "high",
+            "verdict": "verdict", "decided_by": "decided by", "backlog": "backlog", "send_lag_p99_ms": "lag p99 ms",
+            "wall_s": "s"}
+    p = probes[[c for c in cols if c in probes]].rename(columns=cols)
+    return _styled(p, {"rate": 2, "attained": 3, "low": 3, "high": 3, "lag p99 ms": 2, "s": 1})
+
+
+def misses_view(misses: pd.DataFrame):
+    m = misses.rename(columns=lambda c: c.replace("_ms", " ms").replace("mean_", "").replace("_", " "))
+    return _styled(m, {c: 1 for c in m.columns if c.endswith(" ms")} | {"rate": 2})

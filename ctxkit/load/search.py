@@ -1,0 +1,244 @@
+"""Goodput search: the highest Poisson request rate a running backend serves with SLO attainment >= a target.
+
+DistServe's question, asked of live servers. From a start rate the rate doubles until a probe fails (or halves until
+one passes), then bisects (geometric midpoint) until the highest passing rate and the lowest failing rate are within
+`tolerance` of each other. Each probe sends fresh prompts on a Poisson schedule and decides from a 95% Wilson
+interval on its attainment: pass or fail only when the interval lies on one side of the target; an undecided probe is
+extended with more requests, up to a cap, then decided by its point estimate (and marked so). A probe stops early,
+cancelling what is in flight, once its certain misses exceed what the target allows at the cap: a rate far above
+capacity never builds an unbounded backlog. Caps on probes and wall time bound a search.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from ctxkit.backends import ServingBackend
+from ctxkit.collectors import attainment as att
+from ctxkit.collectors.latency import SLO, request_latency
+from ctxkit.collectors.server_metrics import ServerMetricsCollector, parse, value
+from ctxkit.load.arrivals import Arrivals, run_load
+from ctxkit.load.workloads import WorkItem
+from ctxkit.records import CANCELLED, RequestRecord
+
+# fresh prompts for a probe: (probe index, batch index, number of requests) -> items
+ItemsFn = Callable[[int, int, int], list[WorkItem]]
+
+
+@dataclass(frozen=True)
+class SearchPolicy:
+    target: float = 0.9                  # SLO attainment a rate must reach
+    start_rate: float = 1.0              # req/s of the first probe
+    tolerance: float = 0.05              # stop when lowest failing / highest passing <= 1 + tolerance
+    min_requests: int = 40               # a probe's first batch
+    max_requests: int = 160              # an undecided probe is extended up to this many requests
+    max_probes: int = 12                 # per search
+    max_wall_s: float = 600.0            # per search
+    drain_s: float = 30.0                # wait at most this long for requests in flight after the last send
+    warmup_requests: int = 20            # each batch starts with this many unscored requests on the same schedule,
+                                         # so the servers' queues are in steady state when scoring starts
+    mode: str = "joint"                  # joint (per-request, DistServe) | percentile (p<target> of each metric)
+    seed: int = 0
+
+    @property
+    def allowed_misses(self) -> int:
+        """Misses beyond which a probe fails whatever its remaining requests do (at its largest size)."""
+        return math.floor((1 - self.target) * self.max_requests + 1e-9)
+
+
+@dataclass
+class Probe:
+    index: int
+    rate: float
+    planned: int = 0                     # requests its batches were to send
+    sent: int = 0
+    decided: int = 0
+    met: int = 0
+    missed: int = 0
+    undecided: int = 0
+    attainment: Optional[float] = None
+    wilson_low: float = 0.0
+    wilson_high: float = 1.0
+    verdict: str = "undecided"
+    decided_by: str = ""
+    early_stop: bool = False             # ended before all it planned was sent and finished
+    backlog: int = 0                     # requests in flight (cancelled) when the probe stopped early
+    send_lag_p99_ms: Optional[float] = None
+    wall_s: float = 0.0
+    misses_by_cause: dict[str, int] = field(default_factory=dict)
+    server: dict[str, Any] = field(default_factory=dict)   # each server's metric deltas over the probe
+    percentile: dict[str, Any] = field(default_factory=dict)
+    records: list[RequestRecord] = field(default_factory=list, repr=False)
+
+    def row(self) -> dict[str, Any]:
+        """The probe as one table row (no records)."""
+        keep = ("index", "rate", "planned", "sent", "decided", "met", "missed", "undecided", "attainment", "wilson_low",
+                "wilson_high", "verdict", "decided_by", "early_stop", "backlog", "send_lag_p99_ms", "wall_s")
+        return {k: getattr(self, k) for k in keep} | {f"missed_{k}": v for k, v in self.misses_by_cause.items()}
+
+
+@dataclass
+class SearchResult:
+    goodput: float                       # highest passing rate (0 when none passed)
+    low: Optional[float]                 # highest passing rate
+    high: Optional[float]                # lowest failing rate above it
+    converged: bool
+    stopped_because: str
+    probes: list[Probe]
+
+    def summary(self) -> dict[str, Any]:
+        return {"goodput": self.goodput, "low": self.low, "high": self.high, "converged": self.converged,
+                "stopped_because": self.stopped_because, "probes": len(self.probes)}
+
+
+def _send_lag_p99(records: list[RequestRecord]) -> Optional[float]:
+    lags = [lat.client_lag_ms for lat in map(request_latency, records) if lat.client_lag_ms is not None]
+    return float(np.percentile(lags, 99)) if lags else None
+
+
+def rising(records: list[RequestRecord], slo: SLO) -> bool:
+    """Misses rising through the probe: the second half of its scored requests (in send order) misses
+    significantly more often than the first (two-proportion z > 2). A queue that is still growing is not a rate the
+    servers sustain, whatever the share met so far (a short probe above capacity can look fine)."""
+    scored = sorted((r for r in records if not r.warmup), key=lambda r: r.t_send_ns)
+    outs = [att.outcome(r, slo) for r in scored]
+    halves = [[o for o in outs[:len(outs) // 2] if o.met is not None],
+              [o for o in outs[len(outs) // 2:] if o.met is not None]]
+    if min(len(h) for h in halves) < 10:
+        return False
+    (n1, m1), (n2, m2) = [(len(h), sum(1 for o in h if not o.met)) for h in halves]
+    p = (m1 + m2) / (n1 + n2)
+    if p in (0.0, 1.0):
+        return False
+    z = (m2 / n2 - m1 / n1) / math.sqrt(p * (1 - p) * (1 / n1 + 1 / n2))
+    return z > 2.0
+
+
+def _rule(slo: SLO, policy: SearchPolicy) -> Callable[[list, list, int], Optional[str]]:
+    """When a probe's single stream ends: cancel once its certain misses exceed what the target allows; stop
+    sending (and let what is in flight finish) once at least min_requests are decided and the Wilson interval has
+    a verdict, unless misses are rising (then it goes on, up to max_requests)."""
+    def stop(done: list[RequestRecord], live: list[RequestRecord], now_ns: int) -> Optional[str]:
+        t = att.tally(done + live, slo, now_ns)
+        if t["missed"] > policy.allowed_misses:
+            return "cancel"
+        if policy.mode == "joint" and t["decided"] >= policy.min_requests and \
+                att.verdict(t["met"], t["decided"], policy.target) != "undecided" and not rising(done, slo):
+            return "drain"
+        return None
+    return stop
+
+
+def run_probe(backend: ServingBackend, index: int, rate: float, items_fn: ItemsFn, slo: SLO, policy: SearchPolicy,
+              *, timeout_s: float, on_records: Optional[Callable[[list[RequestRecord]], None]] = None) -> Probe:
+    """One probe at `rate`: one Poisson stream of warmup_requests unscored requests, then up to max_requests scored
+    ones, ended early by the rule above; its verdict from everything that finished."""
+    probe, t0 = Probe(index, rate), time.monotonic()
+    settle(backend, policy.drain_s)
+    collectors = [ServerMetricsCollector(name, fetch).start() for name, fetch in backend.metric_sources().items()]
+    items = items_fn(index, 0, policy.warmup_requests + policy.max_requests)
+    unscored = {it.request_id for it in items[:policy.warmup_requests]}
+    probe.planned = policy.max_requests
+
+    def mark(recs: list[RequestRecord]) -> list[RequestRecord]:
+        for rec in recs:
+            rec.warmup = rec.request_id in unscored
+        return recs
+
+    rule = _rule(slo, policy)
+    records = run_load(backend.base_url, backend.model, items,
+                       Arrivals("poisson", rate, seed=policy.seed * 100_003 + index * 101),
+                       timeout_s=timeout_s, stop=lambda d, live, now: rule(mark(d), mark(live), now),
+                       drain_s=policy.drain_s)
+    for rec in mark(records):
+        rec.tags.update({"probe": index, "rate": rate})
+    probe.records = records
+    if on_records:
+        on_records(records)
+    _score(probe, slo, policy)
+    probe.server = {c.name: c.stop() for c in collectors}
+    probe.wall_s = time.monotonic() - t0
+    return probe
+
+
+def settle(backend: ServingBackend, limit_s: float) -> float:
+    """Wait (up to limit_s) until no server runs or queues a request, so a probe never inherits the backlog of the
+    one before (a server may go on with requests whose client gave up). Returns the seconds waited."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < limit_s:
+        busy = 0.0
+        for fetch in backend.metric_sources().values():
+            try:
+                samples = parse(fetch())
+            except Exception:  # noqa: BLE001 - a server without metrics has nothing to wait for
+                continue
+            busy += value(samples, "vllm:num_requests_running") + value(samples, "vllm:num_requests_waiting")
+        if busy == 0:
+            break
+        time.sleep(0.2)
+    return time.monotonic() - t0
+
+
+def _score(probe: Probe, slo: SLO, policy: SearchPolicy) -> None:
+    t = att.tally(probe.records, slo)
+    probe.sent = sum(1 for r in probe.records if not r.warmup)
+    probe.decided, probe.met, probe.missed, probe.undecided = t["decided"], t["met"], t["missed"], t["undecided"]
+    probe.attainment, probe.wilson_low, probe.wilson_high = t["attainment"], t["wilson_low"], t["wilson_high"]
+    probe.misses_by_cause = t["misses_by_cause"]
+    probe.backlog = sum(1 for r in probe.records if r.status == CANCELLED)
+    probe.send_lag_p99_ms = _send_lag_p99(probe.records)
+    probe.early_stop = probe.sent < probe.planned or probe.backlog > 0   # ended before all it sent had finished
+    if probe.missed > policy.allowed_misses:
+        probe.verdict, probe.decided_by = "fail", "misses beyond what the target allows"
+    elif policy.mode == "percentile":
+        probe.percentile = att.percentile_verdict(probe.records, slo, policy.target)
+        probe.verdict, probe.decided_by = probe.percentile["verdict"], "percentile SLOs"
+    elif rising(probe.records, slo):
+        probe.verdict, probe.decided_by = "fail", "misses rising through the probe (not in steady state)"
+    else:
+        probe.verdict = att.verdict(probe.met, probe.decided, policy.target)
+        probe.decided_by = "95% Wilson interval"
+        if probe.verdict == "undecided":   # at the cap: the point estimate decides, and says so
+            probe.verdict = "pass" if (probe.attainment or 0.0) >= policy.target else "fail"
+            probe.decided_by = "point estimate at the request cap"
+
+
+def search(backend: ServingBackend, items_fn: ItemsFn, slo: SLO, policy: SearchPolicy, *, timeout_s: float,
+           on_probe: Optional[Callable[[Probe], None]] = None,
+           on_records: Optional[Callable[[list[RequestRecord]], None]] = None) -> SearchResult:
+    """Bracket, then bisect, the highest rate whose probe passes."""
+    low: Optional[float] = None
+    high: Optional[float] = None
+    rate, probes, t0 = policy.start_rate, [], time.monotonic()
+    floor = policy.start_rate / 2 ** 6
+    while True:
+        if len(probes) >= policy.max_probes:
+            stopped = f"probe cap ({policy.max_probes})"
+            break
+        if time.monotonic() - t0 >= policy.max_wall_s:
+            stopped = f"wall-time cap ({policy.max_wall_s:g} s)"
+            break
+        probe = run_probe(backend, len(probes), rate, items_fn, slo, policy, timeout_s=timeout_s,
+                          on_records=on_records)
+        probes.append(probe)
+        if on_probe:
+            on_probe(probe)
+        if probe.verdict == "pass":
+            low = rate if low is None else max(low, rate)
+            if high is not None and high <= low:    # a pass above an earlier fail: that fail was noise
+                high = None
+        else:
+            high = rate if high is None else min(high, rate)
+        if low is not None and high is not None and high / low <= 1 + policy.tolerance:
+            stopped = f"bracket within {100 * policy.tolerance:g}%"
+            break
+        rate = rate * 2 if high is None else (rate / 2 if low is None else math.sqrt(low * high))
+        if low is None and rate < floor:
+            stopped = f"no rate down to {floor:.3g} req/s met the target"
+            break
+    converged = low is not None and high is not None and high / low <= 1 + policy.tolerance
+    return SearchResult(low or 0.0, low, high, converged, stopped, probes)

@@ -1,0 +1,103 @@
+"""The goodput search against a simulated server whose capacity is known in closed form (explicitly allowed; the
+real-vLLM E4 run is in test_e4_goodput.py): K prefill slots, exponential service, first come first served, i.e. an
+M/M/K queue under Poisson arrivals, whose share of TTFTs within s is given by the Erlang C formula. The search must
+find the rate at which that share is 0.9, again with another seed, within its probe cap; an overloaded probe ends
+within its time cap with its backlog recorded. Wilson intervals and verdicts are checked against known values."""
+from __future__ import annotations
+
+import math
+import time
+
+import pytest
+
+from ctxkit.backends import Simulated
+from ctxkit.collectors import attainment as att
+from ctxkit.collectors.latency import SLO
+from ctxkit.load.search import SearchPolicy, run_probe, search
+from ctxkit.load.workloads import LengthDist, synthetic
+
+K, MU, S = 8, 25.0, 0.150          # 8 slots, 40 ms mean service, TTFT objective 150 ms
+TOLERANCE = 0.05
+
+
+def mmk_attainment(lam: float, k: int = K, mu: float = MU, s: float = S) -> float:
+    """P(response time <= s) in an M/M/k FCFS queue (response = wait + exponential service)."""
+    a, rho = lam / mu, lam / (k * mu)
+    if rho >= 1:
+        return 0.0
+    tail = a ** k / math.factorial(k) / (1 - rho)
+    erlang_c = tail / (sum(a ** i / math.factorial(i) for i in range(k)) + tail)
+    theta = k * mu - lam
+    both = (theta * math.exp(-mu * s) - mu * math.exp(-theta * s)) / (theta - mu)
+    return 1 - ((1 - erlang_c) * math.exp(-mu * s) + erlang_c * both)
+
+
+def capacity(target: float = 0.9) -> float:
+    lo, hi = 0.0, K * MU * (1 - 1e-9)
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if mmk_attainment(mid) >= target else (lo, mid)
+    return lo
+
+
+def test_the_known_capacity():
+    assert capacity() == pytest.approx(178.2, abs=0.1)
+    assert mmk_attainment(0.95 * capacity()) > 0.93 and mmk_attainment(1.05 * capacity()) < 0.8   # a sharp knee
+
+
+def test_wilson_interval_and_verdicts():
+    lo, hi = att.wilson(90, 100)
+    assert (round(lo, 4), round(hi, 4)) == (0.8256, 0.9448)         # textbook values for 90/100
+    assert att.wilson(0, 0) == (0.0, 1.0)
+    assert att.verdict(40, 40, 0.9) == "pass"                        # 40/40: lower bound 0.912
+    assert att.verdict(34, 34, 0.9) == "undecided"                   # 34/34: lower bound 0.898
+    assert att.verdict(70, 100, 0.9) == "fail"
+    assert att.verdict(90, 100, 0.9) == "undecided"
+
+
+def items(seed: int):
+    def make(probe: int, batch: int, n: int):
+        return synthetic(n, LengthDist("fixed", 16), LengthDist("fixed", 2), vocab_size=4096,
+                         seed=seed * 100_000 + probe * 10 + batch, id_prefix=f"s{seed}p{probe}b{batch}")
+    return make
+
+
+@pytest.fixture
+def mmk(tmp_path, monkeypatch):
+    monkeypatch.setenv("CTXKIT_ALLOW_SIMULATED_BACKEND", "1")
+
+    def start(seed: int) -> Simulated:
+        return Simulated(ttft_ms=0, tpot_ms=1, queue_servers=K, service_ms=1000 / MU, log_dir=tmp_path,
+                         seed=seed).start()
+    servers = []
+    yield lambda seed: servers.append(start(seed)) or servers[-1]
+    for s in servers:
+        s.stop()
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_search_finds_the_known_capacity(mmk, seed):
+    sim = mmk(seed)
+    policy = SearchPolicy(target=0.9, start_rate=20.0, tolerance=TOLERANCE, min_requests=100, max_requests=400,
+                          warmup_requests=150, max_probes=12, seed=seed)
+    result = search(sim, items(seed), SLO(ttft_ms=1000 * S), policy, timeout_s=30)
+    truth = capacity()
+    probes = [(round(p.rate, 1), p.verdict, round(p.attainment or 0, 3)) for p in result.probes]
+    assert result.converged and len(result.probes) <= policy.max_probes, probes
+    assert result.high / result.low <= 1 + TOLERANCE
+    # the bracket is within the tolerance of the truth (twice it: a probe's verdict is a sample, not the curve)
+    assert abs(result.goodput / truth - 1) <= 2 * TOLERANCE, (result.goodput, truth, probes)
+
+
+def test_an_overloaded_probe_ends_early_with_its_backlog(mmk):
+    sim = mmk(3)
+    policy = SearchPolicy(target=0.9, min_requests=100, max_requests=400, warmup_requests=20, drain_s=10)
+    rate = 20 * capacity()                                       # far beyond what the queue drains
+    t0 = time.monotonic()
+    probe = run_probe(sim, 0, rate, items(3), SLO(ttft_ms=1000 * S), policy, timeout_s=30)
+    assert time.monotonic() - t0 < 20                           # ended on its own, far inside its caps
+    assert probe.verdict == "fail" and probe.early_stop
+    assert probe.backlog > 0                                     # what was in flight, cancelled and kept
+    assert sum(r.status == "cancelled" for r in probe.records) == probe.backlog
+    assert probe.decided < policy.max_requests                   # it did not wait for the whole probe
+    assert probe.send_lag_p99_ms is not None                     # how far the client fell behind, recorded

@@ -166,7 +166,7 @@ def attainment_vs_rate(probes: pd.DataFrame, target: float, path: Optional[Path]
         for k, (topo, g) in enumerate(probes[probes["slo"] == slo].groupby("topology", sort=False)):
             g = g.sort_values("rate")
             att = g["attainment"].fillna(0.0)
-            err = [att - g["wilson_low"], g["wilson_high"] - att]
+            err = [(att - g["wilson_low"]).clip(lower=0), (g["wilson_high"] - att).clip(lower=0)]
             ax.errorbar(g["rate"], att, yerr=err, fmt="o", capsize=3, color=f"C{k}", label=topo, alpha=0.85)
             passed = g[g["verdict"] == "pass"]
             ax.plot(passed["rate"], passed["attainment"], "o", mfc="none", ms=11, color=f"C{k}")
@@ -191,9 +191,9 @@ def goodput_bars(goodput: pd.DataFrame, path: Optional[Path] = None) -> Figure:
     highs = goodput["per_device_high"].fillna(goodput["goodput_per_device"]).tolist()
     colors = [f"C{list(dict.fromkeys(goodput['topology'])).index(t)}" for t in goodput["topology"]]
     ax.bar(range(len(vals)), vals, color=colors, alpha=0.8)
-    ax.errorbar(range(len(vals)), vals, yerr=[[v - lo for v, lo in zip(vals, lows)],
-                                              [hi - v for v, hi in zip(vals, highs)]], fmt="none", color="k",
-                capsize=4)
+    ax.errorbar(range(len(vals)), vals, yerr=[[max(0.0, v - lo) for v, lo in zip(vals, lows)],
+                                              [max(0.0, hi - v) for v, hi in zip(vals, highs)]], fmt="none",
+                color="k", capsize=4)
     ax.set_xticks(range(len(vals)), labels, fontsize=8)
     unit = goodput["unit"].iloc[0] if len(goodput) else "device"
     ax.set_ylabel(f"goodput per {unit} (req/s)")

@@ -86,11 +86,13 @@ display(e4_goodput.probes_view(pd.read_csv(run.artifacts / "e4_probes.csv")))
 # %% [markdown]
 # ## 5. Where the misses came from
 #
-# Misses by cause per probe, the servers' own queue, prefill and decode means over the probe, and for
-# disaggregated topologies the router's breakdown of the requests that missed.
+# Misses by cause per probe; then where the time went, in ms: the servers' own queue, prefill and decode means over
+# the probe by role, and for disaggregated topologies the router's breakdown of the requests that missed (router,
+# prefill, KV check, decode's first token).
 
 # %% tags=["remove_input"]
-display(e4_goodput.misses_view(pd.read_csv(run.artifacts / "e4_misses.csv")))
+for table in e4_goodput.misses_view(pd.read_csv(run.artifacts / "e4_misses.csv")):
+    display(table)
 
 # %% [markdown]
 # ## 6. Conclusion

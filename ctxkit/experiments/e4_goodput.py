@@ -85,7 +85,8 @@ def measure_topology(params: E4Params, run: RunFolder, spec: TopologyParams, k: 
 
             def progress(p: Probe, _name: str = named.name) -> None:
                 log(f"[e4] {spec.label} / {_name}: probe {p.index} at {p.rate:.3g} req/s: {p.verdict} "
-                    f"({p.met}/{p.decided} met, {p.decided_by}{', stopped early' if p.early_stop else ''})")
+                    f"({p.met}/{p.decided} met, {p.decided_by}"
+                    f"{f', cut off with {p.backlog} in flight' if p.early_stop else ''})")
 
             log(f"[e4] {spec.label} / {named.name}: searching from {params.search.start_rate:g} req/s")
             res = search(pool, items, slo_of(named), policy_of(params), timeout_s=params.request_timeout_s,
@@ -286,6 +287,14 @@ def probes_view(probes: pd.DataFrame):
     return _styled(p, {"rate": 2, "attained": 3, "low": 3, "high": 3, "lag p99 ms": 2, "s": 1})
 
 
-def misses_view(misses: pd.DataFrame):
-    m = misses.rename(columns=lambda c: c.replace("_ms", " ms").replace("mean_", "").replace("_", " "))
-    return _styled(m, {c: 1 for c in m.columns if c.endswith(" ms")} | {"rate": 2})
+def misses_view(misses: pd.DataFrame) -> list:
+    """Two narrow tables: misses by cause per probe; where the time went (server means by role over the probe,
+    and the router's breakdown of the missed requests). Columns with no value anywhere are left out."""
+    keys = ["topology", "slo", "probe", "rate"]
+    m = misses.dropna(axis=1, how="all")
+    causes = m[keys + ["missed"] + sorted(c for c in m if c.startswith("missed_") and not c.startswith("missed_mean"))]
+    times = m[keys + [c for c in m if c.endswith("_ms")]]
+    times = times.rename(columns=lambda c: c.replace("_mean_", " ").replace("missed_mean_", "missed: ")
+                         .replace("_ms", "").replace("_", " "))
+    return [_styled(causes.rename(columns=lambda c: c.replace("missed_", "missed ")), {"rate": 2}),
+            _styled(times, {c: 1 for c in times.columns if c not in keys} | {"rate": 2})]

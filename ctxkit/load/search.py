@@ -65,7 +65,7 @@ class Probe:
     wilson_high: float = 1.0
     verdict: str = "undecided"
     decided_by: str = ""
-    early_stop: bool = False             # ended before all it planned was sent and finished
+    early_stop: bool = False             # cut off on misses: what was in flight was cancelled (the backlog)
     backlog: int = 0                     # requests in flight (cancelled) when the probe stopped early
     send_lag_p99_ms: Optional[float] = None
     wall_s: float = 0.0
@@ -170,7 +170,7 @@ def settle(backend: ServingBackend, limit_s: float) -> float:
     one before (a server may go on with requests whose client gave up). Returns the seconds waited."""
     t0 = time.monotonic()
     while time.monotonic() - t0 < limit_s:
-        busy = 0.0
+        busy = backend.router_in_flight() if hasattr(backend, "router_in_flight") else 0.0
         for fetch in backend.metric_sources().values():
             try:
                 samples = parse(fetch())
@@ -191,7 +191,7 @@ def _score(probe: Probe, slo: SLO, policy: SearchPolicy) -> None:
     probe.misses_by_cause = t["misses_by_cause"]
     probe.backlog = sum(1 for r in probe.records if r.status == CANCELLED)
     probe.send_lag_p99_ms = _send_lag_p99(probe.records)
-    probe.early_stop = probe.sent < probe.planned or probe.backlog > 0   # ended before all it sent had finished
+    probe.early_stop = probe.backlog > 0   # cut off: what was in flight when it stopped was cancelled
     if probe.missed > policy.allowed_misses:
         probe.verdict, probe.decided_by = "fail", "misses beyond what the target allows"
     elif policy.mode == "percentile":

@@ -83,8 +83,17 @@ class ServerPool(ServingBackend):
             s.stop()
 
     def metric_sources(self) -> dict[str, Any]:
-        """The servers' own /metrics (the router has none of its own)."""
+        """The servers' own /metrics (the router's holds only its in-flight count, see busy())."""
         return {s.name: s.metrics for s in self.servers}
+
+    def router_in_flight(self) -> float:
+        """Requests the router holds now (also between a prefill and its decode, where no server sees them)."""
+        if self.router is None:
+            return 0.0
+        for line in self.router.metrics().splitlines():
+            if line.startswith("ctxkit_router_requests_in_flight "):
+                return float(line.split()[1])
+        return 0.0
 
     def alive(self) -> bool:
         return all(s.alive() for s in self.servers) and self.router is not None and self.router.alive()

@@ -90,7 +90,7 @@ def _serve(cfg: dict[str, Any], host: str, port: int) -> None:
     timeout = aiohttp.ClientTimeout(total=cfg.get("timeout_s", 600))
     connector = cfg.get("connector")
     storage = Path(cfg["storage_path"]) if cfg.get("storage_path") else None
-    state: dict[str, Any] = {}
+    state: dict[str, Any] = {"in_flight": 0}
 
     async def on_startup(app: web.Application) -> None:
         state["session"] = aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=0))
@@ -113,7 +113,7 @@ def _serve(cfg: dict[str, Any], host: str, port: int) -> None:
             resp = web.StreamResponse(status=200, headers={"Content-Type": "text/event-stream",
                                                            "X-Ctxkit-Route": marks["route"]})
             await resp.prepare(request)
-            chunks: list[int] = []
+            chunks: list[int] = marks.setdefault("chunks", [])   # kept in marks: a cancelled relay still has them
             client_open = True
             async for line in up.content:
                 if line.startswith(b"data:") and b'"token_ids":[' in line and b'"token_ids":[]' not in line:
@@ -133,11 +133,21 @@ def _serve(cfg: dict[str, Any], host: str, port: int) -> None:
                     await resp.write_eof()
                 except ConnectionResetError:
                     marks["client_closed_early"] = True
-            if len(chunks) > 2:
-                marks["step_ms"] = statistics.median(b - a for a, b in zip(chunks, chunks[1:])) / 1e6
             return resp
 
+    def step_ms(marks: dict[str, Any]) -> Optional[float]:
+        """The decode stream's own median gap between token chunks."""
+        chunks = marks.get("chunks") or []
+        return statistics.median(b - a for a, b in zip(chunks, chunks[1:])) / 1e6 if len(chunks) > 2 else None
+
     async def completions(request: web.Request) -> web.StreamResponse:
+        state["in_flight"] += 1
+        try:
+            return await handle(request)
+        finally:
+            state["in_flight"] -= 1
+
+    async def handle(request: web.Request) -> web.StreamResponse:
         t_recv = time.perf_counter_ns()
         rid = request.headers.get("X-Request-Id") or f"req-{uuid.uuid4().hex[:12]}"
         try:
@@ -212,19 +222,22 @@ def _serve(cfg: dict[str, Any], host: str, port: int) -> None:
                 raise RuntimeError(f"decode instance {d['name']} unreachable: {type(exc).__name__}: {exc}") from None
             finally:
                 pools["decode"].outstanding[d["name"]] -= 1
-            h.t_decode_sent_ns = marks.get("t_upstream_sent_ns")
-            h.t_decode_first_ns = marks.get("t_first_ns")
-            h.decode_step_ms = marks.get("step_ms")
             if marks.get("error"):
                 h.status, h.error = "error", marks["error"]
-            elif h.t_decode_first_ns and h.t_decode_sent_ns:
-                first_ms = (h.t_decode_first_ns - h.t_decode_sent_ns) / 1e6
-                h.transfer_ms = max(0.0, first_ms - (h.decode_step_ms or 0.0)) if kv_tokens else 0.0
+            elif marks.get("t_first_ns") and marks.get("t_upstream_sent_ns"):
+                first_ms = (marks["t_first_ns"] - marks["t_upstream_sent_ns"]) / 1e6
+                h.transfer_ms = max(0.0, first_ms - (step_ms(marks) or 0.0)) if kv_tokens else 0.0
             return resp
         except RuntimeError as exc:
             h.status, h.error = "error", str(exc)
             return _error(502, str(exc))
+        except asyncio.CancelledError:   # the client went away: its upstream requests are closed, vLLM aborts them
+            h.status, h.error = "cancelled", "the client went away before the answer ended"
+            raise
         finally:
+            h.t_decode_sent_ns = marks.get("t_upstream_sent_ns")
+            h.t_decode_first_ns = marks.get("t_first_ns")
+            h.decode_step_ms = step_ms(marks)
             h.t_end_ns = time.perf_counter_ns()
             if folder is not None and cfg.get("cleanup_kv", True):
                 kv_store.remove(folder)
@@ -253,14 +266,19 @@ def _serve(cfg: dict[str, Any], host: str, port: int) -> None:
             return web.json_response(await up.json(), status=up.status)
 
     async def metrics(_: web.Request) -> web.Response:
-        return web.Response(text="", content_type="text/plain")
+        # The router's own: requests it holds (a backlog vLLM's gauges do not see, e.g. between prefill and decode)
+        text = ("# TYPE ctxkit_router_requests_in_flight gauge\n"
+                f"ctxkit_router_requests_in_flight {state['in_flight']}\n")
+        return web.Response(text=text, content_type="text/plain")
 
     app = web.Application(client_max_size=256 * 1024 * 1024)
     app.on_startup.append(on_startup)
     app.on_cleanup.append(on_cleanup)
     app.add_routes([web.post("/v1/completions", completions), web.get("/health", health),
                     web.get("/version", version), web.get("/v1/models", models), web.get("/metrics", metrics)])
-    web.run_app(app, host=host, port=port, access_log=None, print=lambda *_: None)
+    # A client that goes away cancels its handler, which closes the upstream request: vLLM aborts it instead of
+    # computing an answer nobody reads (a probe that stopped early leaves no backlog behind the router).
+    web.run_app(app, host=host, port=port, access_log=None, print=lambda *_: None, handler_cancellation=True)
 
 
 def main(argv: Optional[list[str]] = None) -> None:

@@ -208,10 +208,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
             backend.model = args.model
         summary = bench.run(params, run, backend, log=lambda s: print(s, file=sys.stderr, flush=True),
                             prepared=prepared)
-        lat = summary["profiling"]["latency"]
-        print(f"[ctxkit] completed {lat['completed']}/{lat['requests']}, {lat['request_throughput']:.2f} req/s, "
-              f"{lat['output_throughput']:.1f} out tok/s, median TTFT {lat['ttft_ms']['p50'] or 0:.1f} ms, "
-              f"median TPOT {lat['tpot_ms']['p50'] or 0:.2f} ms", file=sys.stderr)
+        if "search" in summary:
+            res = summary["search"]
+            print(f"[ctxkit] goodput {res['goodput']:.3f} req/s at attainment >= {res['target']:g} "
+                  f"({res['probes']} probes; {res['stopped_because']})", file=sys.stderr)
+        else:
+            _print_window(summary["profiling"]["latency"])
         run.set_status("succeeded")
         ok = True
     except KeyboardInterrupt as exc:
@@ -225,6 +227,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
         ok = False
     print(run.path)
     return 0 if ok else 1
+
+
+def _print_window(lat: dict[str, Any]) -> None:
+    print(f"[ctxkit] completed {lat['completed']}/{lat['requests']}, {lat['request_throughput']:.2f} req/s, "
+              f"{lat['output_throughput']:.1f} out tok/s, median TTFT {lat['ttft_ms']['p50'] or 0:.1f} ms, "
+              f"median TPOT {lat['tpot_ms']['p50'] or 0:.2f} ms", file=sys.stderr)
 
 
 def build_parser() -> argparse.ArgumentParser:

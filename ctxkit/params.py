@@ -262,6 +262,7 @@ class SearchParams(Params):
     min_requests: int = Field(40, ge=10)              # scored requests before a probe may stop on a verdict
     max_requests: int = Field(160, ge=10)             # scored requests at most (then the point estimate decides)
     warmup_requests: int = Field(20, ge=0)            # unscored requests at the head of each probe's stream
+    min_duration_s: float = Field(0.0, ge=0)          # score for at least this long before a verdict stops a probe
     max_probes: int = Field(12, ge=1)                 # per topology and SLO setting
     max_wall_s: float = Field(900.0, gt=0)            # per topology and SLO setting
     drain_s: float = Field(30.0, gt=0)                # wait for requests in flight at most this long

@@ -101,3 +101,26 @@ def test_an_overloaded_probe_ends_early_with_its_backlog(mmk):
     assert sum(r.status == "cancelled" for r in probe.records) == probe.backlog
     assert probe.decided < policy.max_requests                   # it did not wait for the whole probe
     assert probe.send_lag_p99_ms is not None                     # how far the client fell behind, recorded
+
+
+def steady(n: int, ttft_ms, tpot_ms: float = 5.0):
+    """Records sent 100 ms apart with the given TTFTs (a function of the index) and 8 tokens at tpot_ms."""
+    from ctxkit.records import RequestRecord
+    out = []
+    for i in range(n):
+        send = i * 100_000_000
+        first = send + int(ttft_ms(i) * 1e6)
+        times = [first + k * int(tpot_ms * 1e6) for k in range(8)]
+        out.append(RequestRecord(f"r{i}", 64, 8, t_sched_ns=send, t_send_ns=send, t_first_ns=first,
+                                 t_last_ns=times[-1], t_end_ns=times[-1], chunk_times_ns=times,
+                                 chunk_tokens=[1] * 8, n_out=8))
+    return out
+
+
+def test_a_climbing_queue_is_not_steady_even_within_its_slo():
+    """A growing queue whose latency is still under the objective: the probe must not pass on it."""
+    from ctxkit.load.search import rising
+    slo = SLO(ttft_ms=1000, tpot_ms=50)
+    assert not rising(steady(60, lambda i: 100 + (i % 7) * 10), slo)            # flat, noisy: steady
+    assert rising(steady(60, lambda i: 50 + 12 * i), slo)                         # 50 -> 760 ms: climbing
+    assert not rising(steady(60, lambda i: 5 + 0.5 * i), slo)                     # doubles, but far from the SLO

@@ -76,3 +76,15 @@ def test_environment_redaction():
     assert red["HF_TOKEN"] == "<redacted>" and red["MY_API_KEY"] == "<redacted>"
     assert red["CTXKIT_DB_PASSWORD"] == "<redacted>"
     assert red["VLLM_CPU_KVCACHE_SPACE"] == "1" and "HOME" not in red
+
+
+def test_the_commit_a_run_records(monkeypatch):
+    """Where code travelled (a GPU host), CTXKIT_GIT_COMMIT says which commit it is, even if a stale .git lies beside
+    it; in a checkout without it, git's HEAD and its dirty state."""
+    from ctxkit.workspace import source_checkout
+    monkeypatch.setenv("CTXKIT_GIT_COMMIT", "0123abc")
+    assert metadata.git_commit(source_checkout()) == {"commit": "0123abc", "dirty": None, "source": "CTXKIT_GIT_COMMIT"}
+    monkeypatch.delenv("CTXKIT_GIT_COMMIT")
+    got = metadata.git_commit(source_checkout())
+    assert got["source"] == "git" and len(got["commit"]) == 40 and isinstance(got["dirty"], bool)
+    assert metadata.git_commit(None)["commit"] is None

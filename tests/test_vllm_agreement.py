@@ -79,6 +79,6 @@ def test_ctxkit_agrees_with_vllm_bench(vllm_server, runs_dir):
     # benchmark's longer runs resolve. The exact definitions are test_vllm_definitions.py's.
     assert 0.97 <= r["output_throughput"]["raw"] <= 1.03, r
     for key in ("median_ttft_ms", "median_tpot_ms"):
-        assert 0.85 <= r[key]["server_normalized"] <= 1.15, (key, r)
+        assert 0.75 <= r[key]["server_normalized"] <= 1.33, (key, r)
     for result, server in windows["ctxkit"]:
         assert result["mean_ttft_ms"] > server["mean_ttft_ms"]             # the HTTP path adds, never removes

@@ -45,6 +45,7 @@ def run_search(params: BenchParams, run: RunFolder, backend: ServingBackend, log
     policy = SearchPolicy(target=s.target, start_rate=s.start_rate, tolerance=s.tolerance, mode=s.mode,
                           min_requests=s.min_requests, max_requests=s.max_requests, max_probes=s.max_probes,
                           max_wall_s=s.max_wall_s, drain_s=s.drain_s, warmup_requests=s.warmup_requests,
+                          min_duration_s=s.min_duration_s,
                           seed=params.seed)
 
     def items(probe: int, batch: int, n: int) -> list[WorkItem]:

@@ -39,8 +39,10 @@ class SearchPolicy:
     max_probes: int = 12                 # per search
     max_wall_s: float = 600.0            # per search
     drain_s: float = 30.0                # wait at most this long for requests in flight after the last send
-    warmup_requests: int = 20            # each batch starts with this many unscored requests on the same schedule,
-                                         # so the servers' queues are in steady state when scoring starts
+    warmup_requests: int = 20            # each probe's stream starts with this many unscored requests, so the
+                                         # servers' queues are in steady state when scoring starts
+    min_duration_s: float = 0.0          # a probe scores requests for at least this long before a verdict stops it:
+                                         # at a high rate, min_requests go by before a growing queue shows
     mode: str = "joint"                  # joint (per-request, DistServe) | percentile (p<target> of each metric)
     seed: int = 0
 
@@ -101,10 +103,13 @@ def _send_lag_p99(records: list[RequestRecord]) -> Optional[float]:
 
 
 def rising(records: list[RequestRecord], slo: SLO) -> bool:
-    """Misses rising through the probe: the second half of its scored requests (in send order) misses
-    significantly more often than the first (two-proportion z > 2). A queue that is still growing is not a rate the
-    servers sustain, whatever the share met so far (a short probe above capacity can look fine)."""
+    """The probe is not in steady state: misses rise (the second half of its scored requests, in send order, misses
+    significantly more often than the first: two-proportion z > 2), or latency climbs (the last third's median TTFT
+    or TPOT is over 1.5 times the first third's and over half its objective). A queue that is still growing is not
+    a rate the servers sustain, whatever the share met so far: a short probe above capacity can look fine."""
     scored = sorted((r for r in records if not r.warmup), key=lambda r: r.t_send_ns)
+    if _latency_climbs(scored, slo):
+        return True
     outs = [att.outcome(r, slo) for r in scored]
     halves = [[o for o in outs[:len(outs) // 2] if o.met is not None],
               [o for o in outs[len(outs) // 2:] if o.met is not None]]
@@ -118,6 +123,21 @@ def rising(records: list[RequestRecord], slo: SLO) -> bool:
     return z > 2.0
 
 
+def _latency_climbs(scored: list[RequestRecord], slo: SLO) -> bool:
+    lats = [request_latency(r) for r in scored if r.ok]
+    third = len(lats) // 3
+    if third < 5:
+        return False
+    for name, objective in (("ttft_ms", slo.ttft_ms), ("tpot_ms", slo.tpot_ms)):
+        first = [getattr(x, name) for x in lats[:third] if getattr(x, name) is not None]
+        last = [getattr(x, name) for x in lats[-third:] if getattr(x, name) is not None]
+        if objective and first and last:
+            head, tail = float(np.median(first)), float(np.median(last))
+            if tail > 1.5 * head and tail > 0.5 * objective:
+                return True
+    return False
+
+
 def _rule(slo: SLO, policy: SearchPolicy) -> Callable[[list, list, int], Optional[str]]:
     """When a probe's single stream ends: cancel once its certain misses exceed what the target allows; stop
     sending (and let what is in flight finish) once at least min_requests are decided and the Wilson interval has
@@ -126,7 +146,9 @@ def _rule(slo: SLO, policy: SearchPolicy) -> Callable[[list, list, int], Optiona
         t = att.tally(done + live, slo, now_ns)
         if t["missed"] > policy.allowed_misses:
             return "cancel"
-        if policy.mode == "joint" and t["decided"] >= policy.min_requests and \
+        sends = [r.t_send_ns for r in done + live if not r.warmup and r.t_send_ns]
+        long_enough = bool(sends) and (now_ns - min(sends)) / 1e9 >= policy.min_duration_s
+        if policy.mode == "joint" and long_enough and t["decided"] >= policy.min_requests and \
                 att.verdict(t["met"], t["decided"], policy.target) != "undecided" and not rising(done, slo):
             return "drain"
         return None
@@ -140,9 +162,10 @@ def run_probe(backend: ServingBackend, index: int, rate: float, items_fn: ItemsF
     probe, t0 = Probe(index, rate), time.monotonic()
     settle(backend, policy.drain_s)
     collectors = [ServerMetricsCollector(name, fetch).start() for name, fetch in backend.metric_sources().items()]
-    items = items_fn(index, 0, policy.warmup_requests + policy.max_requests)
+    # enough scored requests to cover min_duration_s at this rate, never fewer than max_requests
+    probe.planned = max(policy.max_requests, math.ceil(rate * policy.min_duration_s * 1.2))
+    items = items_fn(index, 0, policy.warmup_requests + probe.planned)
     unscored = {it.request_id for it in items[:policy.warmup_requests]}
-    probe.planned = policy.max_requests
 
     def mark(recs: list[RequestRecord]) -> list[RequestRecord]:
         for rec in recs:

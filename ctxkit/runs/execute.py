@@ -78,6 +78,13 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     raise Interrupted(f"signal {signum}")
 
 
+def _on_sigint(signum: int, frame: Any) -> None:
+    # Raised where the main thread is. Left at Python's default, SIGINT inside papermill's event loop becomes an
+    # asyncio task cancellation (asyncio.Runner's handler), which the notebook client can swallow: the run would
+    # go on to the end as if nothing had been asked.
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 RESUMABLE = {"e2_concurrency"}
 
 
@@ -146,6 +153,7 @@ def run_experiment(experiment: str, *, profile: Optional[str] = P.DEFAULT_PROFIL
     old_env = {k: os.environ.get(k) for k in kernel_env}
     os.environ.update(kernel_env)
     old_term = signal.signal(signal.SIGTERM, _on_sigterm)
+    old_int = signal.signal(signal.SIGINT, _on_sigint)
     status, failure = "succeeded", None
     t0 = time.monotonic()
     try:
@@ -158,6 +166,7 @@ def run_experiment(experiment: str, *, profile: Optional[str] = P.DEFAULT_PROFIL
         status, failure = "failed", failure_record(exc, "papermill execution")
     finally:
         signal.signal(signal.SIGTERM, old_term)
+        signal.signal(signal.SIGINT, old_int)
         for key, value in old_env.items():
             if value is None:
                 os.environ.pop(key, None)

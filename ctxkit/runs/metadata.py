@@ -32,8 +32,11 @@ def package_version(*names: str) -> Optional[str]:
 
 
 def git_commit(root: Optional[Path]) -> dict[str, Any]:
-    """HEAD of the project's checkout; where the code travelled without .git (a GPU host), CTXKIT_GIT_COMMIT."""
-    fallback = {"commit": os.environ.get("CTXKIT_GIT_COMMIT"), "dirty": None}
+    """The commit the code ran: CTXKIT_GIT_COMMIT when set (the code travelled, and a .git beside it, if any, may be
+    another commit's), else HEAD of the project's checkout with its dirty state."""
+    if os.environ.get("CTXKIT_GIT_COMMIT"):
+        return {"commit": os.environ["CTXKIT_GIT_COMMIT"], "dirty": None, "source": "CTXKIT_GIT_COMMIT"}
+    fallback = {"commit": None, "dirty": None, "source": "none: no git checkout and no CTXKIT_GIT_COMMIT"}
     if root is None:
         return fallback
     try:
@@ -45,7 +48,7 @@ def git_commit(root: Optional[Path]) -> dict[str, Any]:
         return fallback
     if commit.returncode != 0:
         return fallback
-    return {"commit": commit.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+    return {"commit": commit.stdout.strip(), "dirty": bool(dirty.stdout.strip()), "source": "git"}
 
 
 def cpu_model() -> str:

@@ -116,6 +116,8 @@ def _serve(cfg: dict[str, Any], host: str, port: int) -> None:
             chunks: list[int] = marks.setdefault("chunks", [])   # kept in marks: a cancelled relay still has them
             client_open = True
             async for line in up.content:
+                if line.startswith(b"data: [DONE]"):
+                    marks["done"] = True     # the answer is whole: a client leaving now cancels nothing
                 if line.startswith(b"data:") and b'"token_ids":[' in line and b'"token_ids":[]' not in line:
                     now = time.perf_counter_ns()
                     marks.setdefault("t_first_ns", now)
@@ -224,20 +226,21 @@ def _serve(cfg: dict[str, Any], host: str, port: int) -> None:
                 pools["decode"].outstanding[d["name"]] -= 1
             if marks.get("error"):
                 h.status, h.error = "error", marks["error"]
-            elif marks.get("t_first_ns") and marks.get("t_upstream_sent_ns"):
-                first_ms = (marks["t_first_ns"] - marks["t_upstream_sent_ns"]) / 1e6
-                h.transfer_ms = max(0.0, first_ms - (step_ms(marks) or 0.0)) if kv_tokens else 0.0
             return resp
         except RuntimeError as exc:
             h.status, h.error = "error", str(exc)
             return _error(502, str(exc))
         except asyncio.CancelledError:   # the client went away: its upstream requests are closed, vLLM aborts them
-            h.status, h.error = "cancelled", "the client went away before the answer ended"
+            if not marks.get("done"):    # (a client may close as soon as it has read [DONE]: that one is whole)
+                h.status, h.error = "cancelled", "the client went away before the answer ended"
             raise
-        finally:
+        finally:   # also when cancelled after [DONE]: the record is written from what the relay marked
             h.t_decode_sent_ns = marks.get("t_upstream_sent_ns")
             h.t_decode_first_ns = marks.get("t_first_ns")
             h.decode_step_ms = step_ms(marks)
+            if h.status == "ok" and h.t_decode_first_ns and h.t_decode_sent_ns:
+                first_ms = (h.t_decode_first_ns - h.t_decode_sent_ns) / 1e6
+                h.transfer_ms = max(0.0, first_ms - (h.decode_step_ms or 0.0)) if kv_tokens else 0.0
             h.t_end_ns = time.perf_counter_ns()
             if folder is not None and cfg.get("cleanup_kv", True):
                 kv_store.remove(folder)

@@ -220,6 +220,7 @@ class E3Params(ExperimentParams):
     correctness_prompt_lens: list[Annotated[int, Field(ge=2)]] = Field(default_factory=lambda: [100, 300, 700, 1500])
     correctness_max_tokens: int = Field(16, ge=1)
     on_request_error: Literal["continue", "stop"] = "continue"
+    gpu_sample_interval_s: float = Field(0.5, gt=0)
 
     @model_validator(mode="after")
     def _servers_and_lengths(self) -> "E3Params":
@@ -291,6 +292,7 @@ class E4Params(ExperimentParams):
     slo_scales: list[Annotated[float, Field(gt=0)]] = Field(
         default_factory=lambda: [0.4, 0.6, 0.8, 1.0, 1.2, 1.4, 1.6])
     warmup_requests: int = Field(4, ge=0)             # per topology, after its servers start (one at a time)
+    gpu_sample_interval_s: float = Field(0.5, gt=0)
 
     @model_validator(mode="after")
     def _servers_and_lengths(self) -> "E4Params":

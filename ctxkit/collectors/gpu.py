@@ -17,12 +17,16 @@ class GPUSampler:
     Without NVML or GPUs it records why and samples nothing."""
     interval_s: float = 0.5
     roles: dict[int, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)     # columns added to every row (e.g. the topology measured)
     rows: list[dict[str, Any]] = field(default_factory=list)
     unavailable: Optional[str] = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: Optional[threading.Thread] = None
 
     def start(self) -> "GPUSampler":
+        """Start sampling; a second call (e.g. `with sampler:` and then `start()`) does nothing: one thread only."""
+        if self._thread is not None or self.unavailable is not None:
+            return self
         inv = gpu_inventory()
         if not inv["available"]:
             self.unavailable = inv["reason"]
@@ -41,7 +45,7 @@ class GPUSampler:
             while not self._stop.is_set():
                 now = time.monotonic() - t0
                 for i, h in enumerate(handles):
-                    row: dict[str, Any] = {"t_s": round(now, 3), "gpu": i, "role": self.roles.get(i, "")}
+                    row: dict[str, Any] = {**self.tags, "t_s": round(now, 3), "gpu": i, "role": self.roles.get(i, "")}
                     for key, fn in (("memory", pynvml.nvmlDeviceGetMemoryInfo),
                                     ("util", pynvml.nvmlDeviceGetUtilizationRates)):
                         try:
@@ -87,14 +91,20 @@ class GPUSampler:
         return {"available": True, "interval_s": self.interval_s, "gpus": per_gpu}
 
     def write_timeline(self, path: "os.PathLike[str] | str") -> bool:
-        if not self.rows:
-            return False
-        import pandas as pd
-        pd.DataFrame(self.rows).to_csv(path, index=False)
-        return True
+        return write_timeline([self], path)
 
     def __enter__(self) -> "GPUSampler":
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
+
+
+def write_timeline(samplers: list[GPUSampler], path: "os.PathLike[str] | str") -> bool:
+    """One CSV of every sampler's rows (their tags tell them apart); False, and no file, when nothing was sampled."""
+    rows = [r for s in samplers for r in s.rows]
+    if not rows:
+        return False
+    import pandas as pd
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return True

@@ -51,7 +51,6 @@ def sweep(params: E1Params, run: RunFolder, log=print) -> tuple[list[RequestReco
     server_deltas: dict[str, Any] = {}
     one_at_a_time = LoadParams(arrival="concurrency", concurrency=1, warmup_requests=0)
     with backend, sampler, JsonlWriter(run.path / "requests.jsonl") as out:
-        sampler.start()
         log(f"[e1] server up at {backend.base_url} ({backend.version().get('version')})")
         warm = synthetic(max(1, params.warmup_requests), LengthDist("fixed", min(params.prompt_lens)),
                          LengthDist("fixed", params.output_len), vocab_size=card.vocab_size,

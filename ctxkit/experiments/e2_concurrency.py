@@ -63,7 +63,6 @@ def sweep(params: E2Params, run: RunFolder, log=print) -> dict[str, Any]:
     backend = make_backend(params, "server", run)
     sampler = GPUSampler(params.gpu_sample_interval_s, roles={0: "aggregated"})
     with backend, sampler, JsonlWriter(run.path / "requests.jsonl") as out:
-        sampler.start()
         log(f"[e2] server up at {backend.base_url} ({backend.version().get('version')}); {len(todo)} point(s)")
         warm = build_workload(params.workload.model_copy(update={"num_prompts": max(1, params.warmup_requests)}), card,
                               params.server.max_model_len, params.seed + 99_991, id_prefix="warmup")

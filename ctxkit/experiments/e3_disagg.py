@@ -16,6 +16,7 @@ import pandas as pd
 
 from ctxkit import plots
 from ctxkit.collectors import kv_transfer
+from ctxkit.collectors.gpu import GPUSampler, write_timeline
 from ctxkit.collectors.latency import request_latency, slo_of
 from ctxkit.collectors.server_metrics import parse, value
 from ctxkit.completions import CompletionRequest
@@ -26,7 +27,7 @@ from ctxkit.models import ModelCard
 from ctxkit.params import E3Params, TopologyParams
 from ctxkit.records import JsonlWriter, RequestRecord
 from ctxkit.runs.folder import RunFolder
-from ctxkit.schedulers.placement import devices_used
+from ctxkit.schedulers.placement import devices_used, gpu_roles
 from ctxkit.schedulers.topology import build_pool
 
 MODES = ("aggregated", "disaggregated")
@@ -44,6 +45,7 @@ class ModeResult:
     correctness_handoffs: list[dict[str, Any]] = field(default_factory=list)
     external_kv_tokens: Optional[float] = None
     devices: int = 1
+    gpu: Optional[GPUSampler] = None          # NVML telemetry of this mode's GPUs, tagged with each GPU's role
 
 
 def correctness_set(params: E3Params, card: ModelCard) -> list[CompletionRequest]:
@@ -81,7 +83,8 @@ def run_mode(params: E3Params, run: RunFolder, mode: str, out: JsonlWriter, log=
     card = ModelCard.load(params.server.model)
     pool = make_pool(params, run, mode)
     log(f"[e3] {mode}: starting {len(pool.servers)} vLLM server(s) and the router ...")
-    with pool:
+    sampler = GPUSampler(params.gpu_sample_interval_s, roles=gpu_roles(pool.placement), tags={"mode": mode})
+    with pool, sampler:
         log(f"[e3] {mode}: router at {pool.base_url}; placement: {pool.placement['reason']}")
         warm = build_workload(params.workload, card, params.server.max_model_len, params.seed + 99_991,
                               count=max(1, len(pool.servers)), id_prefix=f"{mode}-warmup")
@@ -128,7 +131,7 @@ def run_mode(params: E3Params, run: RunFolder, mode: str, out: JsonlWriter, log=
         describe = pool.describe()
     enforce_error_policy(mode, records, params.on_request_error)
     return ModeResult(mode, records, correctness, prof["latency"], servers, describe, handoffs,
-                      correctness_handoffs, external, devices=devices_used(describe["placement"]))
+                      correctness_handoffs, external, devices=devices_used(describe["placement"]), gpu=sampler)
 
 
 class RequestsFailed(RuntimeError):
@@ -233,7 +236,9 @@ def summarize(params: E3Params, run: RunFolder, agg: ModeResult, dis: ModeResult
         "checks": checks,
         "headline": [headline(agg), headline(dis)],
         "profiling": {"latency": {"aggregated": agg.latency, "disaggregated": dis.latency},
-                      "kv_transfer": kv, "server": {"aggregated": agg.servers, "disaggregated": dis.servers}},
+                      "kv_transfer": kv, "server": {"aggregated": agg.servers, "disaggregated": dis.servers},
+                      "gpu": {res.mode: res.gpu.stop() if res.gpu else {"available": False, "reason": "not sampled"}
+                              for res in (agg, dis)}},
         "broker_completed_handoffs": kv["broker_completed_handoffs"],
         "gpu_assignment": {"aggregated": agg.describe["placement"], "disaggregated": dis.describe["placement"]},
         "correctness": {"prompt_lens": params.correctness_prompt_lens, "aggregated": agg.correctness,
@@ -248,6 +253,7 @@ def summarize(params: E3Params, run: RunFolder, agg: ModeResult, dis: ModeResult
 def write_artifacts(run: RunFolder, agg: ModeResult, dis: ModeResult, summary: dict[str, Any]) -> list:
     pd.DataFrame(summary["headline"]).to_csv(run.artifacts / "e3_headline.csv", index=False)
     kv_transfer.handoff_frame(dis.handoffs, dis.records).to_csv(run.artifacts / "e3_handoffs.csv", index=False)
+    write_timeline([res.gpu for res in (agg, dis) if res.gpu], run.artifacts / "e3_gpu_timeline.csv")
     br = breakdown(dis)
     br.to_csv(run.artifacts / "e3_ttft_breakdown.csv", index=False)
     req = []

@@ -17,6 +17,7 @@ import pandas as pd
 from ctxkit import plots
 from ctxkit.collectors import kv_transfer
 from ctxkit.collectors.attainment import outcome, slo_scale_curve
+from ctxkit.collectors.gpu import GPUSampler, write_timeline
 from ctxkit.collectors.latency import SLO
 from ctxkit.experiments.common import check
 from ctxkit.load.search import Probe, SearchPolicy, SearchResult, search
@@ -25,7 +26,7 @@ from ctxkit.models import ModelCard
 from ctxkit.params import E4Params, NamedSLO, TopologyParams
 from ctxkit.records import JsonlWriter, RequestRecord
 from ctxkit.runs.folder import RunFolder
-from ctxkit.schedulers.placement import devices_used
+from ctxkit.schedulers.placement import devices_used, gpu_roles
 from ctxkit.schedulers.topology import build_pool
 
 Log = Callable[[str], None]
@@ -41,6 +42,7 @@ class TopologyResult:
     searches: dict[str, SearchResult] = field(default_factory=dict)       # SLO name -> result
     handoffs: list[dict[str, Any]] = field(default_factory=list)
     describe: dict[str, Any] = field(default_factory=dict)
+    gpu: Optional[GPUSampler] = None             # NVML telemetry of its GPUs while it was up, tagged with roles
 
 
 def policy_of(params: E4Params) -> SearchPolicy:
@@ -61,9 +63,12 @@ def measure_topology(params: E4Params, run: RunFolder, spec: TopologyParams, k: 
     card = ModelCard.load(params.server.model)
     pool = build_pool(params.server, spec, seed=params.seed, log_dir=run.logs)
     log(f"[e4] {spec.label}: starting {len(pool.servers)} server(s) ...")
-    with pool:
+    sampler = GPUSampler(params.gpu_sample_interval_s, roles=gpu_roles(pool.placement),
+                         tags={"topology": spec.label})
+    with pool, sampler:
         result = TopologyResult(spec.label, spec.kind, devices_used(pool.placement),
-                                "GPU" if pool.placement["kind"] == "gpu" else "CPU core set", pool.placement)
+                                "GPU" if pool.placement["kind"] == "gpu" else "CPU core set", pool.placement,
+                                gpu=sampler)
         log(f"[e4] {spec.label}: up; {pool.placement['reason']}; {result.devices} {result.unit}(s)")
         for it in build_workload(params.workload, card, params.server.max_model_len, params.seed + 99_991,
                                  count=params.warmup_requests, id_prefix=f"t{k}-warmup") \
@@ -200,6 +205,8 @@ def summarize(params: E4Params, run: RunFolder, results: list[TopologyResult]) -
         "probes": probes.to_dict(orient="records"),
         "servers": [r.describe for r in results],
         "gpu_assignment": {r.topology: r.placement for r in results},
+        "profiling": {"gpu": {r.topology: r.gpu.stop() if r.gpu else {"available": False, "reason": "not sampled"}
+                              for r in results}},
     }
     run.write_json("summary.json", summary)
     return summary
@@ -256,6 +263,7 @@ def write_artifacts(params: E4Params, run: RunFolder, results: list[TopologyResu
     goodput.to_csv(run.artifacts / "e4_goodput.csv", index=False)
     scale.to_csv(run.artifacts / "e4_slo_scale.csv", index=False)
     misses.to_csv(run.artifacts / "e4_misses.csv", index=False)
+    write_timeline([r.gpu for r in results if r.gpu], run.artifacts / "e4_gpu_timeline.csv")
     figs = [plots.attainment_vs_rate(probes, params.search.target, run.artifacts / "e4_attainment.svg"),
             plots.goodput_bars(goodput, run.artifacts / "e4_goodput_per_device.svg")]
     if len(scale):

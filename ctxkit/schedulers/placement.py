@@ -86,3 +86,16 @@ def devices_used(record: dict[str, Any]) -> int:
         return max(1, len(gpus))
     sets = {s["env"].get("VLLM_CPU_OMP_THREADS_BIND", "all") for s in servers}
     return max(1, len(sets))
+
+
+def gpu_roles(record: dict[str, Any]) -> dict[int, str]:
+    """GPU index -> the roles of the servers placed on it ("prefill", "decode", "aggregated", or "prefill+decode"
+    when shared), for tagging GPU telemetry; empty on the CPU tier."""
+    if record.get("kind") != "gpu":
+        return {}
+    roles: dict[int, list[str]] = {}
+    for s in record.get("servers") or []:
+        for g in str(s["env"].get("CUDA_VISIBLE_DEVICES", "")).split(","):
+            if g.strip().isdigit() and s["role"] not in roles.setdefault(int(g), []):
+                roles[int(g)].append(s["role"])
+    return {g: "+".join(r) for g, r in sorted(roles.items())}

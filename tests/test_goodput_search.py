@@ -124,3 +124,17 @@ def test_a_climbing_queue_is_not_steady_even_within_its_slo():
     assert not rising(steady(60, lambda i: 100 + (i % 7) * 10), slo)            # flat, noisy: steady
     assert rising(steady(60, lambda i: 50 + 12 * i), slo)                         # 50 -> 760 ms: climbing
     assert not rising(steady(60, lambda i: 5 + 0.5 * i), slo)                     # doubles, but far from the SLO
+
+
+def test_misses_allowed_scale_with_the_probes_planned_size():
+    """A probe lengthened by min_duration_s plans more requests than max_requests; its early cut-off must allow the
+    misses the target allows at that size (the GPU run cut a 204-request probe off at 7 misses: 10% of 60)."""
+    from ctxkit.load.search import _rule
+    slo = SLO(ttft_ms=1000, tpot_ms=50)
+    policy = SearchPolicy(target=0.9, min_requests=40, max_requests=60, min_duration_s=15)
+    planned = policy.planned(11.3)
+    assert planned == 204                                        # 11.3 req/s x 15 s x 1.2
+    done = steady(40, lambda i: 2000 if i % 5 == 0 else 100)     # 8 misses in 40: over 6, under 20
+    now = done[-1].t_end_ns
+    assert _rule(slo, policy, planned)(done, [], now) != "cancel"
+    assert _rule(slo, policy, policy.max_requests)(done, [], now) == "cancel"

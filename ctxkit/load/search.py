@@ -46,10 +46,14 @@ class SearchPolicy:
     mode: str = "joint"                  # joint (per-request, DistServe) | percentile (p<target> of each metric)
     seed: int = 0
 
-    @property
-    def allowed_misses(self) -> int:
-        """Misses beyond which a probe fails whatever its remaining requests do (at its largest size)."""
-        return math.floor((1 - self.target) * self.max_requests + 1e-9)
+    def planned(self, rate: float) -> int:
+        """Scored requests a probe at `rate` is planned to send: enough to cover min_duration_s, at least
+        max_requests."""
+        return max(self.max_requests, math.ceil(rate * self.min_duration_s * 1.2))
+
+    def allowed_misses(self, planned: int) -> int:
+        """Misses beyond which a probe of `planned` scored requests fails whatever its remaining requests do."""
+        return math.floor((1 - self.target) * planned + 1e-9)
 
 
 @dataclass
@@ -138,13 +142,13 @@ def _latency_climbs(scored: list[RequestRecord], slo: SLO) -> bool:
     return False
 
 
-def _rule(slo: SLO, policy: SearchPolicy) -> Callable[[list, list, int], Optional[str]]:
+def _rule(slo: SLO, policy: SearchPolicy, planned: int) -> Callable[[list, list, int], Optional[str]]:
     """When a probe's single stream ends: cancel once its certain misses exceed what the target allows; stop
     sending (and let what is in flight finish) once at least min_requests are decided and the Wilson interval has
     a verdict, unless misses are rising (then it goes on, up to max_requests)."""
     def stop(done: list[RequestRecord], live: list[RequestRecord], now_ns: int) -> Optional[str]:
         t = att.tally(done + live, slo, now_ns)
-        if t["missed"] > policy.allowed_misses:
+        if t["missed"] > policy.allowed_misses(planned):
             return "cancel"
         sends = [r.t_send_ns for r in done + live if not r.warmup and r.t_send_ns]
         long_enough = bool(sends) and (now_ns - min(sends)) / 1e9 >= policy.min_duration_s
@@ -162,8 +166,7 @@ def run_probe(backend: ServingBackend, index: int, rate: float, items_fn: ItemsF
     probe, t0 = Probe(index, rate), time.monotonic()
     settle(backend, policy.drain_s)
     collectors = [ServerMetricsCollector(name, fetch).start() for name, fetch in backend.metric_sources().items()]
-    # enough scored requests to cover min_duration_s at this rate, never fewer than max_requests
-    probe.planned = max(policy.max_requests, math.ceil(rate * policy.min_duration_s * 1.2))
+    probe.planned = policy.planned(rate)
     items = items_fn(index, 0, policy.warmup_requests + probe.planned)
     unscored = {it.request_id for it in items[:policy.warmup_requests]}
 
@@ -172,7 +175,7 @@ def run_probe(backend: ServingBackend, index: int, rate: float, items_fn: ItemsF
             rec.warmup = rec.request_id in unscored
         return recs
 
-    rule = _rule(slo, policy)
+    rule = _rule(slo, policy, probe.planned)
     records = run_load(backend.base_url, backend.model, items,
                        Arrivals("poisson", rate, seed=policy.seed * 100_003 + index * 101),
                        timeout_s=timeout_s, stop=lambda d, live, now: rule(mark(d), mark(live), now),
@@ -215,7 +218,7 @@ def _score(probe: Probe, slo: SLO, policy: SearchPolicy) -> None:
     probe.backlog = sum(1 for r in probe.records if r.status == CANCELLED)
     probe.send_lag_p99_ms = _send_lag_p99(probe.records)
     probe.early_stop = probe.backlog > 0   # cut off: what was in flight when it stopped was cancelled
-    if probe.missed > policy.allowed_misses:
+    if probe.missed > policy.allowed_misses(probe.planned):
         probe.verdict, probe.decided_by = "fail", "misses beyond what the target allows"
     elif policy.mode == "percentile":
         probe.percentile = att.percentile_verdict(probe.records, slo, policy.target)

@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
 # Wait up to SECONDS for a run started by run.sh and print its last lines. When it has ended (succeeded or not),
-# pack the newest run folder under /root/runs and the command's log into $OUT/NAME.tar.gz (the device returns a
-# few files only). Call it again within 30 s of the previous call's end, or the machine goes back.
+# pack the newest run folder under /root/runs and the command's log into $OUT/NAME.tar.gz; when it is still running
+# at the limit, pack what it has written so far into $OUT/NAME.partial.tar.gz (a machine can be given back between
+# calls: nothing on it survives that).
 set -uo pipefail
 name=$1; limit=${2:-540}
+if [ ! -f "/root/runs/$name.log" ]; then
+  echo "no run '$name' on this machine: it is a fresh one (the last was given back); nothing to wait for" >&2
+  exit 3
+fi
 for _ in $(seq 1 "$limit"); do [ -f "/root/runs/$name.rc" ] && break; sleep 1; done
 tail -n 40 "/root/runs/$name.log"
+run=$(ls -td /root/runs/*/ 2>/dev/null | head -n 1)
 if [ -f "/root/runs/$name.rc" ]; then
   echo "rc=$(cat /root/runs/$name.rc)"
-  run=$(ls -td /root/runs/*/ 2>/dev/null | head -n 1)
   tar czf "$OUT/$name.tar.gz" -C /root/runs "$name.log" ${run:+"$(basename "$run")"} && ls -la "$OUT"
 else
-  echo "still running"
+  echo "still running; what it has so far: $name.partial.tar.gz"
+  tar czf "$OUT/$name.partial.tar.gz" -C /root/runs "$name.log" ${run:+"$(basename "$run")"} 2>/dev/null
 fi

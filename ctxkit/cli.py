@@ -1,4 +1,4 @@
-"""ctxkit's command line: run | bench | report | compare | ls | doctor. Each command parses its arguments, checks
+"""ctxkit's command line: run | bench | report | compare | packet | ls | doctor. Each command parses its arguments, checks
 them before anything starts, and calls the library (ctxkit.runs, ctxkit.experiments); no measuring happens here."""
 from __future__ import annotations
 
@@ -73,11 +73,28 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_packet(args: argparse.Namespace) -> int:
+    from ctxkit.runs.packet import PacketError, build
+
+    try:
+        out = build([Path(p) for p in args.run_dirs], Path(args.out), args.title, args.allow_no_commit)
+    except PacketError as exc:
+        print(f"ctxkit packet: {exc}", file=sys.stderr)
+        return 2
+    print(out)
+    return 0
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     from ctxkit.doctor import report
 
     text, ok = report()
     print(text)
+    if args.links:
+        from ctxkit.doctor import links_report
+        text, links_ok = links_report(args.model, args.tokens)
+        print(text)
+        ok = ok and links_ok
     return 0 if ok else 1
 
 
@@ -304,11 +321,23 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("run_dirs", nargs="+")
     cmp_.set_defaults(func=cmd_compare)
 
+    pkt = sub.add_parser("packet", help="copy runs into a results packet whose README tables come from their summaries")
+    pkt.add_argument("run_dirs", nargs="+")
+    pkt.add_argument("--out", required=True, help="the packet folder (e.g. docs/results/2026-11-28-h200)")
+    pkt.add_argument("--title", default=None)
+    pkt.add_argument("--allow-no-commit", action="store_true", help="accept runs that recorded no commit")
+    pkt.set_defaults(func=cmd_packet)
+
     ini = sub.add_parser("init", help="lay out a workspace (notebooks, parameter files, templates) to edit and run in")
     ini.add_argument("dir", help="a new or empty folder")
     ini.set_defaults(func=cmd_init)
 
     doc = sub.add_parser("doctor", help="what is installed and usable, with the fix for each problem")
+    doc.add_argument("--links", action="store_true",
+                     help="also measure the link a KV handoff crosses (GPU 0 -> 1 peer copies, or the tmpfs folder)")
+    doc.add_argument("--model", default=None, help="model card for the handoff's descriptor size (default: "
+                                                    "llama-3.1-8b on GPUs, tiny-llama on the CPU)")
+    doc.add_argument("--tokens", type=int, default=2048, help="prompt tokens of the handoff (default 2048)")
     doc.set_defaults(func=cmd_doctor)
 
     ls = sub.add_parser("ls", help="list runs")

@@ -125,3 +125,30 @@ def report(findings: Optional[list[Finding]] = None) -> tuple[str, bool]:
     ok = all(f.ok for f in findings)
     lines.append("all good" if ok else "problems found: see the fixes above")
     return "\n".join(lines), ok
+
+
+def links_report(model: Optional[str] = None, tokens: int = 2048) -> tuple[str, bool]:
+    """`ctxkit doctor --links`: the link probe E3 runs, between GPU 0 and GPU 1 (or within GPU 0, or through the
+    tmpfs folder on the CPU tier), for a handoff of `tokens` prompt tokens of the model card."""
+    from ctxkit.collectors.link import probe
+    from ctxkit.hardware import gpu_inventory
+    from ctxkit.models import ModelCard
+    from ctxkit.schedulers.kv_store import CPU_BLOCK_SIZE, GPU_BLOCK_SIZE, stored_tokens
+
+    inv = gpu_inventory()
+    if inv["available"]:
+        gpus = [d["index"] for d in inv["devices"]]
+        src, dst = gpus[0], gpus[1] if len(gpus) > 1 else gpus[0]
+        placement = {"kind": "gpu", "servers": [{"role": "prefill", "env": {"CUDA_VISIBLE_DEVICES": str(src)}},
+                                                {"role": "decode", "env": {"CUDA_VISIBLE_DEVICES": str(dst)}}]}
+        block, card = GPU_BLOCK_SIZE, ModelCard.load(model or "llama-3.1-8b")
+    else:
+        placement, block, card = {"kind": "cpu", "servers": []}, CPU_BLOCK_SIZE, ModelCard.load(model or "tiny-llama")
+    res = probe(placement, card, block, stored_tokens(tokens, block))
+    if not res["available"]:
+        return f"BAD  {'KV link':24} {res['reason']}", False
+    lines = [f"ok   {'KV link':24} {res['path']}; {card.name}, block {block}, {res['tokens']} tokens"]
+    for name in ("large", "descriptor"):
+        r = res[name]
+        lines.append(f"     {'':24} {r['pieces']:>6} x {r['piece_bytes']:>11,} B: {r['gb_per_s']:8.2f} GB/s")
+    return "\n".join(lines), True

@@ -162,6 +162,11 @@ class BenchParams(ExperimentParams):
 
     @model_validator(mode="after")
     def _fits_server(self) -> "BenchParams":
+        # a trace carries its own timestamps: replay on them unless an arrival process was chosen (as AIPerf
+        # does); a default Poisson stream would send a 30-second trace in a few seconds without a word
+        chosen = {"arrival", "request_rate", "burstiness", "concurrency"} & self.load.model_fields_set
+        if self.workload.dataset == "trace" and not chosen:
+            self.load.arrival = "trace"
         _workload_fits(self, self.workload, self.load)
         if self.search is not None and slo_of_params(self.slo) is None:
             raise ValueError("a goodput search needs an SLO: --goodput ttft:MS tpot:MS (slo.ttft_ms, slo.tpot_ms)")

@@ -85,11 +85,16 @@ for fig in figs:
 
 # %% [markdown]
 # ## 6. KV transfer
+#
+# Per handoff: bytes, transfer time, GB/s and the share of TTFT spent waiting on KV. Below, the link itself,
+# measured in this run before the disaggregated servers started (one large buffer, and the handoff's own
+# descriptor size), against the load window's achieved rate: the KV path's efficiency.
 
 # %% tags=["remove_input"]
 kv = summary["profiling"]["kv_transfer"]
 display(pd.DataFrame({k: v for k, v in kv.items() if isinstance(v, dict) and "p50" in v}).T.round(4))
 print({k: v for k, v in kv.items() if not isinstance(v, dict)})
+display(e3_disagg.link_table(kv))
 
 # %% [markdown]
 # ## 7. Conclusion

@@ -20,9 +20,18 @@ KIND_ARGS = {
     "gamma": ["--request-rate", "20", "--burstiness", "0.5"],
     "constant": ["--arrival", "constant", "--request-rate", "20"],
     "concurrency": ["--concurrency", "2"],
-    "trace": ["--dataset-name", "trace", "--dataset-path", str(ROOT / "tests/data/fresh_trace.jsonl"),
-              "--arrival", "trace"],
+    # no --arrival: a trace is replayed on its own timestamps by default
+    "trace": ["--dataset-name", "trace", "--dataset-path", str(ROOT / "tests/data/fresh_trace.jsonl")],
 }
+
+
+def test_a_trace_replays_on_its_timestamps_unless_told_otherwise():
+    from ctxkit.params import BenchParams
+    trace = {"dataset": "trace", "dataset_path": str(ROOT / "tests/data/fresh_trace.jsonl")}
+    assert BenchParams(workload=trace).load.arrival == "trace"
+    assert BenchParams(workload=trace, load={"request_rate": 5.0}).load.arrival == "poisson"   # an explicit choice
+    assert BenchParams(workload=trace, load={"arrival": "constant", "request_rate": 5.0}).load.arrival == "constant"
+    assert BenchParams().load.arrival == "poisson"
 
 
 def test_every_kind_is_covered():

@@ -14,6 +14,7 @@ import pytest
 from ctxkit.backends.process import group_members
 from ctxkit.experiments.e3_disagg import RequestsFailed, enforce_error_policy
 from ctxkit.hardware import gpu_inventory
+from ctxkit.models import ModelCard
 from ctxkit.params import ServerParams
 from ctxkit.records import DISCONNECT, HTTP_ERROR, OK, RequestRecord
 from ctxkit.schedulers import kv_store
@@ -28,6 +29,12 @@ def test_kv_store_layout():
     assert kv_store.stored_tokens(1500, 128) == 1408      # measured: a 1500-token prompt moves 1408 tokens
     assert kv_store.stored_tokens(100, 128) == 0
     assert kv_store.stored_tokens(8192, 16) == 8176        # GPU blocks: 1,071,647,488 B / 131,072 B a token
+
+
+def test_block_size_follows_the_servers_arguments():
+    assert kv_store.block_size_of([], "gpu") == 16 and kv_store.block_size_of([], "cpu") == 128
+    assert kv_store.block_size_of(["--enforce-eager", "--block-size", "64"], "gpu") == 64
+    assert kv_store.block_size_of(["--block-size=32"], "cpu") == 32
 
 
 def test_error_policy():
@@ -60,6 +67,17 @@ def test_e3_end_to_end(tmp_path):
     for key in ("bytes", "transfer_ms", "gb_per_s", "stall_ratio"):
         assert {"min", "max", "avg", "p50", "p95"} <= set(kv[key]), key
     assert summary["gpu_assignment"]["disaggregated"]["kind"] == ("gpu" if gpu_inventory()["available"] else "cpu")
+    # the load window's KV, from the router's files for ExampleConnector: every handoff's bytes, and the rate read
+    # against the link measured in the same run (write + read through the same tmpfs folder)
+    window, measured_link = kv["window"], kv["link"]
+    assert window["bytes"] == int(moved["kv_bytes_measured"].sum()) > 0
+    assert window["gb_per_s"] > 0 and 0 < window["efficiency"] == window["gb_per_s"] / measured_link["large"]["gb_per_s"]
+    assert measured_link["available"] and measured_link["kind"] == summary["gpu_assignment"]["disaggregated"]["kind"]
+    # the probe's descriptor is one layer's file of a handoff: layers x piece = the bytes the connector wrote
+    layers = ModelCard.load("tiny-llama").num_layers
+    assert measured_link["descriptor"]["piece_bytes"] * layers == int(moved["kv_bytes_measured"].iloc[0])
+    assert handoffs["efficiency"].notna().all()
+    assert "% of the link" in (run / "report.html").read_text()
     for name in ("e3_headline.csv", "e3_handoffs.csv", "e3_ttft_breakdown.csv", "e3_latency_cdf.svg",
                  "e3_ttft_breakdown.svg"):
         assert (run / "artifacts" / name).is_file(), name

@@ -3,6 +3,7 @@ every report opened in headless Chromium."""
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -161,3 +162,62 @@ def test_compare_two_e2_runs(e2_run, e2_resumed, runs_root):
     assert seen["errors"] == [] and sum(f["tag"] == "svg" and f["width"] > 0 for f in seen["figures"]) >= 3
     bad = run_cli("--runs-dir", str(runs_root), "compare", str(full))
     assert bad.returncode == 2 and "at least two" in bad.stderr
+
+
+def readme_table(text: str, heading_start: str) -> list[dict[str, str]]:
+    """The first markdown table under the '### ' heading that starts with heading_start, as dicts."""
+    lines = text.split(f"### [{heading_start}", 1)[1].splitlines()[1:]
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    block = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        block.append([c.strip() for c in line.strip("|").split("|")])
+    return [dict(zip(block[0], row)) for row in block[2:]]
+
+
+def close(cell: str, value: float, digits: int) -> bool:
+    return abs(float(cell.replace(",", "").rstrip("%")) - value) <= 0.5 * 10 ** -digits + 1e-9
+
+
+def test_packet_tables_are_the_runs_summaries(e1_run, e2_run, tmp_path):
+    """`ctxkit packet` on two real runs: every headline cell is its summary's number; notes survive a rebuild; a
+    run without a recorded commit is refused before anything is written."""
+    (e1, _), (e2, _) = e1_run, e2_run
+    out = tmp_path / "packet"
+    result = run_cli("packet", str(e1), str(e2), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    text = (out / "README.md").read_text()
+    s1, s2 = (json.loads((p / "summary.json").read_text()) for p in (e1, e2))
+    rows = readme_table(text, "e2_concurrency")
+    assert [r["point"] for r in rows] == [p["point"] for p in s2["sweep"]]
+    for row, point in zip(rows, s2["sweep"]):
+        assert close(row["req/s"], point["request_throughput"], 2), (row, point)
+        assert close(row["p99 TTFT ms"], point["p99_ttft_ms"], 1), (row, point)
+        assert close(row["in SLO"], 100 * point["slo_attainment"], 0), (row, point)
+    rows = readme_table(text, "e1_latency")
+    assert [int(r["prompt tokens"].replace(",", "")) for r in rows] == [p["prompt_len"] for p in s1["sweep"]]
+    assert all(close(r["p50 TTFT ms"], p["p50_ttft_ms"], 1) for r, p in zip(rows, s1["sweep"]))
+    commit = json.loads((e1 / "run_metadata.json").read_text())["git"]["commit"]
+    assert commit and commit[:12] in text
+    for name in ("summary.json", "run_metadata.json", "params.yaml", "report.html"):
+        assert (out / "e2_concurrency" / name).is_file(), name
+    assert (out / "e2_concurrency/artifacts/e2_concurrency_curve.csv").is_file()
+
+    notes = "Hand-written: the TTFT knee sits between concurrency 4 and 8."
+    (out / "README.md").write_text(text.replace("<!-- ctxkit packet: end of notes -->",
+                                                notes + "\n<!-- ctxkit packet: end of notes -->"))
+    assert run_cli("packet", str(e1), str(e2), "--out", str(out)).returncode == 0
+    again = (out / "README.md").read_text()
+    assert notes in again and again.replace(notes + "\n", "") == text
+
+    no_commit = tmp_path / "no-commit"
+    shutil.copytree(e1, no_commit)
+    (no_commit / "run_metadata.json").chmod(0o644)    # a run's files are read-only: this is a doctored copy
+    meta = json.loads((no_commit / "run_metadata.json").read_text())
+    meta["git"] = {"commit": None, "dirty": None, "source": "none: no git checkout and no CTXKIT_GIT_COMMIT"}
+    (no_commit / "run_metadata.json").write_text(json.dumps(meta))
+    refused = run_cli("packet", str(e2), str(no_commit), "--out", str(tmp_path / "refused"))
+    assert refused.returncode == 2 and "recorded no commit" in refused.stderr
+    assert not (tmp_path / "refused").exists()
+    assert run_cli("packet", str(no_commit), "--out", str(tmp_path / "allowed"), "--allow-no-commit").returncode == 0

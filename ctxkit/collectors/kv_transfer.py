@@ -10,8 +10,10 @@ from ctxkit.collectors.latency import stats
 from ctxkit.records import RequestRecord
 
 
-def handoff_frame(handoffs: list[dict[str, Any]], records: Optional[list[RequestRecord]] = None) -> pd.DataFrame:
-    """One row per handoff; with the client's records, the stall ratio (time waiting on KV / client TTFT)."""
+def handoff_frame(handoffs: list[dict[str, Any]], records: Optional[list[RequestRecord]] = None,
+                  link_gb_per_s: Optional[float] = None) -> pd.DataFrame:
+    """One row per handoff; with the client's records, the stall ratio (time waiting on KV / client TTFT); with the
+    link's measured rate, the efficiency (achieved GB/s / link GB/s)."""
     rows = []
     ttft = {r.request_id: (r.t_first_ns - r.t_send_ns) / 1e6 for r in records or [] if r.t_first_ns}
     for h in handoffs:
@@ -22,6 +24,7 @@ def handoff_frame(handoffs: list[dict[str, Any]], records: Optional[list[Request
                                      "transfer_ms", "decode_step_ms", "status", "error")}
         row["bytes_ratio"] = measured / h["kv_bytes_expected"] if measured and h.get("kv_bytes_expected") else None
         row["gb_per_s"] = measured / (ms * 1e6) if measured and ms else None
+        row["efficiency"] = row["gb_per_s"] / link_gb_per_s if row["gb_per_s"] and link_gb_per_s else None
         def span(a: str, b: str) -> Optional[float]:
             return (h[b] - h[a]) / 1e6 if h.get(a) and h.get(b) else None
         row["router_ms"] = span("t_recv_ns", "t_prefill_sent_ns")
@@ -48,7 +51,13 @@ def summarize(frame: pd.DataFrame) -> dict[str, Any]:
         "total_kv_bytes_measured": int(ok["kv_bytes_measured"].fillna(0).sum()),
     }
     for col, name in (("kv_bytes_measured", "bytes"), ("transfer_ms", "transfer_ms"), ("gb_per_s", "gb_per_s"),
-                      ("stall_ratio", "stall_ratio"), ("bytes_ratio", "measured_over_expected")):
+                      ("stall_ratio", "stall_ratio"), ("bytes_ratio", "measured_over_expected"),
+                      ("efficiency", "efficiency")):
         s = stats(v for v in ok[col].tolist() if v is not None and v == v)
         out[name] = {k: s[k] for k in ("count", "min", "max", "avg", "p50", "p95")}
     return out
+
+
+def link_rate(link: Optional[dict[str, Any]]) -> Optional[float]:
+    """The link's one-large-buffer rate (GB/s), the denominator of KV path efficiency; None when not measured."""
+    return (link or {}).get("large", {}).get("gb_per_s") if (link or {}).get("available") else None

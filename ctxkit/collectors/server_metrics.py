@@ -23,7 +23,8 @@ HISTOGRAMS = {
 }
 COUNTERS = ("prompt_tokens", "generation_tokens", "num_preemptions", "prefix_cache_hits", "prefix_cache_queries",
             "request_success", "prompt_tokens_by_source", "external_prefix_cache_hits",
-            "external_prefix_cache_queries", "nixl_bytes_transferred", "nixl_xfer_time_seconds")
+            "external_prefix_cache_queries", "nixl_bytes_transferred", "nixl_xfer_time_seconds",
+            "nixl_num_descriptors", "nixl_post_time_seconds")
 GAUGES = ("kv_cache_usage_perc", "num_requests_running", "num_requests_waiting")
 
 Sample = tuple[str, tuple[tuple[str, str], ...]]  # (sample name, sorted labels without model/engine)

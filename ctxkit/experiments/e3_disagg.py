@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ctxkit import plots
-from ctxkit.collectors import kv_transfer
+from ctxkit.collectors import kv_transfer, link
 from ctxkit.collectors.gpu import GPUSampler, write_timeline
 from ctxkit.collectors.latency import request_latency, slo_of
 from ctxkit.collectors.server_metrics import parse, value
@@ -27,6 +27,7 @@ from ctxkit.models import ModelCard
 from ctxkit.params import E3Params, TopologyParams
 from ctxkit.records import JsonlWriter, RequestRecord
 from ctxkit.runs.folder import RunFolder
+from ctxkit.schedulers.kv_store import stored_tokens
 from ctxkit.schedulers.placement import devices_used, gpu_roles
 from ctxkit.schedulers.topology import build_pool
 
@@ -46,6 +47,7 @@ class ModeResult:
     external_kv_tokens: Optional[float] = None
     devices: int = 1
     gpu: Optional[GPUSampler] = None          # NVML telemetry of this mode's GPUs, tagged with each GPU's role
+    link: Optional[dict[str, Any]] = None     # the prefill -> decode link, measured before the servers start
 
 
 def correctness_set(params: E3Params, card: ModelCard) -> list[CompletionRequest]:
@@ -82,6 +84,14 @@ def _external_kv(servers) -> float:
 def run_mode(params: E3Params, run: RunFolder, mode: str, out: JsonlWriter, log=print) -> ModeResult:
     card = ModelCard.load(params.server.model)
     pool = make_pool(params, run, mode)
+    measured_link = None
+    if mode == "disaggregated":   # before the servers start: the link alone, with every GPU's memory free
+        measured_link = link.probe(pool.placement, card, pool.block_size,
+                                   stored_tokens(params.workload.input_len, pool.block_size), pool.storage)
+        rate = kv_transfer.link_rate(measured_link)
+        log(f"[e3] link: {measured_link.get('path', measured_link.get('reason'))}"
+            + (f": {rate:.2f} GB/s one buffer, {measured_link['descriptor']['gb_per_s']:.2f} GB/s in "
+               f"{measured_link['descriptor']['piece_bytes']} B pieces" if rate else ""))
     log(f"[e3] {mode}: starting {len(pool.servers)} vLLM server(s) and the router ...")
     sampler = GPUSampler(params.gpu_sample_interval_s, roles=gpu_roles(pool.placement), tags={"mode": mode})
     with pool, sampler:
@@ -131,7 +141,8 @@ def run_mode(params: E3Params, run: RunFolder, mode: str, out: JsonlWriter, log=
         describe = pool.describe()
     enforce_error_policy(mode, records, params.on_request_error)
     return ModeResult(mode, records, correctness, prof["latency"], servers, describe, handoffs,
-                      correctness_handoffs, external, devices=devices_used(describe["placement"]), gpu=sampler)
+                      correctness_handoffs, external, devices=devices_used(describe["placement"]), gpu=sampler,
+                      link=measured_link)
 
 
 class RequestsFailed(RuntimeError):
@@ -144,6 +155,44 @@ def enforce_error_policy(mode: str, records: list[RequestRecord], policy: str) -
     if failed and policy == "stop":
         raise RequestsFailed(f"{mode}: {len(failed)} request(s) failed and on_request_error is 'stop'; first: "
                              f"{failed[0].request_id}: {failed[0].error}")
+
+
+def window_kv(dis: ModeResult, kv: dict[str, Any], link_gb_per_s: Optional[float]) -> dict[str, Any]:
+    """KV moved in the measured window, by whoever counts it: NixlConnector counts its own bytes, transfer time,
+    descriptors and post time on the decode servers; for ExampleConnector the router measured every handoff's files."""
+    counters = [v for v in dis.servers.values()]
+    nixl_bytes = sum(v.get("nixl_bytes_transferred") or 0 for v in counters)
+    if nixl_bytes:
+        seconds = sum(v.get("nixl_xfer_time_seconds") or 0 for v in counters)
+        out: dict[str, Any] = {"measured_by": "decode servers' vllm:nixl_* counters", "bytes": nixl_bytes,
+                               "transfer_s": seconds,
+                               "descriptors": sum(v.get("nixl_num_descriptors") or 0 for v in counters) or None,
+                               "post_s": sum(v.get("nixl_post_time_seconds") or 0 for v in counters) or None}
+    else:
+        ms = [h.get("transfer_ms") or 0 for h in dis.handoffs if h.get("status") == "ok"]
+        out = {"measured_by": "router: safetensors files per handoff, time to the decode's first token",
+               "bytes": kv.get("total_kv_bytes_measured", 0), "transfer_s": sum(ms) / 1000.0}
+    out["gb_per_s"] = out["bytes"] / out["transfer_s"] / 1e9 if out["bytes"] and out["transfer_s"] else None
+    out["efficiency"] = out["gb_per_s"] / link_gb_per_s if out["gb_per_s"] and link_gb_per_s else None
+    out["bytes_over_expected"] = out["bytes"] / kv["total_kv_bytes_expected"] \
+        if kv.get("total_kv_bytes_expected") else None
+    return out
+
+
+def link_table(kv: dict[str, Any]) -> pd.DataFrame:
+    """The link (one buffer, the handoff's descriptor size) beside the KV path's achieved rate in the window."""
+    rows, link_ = [], kv.get("link") or {}
+    if link_.get("available"):
+        for name, what in (("large", "link: one buffer"), ("descriptor", "link: descriptor-size pieces")):
+            r = link_[name]
+            rows.append({"what": what, "pieces": r["pieces"], "piece bytes": r["piece_bytes"],
+                         "GB/s": r["gb_per_s"], "of link %": 100 * r["gb_per_s"] / link_["large"]["gb_per_s"]})
+    win = kv.get("window") or {}
+    if win.get("gb_per_s"):
+        rows.append({"what": f"KV path ({win['measured_by']})", "pieces": win.get("descriptors"),
+                     "piece bytes": None, "GB/s": win["gb_per_s"],
+                     "of link %": 100 * win["efficiency"] if win.get("efficiency") is not None else None})
+    return pd.DataFrame(rows).round(3)
 
 
 def breakdown(result: ModeResult) -> pd.DataFrame:
@@ -194,16 +243,11 @@ def headline_table(summary: dict[str, Any]):
 def summarize(params: E3Params, run: RunFolder, agg: ModeResult, dis: ModeResult) -> dict[str, Any]:
     card = ModelCard.load(params.server.model)
     diffs = [k for k in agg.correctness if agg.correctness[k] != dis.correctness.get(k) or not agg.correctness[k]]
-    handoff_frame = kv_transfer.handoff_frame(dis.handoffs, dis.records)
+    link_gb_per_s = kv_transfer.link_rate(dis.link)
+    handoff_frame = kv_transfer.handoff_frame(dis.handoffs, dis.records, link_gb_per_s)
     kv = kv_transfer.summarize(handoff_frame)
-    # NixlConnector counts its own bytes and transfer time on the decode servers: the window's aggregate.
-    nixl_bytes = sum(v.get("nixl_bytes_transferred") or 0 for v in dis.servers.values())
-    nixl_s = sum(v.get("nixl_xfer_time_seconds") or 0 for v in dis.servers.values())
-    if nixl_bytes:
-        kv["connector_counters"] = {"bytes": nixl_bytes, "transfer_s": nixl_s,
-                                    "gb_per_s": nixl_bytes / nixl_s / 1e9 if nixl_s else None,
-                                    "bytes_over_expected": nixl_bytes / kv["total_kv_bytes_expected"]
-                                    if kv.get("total_kv_bytes_expected") else None}
+    kv["link"] = dis.link or {"available": False, "reason": "not measured"}
+    kv["window"] = window_kv(dis, kv, link_gb_per_s)
     corr_frame = kv_transfer.handoff_frame(dis.correctness_handoffs)
     all_frame = pd.concat([corr_frame, handoff_frame], ignore_index=True)
     moved = [r for r in all_frame.to_dict("records") if r["status"] == "ok" and r["kv_tokens"]]
@@ -252,7 +296,8 @@ def summarize(params: E3Params, run: RunFolder, agg: ModeResult, dis: ModeResult
 
 def write_artifacts(run: RunFolder, agg: ModeResult, dis: ModeResult, summary: dict[str, Any]) -> list:
     pd.DataFrame(summary["headline"]).to_csv(run.artifacts / "e3_headline.csv", index=False)
-    kv_transfer.handoff_frame(dis.handoffs, dis.records).to_csv(run.artifacts / "e3_handoffs.csv", index=False)
+    kv_transfer.handoff_frame(dis.handoffs, dis.records, kv_transfer.link_rate(dis.link)).to_csv(
+        run.artifacts / "e3_handoffs.csv", index=False)
     write_timeline([res.gpu for res in (agg, dis) if res.gpu], run.artifacts / "e3_gpu_timeline.csv")
     br = breakdown(dis)
     br.to_csv(run.artifacts / "e3_ttft_breakdown.csv", index=False)
@@ -287,10 +332,17 @@ def conclusions(summary: dict[str, Any]) -> str:
             f"{a['goodput_per_device']:.3f} req/s on {a['devices']}, disaggregated {d['goodput_per_device']:.3f} "
             f"req/s on {d['devices']}. ")
     if kv.get("broker_completed_handoffs"):
-        text += (f"{kv['broker_completed_handoffs']} KV handoffs moved {kv['total_kv_bytes_measured'] / 1e6:.1f} MB "
-                 f"through {kv['connector']} (median {kv['transfer_ms']['p50'] or 0:.1f} ms, "
-                 f"{kv['gb_per_s']['p50'] or 0:.2f} GB/s); KV waiting was a median "
+        win = kv.get("window") or {}
+        text += (f"{kv['broker_completed_handoffs']} KV handoffs moved {(win.get('bytes') or 0) / 1e6:.1f} MB "
+                 f"through {kv['connector']} at {win.get('gb_per_s') or 0:.2f} GB/s over the window "
+                 f"({win.get('measured_by', 'n/a')}); KV waiting was a median "
                  f"{100 * (kv['stall_ratio']['p50'] or 0):.0f}% of TTFT.")
+        rate = kv_transfer.link_rate(kv.get("link"))
+        if rate and win.get("efficiency") is not None:
+            text += (f" The link itself ({kv['link']['path']}) moved {rate:.2f} GB/s as one buffer and "
+                     f"{kv['link']['descriptor']['gb_per_s']:.2f} GB/s in the handoff's "
+                     f"{kv['link']['descriptor']['piece_bytes']:,} B pieces: the KV path ran at "
+                     f"{100 * win['efficiency']:.1f}% of the link.")
     failed = [k for k, c in summary["checks"].items() if not c["passed"]]
     text += " All checks passed." if not failed else f" Checks FAILED: {', '.join(failed)}."
     return text

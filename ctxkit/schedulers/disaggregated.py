@@ -14,7 +14,7 @@ from ctxkit.backends.vllm_server import VLLMServer
 from ctxkit.models import ModelCard
 from ctxkit.params import ServerParams
 from ctxkit.schedulers.broker import kv_transfer_config, read_jsonl
-from ctxkit.schedulers.kv_store import CPU_BLOCK_SIZE, GPU_BLOCK_SIZE
+from ctxkit.schedulers.kv_store import block_size_of
 from ctxkit.schedulers.placement import place
 from ctxkit.schedulers.pools import ServerPool
 
@@ -38,7 +38,8 @@ class DisaggregatedPool(ServerPool):
                                       prefill_visible_devices, decode_visible_devices)
         self.placement["connector"] = connector
         self.placement["kv_storage"] = str(self.storage) if self.storage else None
-        self.block_size = GPU_BLOCK_SIZE if self.placement["kind"] == "gpu" else CPU_BLOCK_SIZE
+        # expected KV bytes and ExampleConnector's folder names depend on it: E3 variants sweep it (--block-size)
+        self.block_size = block_size_of(server.extra_args, self.placement["kind"])
         self.roles: dict[str, str] = {}
         for slot in slots:
             cfg = kv_transfer_config(connector, slot.role, self.storage, kv_buffer_device)

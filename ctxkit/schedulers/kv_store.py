@@ -18,6 +18,17 @@ import numpy as np
 CPU_BLOCK_SIZE, GPU_BLOCK_SIZE = 128, 16   # vLLM's default KV block size per platform
 
 
+def block_size_of(extra_args: list[str], kind: str) -> int:
+    """The KV block size the servers run with: `--block-size N` (or `--block-size=N`) among their extra
+    arguments, else vLLM's default for the platform (`kind`: gpu | cpu)."""
+    for i, arg in enumerate(extra_args):
+        if arg == "--block-size" and i + 1 < len(extra_args):
+            return int(extra_args[i + 1])
+        if arg.startswith("--block-size="):
+            return int(arg.split("=", 1)[1])
+    return GPU_BLOCK_SIZE if kind == "gpu" else CPU_BLOCK_SIZE
+
+
 def stored_tokens(prompt_len: int, block_size: int) -> int:
     """Prompt tokens whose KV the connector stores (and the decode side loads)."""
     n = prompt_len - 1

@@ -1,0 +1,199 @@
+"""A results packet: run folders copied into one folder, with a README whose tables are written from the runs'
+summaries and metadata, so that every number in it traces to a run at a recorded commit.
+
+    ctxkit packet RUN_DIR [RUN_DIR ...] --out docs/results/<date>-<gpu>/ [--title T] [--allow-no-commit]
+
+Per run: summary.json, run_metadata.json, params.yaml, RUN_ID, report.html and artifacts/*.csv|svg are copied into
+<out>/<experiment>/ (<experiment>-2, ... for further runs of one experiment); requests.jsonl, logs and notebooks are
+left out to keep the packet small (they stay in the run folder). The README is regenerated whole on every call,
+except the text between the NOTES markers, which is kept: hand-written prose goes there, and nowhere else.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+NOTES_BEGIN = "<!-- ctxkit packet: notes (kept when the packet is regenerated) -->"
+NOTES_END = "<!-- ctxkit packet: end of notes -->"
+COPIED = ("summary.json", "run_metadata.json", "params.yaml", "RUN_ID", "report.html")
+
+Fmt = Optional[Callable[[Any], str]]
+
+
+class PacketError(ValueError):
+    """A run that cannot go into a packet (not a run folder, not finished, no recorded commit)."""
+
+
+@dataclass
+class PacketRun:
+    src: Path
+    name: str                                    # folder inside the packet
+    summary: dict[str, Any]
+    meta: dict[str, Any]
+    status: str
+
+    @property
+    def experiment(self) -> str:
+        return self.meta.get("experiment") or self.summary.get("experiment", "?")
+
+    @property
+    def commit(self) -> str:
+        git = self.meta.get("git") or {}
+        if not git.get("commit"):
+            return "none"
+        return git["commit"][:12] + ("+dirty" if git.get("dirty") else "")
+
+
+def num(digits: int, pct: bool = False) -> Callable[[Any], str]:
+    def fmt(v: Any) -> str:
+        if v is None or (isinstance(v, float) and v != v):
+            return "-"
+        return f"{100 * v:,.{digits}f}%" if pct else f"{v:,.{digits}f}"
+    return fmt
+
+
+# experiment -> (where the rows are in summary.json, [(header, key, format)])
+HEADLINES: dict[str, tuple[str, list[tuple[str, str, Fmt]]]] = {
+    "e1_latency": ("sweep", [("prompt tokens", "prompt_len", num(0)), ("p50 TTFT ms", "p50_ttft_ms", num(1)),
+                             ("TTFT / floor", "ttft_over_floor", num(2)), ("p50 TPOT ms", "p50_tpot_ms", num(2)),
+                             ("TPOT / floor", "tpot_over_floor", num(2))]),
+    "e2_concurrency": ("sweep", [("point", "point", None), ("req/s", "request_throughput", num(2)),
+                                 ("out tok/s", "output_throughput", num(0)), ("p50 TTFT ms", "p50_ttft_ms", num(1)),
+                                 ("p99 TTFT ms", "p99_ttft_ms", num(1)), ("p50 TPOT ms", "p50_tpot_ms", num(2)),
+                                 ("in SLO", "slo_attainment", num(0, pct=True)),
+                                 ("goodput req/s", "request_goodput", num(2))]),
+    "e3_disagg": ("headline", [("mode", "mode", None), ("servers", "servers", num(0)), ("devices", "devices", num(0)),
+                               ("req/s", "request_throughput", num(2)), ("p50 TTFT ms", "p50_ttft_ms", num(1)),
+                               ("p50 TPOT ms", "p50_tpot_ms", num(2)), ("in SLO", "slo_attainment", num(0, pct=True)),
+                               ("goodput per device", "goodput_per_device", num(3))]),
+    "e4_goodput": ("goodput", [("topology", "topology", None), ("SLO", "slo", None), ("devices", "devices", num(0)),
+                               ("goodput req/s", "goodput", num(2)), ("per device", "goodput_per_device", num(2)),
+                               ("per device low", "per_device_low", num(2)),
+                               ("per device high", "per_device_high", num(2))]),
+}
+
+
+def load_run(path: Path, allow_no_commit: bool) -> PacketRun:
+    path = Path(path)
+    for name in ("summary.json", "run_metadata.json"):
+        if not (path / name).is_file():
+            raise PacketError(f"{path}: no {name}: not a finished ctxkit run folder")
+    status = json.loads((path / "status.json").read_text()).get("status", "?") \
+        if (path / "status.json").is_file() else "?"
+    if status != "succeeded":
+        raise PacketError(f"{path}: status {status!r}: only succeeded runs go into a packet")
+    run = PacketRun(path, "", json.loads((path / "summary.json").read_text()),
+                    json.loads((path / "run_metadata.json").read_text()), status)
+    if run.commit == "none" and not allow_no_commit:
+        raise PacketError(f"{path}: the run recorded no commit ({(run.meta.get('git') or {}).get('source')}); "
+                          "set CTXKIT_GIT_COMMIT where the code travels without .git, or pass --allow-no-commit")
+    return run
+
+
+def table(headers: list[str], rows: list[list[str]]) -> list[str]:
+    out = ["| " + " | ".join(headers) + " |", "|" + " --- |" * len(headers)]
+    return out + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def headline(run: PacketRun) -> list[str]:
+    spec = HEADLINES.get(run.experiment)
+    if not spec or not isinstance(run.summary.get(spec[0]), list):
+        return []
+    cols = spec[1]
+    rows = [[(fmt or str)(row.get(key)) if row.get(key) is not None else "-" for _, key, fmt in cols]
+            for row in run.summary[spec[0]]]
+    return [f"### [{run.experiment}]({run.name}/report.html) ({run.name})", ""] + \
+        table([h for h, _, _ in cols], rows) + [""] + extra(run)
+
+
+def extra(run: PacketRun) -> list[str]:
+    """Per experiment, what its headline table leaves out: E3's KV path against the link, E4's comparison."""
+    if run.experiment == "e3_disagg":
+        kv = run.summary.get("profiling", {}).get("kv_transfer", {})
+        link, win = kv.get("link") or {}, kv.get("window") or {}
+        rows = []
+        if link.get("available"):
+            for name in ("large", "descriptor"):
+                r = link[name]
+                rows.append([f"link, {r['pieces']:,} x {r['piece_bytes']:,} B", num(2)(r["gb_per_s"]), "-"])
+        if win:
+            rows.append([f"KV path ({win.get('measured_by')})", num(2)(win.get("gb_per_s")),
+                         num(1, pct=True)(win.get("efficiency"))])
+        return (table(["KV", "GB/s", "of link"], rows) + [""]) if rows else []
+    if run.experiment == "e4_goodput":
+        rows = [[c["slo"], c["winner"], num(2)(c.get("ratio")), num(2)(c.get("disaggregated_over_aggregated")),
+                 str(c.get("intervals_separate", "-"))] for c in run.summary.get("comparison", [])]
+        return table(["SLO", "winner", "ratio to runner-up", "disaggregated / aggregated", "intervals separate"],
+                     rows) + [""]
+    return []
+
+
+def machine(run: PacketRun) -> str:
+    hw, v = run.meta.get("hardware") or {}, run.meta.get("versions") or {}
+    gpus = (hw.get("gpus") or {}).get("devices") or []
+    names = ", ".join(sorted({d["name"] for d in gpus})) if gpus else "no GPU"
+    return (f"{len(gpus)} x {names}" if gpus else names) + f"; {hw.get('cpu', '?')} ({hw.get('cpu_count', '?')} " \
+        f"cores, {hw.get('memory_gib', '?')} GiB); vLLM {v.get('vllm', '?')}, torch {v.get('torch', '?')}, " \
+        f"Python {v.get('python', '?')}, ctxkit {v.get('ctxkit', '?')}"
+
+
+def readme(title: str, runs: list[PacketRun], notes: str) -> str:
+    lines = [f"# {title}", "", "Written by `ctxkit packet` from the runs below: every table is their summary.json and "
+             "run_metadata.json; regenerate it with the same command. Hand-written notes go between the markers at "
+             "the end, which the tool keeps.", "", "## Runs", ""]
+    rows = []
+    for r in runs:
+        checks = r.summary.get("checks") or {}
+        passed = sum(1 for c in checks.values() if c.get("passed"))
+        rows.append([f"[{r.experiment}]({r.name}/report.html)", r.meta.get("run_id", "?"), r.commit,
+                     f"{passed}/{len(checks)}", r.meta.get("backend_mode") or r.meta.get("backend", "?"),
+                     machine(r)])
+    lines += table(["experiment", "run", "commit", "checks", "backend", "machine and versions"], rows)
+    lines += ["", "## Headline numbers", ""]
+    for r in runs:
+        lines += headline(r)
+    lines += ["## Notes", "", NOTES_BEGIN] + ([notes.strip("\n")] if notes.strip() else []) + [NOTES_END, ""]
+    return "\n".join(lines)
+
+
+def kept_notes(path: Path) -> str:
+    if not path.is_file():
+        return ""
+    text = path.read_text()
+    if NOTES_BEGIN in text and NOTES_END in text:
+        return text.split(NOTES_BEGIN, 1)[1].split(NOTES_END, 1)[0]
+    return ""
+
+
+def copy_run(run: PacketRun, dest: Path) -> None:
+    if dest.exists():
+        shutil.rmtree(dest)
+    (dest / "artifacts").mkdir(parents=True)
+    for name in COPIED:
+        if (run.src / name).is_file():
+            shutil.copy2(run.src / name, dest / name)
+    for f in sorted((run.src / "artifacts").glob("*")):
+        if f.suffix in (".csv", ".svg"):
+            shutil.copy2(f, dest / "artifacts" / f.name)
+
+
+def build(run_dirs: list[Path], out: Path, title: Optional[str] = None, allow_no_commit: bool = False) -> Path:
+    """Check every run first (nothing is written when one is refused), then copy them and write the README."""
+    runs = [load_run(Path(p), allow_no_commit) for p in run_dirs]
+    if not runs:
+        raise PacketError("no run folders given")
+    seen: dict[str, int] = {}
+    for r in runs:
+        seen[r.experiment] = seen.get(r.experiment, 0) + 1
+        r.name = r.experiment if seen[r.experiment] == 1 else f"{r.experiment}-{seen[r.experiment]}"
+    out = Path(out)
+    notes = kept_notes(out / "README.md")
+    out.mkdir(parents=True, exist_ok=True)
+    for r in runs:
+        copy_run(r, out / r.name)
+    title = title or f"ctxkit results: {', '.join(dict.fromkeys(r.experiment for r in runs))}"
+    (out / "README.md").write_text(readme(title, runs, notes))
+    return out

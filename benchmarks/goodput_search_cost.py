@@ -2,8 +2,8 @@
 
     python benchmarks/goodput_search_cost.py [--seed 0]
 
-A simulated server with a capacity known in closed form (8 FCFS prefill slots, exponential 40 ms service: an M/M/8
-queue; 90% of TTFTs within 150 ms up to lambda* = 178.2 req/s). Both methods use the same probes (the same Poisson
+A simulated server with a capacity known in closed form (8 FCFS prefill slots, exponential 80 ms service: an M/M/8
+queue; 90% of TTFTs within 220 ms up to lambda* = 79.3 req/s). Both methods use the same probes (the same Poisson
 streams, Wilson verdicts, steady-state checks). The search brackets by doubling and bisects to 5%, once from 20 req/s (a start
 far below capacity, as a user without a guess would pick) and once from the sweep's own lowest level.
 The sweep, in the style of vLLM's serve workload sweeps, probes 10 evenly spaced rates up to twice the capacity
@@ -33,7 +33,8 @@ from ctxkit.backends import Simulated  # noqa: E402
 from ctxkit.collectors.latency import SLO  # noqa: E402
 from ctxkit.load.search import SearchPolicy, run_probe, search  # noqa: E402
 
-POLICY = dict(target=0.9, min_requests=100, max_requests=400, warmup_requests=150, max_probes=30)
+POLICY = dict(target=0.9, min_requests=100, max_requests=400, warmup_requests=20, warmup_s=3.0, min_duration_s=2.0,
+              max_probes=30)
 
 
 def sweep(sim: Simulated, slo: SLO, policy: SearchPolicy, top: float) -> tuple[float, list]:

@@ -208,6 +208,15 @@ class E2Params(ExperimentParams):
         return self
 
 
+class E3Variant(Params):
+    """One setting of the KV path for E3's variant sweep: the disaggregated pool started again with it."""
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    block_size: Optional[int] = Field(None, ge=1)         # vLLM --block-size (tokens per KV block)
+    kv_buffer_device: Optional[Literal["cpu", "cuda"]] = None   # NixlConnector
+    env: dict[str, str] = Field(default_factory=dict)     # e.g. UCX_TLS for NIXL
+    extra_args: list[str] = Field(default_factory=list)   # more server flags
+
+
 class E3Params(ExperimentParams):
     """E3 aggregated vs disaggregated (xPyD) on one workload, with KV-transfer accounting."""
     connector: Literal["example", "nixl"] = "example"
@@ -226,9 +235,13 @@ class E3Params(ExperimentParams):
     correctness_max_tokens: int = Field(16, ge=1)
     on_request_error: Literal["continue", "stop"] = "continue"
     gpu_sample_interval_s: float = Field(0.5, gt=0)
+    variants: list[E3Variant] = Field(default_factory=list)   # KV path settings, each a disaggregated pool of its own
 
     @model_validator(mode="after")
     def _servers_and_lengths(self) -> "E3Params":
+        names = [v.name for v in self.variants]
+        if len(set(names)) != len(names) or {"aggregated", "disaggregated"} & set(names):
+            raise ValueError(f"variant names must be distinct and not 'aggregated'/'disaggregated': {names}")
         if self.backend != "vllm":
             raise ValueError("e3_disagg starts its own vLLM servers: backend must be vllm")
         if self.correctness_prompt_lens:
@@ -268,6 +281,7 @@ class SearchParams(Params):
     min_requests: int = Field(40, ge=10)              # scored requests before a probe may stop on a verdict
     max_requests: int = Field(160, ge=10)             # scored requests at most (then the point estimate decides)
     warmup_requests: int = Field(20, ge=0)            # unscored requests at the head of each probe's stream
+    warmup_s: float = Field(0.0, ge=0)                # ... covering at least this many seconds at the probe's rate
     min_duration_s: float = Field(0.0, ge=0)          # score for at least this long before a verdict stops a probe
     max_probes: int = Field(12, ge=1)                 # per topology and SLO setting
     max_wall_s: float = Field(900.0, gt=0)            # per topology and SLO setting

@@ -67,11 +67,22 @@ with JsonlWriter(run.path / "requests.jsonl") as out:
     dis = e3_disagg.run_mode(P, run, "disaggregated", out)
 
 # %% [markdown]
+# ### KV path settings
+#
+# With `variants` set (block size, `kv_buffer_device`, environment such as `UCX_TLS`, server flags), the
+# disaggregated pool starts again once per setting, on the same workload and correctness set; nothing runs here
+# otherwise.
+
+# %%
+with JsonlWriter(run.path / "requests.jsonl") as out:
+    variants = e3_disagg.run_variants(P, run, out)
+
+# %% [markdown]
 # ## 4. Checks and headline numbers
 
 # %% tags=["remove_input"]
-summary = e3_disagg.summarize(P, run, agg, dis)
-figs = e3_disagg.write_artifacts(run, agg, dis, summary)
+summary = e3_disagg.summarize(P, run, agg, dis, variants)
+figs = e3_disagg.write_artifacts(run, agg, dis, summary, variants)
 display(pd.DataFrame([{"check": k, **v} for k, v in summary["checks"].items()]).style.hide(axis="index"))
 display(e3_disagg.headline_table(summary))
 print("placement:", {m: a["reason"] for m, a in summary["gpu_assignment"].items()})
@@ -95,6 +106,8 @@ kv = summary["profiling"]["kv_transfer"]
 display(pd.DataFrame({k: v for k, v in kv.items() if isinstance(v, dict) and "p50" in v}).T.round(4))
 print({k: v for k, v in kv.items() if not isinstance(v, dict)})
 display(e3_disagg.link_table(kv))
+if summary["variants"]:
+    display(pd.DataFrame(summary["variants"]).round(3))
 
 # %% [markdown]
 # ## 7. Conclusion

@@ -16,7 +16,12 @@ from ctxkit.collectors.latency import SLO
 from ctxkit.load.search import SearchPolicy, run_probe, search
 from ctxkit.load.workloads import LengthDist, synthetic
 
-K, MU, S = 8, 25.0, 0.150          # 8 slots, 40 ms mean service, TTFT objective 150 ms
+# 8 slots, 80 ms mean service, TTFT objective 220 ms: capacity 79.3 req/s at utilization 0.79. Chosen so that
+# (a) the simulator and the client (Python, on this 2-core machine) add little latency of their own (at 160 req/s
+# they measurably did: attainment 0.895 where the queue alone gives 0.96), and (b) the queue relaxes to steady
+# state within a probe's warmup near the knee (about 1/(K mu (1 - sqrt(rho))^2): 0.8 s here, against 15 s at
+# utilization 0.95, where a probe of seconds from an empty queue measured 0.96 for a steady-state 0.7)
+K, MU, S = 8, 12.5, 0.220
 TOLERANCE = 0.05
 
 
@@ -41,8 +46,8 @@ def capacity(target: float = 0.9) -> float:
 
 
 def test_the_known_capacity():
-    assert capacity() == pytest.approx(178.2, abs=0.1)
-    assert mmk_attainment(0.95 * capacity()) > 0.93 and mmk_attainment(1.05 * capacity()) < 0.8   # a sharp knee
+    assert capacity() == pytest.approx(79.3, abs=0.05)
+    assert mmk_attainment(0.9 * capacity()) > 0.92 and mmk_attainment(1.1 * capacity()) < 0.83   # a clear knee
 
 
 def test_wilson_interval_and_verdicts():
@@ -78,8 +83,11 @@ def mmk(tmp_path, monkeypatch):
 @pytest.mark.parametrize("seed", [0, 1])
 def test_search_finds_the_known_capacity(mmk, seed):
     sim = mmk(seed)
+    # 3 s of warmup and 2 s of scoring at least: from an empty queue, a rate near or above the knee looks better
+    # than its steady state until the queue has relaxed (a 150-request warmup, 0.7 s at such a rate, once passed
+    # 1.16 x capacity)
     policy = SearchPolicy(target=0.9, start_rate=20.0, tolerance=TOLERANCE, min_requests=100, max_requests=400,
-                          warmup_requests=150, max_probes=12, seed=seed)
+                          warmup_requests=20, warmup_s=3.0, min_duration_s=2.0, max_probes=12, seed=seed)
     result = search(sim, items(seed), SLO(ttft_ms=1000 * S), policy, timeout_s=30)
     truth = capacity()
     probes = [(round(p.rate, 1), p.verdict, round(p.attainment or 0, 3)) for p in result.probes]

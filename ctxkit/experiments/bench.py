@@ -12,6 +12,7 @@ from typing import Any, Callable, Optional
 import pandas as pd
 
 from ctxkit.backends import ServingBackend
+from ctxkit.collectors import replay
 from ctxkit.collectors.latency import requests_frame, slo_of
 from ctxkit.load.arrivals import arrivals_of
 from ctxkit.load.engine import measure
@@ -44,7 +45,7 @@ def run_search(params: BenchParams, run: RunFolder, backend: ServingBackend, log
     s = params.search
     policy = SearchPolicy(target=s.target, start_rate=s.start_rate, tolerance=s.tolerance, mode=s.mode,
                           min_requests=s.min_requests, max_requests=s.max_requests, max_probes=s.max_probes,
-                          max_wall_s=s.max_wall_s, drain_s=s.drain_s, warmup_requests=s.warmup_requests,
+                          max_wall_s=s.max_wall_s, drain_s=s.drain_s, warmup_requests=s.warmup_requests, warmup_s=s.warmup_s,
                           min_duration_s=s.min_duration_s,
                           seed=params.seed)
 
@@ -109,6 +110,14 @@ def run(params: BenchParams, run: RunFolder, backend: ServingBackend, log: Log =
                       "client_vs_server": profiling["client_vs_server"]},
         "vllm": latency["vllm"],   # `vllm bench serve`'s result keys, at the top as there
     }
+    if params.workload.dataset == "trace":
+        summary["replay"] = replay.fidelity(items, records, profiling["server"], params.load.arrival)
+        r = summary["replay"]
+        log(f"[bench] replay: lengths {'exact' if r['lengths_exact'] else 'NOT exact'}; trace implies "
+            f"{r['implied_reusable_tokens']} reusable prompt tokens, servers hit {r['measured_prefix_hits']:.0f}; "
+            + (f"send lag p50 {r['send_lag']['p50_ms']:.2f} / p99 {r['send_lag']['p99_ms']:.2f} ms"
+               if r["send_lag"] else "no send lag")
+            + ("" if r["on_trace_timestamps"] else f" (arrival {r['arrival']}: not on the trace's timestamps)"))
     run.write_json("summary.json", summary)
     return summary
 

@@ -24,7 +24,7 @@ from ctxkit.experiments.common import check, token_prompts
 from ctxkit.load.engine import measure
 from ctxkit.load.workloads import build_workload
 from ctxkit.models import ModelCard
-from ctxkit.params import E3Params, TopologyParams
+from ctxkit.params import E3Params, E3Variant, TopologyParams
 from ctxkit.records import JsonlWriter, RequestRecord
 from ctxkit.runs.folder import RunFolder
 from ctxkit.schedulers.kv_store import stored_tokens
@@ -48,6 +48,7 @@ class ModeResult:
     devices: int = 1
     gpu: Optional[GPUSampler] = None          # NVML telemetry of this mode's GPUs, tagged with each GPU's role
     link: Optional[dict[str, Any]] = None     # the prefill -> decode link, measured before the servers start
+    block_size: Optional[int] = None          # KV block size of a disaggregated pool
 
 
 def correctness_set(params: E3Params, card: ModelCard) -> list[CompletionRequest]:
@@ -56,12 +57,12 @@ def correctness_set(params: E3Params, card: ModelCard) -> list[CompletionRequest
     return [CompletionRequest(f"correct-{i}-len{len(p)}", p, params.correctness_max_tokens) for i, p in enumerate(prompts)]
 
 
-def make_pool(params: E3Params, run: RunFolder, mode: str):
+def make_pool(params: E3Params, run: RunFolder, mode: str, name: Optional[str] = None):
     if mode == "aggregated":
         spec = TopologyParams(name="aggregated", kind="aggregated", policy=params.policy,
                               replicas=params.aggregated_replicas or params.prefill_instances + params.decode_instances)
     else:
-        spec = TopologyParams(name="disaggregated", kind="disaggregated", prefill=params.prefill_instances,
+        spec = TopologyParams(name=name or "disaggregated", kind="disaggregated", prefill=params.prefill_instances,
                               decode=params.decode_instances, connector=params.connector, policy=params.policy,
                               kv_buffer_device=params.kv_buffer_device,
                               prefill_visible_devices=params.prefill_visible_devices,
@@ -81,9 +82,13 @@ def _external_kv(servers) -> float:
                for s in servers)
 
 
-def run_mode(params: E3Params, run: RunFolder, mode: str, out: JsonlWriter, log=print) -> ModeResult:
+def run_mode(params: E3Params, run: RunFolder, mode: str, out: JsonlWriter, log=print,
+             name: Optional[str] = None) -> ModeResult:
+    """One pool (`mode`: aggregated | disaggregated) through warmup, the greedy correctness set and the load;
+    `name` labels a variant's pool, records and logs (default: the mode)."""
     card = ModelCard.load(params.server.model)
-    pool = make_pool(params, run, mode)
+    label = name or mode
+    pool = make_pool(params, run, mode, label)
     measured_link = None
     if mode == "disaggregated":   # before the servers start: the link alone, with every GPU's memory free
         measured_link = link.probe(pool.placement, card, pool.block_size,
@@ -92,16 +97,16 @@ def run_mode(params: E3Params, run: RunFolder, mode: str, out: JsonlWriter, log=
         log(f"[e3] link: {measured_link.get('path', measured_link.get('reason'))}"
             + (f": {rate:.2f} GB/s one buffer, {measured_link['descriptor']['gb_per_s']:.2f} GB/s in "
                f"{measured_link['descriptor']['piece_bytes']} B pieces" if rate else ""))
-    log(f"[e3] {mode}: starting {len(pool.servers)} vLLM server(s) and the router ...")
-    sampler = GPUSampler(params.gpu_sample_interval_s, roles=gpu_roles(pool.placement), tags={"mode": mode})
+    log(f"[e3] {label}: starting {len(pool.servers)} vLLM server(s) and the router ...")
+    sampler = GPUSampler(params.gpu_sample_interval_s, roles=gpu_roles(pool.placement), tags={"mode": label})
     with pool, sampler:
-        log(f"[e3] {mode}: router at {pool.base_url}; placement: {pool.placement['reason']}")
+        log(f"[e3] {label}: router at {pool.base_url}; placement: {pool.placement['reason']}")
         warm = build_workload(params.workload, card, params.server.max_model_len, params.seed + 99_991,
-                              count=max(1, len(pool.servers)), id_prefix=f"{mode}-warmup")
+                              count=max(1, len(pool.servers)), id_prefix=f"{label}-warmup")
         for it in warm:
             rec = pool.generate(it.prompt, it.max_tokens, request_id=it.request_id,
                                 timeout_s=params.request_timeout_s)
-            rec.warmup, rec.tags = True, {"mode": mode, "set": "warmup"}
+            rec.warmup, rec.tags = True, {"mode": label, "set": "warmup"}
             out.write(rec)
         decoders = pool.by_role("decode") if mode == "disaggregated" else []
         before = _external_kv(decoders) if decoders else None
@@ -110,17 +115,17 @@ def run_mode(params: E3Params, run: RunFolder, mode: str, out: JsonlWriter, log=
         corr_requests = correctness_set(params, card)
         nixl_per_request: dict[str, tuple[float, float]] = {}
         for req in corr_requests:
-            rid = f"{mode}-{req.request_id}"
+            rid = f"{label}-{req.request_id}"
             nixl_before = _nixl(decoders) if decoders and params.connector == "nixl" else None
             rec = pool.generate(req.prompt, req.max_tokens, request_id=rid, timeout_s=params.request_timeout_s)
             if nixl_before is not None:   # one request at a time: the connector's own counters are this request's
                 after = _nixl(decoders)
                 nixl_per_request[rid] = (after[0] - nixl_before[0], after[1] - nixl_before[1])
-            rec.warmup, rec.tags = True, {"mode": mode, "set": "correctness"}   # never in the latency numbers
+            rec.warmup, rec.tags = True, {"mode": label, "set": "correctness"}   # never in the latency numbers
             out.write(rec)
             correctness[req.request_id] = rec.output_token_ids if rec.ok else []
             if not rec.ok:
-                log(f"[e3] {mode}: correctness request {req.request_id} failed: {rec.error}")
+                log(f"[e3] {label}: correctness request {req.request_id} failed: {rec.error}")
         external = _external_kv(decoders) - before if decoders else None
         correctness_handoffs = pool.handoffs(expect=n_handoffs + len(corr_requests))[n_handoffs:] \
             if mode == "disaggregated" else []
@@ -131,18 +136,51 @@ def run_mode(params: E3Params, run: RunFolder, mode: str, out: JsonlWriter, log=
                 h["kv_bytes_measured"], h["transfer_ms"] = int(nbytes), 1000.0 * seconds
                 h["extra"]["measured_by"] = "decode vllm:nixl_bytes_transferred / vllm:nixl_xfer_time_seconds"
         items = build_workload(params.workload, card, params.server.max_model_len, params.seed,
-                               id_prefix=f"{mode}")
-        log(f"[e3] {mode}: measuring {len(items)} requests ({params.load.arrival}, "
+                               id_prefix=f"{label}")
+        log(f"[e3] {label}: measuring {len(items)} requests ({params.load.arrival}, "
             f"concurrency {params.load.concurrency})")
         records, prof = measure(pool, items, params.load, seed=params.seed, timeout_s=params.request_timeout_s,
-                                slo=slo_of(params.slo), out=out, label=f"e3 {mode}", tags={"mode": mode})
+                                slo=slo_of(params.slo), out=out, label=f"e3 {label}", tags={"mode": label})
         servers = prof["server"]
         handoffs = pool.handoffs(expect=n_handoffs + len(records))[n_handoffs:] if mode == "disaggregated" else []
         describe = pool.describe()
-    enforce_error_policy(mode, records, params.on_request_error)
-    return ModeResult(mode, records, correctness, prof["latency"], servers, describe, handoffs,
+    enforce_error_policy(label, records, params.on_request_error)
+    return ModeResult(label, records, correctness, prof["latency"], servers, describe, handoffs,
                       correctness_handoffs, external, devices=devices_used(describe["placement"]), gpu=sampler,
-                      link=measured_link)
+                      link=measured_link, block_size=getattr(pool, "block_size", None))
+
+
+def variant_params(params: E3Params, v: E3Variant) -> E3Params:
+    """E3's parameters with one KV path setting applied (block size, buffer device, environment, flags)."""
+    extra = (["--block-size", str(v.block_size)] if v.block_size else []) + v.extra_args
+    server = params.server.model_copy(update={"extra_args": params.server.extra_args + extra,
+                                              "env": {**params.server.env, **v.env}})
+    return params.model_copy(update={"server": server, "variants": [],
+                                     "kv_buffer_device": v.kv_buffer_device or params.kv_buffer_device})
+
+
+def run_variants(params: E3Params, run: RunFolder, out: JsonlWriter, log=print) -> list[ModeResult]:
+    """The disaggregated pool once per KV path setting, each started fresh with the same workload."""
+    return [run_mode(variant_params(params, v), run, "disaggregated", out, log, name=v.name) for v in params.variants]
+
+
+def variant_row(params: E3Params, reference: dict[str, list[int]], res: ModeResult,
+                v: Optional[E3Variant]) -> dict[str, Any]:
+    """setting -> GB/s, efficiency, TTFT/TPOT, greedy outputs equal to the aggregated pool's."""
+    rate = kv_transfer.link_rate(res.link)
+    frame = kv_transfer.handoff_frame(res.handoffs, res.records, rate)
+    kv = kv_transfer.summarize(frame)
+    win = window_kv(res, kv, rate)
+    same = bool(reference) and all(res.correctness.get(k) == out and out for k, out in reference.items())
+    return {"variant": res.mode, "block_size": res.block_size,
+            "kv_buffer_device": (v.kv_buffer_device if v and v.kv_buffer_device else params.kv_buffer_device),
+            "env": ",".join(f"{k}={x}" for k, x in ((v.env if v else {}) or {}).items()) or None,
+            "window_gb_per_s": win.get("gb_per_s"), "link_gb_per_s": rate,
+            "descriptor_gb_per_s": (res.link or {}).get("descriptor", {}).get("gb_per_s"),
+            "descriptor_bytes": (res.link or {}).get("descriptor", {}).get("piece_bytes"),
+            "efficiency": win.get("efficiency"), "descriptors": win.get("descriptors"),
+            "p50_ttft_ms": res.latency["ttft_ms"]["p50"], "p50_tpot_ms": res.latency["tpot_ms"]["p50"],
+            "greedy_outputs_equal": same, "failed": res.latency["failed"]}
 
 
 class RequestsFailed(RuntimeError):
@@ -240,8 +278,10 @@ def headline_table(summary: dict[str, Any]):
                                                  na_rep="-")
 
 
-def summarize(params: E3Params, run: RunFolder, agg: ModeResult, dis: ModeResult) -> dict[str, Any]:
+def summarize(params: E3Params, run: RunFolder, agg: ModeResult, dis: ModeResult,
+              variants: Optional[list[ModeResult]] = None) -> dict[str, Any]:
     card = ModelCard.load(params.server.model)
+    variants = variants or []
     diffs = [k for k in agg.correctness if agg.correctness[k] != dis.correctness.get(k) or not agg.correctness[k]]
     link_gb_per_s = kv_transfer.link_rate(dis.link)
     handoff_frame = kv_transfer.handoff_frame(dis.handoffs, dis.records, link_gb_per_s)
@@ -282,23 +322,30 @@ def summarize(params: E3Params, run: RunFolder, agg: ModeResult, dis: ModeResult
         "profiling": {"latency": {"aggregated": agg.latency, "disaggregated": dis.latency},
                       "kv_transfer": kv, "server": {"aggregated": agg.servers, "disaggregated": dis.servers},
                       "gpu": {res.mode: res.gpu.stop() if res.gpu else {"available": False, "reason": "not sampled"}
-                              for res in (agg, dis)}},
+                              for res in (agg, dis, *variants)}},
         "broker_completed_handoffs": kv["broker_completed_handoffs"],
         "gpu_assignment": {"aggregated": agg.describe["placement"], "disaggregated": dis.describe["placement"]},
         "correctness": {"prompt_lens": params.correctness_prompt_lens, "aggregated": agg.correctness,
                         "disaggregated": dis.correctness, "external_kv_tokens": dis.external_kv_tokens,
                         "expected_external_kv_tokens": expected_external},
-        "servers": [agg.describe, dis.describe],
+        "servers": [agg.describe, dis.describe] + [v.describe for v in variants],
+        "variants": [variant_row(params, agg.correctness, dis, None)]
+        + [variant_row(params, agg.correctness, res, v) for res, v in zip(variants, params.variants)]
+        if variants else [],
     }
     run.write_json("summary.json", summary)
     return summary
 
 
-def write_artifacts(run: RunFolder, agg: ModeResult, dis: ModeResult, summary: dict[str, Any]) -> list:
+def write_artifacts(run: RunFolder, agg: ModeResult, dis: ModeResult, summary: dict[str, Any],
+                    variants: Optional[list[ModeResult]] = None) -> list:
     pd.DataFrame(summary["headline"]).to_csv(run.artifacts / "e3_headline.csv", index=False)
+    if summary.get("variants"):
+        pd.DataFrame(summary["variants"]).to_csv(run.artifacts / "e3_variants.csv", index=False)
     kv_transfer.handoff_frame(dis.handoffs, dis.records, kv_transfer.link_rate(dis.link)).to_csv(
         run.artifacts / "e3_handoffs.csv", index=False)
-    write_timeline([res.gpu for res in (agg, dis) if res.gpu], run.artifacts / "e3_gpu_timeline.csv")
+    write_timeline([res.gpu for res in (agg, dis, *(variants or [])) if res.gpu],
+                   run.artifacts / "e3_gpu_timeline.csv")
     br = breakdown(dis)
     br.to_csv(run.artifacts / "e3_ttft_breakdown.csv", index=False)
     req = []
@@ -343,6 +390,15 @@ def conclusions(summary: dict[str, Any]) -> str:
                      f"{kv['link']['descriptor']['gb_per_s']:.2f} GB/s in the handoff's "
                      f"{kv['link']['descriptor']['piece_bytes']:,} B pieces: the KV path ran at "
                      f"{100 * win['efficiency']:.1f}% of the link.")
+    rows = [r for r in summary.get("variants", []) if r.get("window_gb_per_s")]
+    if rows:
+        best = max(rows, key=lambda r: r["window_gb_per_s"])
+        text += (f" Of {len(rows)} KV path settings, {best['variant']} moved KV fastest: "
+                 f"{best['window_gb_per_s']:.2f} GB/s"
+                 + (f" ({100 * best['efficiency']:.1f}% of the link)" if best.get("efficiency") else "")
+                 + f", p50 TTFT {best['p50_ttft_ms']:.1f} ms, greedy outputs "
+                 + ("equal to the aggregated pool's." if best["greedy_outputs_equal"] else "DIFFERENT from the "
+                    "aggregated pool's."))
     failed = [k for k, c in summary["checks"].items() if not c["passed"]]
     text += " All checks passed." if not failed else f" Checks FAILED: {', '.join(failed)}."
     return text

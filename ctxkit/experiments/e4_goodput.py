@@ -50,7 +50,7 @@ def policy_of(params: E4Params) -> SearchPolicy:
     return SearchPolicy(target=s.target, start_rate=s.start_rate, tolerance=s.tolerance,
                         min_requests=s.min_requests, max_requests=s.max_requests, max_probes=s.max_probes,
                         max_wall_s=s.max_wall_s, drain_s=s.drain_s, mode=s.mode,
-                        warmup_requests=s.warmup_requests, min_duration_s=s.min_duration_s, seed=params.seed)
+                        warmup_requests=s.warmup_requests, warmup_s=s.warmup_s, min_duration_s=s.min_duration_s, seed=params.seed)
 
 
 def slo_of(named: NamedSLO) -> SLO:

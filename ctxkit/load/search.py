@@ -41,6 +41,9 @@ class SearchPolicy:
     drain_s: float = 30.0                # wait at most this long for requests in flight after the last send
     warmup_requests: int = 20            # each probe's stream starts with this many unscored requests, so the
                                          # servers' queues are in steady state when scoring starts
+    warmup_s: float = 0.0                # ... and with at least this many seconds of them: a queue relaxes in
+                                         # time, not in requests (a fixed count is long at low rates, short at
+                                         # high ones, where a transient from the empty queue looks like capacity)
     min_duration_s: float = 0.0          # a probe scores requests for at least this long before a verdict stops it:
                                          # at a high rate, min_requests go by before a growing queue shows
     mode: str = "joint"                  # joint (per-request, DistServe) | percentile (p<target> of each metric)
@@ -50,6 +53,10 @@ class SearchPolicy:
         """Scored requests a probe at `rate` is planned to send: enough to cover min_duration_s, at least
         max_requests."""
         return max(self.max_requests, math.ceil(rate * self.min_duration_s * 1.2))
+
+    def warmup(self, rate: float) -> int:
+        """Unscored requests at the head of a probe at `rate`."""
+        return max(self.warmup_requests, math.ceil(rate * self.warmup_s))
 
     def allowed_misses(self, planned: int) -> int:
         """Misses beyond which a probe of `planned` scored requests fails whatever its remaining requests do."""
@@ -161,14 +168,15 @@ def _rule(slo: SLO, policy: SearchPolicy, planned: int) -> Callable[[list, list,
 
 def run_probe(backend: ServingBackend, index: int, rate: float, items_fn: ItemsFn, slo: SLO, policy: SearchPolicy,
               *, timeout_s: float, on_records: Optional[Callable[[list[RequestRecord]], None]] = None) -> Probe:
-    """One probe at `rate`: one Poisson stream of warmup_requests unscored requests, then up to max_requests scored
+    """One probe at `rate`: one Poisson stream of policy.warmup(rate) unscored requests, then up to max_requests scored
     ones, ended early by the rule above; its verdict from everything that finished."""
     probe, t0 = Probe(index, rate), time.monotonic()
     settle(backend, policy.drain_s)
     collectors = [ServerMetricsCollector(name, fetch).start() for name, fetch in backend.metric_sources().items()]
     probe.planned = policy.planned(rate)
-    items = items_fn(index, 0, policy.warmup_requests + probe.planned)
-    unscored = {it.request_id for it in items[:policy.warmup_requests]}
+    n_warm = policy.warmup(rate)
+    items = items_fn(index, 0, n_warm + probe.planned)
+    unscored = {it.request_id for it in items[:n_warm]}
 
     def mark(recs: list[RequestRecord]) -> list[RequestRecord]:
         for rec in recs:

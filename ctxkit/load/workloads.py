@@ -116,7 +116,8 @@ def from_trace(path: Path, *, vocab_size: int, seed: int = 0, limit: Optional[in
                 blocks[h] = random_ids(rng, TRACE_BLOCK_TOKENS, vocab_size)
             prompt.extend(blocks[h])
         prompt = prompt[:n_in] + random_ids(rng, max(0, n_in - len(prompt)), vocab_size)
-        items.append(WorkItem(f"trace-{len(items)}", prompt, n_out, arrival_ms=ts))
+        items.append(WorkItem(f"trace-{len(items)}", prompt, n_out, arrival_ms=ts,
+                              tags={"hash_ids": hash_ids, "input_length": n_in}))
         if limit and len(items) >= limit:
             break
     if not items:

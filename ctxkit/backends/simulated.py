@@ -84,19 +84,22 @@ class Simulated(ManagedServer):
 class _FifoSlots:
     """K servers, first come first served. A waiter that is cancelled leaves the queue; one cancelled while its
     slot was being handed over passes the slot on (asyncio.Semaphore gave out extra slots after mass cancellation
-    here, which turned one server into several)."""
+    here, which turned one server into several). `acquire` returns when service starts: the moment the slot was
+    released to it, not the moment its task woke up (a busy event loop wakes it late; counting that lateness as
+    service would slow every server down and move the queue's capacity below its closed form)."""
 
     def __init__(self, k: int) -> None:
         self.free, self.waiters = k, collections.deque()
 
-    async def acquire(self) -> None:
+    async def acquire(self) -> float:
+        arrived = time.monotonic()
         if self.free > 0 and not self.waiters:
             self.free -= 1
-            return
+            return arrived
         fut = asyncio.get_running_loop().create_future()
         self.waiters.append(fut)
         try:
-            await fut
+            return max(arrived, await fut)
         except asyncio.CancelledError:
             if fut.done() and not fut.cancelled():
                 self.release()           # granted just as it was cancelled: hand the slot on
@@ -104,19 +107,19 @@ class _FifoSlots:
                 self.waiters.remove(fut)
             raise
 
-    def release(self) -> None:
+    def release(self, at: Optional[float] = None) -> None:
+        """Free a slot that became free `at` (default now): the holder's service end, though it woke later."""
         while self.waiters:
             fut = self.waiters.popleft()
             if not fut.done():
-                fut.set_result(None)     # the slot passes to the next waiter directly
+                fut.set_result(time.monotonic() if at is None else at)   # straight to the next waiter
                 return
         self.free += 1
 
 
-async def _sleep_precisely(seconds: float) -> None:
-    """Sleep on the monotonic clock to within ~0.1 ms: event-loop timers wake up to ~1 ms late, which would add
-    several percent to a 20 ms service time and move the queue's capacity."""
-    due = time.monotonic() + seconds
+async def _sleep_until(due: float) -> None:
+    """Sleep until `due` on the monotonic clock, to within ~0.1 ms: event-loop timers wake up to ~1 ms late, which
+    would add several percent to a 20 ms service time and move the queue's capacity."""
     while (left := due - time.monotonic()) > 0.002:
         await asyncio.sleep(left - 0.002)
     while time.monotonic() < due:
@@ -175,11 +178,13 @@ def _serve(args: argparse.Namespace) -> None:
         first = t0 + (args.ttft_ms + args.prefill_ms_per_token * len(prompt)) / 1000.0
         if slots is not None:     # wait for a prefill slot, hold it for an exponential service time
             service_s = service_rng.expovariate(1000.0 / args.service_ms)
-            await slots.acquire()
+            start = await slots.acquire()
+            done_at: Optional[float] = None
             try:
-                await _sleep_precisely(service_s)
+                await _sleep_until(start + service_s)
+                done_at = start + service_s
             finally:
-                slots.release()
+                slots.release(done_at)     # cancelled mid-service: free from now
             first = max(first, loop.time())
         sent: list[int] = []
         for k in range(max_tokens):

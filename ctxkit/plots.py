@@ -170,15 +170,22 @@ def attainment_vs_rate(probes: pd.DataFrame, target: float, path: Optional[Path]
             ax.errorbar(g["rate"], att, yerr=err, fmt="o", capsize=3, color=f"C{k}", label=topo, alpha=0.85)
             passed = g[g["verdict"] == "pass"]
             ax.plot(passed["rate"], passed["attainment"], "o", mfc="none", ms=11, color=f"C{k}")
-        ax.axhline(target, color="k", ls=":", lw=1, label=f"target {target:g}")
         ax.set_xscale("log", base=2)
-        ax.set_xlabel("Poisson rate (req/s)")
-        ax.set_ylabel("SLO attainment (95% Wilson interval)")
-        ax.set_ylim(0, 1.02)
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
-        ax.set_title(f"{slo}: attainment per probe (ringed: passed)")
+        _attainment_axes(ax, target, "Poisson rate (req/s)", "SLO attainment (95% Wilson interval)",
+                         f"{slo}: attainment per probe (ringed: passed)", f"target {target:g}")
     return _save(fig, path)
+
+
+def _attainment_axes(ax, target: float, xlabel: str, ylabel: str, title: str,
+                     target_label: Optional[str] = None) -> None:
+    """An attainment axis: the target as a dotted line, 0..1, grid, legend, labels."""
+    ax.axhline(target, color="k", ls=":", lw=1, label=target_label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(0, 1.02)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title)
 
 
 def goodput_bars(goodput: pd.DataFrame, path: Optional[Path] = None) -> Figure:
@@ -211,11 +218,6 @@ def slo_scale(scale: pd.DataFrame, target: float, path: Optional[Path] = None) -
         for k, (topo, g) in enumerate(scale[scale["slo"] == slo].groupby("topology", sort=False)):
             ax.plot(g["slo_scale"], g["attainment"], "o-", color=f"C{k}",
                     label=f"{topo} at {g['rate'].iloc[0]:.3g} req/s")
-        ax.axhline(target, color="k", ls=":", lw=1)
-        ax.set_xlabel("SLO scale (objectives x s)")
-        ax.set_ylabel("SLO attainment")
-        ax.set_ylim(0, 1.02)
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
-        ax.set_title(f"{slo}: attainment against SLO scale")
+        _attainment_axes(ax, target, "SLO scale (objectives x s)", "SLO attainment",
+                         f"{slo}: attainment against SLO scale")
     return _save(fig, path)

@@ -217,8 +217,9 @@ def window_kv(dis: ModeResult, kv: dict[str, Any], link_gb_per_s: Optional[float
     return out
 
 
-def link_table(kv: dict[str, Any]) -> pd.DataFrame:
-    """The link (one buffer, the handoff's descriptor size) beside the KV path's achieved rate in the window."""
+def link_table(kv: dict[str, Any]):
+    """The link (one buffer, the handoff's descriptor size) beside the KV path's achieved rate in the window, as a
+    Styler (no index, whole bytes, '-' where a column does not apply)."""
     rows, link_ = [], kv.get("link") or {}
     if link_.get("available"):
         for name, what in (("large", "link: one buffer"), ("descriptor", "link: descriptor-size pieces")):
@@ -227,10 +228,12 @@ def link_table(kv: dict[str, Any]) -> pd.DataFrame:
                          "GB/s": r["gb_per_s"], "of link %": 100 * r["gb_per_s"] / link_["large"]["gb_per_s"]})
     win = kv.get("window") or {}
     if win.get("gb_per_s"):
-        rows.append({"what": f"KV path ({win['measured_by']})", "pieces": win.get("descriptors"),
-                     "piece bytes": None, "GB/s": win["gb_per_s"],
+        rows.append({"what": "KV path, load window", "pieces": win.get("descriptors"), "piece bytes": None,
+                     "GB/s": win["gb_per_s"],
                      "of link %": 100 * win["efficiency"] if win.get("efficiency") is not None else None})
-    return pd.DataFrame(rows).round(3)
+    frame = pd.DataFrame(rows, columns=["what", "pieces", "piece bytes", "GB/s", "of link %"])
+    return frame.style.hide(axis="index").format({"pieces": "{:,.0f}", "piece bytes": "{:,.0f}", "GB/s": "{:.3f}",
+                                                  "of link %": "{:.1f}"}, na_rep="-")
 
 
 def breakdown(result: ModeResult) -> pd.DataFrame:

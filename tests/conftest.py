@@ -53,3 +53,43 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 900, cwd: Path
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "ctxkit.cli", *args], cwd=cwd, env=full_env, capture_output=True,
                           text=True, timeout=timeout)
+
+
+_BACKGROUND_THREADS = ("ctxkit-", "metrics-")
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_background_work(request):
+    """A test leaves no sampler, scraper or client thread and no server process behind: a leaked scraper thread
+    takes the GIL from every later test's event loop, and a leaked server takes their CPU (a latency test two
+    files later then measures the leak, not its subject). Servers of session and module fixtures are exempt: pytest
+    sets up wider scopes before this function-scoped fixture, so they are among the processes seen before."""
+    import threading
+
+    import psutil
+
+    me = psutil.Process()
+    before = {p.pid for p in me.children(recursive=True)}
+    yield
+    for t in threading.enumerate():
+        if t.name.startswith(_BACKGROUND_THREADS):
+            t.join(timeout=5)
+    threads = [t.name for t in threading.enumerate() if t.is_alive() and t.name.startswith(_BACKGROUND_THREADS)]
+    born = [p for p in me.children(recursive=True) if p.pid not in before and _is_alive(p)]
+    assert not threads, f"{request.node.nodeid} left background threads running: {threads}"
+    assert not born, f"{request.node.nodeid} left processes running: {[_describe(p) for p in born]}"
+
+
+def _is_alive(p) -> bool:
+    import psutil
+    try:
+        return p.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _describe(p) -> str:
+    try:
+        return f"{p.pid} {' '.join(p.cmdline())[:120]}"
+    except Exception:
+        return str(p.pid)

@@ -213,6 +213,7 @@ class E3Variant(Params):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     block_size: Optional[int] = Field(None, ge=1)         # vLLM --block-size (tokens per KV block)
     kv_buffer_device: Optional[Literal["cpu", "cuda"]] = None   # NixlConnector
+    connector_extra: dict[str, Any] = Field(default_factory=dict)   # merged over E3's, into kv_connector_extra_config
     env: dict[str, str] = Field(default_factory=dict)     # e.g. UCX_TLS for NIXL
     extra_args: list[str] = Field(default_factory=list)   # more server flags
 
@@ -225,6 +226,8 @@ class E3Params(ExperimentParams):
     aggregated_replicas: Optional[int] = Field(None, ge=1)   # null: prefill + decode instances (same resources)
     policy: Literal["round_robin", "least_outstanding"] = "least_outstanding"
     kv_buffer_device: Literal["cpu", "cuda"] = "cpu"   # NixlConnector
+    # the connector's kv_connector_extra_config, e.g. {enable_cross_layers_blocks: "True"} for NixlConnector
+    connector_extra: dict[str, Any] = Field(default_factory=dict)
     prefill_visible_devices: Optional[str] = None
     decode_visible_devices: Optional[str] = None
     workload: WorkloadParams = Field(default_factory=lambda: WorkloadParams(num_prompts=24, input_len=1024,
@@ -260,6 +263,7 @@ class TopologyParams(Params):
     decode: int = Field(1, ge=1)
     connector: Literal["example", "nixl"] = "example"
     kv_buffer_device: Literal["cpu", "cuda"] = "cpu"   # NixlConnector
+    connector_extra: dict[str, Any] = Field(default_factory=dict)   # the connector's kv_connector_extra_config
     prefill_visible_devices: Optional[str] = None
     decode_visible_devices: Optional[str] = None
     policy: Literal["round_robin", "least_outstanding"] = "least_outstanding"

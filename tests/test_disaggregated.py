@@ -37,6 +37,30 @@ def test_block_size_follows_the_servers_arguments():
     assert kv_store.block_size_of(["--block-size=32"], "cpu") == 32
 
 
+def test_connector_options_reach_the_kv_transfer_config():
+    """NixlConnector's options (kv_connector_extra_config) go through as given, merged over E3's own for a variant;
+    with cross-layer blocks a descriptor is one block of every layer (Llama 3.1 8B: 16 x 128 KiB = 2 MiB), else one
+    block of one layer's K or V (16 x 2 KiB = 32 KiB)."""
+    from ctxkit.collectors.link import descriptor_bytes
+    from ctxkit.experiments.e3_disagg import variant_params
+    from ctxkit.params import E3Params, E3Variant
+    from ctxkit.schedulers.broker import cross_layer_blocks, kv_transfer_config
+
+    cfg = json.loads(kv_transfer_config("nixl", "decode", None, "cuda", {"enable_cross_layers_blocks": "True"}))
+    assert cfg == {"kv_connector": "NixlConnector", "kv_role": "kv_both", "kv_buffer_device": "cuda",
+                   "kv_connector_extra_config": {"enable_cross_layers_blocks": "True"}}
+    example = json.loads(kv_transfer_config("example", "prefill", Path("/dev/shm/x"), extra={"k": 1}))
+    assert example["kv_connector_extra_config"] == {"shared_storage_path": "/dev/shm/x", "k": 1}
+    params = E3Params(connector="nixl", connector_extra={"num_threads": 8},
+                      variants=[E3Variant(name="xl", connector_extra={"enable_cross_layers_blocks": "True"})])
+    merged = variant_params(params, params.variants[0]).connector_extra
+    assert merged == {"num_threads": 8, "enable_cross_layers_blocks": "True"} and cross_layer_blocks(merged)
+    assert not cross_layer_blocks(params.connector_extra)
+    card = ModelCard.load("llama-3.1-8b")
+    assert descriptor_bytes(card, 16, "gpu", 8176) == 32 << 10
+    assert descriptor_bytes(card, 16, "gpu", 8176, cross_layers=True) == 2 << 20
+
+
 def test_error_policy():
     ok = RequestRecord("a", 10, 4, status=OK)
     bad = RequestRecord("b", 10, 4, status=HTTP_ERROR, error="prefill instance prefill-0 unreachable")
@@ -94,18 +118,25 @@ def test_e3_end_to_end(tmp_path):
 @pytest.mark.vllm
 @pytest.mark.slow
 def test_e3_kv_path_variants(tmp_path):
-    """A variant sweep of the KV path: the block size reaches vLLM (ExampleConnector stores whole blocks, so a
+    """A variant sweep of the KV path: the block size and the connector's options reach vLLM (ExampleConnector stores whole blocks, so a
     handoff of a 1,024-token prompt holds 960 tokens at block 64 against 896 at the CPU default of 128), the
-    variants table has one row per setting with its rate against the link, and greedy outputs stay equal."""
+    variants table has one row per setting with its rate against the link, and greedy outputs stay equal; a setting
+    the servers refuse is a row with its error, not a lost run."""
     result = run_cli("--runs-dir", str(tmp_path), "run", "e3_disagg", "--set", "workload.num_prompts=6",
                      "--set", "correctness_prompt_lens=[100, 700]",
-                     "--set", 'variants=[{"name": "block-64", "block_size": 64}]')
+                     "--set", 'variants=[{"name": "block-64", "block_size": 64, "connector_extra": {"probe": "on"}},'
+                              ' {"name": "refused", "extra_args": ["--no-such-flag"]}]')
     assert result.returncode == 0, result.stderr[-4000:]
     run = Path(result.stdout.strip().splitlines()[-1])
     summary = json.loads((run / "summary.json").read_text())
     rows = {r["variant"]: r for r in summary["variants"]}
-    assert list(rows) == ["disaggregated", "block-64"]
+    assert list(rows) == ["disaggregated", "block-64", "refused"]
+    refused = rows.pop("refused")                         # vLLM refused the flag: recorded, and the sweep went on
+    assert "no-such-flag" in refused["error"] and not refused["greedy_outputs_equal"], refused
     assert rows["disaggregated"]["block_size"] == 128 and rows["block-64"]["block_size"] == 64
+    assert rows["block-64"]["connector_extra"] == "probe=on" and rows["disaggregated"]["connector_extra"] is None
+    started = (run / "logs/block-64-prefill-0.log").read_text()      # the option reached vLLM's own config
+    assert '"probe":"on"' in started.splitlines()[0]          # in the --kv-transfer-config it was started with
     assert all(r["greedy_outputs_equal"] and r["failed"] == 0 for r in rows.values()), rows
     assert all(r["window_gb_per_s"] > 0 and r["efficiency"] > 0 for r in rows.values()), rows
     kv_per_token = 2048                                   # tiny-llama: 2 x 4 layers x 2 KV heads x 64 dims x 2 bytes

@@ -34,11 +34,14 @@ def _rate(nbytes: int, seconds: float) -> dict[str, Any]:
     return {"bytes": int(nbytes), "seconds": seconds, "gb_per_s": nbytes / seconds / 1e9 if seconds > 0 else None}
 
 
-def descriptor_bytes(card: ModelCard, block_size: int, kind: str, tokens: int) -> int:
-    """The unit a connector moves: on GPUs one block of one layer's K (or V) tensor; on the CPU tier one layer's
-    file (K and V of every stored token)."""
+def descriptor_bytes(card: ModelCard, block_size: int, kind: str, tokens: int, cross_layers: bool = False) -> int:
+    """The unit a connector moves: on GPUs one block of one layer's K (or V) tensor, or with cross-layer blocks
+    one block of every layer's K and V (one region for the whole cache); on the CPU tier one layer's file (K and V
+    of every stored token)."""
     per_layer_token = card.kv_bytes_per_token() // card.num_layers          # K and V
-    return block_size * per_layer_token // 2 if kind == "gpu" else max(1, tokens) * per_layer_token
+    if kind != "gpu":
+        return max(1, tokens) * per_layer_token
+    return block_size * card.kv_bytes_per_token() if cross_layers else block_size * per_layer_token // 2
 
 
 def tmpfs_copy(folder: Path, total: int, piece: int, repeats: int = 3) -> dict[str, Any]:
@@ -124,11 +127,11 @@ def _first_gpu(server: dict[str, Any]) -> Optional[int]:
 
 
 def probe(placement: dict[str, Any], card: ModelCard, block_size: int, tokens: int,
-          storage: Optional[Path] = None) -> dict[str, Any]:
+          storage: Optional[Path] = None, cross_layers: bool = False) -> dict[str, Any]:
     """The link between the first prefill and the first decode server of a placement, for a handoff of `tokens`
     prompt tokens: {kind, path, large: {bytes, seconds, gb_per_s, ...}, descriptor: {...}} or why not."""
     kind = placement.get("kind", "cpu")
-    piece = descriptor_bytes(card, block_size, kind, tokens)
+    piece = descriptor_bytes(card, block_size, kind, tokens, cross_layers)
     servers = placement.get("servers") or []
     try:
         if kind == "gpu":
@@ -148,7 +151,8 @@ def probe(placement: dict[str, Any], card: ModelCard, block_size: int, tokens: i
         return {"available": False, "reason": f"{type(exc).__name__}: {exc}"}
     if result.get("available") is False:
         return result
-    return {"available": True, "kind": kind, "path": path, "block_size": block_size, "tokens": tokens, **result}
+    return {"available": True, "kind": kind, "path": path, "block_size": block_size, "tokens": tokens,
+            "cross_layer_blocks": cross_layers, **result}
 
 
 def main() -> None:

@@ -27,6 +27,7 @@ from ctxkit.models import ModelCard
 from ctxkit.params import E3Params, E3Variant, TopologyParams
 from ctxkit.records import JsonlWriter, RequestRecord
 from ctxkit.runs.folder import RunFolder
+from ctxkit.schedulers.broker import cross_layer_blocks
 from ctxkit.schedulers.kv_store import stored_tokens
 from ctxkit.schedulers.placement import devices_used, gpu_roles
 from ctxkit.schedulers.topology import build_pool
@@ -49,6 +50,7 @@ class ModeResult:
     gpu: Optional[GPUSampler] = None          # NVML telemetry of this mode's GPUs, tagged with each GPU's role
     link: Optional[dict[str, Any]] = None     # the prefill -> decode link, measured before the servers start
     block_size: Optional[int] = None          # KV block size of a disaggregated pool
+    error: Optional[str] = None               # a variant that could not run: why (the sweep goes on)
 
 
 def correctness_set(params: E3Params, card: ModelCard) -> list[CompletionRequest]:
@@ -64,7 +66,7 @@ def make_pool(params: E3Params, run: RunFolder, mode: str, name: Optional[str] =
     else:
         spec = TopologyParams(name=name or "disaggregated", kind="disaggregated", prefill=params.prefill_instances,
                               decode=params.decode_instances, connector=params.connector, policy=params.policy,
-                              kv_buffer_device=params.kv_buffer_device,
+                              kv_buffer_device=params.kv_buffer_device, connector_extra=params.connector_extra,
                               prefill_visible_devices=params.prefill_visible_devices,
                               decode_visible_devices=params.decode_visible_devices)
     return build_pool(params.server, spec, seed=params.seed, log_dir=run.logs)
@@ -92,7 +94,8 @@ def run_mode(params: E3Params, run: RunFolder, mode: str, out: JsonlWriter, log=
     measured_link = None
     if mode == "disaggregated":   # before the servers start: the link alone, with every GPU's memory free
         measured_link = link.probe(pool.placement, card, pool.block_size,
-                                   stored_tokens(params.workload.input_len, pool.block_size), pool.storage)
+                                   stored_tokens(params.workload.input_len, pool.block_size), pool.storage,
+                                   cross_layers=cross_layer_blocks(params.connector_extra))
         rate = kv_transfer.link_rate(measured_link)
         log(f"[e3] link: {measured_link.get('path', measured_link.get('reason'))}"
             + (f": {rate:.2f} GB/s one buffer, {measured_link['descriptor']['gb_per_s']:.2f} GB/s in "
@@ -156,31 +159,45 @@ def variant_params(params: E3Params, v: E3Variant) -> E3Params:
     server = params.server.model_copy(update={"extra_args": params.server.extra_args + extra,
                                               "env": {**params.server.env, **v.env}})
     return params.model_copy(update={"server": server, "variants": [],
-                                     "kv_buffer_device": v.kv_buffer_device or params.kv_buffer_device})
+                                     "kv_buffer_device": v.kv_buffer_device or params.kv_buffer_device,
+                                     "connector_extra": {**params.connector_extra, **v.connector_extra}})
 
 
 def run_variants(params: E3Params, run: RunFolder, out: JsonlWriter, log=print) -> list[ModeResult]:
-    """The disaggregated pool once per KV path setting, each started fresh with the same workload."""
-    return [run_mode(variant_params(params, v), run, "disaggregated", out, log, name=v.name) for v in params.variants]
+    """The disaggregated pool once per KV path setting, each started fresh with the same workload. A setting the
+    servers refuse (e.g. a buffer device this vLLM does not support) is recorded with its error and the sweep
+    goes on: one bad setting must not cost the others' measurements."""
+    results = []
+    for v in params.variants:
+        try:
+            results.append(run_mode(variant_params(params, v), run, "disaggregated", out, log, name=v.name))
+        except Exception as exc:  # noqa: BLE001 - recorded in the variants table, with the servers' log named there
+            log(f"[e3] {v.name}: FAILED: {type(exc).__name__}: {str(exc)[:400]}")
+            results.append(ModeResult(v.name, [], {}, {}, {}, {}, error=f"{type(exc).__name__}: {str(exc)[:2000]}"))
+    return results
 
 
 def variant_row(params: E3Params, reference: dict[str, list[int]], res: ModeResult,
                 v: Optional[E3Variant]) -> dict[str, Any]:
     """setting -> GB/s, efficiency, TTFT/TPOT, greedy outputs equal to the aggregated pool's."""
+    setting = {"variant": res.mode, "block_size": res.block_size if res.block_size else (v.block_size if v else None),
+               "kv_buffer_device": (v.kv_buffer_device if v and v.kv_buffer_device else params.kv_buffer_device),
+               "connector_extra": ",".join(f"{k}={x}" for k, x in sorted(
+                   {**params.connector_extra, **(v.connector_extra if v else {})}.items())) or None,
+               "env": ",".join(f"{k}={x}" for k, x in ((v.env if v else {}) or {}).items()) or None}
+    if res.error:
+        return {**setting, "greedy_outputs_equal": False, "error": res.error}
     rate = kv_transfer.link_rate(res.link)
     frame = kv_transfer.handoff_frame(res.handoffs, res.records, rate)
     kv = kv_transfer.summarize(frame)
     win = window_kv(res, kv, rate)
     same = bool(reference) and all(res.correctness.get(k) == out and out for k, out in reference.items())
-    return {"variant": res.mode, "block_size": res.block_size,
-            "kv_buffer_device": (v.kv_buffer_device if v and v.kv_buffer_device else params.kv_buffer_device),
-            "env": ",".join(f"{k}={x}" for k, x in ((v.env if v else {}) or {}).items()) or None,
-            "window_gb_per_s": win.get("gb_per_s"), "link_gb_per_s": rate,
+    return {**setting, "window_gb_per_s": win.get("gb_per_s"), "link_gb_per_s": rate,
             "descriptor_gb_per_s": (res.link or {}).get("descriptor", {}).get("gb_per_s"),
             "descriptor_bytes": (res.link or {}).get("descriptor", {}).get("piece_bytes"),
             "efficiency": win.get("efficiency"), "descriptors": win.get("descriptors"),
             "p50_ttft_ms": res.latency["ttft_ms"]["p50"], "p50_tpot_ms": res.latency["tpot_ms"]["p50"],
-            "greedy_outputs_equal": same, "failed": res.latency["failed"]}
+            "greedy_outputs_equal": same, "failed": res.latency["failed"], "error": None}
 
 
 class RequestsFailed(RuntimeError):
@@ -331,7 +348,7 @@ def summarize(params: E3Params, run: RunFolder, agg: ModeResult, dis: ModeResult
         "correctness": {"prompt_lens": params.correctness_prompt_lens, "aggregated": agg.correctness,
                         "disaggregated": dis.correctness, "external_kv_tokens": dis.external_kv_tokens,
                         "expected_external_kv_tokens": expected_external},
-        "servers": [agg.describe, dis.describe] + [v.describe for v in variants],
+        "servers": [agg.describe, dis.describe] + [v.describe for v in variants if not v.error],
         "variants": [variant_row(params, agg.correctness, dis, None)]
         + [variant_row(params, agg.correctness, res, v) for res, v in zip(variants, params.variants)]
         if variants else [],
@@ -402,6 +419,9 @@ def conclusions(summary: dict[str, Any]) -> str:
                  + f", p50 TTFT {best['p50_ttft_ms']:.1f} ms, greedy outputs "
                  + ("equal to the aggregated pool's." if best["greedy_outputs_equal"] else "DIFFERENT from the "
                     "aggregated pool's."))
+    broken = [r for r in summary.get("variants", []) if r.get("error")]
+    if broken:
+        text += " Settings that did not run: " + "; ".join(f"{r['variant']} ({r['error'][:160]})" for r in broken) + "."
     failed = [k for k, c in summary["checks"].items() if not c["passed"]]
     text += " All checks passed." if not failed else f" Checks FAILED: {', '.join(failed)}."
     return text

@@ -16,9 +16,16 @@ from ctxkit.records import HandoffRecord
 CONNECTORS = ("example", "nixl")
 
 
+def cross_layer_blocks(extra: Optional[dict[str, Any]]) -> bool:
+    """NixlConnector's `enable_cross_layers_blocks`: one KV region for all layers, so a block of every layer is one
+    descriptor (vLLM honours it with FlashAttention/FlashInfer/Triton attention in the HND layout)."""
+    return str((extra or {}).get("enable_cross_layers_blocks", "false")).lower() == "true"
+
+
 def kv_transfer_config(connector: str, role: str, storage_path: Optional[Path] = None,
-                       kv_buffer_device: str = "cpu") -> str:
-    """The JSON for vLLM's --kv-transfer-config. role: prefill | decode."""
+                       kv_buffer_device: str = "cpu", extra: Optional[dict[str, Any]] = None) -> str:
+    """The JSON for vLLM's --kv-transfer-config. role: prefill | decode. `extra` goes into the connector's
+    kv_connector_extra_config as given (e.g. NixlConnector's enable_cross_layers_blocks, num_threads, backends)."""
     if connector == "example":
         cfg: dict[str, Any] = {"kv_connector": "ExampleConnector",
                                "kv_role": "kv_producer" if role == "prefill" else "kv_consumer",
@@ -27,6 +34,8 @@ def kv_transfer_config(connector: str, role: str, storage_path: Optional[Path] =
         cfg = {"kv_connector": "NixlConnector", "kv_role": "kv_both", "kv_buffer_device": kv_buffer_device}
     else:
         raise ValueError(f"unknown connector {connector!r}: {', '.join(CONNECTORS)}")
+    if extra:
+        cfg["kv_connector_extra_config"] = {**cfg.get("kv_connector_extra_config", {}), **extra}
     return json.dumps(cfg, separators=(",", ":"))
 
 

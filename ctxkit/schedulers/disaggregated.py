@@ -24,6 +24,7 @@ class DisaggregatedPool(ServerPool):
     def __init__(self, server: ServerParams, *, seed: int, prefill: int, decode: int, connector: str, log_dir: Path,
                  name: str = "disaggregated", policy: str = "least_outstanding",
                  storage_root: Optional[Path] = None, kv_buffer_device: str = "cpu",
+                 connector_extra: Optional[dict[str, Any]] = None,
                  prefill_visible_devices: Optional[str] = None, decode_visible_devices: Optional[str] = None,
                  cleanup_kv: bool = True) -> None:
         super().__init__(name, log_dir, server.model)
@@ -38,11 +39,13 @@ class DisaggregatedPool(ServerPool):
                                       prefill_visible_devices, decode_visible_devices)
         self.placement["connector"] = connector
         self.placement["kv_storage"] = str(self.storage) if self.storage else None
+        self.connector_extra = dict(connector_extra or {})
+        self.placement["connector_extra"] = self.connector_extra
         # expected KV bytes and ExampleConnector's folder names depend on it: E3 variants sweep it (--block-size)
         self.block_size = block_size_of(server.extra_args, self.placement["kind"])
         self.roles: dict[str, str] = {}
         for slot in slots:
-            cfg = kv_transfer_config(connector, slot.role, self.storage, kv_buffer_device)
+            cfg = kv_transfer_config(connector, slot.role, self.storage, kv_buffer_device, connector_extra)
             if connector == "nixl":
                 slot.env["VLLM_NIXL_SIDE_CHANNEL_PORT"] = str(5600 + len(self.servers))
             # E3's pool keeps the plain names (prefill-0, decode-0); other pools prefix theirs, so that several

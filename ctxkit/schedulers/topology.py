@@ -21,6 +21,6 @@ def build_pool(server: ServerParams, spec: TopologyParams, *, seed: int, log_dir
                               policy=spec.policy)
     return DisaggregatedPool(server, seed=seed, prefill=spec.prefill, decode=spec.decode, connector=spec.connector,
                              log_dir=log_dir, name=pool_name(spec), policy=spec.policy,
-                             kv_buffer_device=spec.kv_buffer_device,
+                             kv_buffer_device=spec.kv_buffer_device, connector_extra=spec.connector_extra,
                              prefill_visible_devices=spec.prefill_visible_devices,
                              decode_visible_devices=spec.decode_visible_devices)

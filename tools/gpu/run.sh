@@ -11,6 +11,7 @@ mkdir -p /root/runs "$src"
 tar cf - --exclude=./.whl --exclude=./.venv --exclude=./.git . | tar xf - -C "$src"
 cd "$src"
 source tools/gpu/env.sh
+: > /root/runs/$name.log; rm -f /root/runs/$name.rc   # before it starts: wait.sh must find it at once
 setsid nohup bash -c "python3 -m ctxkit.cli --runs-dir /root/runs $* > /root/runs/$name.log 2>&1; echo \$? > /root/runs/$name.rc" \
   > /dev/null 2>&1 < /dev/null &
 echo "started $name from $src (commit $CTXKIT_GIT_COMMIT)"

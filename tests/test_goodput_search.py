@@ -82,7 +82,12 @@ def mmk(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_search_finds_the_known_capacity(mmk, seed):
+    import os
+    import threading
+
+    import psutil
     sim = mmk(seed)
+    cpu0, sys0 = psutil.Process().cpu_times(), psutil.cpu_times()
     # 3 s of warmup and 2 s of scoring at least: from an empty queue, a rate near or above the knee looks better
     # than its steady state until the queue has relaxed (a 150-request warmup, 0.7 s at such a rate, once passed
     # 1.16 x capacity)
@@ -90,7 +95,12 @@ def test_search_finds_the_known_capacity(mmk, seed):
                           warmup_requests=20, warmup_s=3.0, min_duration_s=2.0, max_probes=12, seed=seed)
     result = search(sim, items(seed), SLO(ttft_ms=1000 * S), policy, timeout_s=30)
     truth = capacity()
-    probes = [(round(p.rate, 1), p.verdict, round(p.attainment or 0, 3)) for p in result.probes]
+    probes = [(round(p.rate, 1), p.verdict, round(p.attainment or 0, 3), p.send_lag_p99_ms) for p in result.probes]
+    cpu1, sys1 = psutil.Process().cpu_times(), psutil.cpu_times()
+    probes.append({"threads": sorted(t.name for t in threading.enumerate()), "loadavg": os.getloadavg(),
+                   "test_cpu_s": round(cpu1.user + cpu1.system - cpu0.user - cpu0.system, 1),
+                   "machine_busy_s": round((sys1.user + sys1.system) - (sys0.user + sys0.system), 1),
+                   "rss_mb": psutil.Process().memory_info().rss >> 20})      # evidence, should it fail under load
     assert result.converged and len(result.probes) <= policy.max_probes, probes
     assert result.high / result.low <= 1 + TOLERANCE
     # the bracket is within the tolerance of the truth (twice it: a probe's verdict is a sample, not the curve)

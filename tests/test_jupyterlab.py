@@ -66,6 +66,18 @@ def lab(workspace):
     log.close()
 
 
+@pytest.fixture(autouse=True)
+def kernels_shut_down(lab):
+    """Each test's kernels are shut down when it ends, as a user closing the notebook would (a kernel left running
+    until the module ends is a process the next test did not start)."""
+    yield
+    url, token = lab
+    kernels = json.loads(urllib.request.urlopen(f"{url}/api/kernels?token={token}", timeout=10).read())
+    for k in kernels:
+        req = urllib.request.Request(f"{url}/api/kernels/{k['id']}?token={token}", method="DELETE")
+        urllib.request.urlopen(req, timeout=30)     # returns once the kernel process is gone
+
+
 @pytest.fixture
 def page(request, tmp_path):
     """A Chromium page; what it showed last is saved as failure.png under the test's tmp dir if the test fails."""

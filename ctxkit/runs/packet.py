@@ -122,13 +122,32 @@ def extra(run: PacketRun) -> list[str]:
         if win:
             rows.append([f"KV path ({win.get('measured_by')})", num(2)(win.get("gb_per_s")),
                          num(1, pct=True)(win.get("efficiency"))])
-        return (table(["KV", "GB/s", "of link"], rows) + [""]) if rows else []
+        return ((table(["KV", "GB/s", "of link"], rows) + [""]) if rows else []) + variants(run)
     if run.experiment == "e4_goodput":
-        rows = [[c["slo"], c["winner"], num(2)(c.get("ratio")), num(2)(c.get("disaggregated_over_aggregated")),
+        rows = [[c["slo"], c["winner"] if c.get("runner_up") else "- (one topology measured)", num(2)(c.get("ratio")), num(2)(c.get("disaggregated_over_aggregated")),
                  str(c.get("intervals_separate", "-"))] for c in run.summary.get("comparison", [])]
         return table(["SLO", "winner", "ratio to runner-up", "disaggregated / aggregated", "intervals separate"],
                      rows) + [""]
     return []
+
+
+VARIANT_COLUMNS: list[tuple[str, str, Fmt]] = [
+    ("setting", "variant", None), ("block", "block_size", num(0)), ("buffer", "kv_buffer_device", None),
+    ("connector options", "connector_extra", None), ("env", "env", None), ("KV GB/s", "window_gb_per_s", num(2)),
+    ("of link", "efficiency", num(1, pct=True)), ("descriptors", "descriptors", num(0)),
+    ("link GB/s in descriptor pieces", "descriptor_gb_per_s", num(2)), ("p50 TTFT ms", "p50_ttft_ms", num(1)),
+    ("p50 TPOT ms", "p50_tpot_ms", num(2)), ("greedy equal", "greedy_outputs_equal", None), ("error", "error", None)]
+
+
+def variants(run: PacketRun) -> list[str]:
+    """E3's KV path settings, one row each (summary.variants), when the run swept them."""
+    rows = run.summary.get("variants") or []
+    if not rows:
+        return []
+    cells = [[(fmt or str)(r[key]) if r.get(key) is not None else "-" for _, key, fmt in VARIANT_COLUMNS]
+             for r in rows]
+    return ["KV path settings (each a disaggregated pool of its own, same workload):", ""] + \
+        table([h for h, _, _ in VARIANT_COLUMNS], cells) + [""]
 
 
 def machine(run: PacketRun) -> str:

@@ -146,6 +146,17 @@ def test_e3_kv_path_variants(tmp_path):
         assert len(loaded) == 6 and all(h["kv_bytes_measured"] == tokens * kv_per_token for h in loaded), name
     assert (run / "artifacts/e3_variants.csv").is_file()
     assert "KV path settings" in (run / "report.html").read_text()
+    packet = run_cli("packet", str(run), "--out", str(tmp_path / "packet"))      # the sweep's table in a packet
+    assert packet.returncode == 0, packet.stderr
+    lines = (tmp_path / "packet/README.md").read_text().splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith("| setting |"))
+    header = [c.strip() for c in lines[head].strip("|").split("|")]
+    cells = {r[0]: dict(zip(header, r)) for r in ([c.strip() for c in line.strip("|").split("|")]
+                                                 for line in lines[head + 2:head + 5])}
+    assert list(cells) == ["disaggregated", "block-64", "refused"]
+    for name, row in rows.items():
+        assert abs(float(cells[name]["KV GB/s"]) - row["window_gb_per_s"]) <= 0.005 + 1e-9, (cells[name], row)
+    assert "no-such-flag" in cells["refused"]["error"]
 
 
 @pytest.mark.vllm

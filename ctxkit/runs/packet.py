@@ -136,7 +136,14 @@ VARIANT_COLUMNS: list[tuple[str, str, Fmt]] = [
     ("connector options", "connector_extra", None), ("env", "env", None), ("KV GB/s", "window_gb_per_s", num(2)),
     ("of link", "efficiency", num(1, pct=True)), ("descriptors", "descriptors", num(0)),
     ("link GB/s in descriptor pieces", "descriptor_gb_per_s", num(2)), ("p50 TTFT ms", "p50_ttft_ms", num(1)),
-    ("p50 TPOT ms", "p50_tpot_ms", num(2)), ("greedy equal", "greedy_outputs_equal", None), ("error", "error", None)]
+    ("p50 TPOT ms", "p50_tpot_ms", num(2)), ("greedy equal", "greedy_outputs_equal", None),
+    ("error", "error", lambda e: _cell(str(e)))]
+
+
+def _cell(text: str, head: int = 120, tail: int = 200) -> str:
+    """A long message as one table cell: its start (what failed) and its end (a log's last line: why)."""
+    text = " ".join(text.replace("|", "/").split())
+    return text if len(text) <= head + tail else f"{text[:head]} ... {text[-tail:]}"
 
 
 def variants(run: PacketRun) -> list[str]:

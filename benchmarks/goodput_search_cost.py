@@ -3,7 +3,7 @@
     python benchmarks/goodput_search_cost.py [--seed 0]
 
 A simulated server with a capacity known in closed form (8 FCFS prefill slots, exponential 80 ms service: an M/M/8
-queue; 90% of TTFTs within 220 ms up to lambda* = 79.3 req/s). Both methods use the same probes (the same Poisson
+queue; 90% of TTFTs within 300 ms up to lambda* = 89.1 req/s; the test's queue, tests/test_goodput_search.py). Both methods use the same probes (the same Poisson
 streams, Wilson verdicts, steady-state checks). The search brackets by doubling and bisects to 5%, once from 20 req/s (a start
 far below capacity, as a user without a guess would pick) and once from the sweep's own lowest level.
 The sweep, in the style of vLLM's serve workload sweeps, probes 10 evenly spaced rates up to twice the capacity
@@ -27,13 +27,13 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 os.environ.setdefault("CTXKIT_ALLOW_SIMULATED_BACKEND", "1")
 
-from test_goodput_search import MU, K, S, capacity, items  # noqa: E402
+from test_goodput_search import MU, K, S, TARGET, capacity, items  # noqa: E402
 
 from ctxkit.backends import Simulated  # noqa: E402
 from ctxkit.collectors.latency import SLO  # noqa: E402
 from ctxkit.load.search import SearchPolicy, run_probe, search  # noqa: E402
 
-POLICY = dict(target=0.9, min_requests=100, max_requests=400, warmup_requests=20, warmup_s=3.0, min_duration_s=2.0,
+POLICY = dict(target=TARGET, min_requests=300, max_requests=600, warmup_requests=20, warmup_s=6.0, min_duration_s=4.0,
               max_probes=30)
 
 

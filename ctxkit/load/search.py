@@ -113,9 +113,11 @@ def _send_lag_p99(records: list[RequestRecord]) -> Optional[float]:
     return float(np.percentile(lags, 99)) if lags else None
 
 
-def rising(records: list[RequestRecord], slo: SLO) -> bool:
+def rising(records: list[RequestRecord], slo: SLO, target: Optional[float] = None) -> bool:
     """The probe is not in steady state: misses rise (the second half of its scored requests, in send order, misses
-    significantly more often than the first: two-proportion z > 2), or latency climbs (the last third's median TTFT
+    significantly more often than the first: two-proportion z > 2, and, given the `target`, its share met is below
+    it: a queue's misses come in bursts, so halves that differ but both meet the target are noise, not growth),
+    or latency climbs (the last third's median TTFT
     or TPOT is over 1.5 times the first third's and over half its objective). A queue that is still growing is not
     a rate the servers sustain, whatever the share met so far: a short probe above capacity can look fine."""
     scored = sorted((r for r in records if not r.warmup), key=lambda r: r.t_send_ns)
@@ -131,7 +133,7 @@ def rising(records: list[RequestRecord], slo: SLO) -> bool:
     if p in (0.0, 1.0):
         return False
     z = (m2 / n2 - m1 / n1) / math.sqrt(p * (1 - p) * (1 / n1 + 1 / n2))
-    return z > 2.0
+    return z > 2.0 and (target is None or 1 - m2 / n2 < target)
 
 
 def _latency_climbs(scored: list[RequestRecord], slo: SLO) -> bool:
@@ -160,7 +162,7 @@ def _rule(slo: SLO, policy: SearchPolicy, planned: int) -> Callable[[list, list,
         sends = [r.t_send_ns for r in done + live if not r.warmup and r.t_send_ns]
         long_enough = bool(sends) and (now_ns - min(sends)) / 1e9 >= policy.min_duration_s
         if policy.mode == "joint" and long_enough and t["decided"] >= policy.min_requests and \
-                att.verdict(t["met"], t["decided"], policy.target) != "undecided" and not rising(done, slo):
+                att.verdict(t["met"], t["decided"], policy.target) != "undecided" and not rising(done, slo, policy.target):
             return "drain"
         return None
     return stop
@@ -231,7 +233,7 @@ def _score(probe: Probe, slo: SLO, policy: SearchPolicy) -> None:
     elif policy.mode == "percentile":
         probe.percentile = att.percentile_verdict(probe.records, slo, policy.target)
         probe.verdict, probe.decided_by = probe.percentile["verdict"], "percentile SLOs"
-    elif rising(probe.records, slo):
+    elif rising(probe.records, slo, policy.target):
         probe.verdict, probe.decided_by = "fail", "misses rising through the probe (not in steady state)"
     else:
         probe.verdict = att.verdict(probe.met, probe.decided, policy.target)

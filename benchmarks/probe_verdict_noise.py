@@ -17,15 +17,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from test_goodput_search import mmk_attainment  # noqa: E402
-
-
-def capacity(k: int, mu: float, s: float, target: float) -> float:
-    lo, hi = 0.0, k * mu * (1 - 1e-9)
-    for _ in range(100):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if mmk_attainment(mid, k, mu, s) >= target else (lo, mid)
-    return lo
+from test_goodput_search import capacity, mmk_attainment  # noqa: E402
 
 
 def window(k: int, mu: float, s: float, lam: float, n_warm: int, n: int, rng: np.random.Generator) -> float:
@@ -46,7 +38,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     for label, k, mu, s, t, warm_s, score_s, min_n in (("old: 220 ms objective", 8, 12.5, 0.22, 0.9, 3, 2, 100),
                                                        ("new: 300 ms objective", 8, 12.5, 0.30, 0.9, 6, 4, 300)):
-        c = capacity(k, mu, s, t)
+        c = capacity(t, k, mu, s)
         for f in (0.9, 1.1):
             lam = f * c
             n_warm, n = max(20, int(lam * warm_s)), max(min_n, int(lam * score_s * 1.2))

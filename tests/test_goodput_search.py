@@ -44,11 +44,11 @@ def mmk_attainment(lam: float, k: int = K, mu: float = MU, s: float = S) -> floa
     return 1 - ((1 - erlang_c) * math.exp(-mu * s) + erlang_c * both)
 
 
-def capacity(target: float = TARGET) -> float:
-    lo, hi = 0.0, K * MU * (1 - 1e-9)
+def capacity(target: float = TARGET, k: int = K, mu: float = MU, s: float = S) -> float:
+    lo, hi = 0.0, k * mu * (1 - 1e-9)
     for _ in range(100):
         mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if mmk_attainment(mid) >= target else (lo, mid)
+        lo, hi = (mid, hi) if mmk_attainment(mid, k, mu, s) >= target else (lo, mid)
     return lo
 
 

@@ -62,7 +62,7 @@ show_params(P)
 results = []
 with JsonlWriter(run.path / "requests.jsonl") as out:
     for k, spec in enumerate(P.topologies):
-        results.append(e4_goodput.measure_topology(P, run, spec, k, out))
+        results.append(e4_goodput.measure_or_record(P, run, spec, k, out))
 
 # %% [markdown]
 # ## 3. Goodput per device

@@ -163,3 +163,36 @@ def test_misses_allowed_scale_with_the_probes_planned_size():
     now = done[-1].t_end_ns
     assert _rule(slo, policy, planned)(done, [], now) != "cancel"
     assert _rule(slo, policy, policy.max_requests)(done, [], now) == "cancel"
+
+
+def test_a_topology_whose_servers_fail_is_recorded_and_the_others_still_compared(monkeypatch, tmp_path):
+    """One topology's servers die at start (a placement this vLLM refuses): the run keeps the other topologies'
+    searches, the failed one is a row with its error, and the conclusion names it instead of hiding it."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from ctxkit.backends.base import ServerDied
+    from ctxkit.experiments import e4_goodput
+    from ctxkit.load.search import SearchResult
+    from ctxkit.params import E4Params, TopologyParams
+
+    def refuse(*_a, **_k):
+        raise ServerDied("t-prefill-1 exited with code 1: NIXL side channel port in use")
+
+    monkeypatch.setattr(e4_goodput, "build_pool", refuse)
+    params = E4Params()
+    spec = TopologyParams(kind="disaggregated", prefill=2, decode=2)
+    bad = e4_goodput.measure_or_record(params, SimpleNamespace(logs=tmp_path), spec, 1, out=None, log=lambda _m: None)
+    assert bad.error.startswith("ServerDied") and "side channel" in bad.error and bad.searches == {}
+    good = e4_goodput.TopologyResult("aggregated x2", "aggregated", 2, "GPU", {},
+                                     searches={"default": SearchResult(4.0, 4.0, 4.4, True, "bracket", [])})
+    table = e4_goodput.goodput_table(params, [good, bad])
+    row = table[table["topology"] == spec.label].iloc[0]
+    assert "side channel" in row["error"] and pd.isna(row["goodput_per_device"])
+    (comparison,) = e4_goodput.compare(table)
+    assert comparison["winner"] == "aggregated x2" and "runner_up" not in comparison
+    text = e4_goodput.conclusions({"comparison": [comparison], "goodput": table.to_dict(orient="records"),
+                                   "failed_topologies": {spec.label: bad.error},
+                                   "checks": {"every_topology_searched": {"passed": False}}})
+    assert f"{spec.label} could not be searched: ServerDied" in text and "FAILED: every_topology_searched" in text

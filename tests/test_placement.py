@@ -5,6 +5,8 @@ import json
 import threading
 import time
 
+import pytest
+
 from ctxkit.params import ServerParams
 from ctxkit.schedulers import placement
 from ctxkit.schedulers.aggregated import AggregatedPool
@@ -35,13 +37,28 @@ def test_one_gpu_shared_caps_each_servers_memory(monkeypatch, tmp_path):
     assert pool.block_size == 16 and [s.gpu_memory_utilization for s in pool.servers] == [0.45, 0.45]
     cfg = json.loads(pool.servers[0].extra_args[-1])
     assert cfg == {"kv_connector": "NixlConnector", "kv_role": "kv_both", "kv_buffer_device": "cuda"}
-    assert {s.env["VLLM_NIXL_SIDE_CHANNEL_PORT"] for s in pool.servers} == {"5600", "5601"}
+    ports = {int(s.env["VLLM_NIXL_SIDE_CHANNEL_PORT"]) for s in pool.servers}
+    assert len(ports) == 2         # one side channel each, chosen free (not fixed: two runs may share a host)
 
 
 def test_manual_devices(monkeypatch):
     monkeypatch.setattr(placement, "gpu_inventory", gpus(4))
     slots, record = placement.place(["prefill", "decode"], prefill_visible_devices="0,1", decode_visible_devices="2")
     assert [s.env["CUDA_VISIBLE_DEVICES"] for s in slots] == ["0,1", "2"] and "manual" in record["reason"]
+
+
+def test_cuda_visible_devices_limits_the_gpus_used(monkeypatch):
+    """Two runs on one four-GPU host, one given GPUs 2,3: its servers go there, not onto GPUs 0 and 1."""
+    monkeypatch.setattr(placement, "gpu_inventory", gpus(4))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    slots, record = placement.place(["aggregated", "aggregated"])
+    assert [s.env["CUDA_VISIBLE_DEVICES"] for s in slots] == ["2", "3"]
+    assert "limits ctxkit to GPUs 2,3" in record["reason"] and placement.devices_used(record) == 2
+    slots, _ = placement.place(["prefill", "decode", "decode"])          # more servers than its GPUs: shared
+    assert [s.env["CUDA_VISIBLE_DEVICES"] for s in slots] == ["2", "3", "2"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5")
+    with pytest.raises(ValueError, match="names GPU"):
+        placement.place(["aggregated"])
 
 
 def test_cpu_cores_split(monkeypatch):

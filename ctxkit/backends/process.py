@@ -36,10 +36,14 @@ def port_free_or_raise(host: str, port: int) -> None:
                                "the port unset for a free one") from None
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+def free_port(host: str = "127.0.0.1", exclude: frozenset[int] | set[int] = frozenset()) -> int:
+    """A port nothing listens on now, other than those in `exclude` (chosen for servers not started yet)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((host, 0))
+            port = int(s.getsockname()[1])
+        if port not in exclude:
+            return port
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec

@@ -43,6 +43,7 @@ class TopologyResult:
     handoffs: list[dict[str, Any]] = field(default_factory=list)
     describe: dict[str, Any] = field(default_factory=dict)
     gpu: Optional[GPUSampler] = None             # NVML telemetry of its GPUs while it was up, tagged with roles
+    error: Optional[str] = None                  # a topology that could not be searched: why (the run goes on)
 
 
 def policy_of(params: E4Params) -> SearchPolicy:
@@ -103,6 +104,18 @@ def measure_topology(params: E4Params, run: RunFolder, spec: TopologyParams, k: 
     return result
 
 
+def measure_or_record(params: E4Params, run: RunFolder, spec: TopologyParams, k: int, out: JsonlWriter,
+                      log: Log = print) -> TopologyResult:
+    """measure_topology, except that a topology whose servers fail (e.g. a placement this vLLM refuses) becomes a
+    result with its error: one bad topology must not cost the others' searches. Its probes so far stay in
+    requests.jsonl; the run's checks fail and the conclusion names it."""
+    try:
+        return measure_topology(params, run, spec, k, out, log)
+    except Exception as exc:  # noqa: BLE001 - recorded in e4_goodput.csv and the conclusion; servers' logs in logs/
+        log(f"[e4] {spec.label}: FAILED: {type(exc).__name__}: {str(exc)[:400]}")
+        return TopologyResult(spec.label, spec.kind, 0, "", {}, error=f"{type(exc).__name__}: {str(exc)[:2000]}")
+
+
 def probes_table(results: list[TopologyResult]) -> pd.DataFrame:
     rows = [{"topology": r.topology, "slo": name, **p.row()}
             for r in results for name, res in r.searches.items() for p in res.probes]
@@ -110,8 +123,10 @@ def probes_table(results: list[TopologyResult]) -> pd.DataFrame:
 
 
 def goodput_table(params: E4Params, results: list[TopologyResult]) -> pd.DataFrame:
-    rows = []
+    rows: list[dict[str, Any]] = []
     for r in results:
+        if r.error:
+            rows += [{"topology": r.topology, "kind": r.kind, "slo": s.name, "error": r.error} for s in params.slos]
         for name, res in r.searches.items():
             rows.append({"topology": r.topology, "kind": r.kind, "slo": name, "devices": r.devices,
                          "unit": r.unit, "goodput": res.goodput, "low": res.low, "high": res.high,
@@ -203,10 +218,11 @@ def summarize(params: E4Params, run: RunFolder, results: list[TopologyResult]) -
         "goodput": goodput.to_dict(orient="records"),
         "comparison": compare(goodput),
         "probes": probes.to_dict(orient="records"),
-        "servers": [r.describe for r in results],
-        "gpu_assignment": {r.topology: r.placement for r in results},
+        "servers": [r.describe for r in results if not r.error],
+        "gpu_assignment": {r.topology: r.placement for r in results if not r.error},
+        "failed_topologies": {r.topology: r.error for r in results if r.error},
         "profiling": {"gpu": {r.topology: r.gpu.stop() if r.gpu else {"available": False, "reason": "not sampled"}
-                              for r in results}},
+                              for r in results if not r.error}},
     }
     run.write_json("summary.json", summary)
     return summary
@@ -216,7 +232,9 @@ def compare(goodput: pd.DataFrame) -> list[dict[str, Any]]:
     """Per SLO setting: the winner by per-device goodput, the ratio to the runner-up, and whether the bracketing
     intervals separate (the winner's lower end above the runner-up's upper end)."""
     out = []
-    for slo, g in goodput.groupby("slo", sort=False):
+    if "goodput_per_device" not in goodput:
+        return out
+    for slo, g in goodput[goodput["goodput_per_device"].notna()].groupby("slo", sort=False):
         g = g.sort_values("goodput_per_device", ascending=False)
         best = g.iloc[0]
         row: dict[str, Any] = {"slo": slo, "winner": best["topology"],
@@ -244,13 +262,15 @@ def conclusions(summary: dict[str, Any]) -> str:
         winner = g[(c["slo"], c["winner"])]
         text = (f"**{c['slo']}**: {c['winner']} serves the most per {winner['unit']}: "
                 f"{c['winner_per_device']:.3g} req/s (bracket {winner['per_device_low']:.3g}-"
-                f"{winner['per_device_high'] if winner['per_device_high'] is None else round(winner['per_device_high'], 3)})")
+                f"{'-' if winner['per_device_high'] is None else format(winner['per_device_high'], '.3g')})")
         if "runner_up" in c:
             text += (f", {c['ratio']:.2f}x {c['runner_up']} ({c['runner_up_per_device']:.3g}); the intervals "
                      f"{'separate' if c['intervals_separate'] else 'overlap, so the order is not settled'}")
         if "disaggregated_over_aggregated" in c:
             text += f". Disaggregated / aggregated per {winner['unit']}: {c['disaggregated_over_aggregated']:.2f}"
         parts.append(text + ".")
+    for topology, error in summary.get("failed_topologies", {}).items():
+        parts.append(f"{topology} could not be searched: {error[:200]}.")
     failed = [k for k, v in summary["checks"].items() if not v["passed"]]
     parts.append("All checks passed." if not failed else f"Checks FAILED: {', '.join(failed)}.")
     return " ".join(parts)
@@ -280,7 +300,7 @@ def goodput_view(summary: dict[str, Any]):
     g = pd.DataFrame(summary["goodput"])
     cols = {"topology": "topology", "slo": "SLO", "devices": "devices", "goodput": "goodput req/s",
             "low": "pass at", "high": "fail at", "goodput_per_device": "per device", "per_device_low": "per dev low",
-            "per_device_high": "per dev high", "probes": "probes", "stopped_because": "stopped"}
+            "per_device_high": "per dev high", "probes": "probes", "stopped_because": "stopped", "error": "error"}
     g = g[[c for c in cols if c in g]].rename(columns=cols)
     return _styled(g, {"goodput req/s": 2, "pass at": 2, "fail at": 2, "per device": 2, "per dev low": 2,
                        "per dev high": 2})

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+from ctxkit.backends.process import free_port
 from ctxkit.backends.vllm_server import VLLMServer
 from ctxkit.models import ModelCard
 from ctxkit.params import ServerParams
@@ -46,14 +47,18 @@ class DisaggregatedPool(ServerPool):
         self.roles: dict[str, str] = {}
         for slot in slots:
             cfg = kv_transfer_config(connector, slot.role, self.storage, kv_buffer_device, connector_extra)
-            if connector == "nixl":
-                slot.env["VLLM_NIXL_SIDE_CHANNEL_PORT"] = str(5600 + len(self.servers))
+            if connector == "nixl":   # a free port each: two pools on one host (two runs) must not share one
+                slot.env["VLLM_NIXL_SIDE_CHANNEL_PORT"] = str(free_port(exclude=self._side_ports()))
             # E3's pool keeps the plain names (prefill-0, decode-0); other pools prefix theirs, so that several
             # topologies in one run keep their logs apart
             label = f"{slot.role}-{slot.index}" if name == "disaggregated" else f"{name}-{slot.role}-{slot.index}"
             self.roles[label] = slot.role
             self.servers.append(self._server(server, seed, label, slot,
                                              ["--kv-transfer-config", cfg]))
+
+    def _side_ports(self) -> set[int]:
+        return {int(s.env["VLLM_NIXL_SIDE_CHANNEL_PORT"]) for s in self.servers
+                if "VLLM_NIXL_SIDE_CHANNEL_PORT" in s.env}
 
     @property
     def handoff_log(self) -> Path:

@@ -3,7 +3,8 @@
 GPUs are discovered through NVML. At least one GPU per server: each server gets its own, in the order of the roles
 (prefill instances first, then decode). Fewer GPUs than servers: servers share them round robin, each capped to
 the memory fraction that fits (0.9 / servers per GPU). prefill_visible_devices / decode_visible_devices override
-the choice. No GPU: each server gets its own cores when the machine has at least
+the choice. A CUDA_VISIBLE_DEVICES of GPU indices in ctxkit's own environment limits it to those GPUs (NVML lists
+every GPU of the host regardless): two runs on one host, each given its own GPUs, do not land on the same ones. No GPU: each server gets its own cores when the machine has at least
 one core per server (VLLM_CPU_OMP_THREADS_BIND), else they share all cores.
 """
 from __future__ import annotations
@@ -38,7 +39,7 @@ def place(roles: list[str], prefill_visible_devices: Optional[str] = None,
     slots = [Slot(role, sum(1 for r in roles[:i] if r == role)) for i, role in enumerate(roles)]
     n = len(roles)
     if inv["available"]:
-        gpus = [d["index"] for d in inv["devices"]]
+        gpus, limited = visible([d["index"] for d in inv["devices"]])
         manual = {"prefill": prefill_visible_devices, "decode": decode_visible_devices}
         if any(manual.values()):
             for s in slots:
@@ -56,6 +57,7 @@ def place(roles: list[str], prefill_visible_devices: Optional[str] = None,
                 s.env["CUDA_VISIBLE_DEVICES"], s.devices = str(g), f"GPU {g} (shared)"
                 s.gpu_memory_utilization = frac
             reason = f"{len(gpus)} GPU(s) for {n} servers: shared, gpu_memory_utilization {frac} each"
+        reason += f" ({limited})" if limited else ""
         kind = "gpu"
     else:
         cores = _cores()
@@ -75,6 +77,23 @@ def place(roles: list[str], prefill_visible_devices: Optional[str] = None,
               "servers": [{"role": s.role, "index": s.index, "devices": s.devices, "env": s.env,
                            "gpu_memory_utilization": s.gpu_memory_utilization} for s in slots]}
     return slots, record
+
+
+def visible(gpus: list[int]) -> tuple[list[int], str]:
+    """The host's GPUs that ctxkit's CUDA_VISIBLE_DEVICES leaves it, and a note for the record (empty when it is
+    unset). Only plain indices are honoured; UUIDs or MIG names are not: refused, not guessed."""
+    raw = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if raw is None or raw.strip() == "":
+        return gpus, ""
+    wanted = [g.strip() for g in raw.split(",") if g.strip()]
+    if not all(g.isdigit() for g in wanted):
+        raise ValueError(f"CUDA_VISIBLE_DEVICES={raw!r}: ctxkit places servers by GPU index; give indices "
+                         f"(e.g. 2,3), or prefill_visible_devices / decode_visible_devices")
+    missing = [g for g in wanted if int(g) not in gpus]
+    if missing:
+        raise ValueError(f"CUDA_VISIBLE_DEVICES={raw!r} names GPU(s) {', '.join(missing)}; this host has "
+                         f"{', '.join(map(str, gpus))}")
+    return [int(g) for g in wanted], f"CUDA_VISIBLE_DEVICES={raw} limits ctxkit to GPUs {','.join(wanted)}"
 
 
 def devices_used(record: dict[str, Any]) -> int:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 
@@ -37,8 +38,13 @@ def test_one_gpu_shared_caps_each_servers_memory(monkeypatch, tmp_path):
     assert pool.block_size == 16 and [s.gpu_memory_utilization for s in pool.servers] == [0.45, 0.45]
     cfg = json.loads(pool.servers[0].extra_args[-1])
     assert cfg == {"kv_connector": "NixlConnector", "kv_role": "kv_both", "kv_buffer_device": "cuda"}
-    ports = {int(s.env["VLLM_NIXL_SIDE_CHANNEL_PORT"]) for s in pool.servers}
-    assert len(ports) == 2         # one side channel each, chosen free (not fixed: two runs may share a host)
+    ports = [int(s.env["VLLM_NIXL_SIDE_CHANNEL_PORT"]) for s in pool.servers]
+    assert len(set(ports)) == 2 and all(p < 32768 for p in ports)   # one each, below the ephemeral range
+    with socket.socket() as taken:                        # another run's server already holds the first one
+        taken.bind(("127.0.0.1", ports[0]))
+        other = DisaggregatedPool(ServerParams(), seed=0, prefill=1, decode=1, connector="nixl", log_dir=tmp_path,
+                                  kv_buffer_device="cuda")
+        assert ports[0] not in {int(s.env["VLLM_NIXL_SIDE_CHANNEL_PORT"]) for s in other.servers}
 
 
 def test_manual_devices(monkeypatch):

@@ -36,14 +36,27 @@ def port_free_or_raise(host: str, port: int) -> None:
                                "the port unset for a free one") from None
 
 
-def free_port(host: str = "127.0.0.1", exclude: frozenset[int] | set[int] = frozenset()) -> int:
-    """A port nothing listens on now, other than those in `exclude` (chosen for servers not started yet)."""
-    while True:
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def free_fixed_port(start: int, exclude: set[int], host: str = "127.0.0.1") -> int:
+    """The first port from `start` up that nothing is bound to now and that is not in `exclude` (chosen for servers
+    not started yet). For ports a server binds seconds after they are chosen: below the kernel's ephemeral range
+    (32768 and up), where the outgoing connections and bind-to-0 sockets of the servers starting meanwhile never
+    land. A port from free_port() is in that range and was taken by one of vLLM's own sockets on a GPU host."""
+    for port in range(start, 32768):
+        if port in exclude:
+            continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind((host, 0))
-            port = int(s.getsockname()[1])
-        if port not in exclude:
-            return port
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError(f"no free port between {start} and 32767")
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from ctxkit.backends.process import free_port
+from ctxkit.backends.process import free_fixed_port
 from ctxkit.backends.vllm_server import VLLMServer
 from ctxkit.models import ModelCard
 from ctxkit.params import ServerParams
@@ -47,8 +47,8 @@ class DisaggregatedPool(ServerPool):
         self.roles: dict[str, str] = {}
         for slot in slots:
             cfg = kv_transfer_config(connector, slot.role, self.storage, kv_buffer_device, connector_extra)
-            if connector == "nixl":   # a free port each: two pools on one host (two runs) must not share one
-                slot.env["VLLM_NIXL_SIDE_CHANNEL_PORT"] = str(free_port(exclude=self._side_ports()))
+            if connector == "nixl":   # a free port each from 5600: two runs on one host must not share one
+                slot.env["VLLM_NIXL_SIDE_CHANNEL_PORT"] = str(free_fixed_port(5600, self._side_ports()))
             # E3's pool keeps the plain names (prefill-0, decode-0); other pools prefix theirs, so that several
             # topologies in one run keep their logs apart
             label = f"{slot.role}-{slot.index}" if name == "disaggregated" else f"{name}-{slot.role}-{slot.index}"

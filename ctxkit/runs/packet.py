@@ -72,8 +72,7 @@ HEADLINES: dict[str, tuple[str, list[tuple[str, str, Fmt]]]] = {
     "e4_goodput": ("goodput", [("topology", "topology", None), ("SLO", "slo", None), ("devices", "devices", num(0)),
                                ("goodput req/s", "goodput", num(2)), ("per device", "goodput_per_device", num(2)),
                                ("per device low", "per_device_low", num(2)),
-                               ("per device high", "per_device_high", num(2)),
-                               ("error", "error", lambda e: _cell(str(e)) if isinstance(e, str) else "-")]),
+                               ("per device high", "per_device_high", num(2))]),
 }
 
 

@@ -291,6 +291,7 @@ class SearchParams(Params):
     max_wall_s: float = Field(900.0, gt=0)            # per topology and SLO setting
     drain_s: float = Field(30.0, gt=0)                # wait for requests in flight at most this long
     mode: Literal["joint", "percentile"] = "joint"    # per-request (DistServe) or p<target> of each metric
+    lag_bound_ms: float = Field(100.0, gt=0)          # p99 send lag over which a probe is flagged client-paced
 
     @model_validator(mode="after")
     def _sizes(self) -> "SearchParams":

@@ -196,3 +196,29 @@ def test_a_topology_whose_servers_fail_is_recorded_and_the_others_still_compared
                                    "failed_topologies": {spec.label: bad.error},
                                    "checks": {"every_topology_searched": {"passed": False}}})
     assert f"{spec.label} could not be searched: ServerDied" in text and "FAILED: every_topology_searched" in text
+
+
+def test_a_probe_paced_by_its_client_is_flagged_with_the_rate_it_offered():
+    """A client that sends at half its schedule's pace (due every 50 ms, sent every 100 ms) offers 10 req/s, not
+    20: the probe says so, and E4's conclusion warns that a pass there may overstate the servers."""
+    import pandas as pd
+
+    from ctxkit.experiments import e4_goodput
+    from ctxkit.load.search import Probe, _score
+    from ctxkit.params import E4Params
+    slo, policy = SLO(ttft_ms=1000, tpot_ms=50), SearchPolicy(target=0.9, lag_bound_ms=100)
+    on_time = Probe(0, 10.0, planned=60, records=steady(60, lambda i: 100))
+    _score(on_time, slo, policy)
+    assert on_time.offered_rate == pytest.approx(10.0) and not on_time.client_lagged
+    behind = steady(60, lambda i: 100)
+    for i, rec in enumerate(behind):
+        rec.t_sched_ns = i * 50_000_000                  # due at 20 req/s; sent at 10
+    late = Probe(1, 20.0, planned=60, records=behind)
+    _score(late, slo, policy)
+    assert late.verdict == "pass" and late.client_lagged and late.offered_rate == pytest.approx(10.0)
+    assert late.send_lag_p99_ms > 2000
+    probes = pd.DataFrame([{"topology": "aggregated x2", "slo": "default", **p.row()} for p in (on_time, late)])
+    pace = e4_goodput.client_pace(E4Params(), probes)
+    assert [r["rate"] for r in pace["lagged_probes"]] == [20.0]
+    text = e4_goodput.conclusions({"comparison": [], "goodput": [], "client": pace, "checks": {}})
+    assert "fell behind its schedule in 1 probe(s)" in text and "at 20 req/s, aggregated x2" in text

@@ -43,11 +43,7 @@ def run_search(params: BenchParams, run: RunFolder, backend: ServingBackend, log
     assert params.search is not None
     card = ModelCard.load(params.server.model)
     s = params.search
-    policy = SearchPolicy(target=s.target, start_rate=s.start_rate, tolerance=s.tolerance, mode=s.mode,
-                          min_requests=s.min_requests, max_requests=s.max_requests, max_probes=s.max_probes,
-                          max_wall_s=s.max_wall_s, drain_s=s.drain_s, warmup_requests=s.warmup_requests, warmup_s=s.warmup_s,
-                          min_duration_s=s.min_duration_s,
-                          seed=params.seed)
+    policy = SearchPolicy.of(s, params.seed)
 
     def items(probe: int, batch: int, n: int) -> list[WorkItem]:
         return build_workload(params.workload, card, params.server.max_model_len,
@@ -61,7 +57,9 @@ def run_search(params: BenchParams, run: RunFolder, backend: ServingBackend, log
                         on_records=lambda recs: [out.write(r) for r in recs],
                         on_probe=lambda p: log(f"{p.index:>5} {p.rate:>9.3f} {p.sent:>5} {p.met:>5} "
                                                f"{(p.attainment or 0):>9.3f} [{p.wilson_low:.3f}, "
-                                               f"{p.wilson_high:.3f}]  {p.verdict} ({p.decided_by})"))
+                                               f"{p.wilson_high:.3f}]  {p.verdict} ({p.decided_by})"
+                                               + (f"; client behind schedule: p99 send lag {p.send_lag_p99_ms:.0f} ms, "
+                                                  f"offered {p.offered_rate:.3g} req/s" if p.client_lagged else "")))
         describe = backend.describe()
     probes = pd.DataFrame([p.row() for p in result.probes])
     probes.to_csv(run.artifacts / "bench_probes.csv", index=False)

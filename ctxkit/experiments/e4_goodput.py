@@ -47,11 +47,7 @@ class TopologyResult:
 
 
 def policy_of(params: E4Params) -> SearchPolicy:
-    s = params.search
-    return SearchPolicy(target=s.target, start_rate=s.start_rate, tolerance=s.tolerance,
-                        min_requests=s.min_requests, max_requests=s.max_requests, max_probes=s.max_probes,
-                        max_wall_s=s.max_wall_s, drain_s=s.drain_s, mode=s.mode,
-                        warmup_requests=s.warmup_requests, warmup_s=s.warmup_s, min_duration_s=s.min_duration_s, seed=params.seed)
+    return SearchPolicy.of(params.search, params.seed)
 
 
 def slo_of(named: NamedSLO) -> SLO:
@@ -217,6 +213,7 @@ def summarize(params: E4Params, run: RunFolder, results: list[TopologyResult]) -
         "slos": [s.model_dump() for s in params.slos],
         "goodput": goodput.to_dict(orient="records"),
         "comparison": compare(goodput),
+        "client": client_pace(params, probes),
         "probes": probes.to_dict(orient="records"),
         "servers": [r.describe for r in results if not r.error],
         "gpu_assignment": {r.topology: r.placement for r in results if not r.error},
@@ -226,6 +223,17 @@ def summarize(params: E4Params, run: RunFolder, results: list[TopologyResult]) -
     }
     run.write_json("summary.json", summary)
     return summary
+
+
+def client_pace(params: E4Params, probes: pd.DataFrame) -> dict[str, Any]:
+    """Probes whose client fell behind its Poisson schedule (p99 send lag over the bound): their offered rate is
+    below the nominal one, so a pass there may overstate what the servers sustain at that rate."""
+    bound = params.search.lag_bound_ms
+    lagged = probes[probes["client_lagged"]] if len(probes) and "client_lagged" in probes else probes.iloc[0:0]
+    return {"lag_bound_ms": bound,
+            "lagged_probes": [{"topology": r["topology"], "slo": r["slo"], "rate": r["rate"],
+                               "offered_rate": r["offered_rate"], "send_lag_p99_ms": r["send_lag_p99_ms"],
+                               "verdict": r["verdict"]} for _, r in lagged.iterrows()]}
 
 
 def compare(goodput: pd.DataFrame) -> list[dict[str, Any]]:
@@ -269,6 +277,13 @@ def conclusions(summary: dict[str, Any]) -> str:
         if "disaggregated_over_aggregated" in c:
             text += f". Disaggregated / aggregated per {winner['unit']}: {c['disaggregated_over_aggregated']:.2f}"
         parts.append(text + ".")
+    lagged = (summary.get("client") or {}).get("lagged_probes") or []
+    if lagged:
+        worst = max(lagged, key=lambda r: r["send_lag_p99_ms"] or 0)
+        parts.append(f"The client fell behind its schedule in {len(lagged)} probe(s) (p99 send lag over "
+                     f"{summary['client']['lag_bound_ms']:g} ms; worst {worst['send_lag_p99_ms']:.0f} ms at "
+                     f"{worst['rate']:.3g} req/s, {worst['topology']}): their offered load was below the nominal "
+                     f"rate, so a pass there may overstate the servers' goodput.")
     for topology, error in summary.get("failed_topologies", {}).items():
         parts.append(f"{topology} could not be searched: {error[:200]}.")
     failed = [k for k, v in summary["checks"].items() if not v["passed"]]
@@ -310,9 +325,10 @@ def probes_view(probes: pd.DataFrame):
     cols = {"topology": "topology", "slo": "SLO", "index": "probe", "rate": "rate", "sent": "sent",
             "decided": "decided", "attainment": "attained", "wilson_low": "low", "wilson_high": "high",
             "verdict": "verdict", "decided_by": "decided by", "backlog": "backlog", "send_lag_p99_ms": "lag p99 ms",
+            "offered_rate": "offered",
             "wall_s": "s"}
     p = probes[[c for c in cols if c in probes]].rename(columns=cols)
-    return _styled(p, {"rate": 2, "attained": 3, "low": 3, "high": 3, "lag p99 ms": 2, "s": 1})
+    return _styled(p, {"rate": 2, "offered": 2, "attained": 3, "low": 3, "high": 3, "lag p99 ms": 2, "s": 1})
 
 
 def misses_view(misses: pd.DataFrame) -> list:

@@ -23,6 +23,7 @@ from ctxkit.collectors.latency import SLO, request_latency
 from ctxkit.collectors.server_metrics import ServerMetricsCollector, parse, value
 from ctxkit.load.arrivals import Arrivals, run_load
 from ctxkit.load.workloads import WorkItem
+from ctxkit.params import SearchParams
 from ctxkit.records import CANCELLED, RequestRecord
 
 # fresh prompts for a probe: (probe index, batch index, number of requests) -> items
@@ -47,7 +48,14 @@ class SearchPolicy:
     min_duration_s: float = 0.0          # a probe scores requests for at least this long before a verdict stops it:
                                          # at a high rate, min_requests go by before a growing queue shows
     mode: str = "joint"                  # joint (per-request, DistServe) | percentile (p<target> of each metric)
+    lag_bound_ms: float = 100.0          # p99 send lag above which a probe's load was paced by the client, not
+                                         # its schedule: its offered rate is below the nominal one (flagged)
     seed: int = 0
+
+    @classmethod
+    def of(cls, params: SearchParams, seed: int) -> "SearchPolicy":
+        """The policy the checked parameters describe (E4 and `ctxkit bench --search rate` alike)."""
+        return cls(**params.model_dump(), seed=seed)
 
     def planned(self, rate: float) -> int:
         """Scored requests a probe at `rate` is planned to send: enough to cover min_duration_s, at least
@@ -81,6 +89,8 @@ class Probe:
     early_stop: bool = False             # cut off on misses: what was in flight was cancelled (the backlog)
     backlog: int = 0                     # requests in flight (cancelled) when the probe stopped early
     send_lag_p99_ms: Optional[float] = None
+    offered_rate: Optional[float] = None # scored requests per second between the first and the last scored send
+    client_lagged: bool = False          # p99 send lag over the policy's bound: the client set the pace
     wall_s: float = 0.0
     misses_by_cause: dict[str, int] = field(default_factory=dict)
     server: dict[str, Any] = field(default_factory=dict)   # each server's metric deltas over the probe
@@ -90,7 +100,8 @@ class Probe:
     def row(self) -> dict[str, Any]:
         """The probe as one table row (no records)."""
         keep = ("index", "rate", "planned", "sent", "decided", "met", "missed", "undecided", "attainment", "wilson_low",
-                "wilson_high", "verdict", "decided_by", "early_stop", "backlog", "send_lag_p99_ms", "wall_s")
+                "wilson_high", "verdict", "decided_by", "early_stop", "backlog", "send_lag_p99_ms", "offered_rate",
+                "client_lagged", "wall_s")
         return {k: getattr(self, k) for k in keep} | {f"missed_{k}": v for k, v in self.misses_by_cause.items()}
 
 
@@ -111,6 +122,14 @@ class SearchResult:
 def _send_lag_p99(records: list[RequestRecord]) -> Optional[float]:
     lags = [lat.client_lag_ms for lat in map(request_latency, records) if lat.client_lag_ms is not None]
     return float(np.percentile(lags, 99)) if lags else None
+
+
+def offered_rate(records: list[RequestRecord]) -> Optional[float]:
+    """Scored requests a second as sent: (n - 1) over the time from the first scored send to the last. Beside the
+    nominal rate it shows a client that fell behind its schedule."""
+    sends = sorted(r.t_send_ns for r in records if not r.warmup and r.t_send_ns)
+    span_s = (sends[-1] - sends[0]) / 1e9 if len(sends) >= 2 else 0.0
+    return (len(sends) - 1) / span_s if span_s > 0 else None
 
 
 def rising(records: list[RequestRecord], slo: SLO, target: Optional[float] = None) -> bool:
@@ -227,6 +246,8 @@ def _score(probe: Probe, slo: SLO, policy: SearchPolicy) -> None:
     probe.misses_by_cause = t["misses_by_cause"]
     probe.backlog = sum(1 for r in probe.records if r.status == CANCELLED)
     probe.send_lag_p99_ms = _send_lag_p99(probe.records)
+    probe.offered_rate = offered_rate(probe.records)
+    probe.client_lagged = (probe.send_lag_p99_ms or 0.0) > policy.lag_bound_ms
     probe.early_stop = probe.backlog > 0   # cut off: what was in flight when it stopped was cancelled
     if probe.missed > policy.allowed_misses(probe.planned):
         probe.verdict, probe.decided_by = "fail", "misses beyond what the target allows"

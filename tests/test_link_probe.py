@@ -27,3 +27,24 @@ def test_tmpfs_copy_moves_every_byte_and_leaves_nothing(tmp_path):
     assert res["descriptor"]["pieces"] == 16 and res["descriptor"]["bytes"] == 1 << 20
     assert all(res[k]["gb_per_s"] > 0 and res[k]["read_gb_per_s"] > 0 for k in ("large", "descriptor"))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_nixl_counters_near_one_decode_step_per_transfer_are_called_the_polling_bound():
+    """Numbers of the four-H200 run: 12 handoffs of 268 MB counted as 0.217 s in all (18 ms each) by NIXL, on a
+    decode server stepping every 21.2 ms. vLLM checks transfers once a step, so the counted 14.8 GB/s is the
+    polling; the window says so, with the bound (268 MB per 21.2 ms step), and a fast transfer is not flagged."""
+    from ctxkit.experiments.e3_disagg import ModeResult, window_kv
+
+    def mode(xfer_s):
+        decode = {"nixl_bytes_transferred": 12 * 268435456.0, "nixl_xfer_time_seconds": xfer_s,
+                  "nixl_num_descriptors": 20.0, "nixl_post_time_seconds": 0.0013, "mean_itl_ms": 21.2,
+                  "itl_count": 1524.0}
+        return ModeResult("disaggregated", [], {}, {}, {"prefill-0": {"mean_itl_ms": None}, "decode-0": decode}, {},
+                          handoffs=[{"status": "ok"}] * 12)
+    kv = {"total_kv_bytes_expected": 12 * 268435456}
+    win = window_kv(mode(0.216979), kv, 381.5)
+    assert round(win["gb_per_s"], 2) == 14.85 and win["transfers"] == 12
+    assert round(win["transfer_ms_mean"], 1) == 18.1 and win["at_step_bound"]
+    assert round(win["step_bound_gb_per_s"], 2) == 12.66             # 268.4 MB per 21.2 ms
+    fast = window_kv(mode(12 * 0.0015), kv, 381.5)       # 1.5 ms a transfer: the link, not the polling
+    assert not fast["at_step_bound"] and fast["gb_per_s"] > 150

@@ -333,6 +333,27 @@ class E4Params(ExperimentParams):
         return self
 
 
+class E5Params(ExperimentParams):
+    """E5 long context: how many requests of each context length the KV cache holds, measured against predictions.
+    Part `capacity` today; the cost of context, chunked-prefill interference and prefix reuse are to come."""
+    context_lens: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [448, 1984], min_length=1)
+    output_len: int = Field(64, ge=2)                 # tokens each request generates (ignore_eos): its KV grows
+    concurrency_factors: list[Annotated[float, Field(gt=0)]] = Field(
+        default_factory=lambda: [0.5, 1.0, 1.5, 2.0], min_length=2)   # x the server's own prediction per length
+    requests_per_slot: int = Field(2, ge=1)           # a level of concurrency c sends c x this many requests
+    metrics_interval_s: float = Field(0.1, gt=0)      # scrape period: the peak of running requests is sampled
+    tolerance: float = Field(0.25, gt=0, lt=1)        # measured capacity within this of the analytical prediction
+
+    @model_validator(mode="after")
+    def _lengths_and_levels(self) -> "E5Params":
+        if self.backend != "vllm":
+            raise ValueError("e5_context reads its server's startup log and cache config: backend must be vllm")
+        self._fits("context_lens", max(self.context_lens), self.output_len, "output_len")
+        if max(self.concurrency_factors) <= 1.0:
+            raise ValueError("concurrency_factors: one factor must exceed 1.0, or no level goes past the capacity")
+        return self
+
+
 BenchParams.model_rebuild()
 
 EXPERIMENTS: dict[str, type[ExperimentParams]] = {
@@ -341,6 +362,7 @@ EXPERIMENTS: dict[str, type[ExperimentParams]] = {
     "e2_concurrency": E2Params,
     "e3_disagg": E3Params,
     "e4_goodput": E4Params,
+    "e5_context": E5Params,
     "bench": BenchParams,
 }
 

@@ -221,3 +221,42 @@ def slo_scale(scale: pd.DataFrame, target: float, path: Optional[Path] = None) -
         _attainment_axes(ax, target, "SLO scale (objectives x s)", "SLO attainment",
                          f"{slo}: attainment against SLO scale")
     return _save(fig, path)
+
+
+def capacity_vs_context(capacity: pd.DataFrame, path: Optional[Path] = None) -> Figure:
+    """Requests the KV cache held at once against context length: measured (peak of running requests) beside the
+    three predictions (the cache's bytes, vLLM's log line, whole blocks)."""
+    fig = Figure(figsize=(6.4, 4.0), layout="constrained")
+    ax = fig.subplots()
+    x = capacity["tokens_per_request"]
+    for col, style, label in (("analytical", "--", "analytical (cache bytes / request bytes)"),
+                              ("vllm_log", ":", "vLLM's startup log"), ("cache_config", "-.", "whole blocks")):
+        if col in capacity and capacity[col].notna().any():
+            ax.plot(x, capacity[col], style, marker=".", label=label)
+    ax.plot(x, capacity["measured"], "o-", color="k", label="measured: peak running requests")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("tokens a request holds (prompt + output)")
+    ax.set_ylabel("requests held at once")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("KV capacity against context length")
+    return _save(fig, path)
+
+
+def running_vs_concurrency(levels: pd.DataFrame, path: Optional[Path] = None) -> Figure:
+    """Per context length: peak running and peak waiting requests against the client's concurrency; running
+    follows the diagonal until the cache is full, then flattens while waiting grows."""
+    fig = Figure(figsize=(6.4, 4.0), layout="constrained")
+    ax = fig.subplots()
+    for i, (length, g) in enumerate(levels.groupby("context_len")):
+        ax.plot(g["concurrency"], g["peak_running"], "o-", color=f"C{i}", label=f"{length:,} tokens: running")
+        ax.plot(g["concurrency"], g["peak_waiting"], "x--", color=f"C{i}", label=f"{length:,} tokens: waiting")
+    top = float(levels["concurrency"].max())
+    ax.plot([0, top], [0, top], color="0.6", lw=0.8, label="running = concurrency")
+    ax.set_xlabel("client concurrency")
+    ax.set_ylabel("peak requests (server's gauges)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("Running and waiting requests against concurrency")
+    return _save(fig, path)

@@ -73,6 +73,10 @@ HEADLINES: dict[str, tuple[str, list[tuple[str, str, Fmt]]]] = {
                                ("goodput req/s", "goodput", num(2)), ("per device", "goodput_per_device", num(2)),
                                ("per device low", "per_device_low", num(2)),
                                ("per device high", "per_device_high", num(2))]),
+    "e5_context": ("capacity", [("context", "context_len", num(0)), ("tokens a request", "tokens_per_request", num(0)),
+                                ("analytical", "analytical", num(1)), ("vLLM log", "vllm_log", num(1)),
+                                ("cache config", "cache_config", num(0)), ("measured", "measured", num(0)),
+                                ("measured / analytical", "measured_over_analytical", num(2))]),
 }
 
 

@@ -1,0 +1,181 @@
+"""E5 long context, part `capacity`: how many requests of context length L the server's KV cache holds at once,
+measured, against three predictions.
+
+Predictions, per L (each request holds L prompt tokens plus `output_len` generated ones):
+- analytical: the KV cache's bytes (its blocks x block size x the card's KV bytes per token) over one request's
+  bytes ((L + output_len) x the card's KV bytes per token), block rounding ignored;
+- vLLM's startup log: "Maximum concurrency for M tokens per request: X" scaled to L + output_len tokens;
+- vLLM's cache_config_info: its blocks less one (vLLM's block pool keeps block 0 aside as its null block,
+  vllm/v1/core/block_pool.py) divided by the whole blocks one request needs.
+Measured: for each level of concurrency c (factors x the cache-config prediction), c x requests_per_slot requests in
+a closed loop of c, the server's own gauges scraped every metrics_interval_s: the peak of running requests (what
+the cache held at once), the peak waiting, the peak KV usage and the preemptions. The capacity is the highest peak
+of running requests; past it, requests wait or are preempted. A level held back by the server's max_num_seqs
+rather than its cache shows the same plateau with KV usage well below 1: the levels table's peak KV usage tells
+which (on GPUs, pick context lengths long enough that the cache, not max_num_seqs, is the limit).
+"""
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Any, Optional
+
+import pandas as pd
+
+from ctxkit import plots
+from ctxkit.backends.base import ServingBackend
+from ctxkit.collectors.latency import request_latency, stats
+from ctxkit.collectors.server_metrics import parse
+from ctxkit.experiments.common import check, make_backend
+from ctxkit.load.engine import measure
+from ctxkit.load.workloads import LengthDist, synthetic
+from ctxkit.models import ModelCard
+from ctxkit.params import E5Params, LoadParams
+from ctxkit.records import JsonlWriter
+from ctxkit.runs.folder import RunFolder
+
+LOG_CONCURRENCY = re.compile(r"Maximum concurrency for ([\d,]+) tokens per request: ([\d.]+)x")
+LOG_SIZE = re.compile(r"KV cache size: ([\d,]+) tokens")
+
+
+def cache_view(backend: ServingBackend, log_path: Optional[Path]) -> dict[str, Any]:
+    """What the server says about its KV cache: cache_config_info's blocks and block size, and its startup log's
+    cache size and maximum concurrency."""
+    view: dict[str, Any] = {"num_blocks": None, "block_size": None, "log_tokens": None, "log_concurrency": None}
+    for fetch in backend.metric_sources().values():
+        for (name, labels), _ in parse(fetch()).items():
+            if name == "vllm:cache_config_info":
+                info = dict(labels)
+                blocks = info.get("num_gpu_blocks_override") if info.get("num_gpu_blocks_override") not in \
+                    (None, "None") else info.get("num_gpu_blocks")
+                view.update(num_blocks=int(blocks), block_size=int(info["block_size"]), cache_config=info)
+    text = log_path.read_text(errors="replace") if log_path and log_path.is_file() else ""
+    if (m := LOG_SIZE.search(text)):
+        view["log_tokens"] = int(m.group(1).replace(",", ""))
+    if (m := LOG_CONCURRENCY.search(text)):
+        view["log_concurrency"] = {"tokens": int(m.group(1).replace(",", "")), "requests": float(m.group(2))}
+    return view
+
+
+def predictions(view: dict[str, Any], card: ModelCard, dtype: str, tokens: int) -> dict[str, Optional[float]]:
+    """Requests of `tokens` tokens each that the cache holds, three ways (see the module's docstring)."""
+    blocks, size = view["num_blocks"], view["block_size"]
+    per_token = card.kv_bytes_per_token(dtype)
+    conc = view.get("log_concurrency")
+    return {"kv_cache_bytes": blocks * size * per_token, "kv_bytes_per_token": per_token,
+            "analytical": blocks * size * per_token / (tokens * per_token),
+            "vllm_log": conc["requests"] * conc["tokens"] / tokens if conc else None,
+            "cache_config": float((blocks - 1) // math.ceil(tokens / size))}   # less the null block
+
+
+def levels(params: E5Params, predicted: float) -> list[int]:
+    return sorted({max(1, round(f * predicted)) for f in params.concurrency_factors})
+
+
+def measure_level(params: E5Params, backend: ServingBackend, card: ModelCard, length: int, c: int, k: int,
+                  out: JsonlWriter, log=print) -> dict[str, Any]:
+    """c x requests_per_slot fresh prompts of `length` tokens in a closed loop of c; the server's peaks."""
+    items = synthetic(c * params.requests_per_slot, LengthDist("fixed", length), LengthDist("fixed", params.output_len),
+                      vocab_size=card.vocab_size, seed=params.seed * 1000 + k, id_prefix=f"L{length}c{c}")
+    records, prof = measure(backend, items, LoadParams(arrival="concurrency", concurrency=c, warmup_requests=0),
+                            seed=params.seed + k, timeout_s=params.request_timeout_s, slo=None, out=out,
+                            metrics_interval_s=params.metrics_interval_s, label=f"e5 L={length} c={c}",
+                            tags={"context_len": length, "concurrency": c})
+    srv = next(iter(prof["server"].values()), {})
+    lats = [request_latency(r) for r in records]
+    row = {"context_len": length, "concurrency": c, "requests": len(records),
+           "failed": sum(1 for r in records if not r.ok), "peak_running": srv.get("peak_num_requests_running"),
+           "peak_waiting": srv.get("peak_num_requests_waiting"), "peak_kv_usage": srv.get("peak_kv_cache_usage_perc"),
+           "preemptions": srv.get("num_preemptions", 0.0), "p50_ttft_ms": stats(x.ttft_ms for x in lats)["p50"],
+           "p50_tpot_ms": stats(x.tpot_ms for x in lats)["p50"]}
+    row["held"] = bool(row["peak_running"] is not None and row["peak_running"] >= c and not row["preemptions"])
+    log(f"[e5] L={length} c={c}: peak running {row['peak_running']}, waiting {row['peak_waiting']}, "
+        f"preemptions {row['preemptions']:g}, KV usage {row['peak_kv_usage']}")
+    return row
+
+
+def past_capacity(top: dict[str, Any]) -> bool:
+    """The highest level went past what the cache holds: fewer requests ran at once than the client had in flight,
+    and the rest waited or were preempted. (Waiting alone is no sign: a burst of long prompts waits for the step's
+    token budget even when the cache has room.)"""
+    return bool((top["peak_running"] or 0) < top["concurrency"] and (top["peak_waiting"] or top["preemptions"]))
+
+
+def sweep(params: E5Params, run: RunFolder, log=print) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict]]:
+    """Start the server, read its cache, then each length at its levels of concurrency."""
+    card = ModelCard.load(params.server.model)
+    backend = make_backend(params, "server", run)
+    rows, capacity = [], []
+    with backend, JsonlWriter(run.path / "requests.jsonl") as out:
+        view = cache_view(backend, getattr(backend, "log_path", None))
+        log(f"[e5] server up; KV cache: {view['num_blocks']} blocks of {view['block_size']} tokens; log: "
+            f"{view['log_tokens']} tokens, {view['log_concurrency']}")
+        for length in params.context_lens:
+            pred = predictions(view, card, params.server.dtype, length + params.output_len)
+            for c in levels(params, pred["cache_config"]):
+                rows.append(measure_level(params, backend, card, length, c, len(rows), out, log))
+            mine = [r for r in rows if r["context_len"] == length]
+            held = [r["concurrency"] for r in mine if r["held"]]
+            capacity.append({"context_len": length, "tokens_per_request": length + params.output_len, **pred,
+                             "measured": max((r["peak_running"] or 0) for r in mine),
+                             "held_at_once": max(held) if held else 0,
+                             "past_capacity_held_back": past_capacity(mine[-1])})
+    return view, capacity, rows
+
+
+def summarize(params: E5Params, run: RunFolder, view: dict[str, Any], capacity: list[dict[str, Any]],
+              rows: list[dict[str, Any]]) -> dict[str, Any]:
+    for c in capacity:
+        c["measured_over_analytical"] = c["measured"] / c["analytical"] if c["analytical"] else None
+    within = [abs(c["measured_over_analytical"] - 1) <= params.tolerance for c in capacity
+              if c["measured_over_analytical"] is not None]
+    summary = {
+        "experiment": "e5_context", "run_id": run.run_id, "parts": ["capacity"], "cache": view,
+        "checks": {
+            "cache_config_read": check(view["num_blocks"] is not None, f"{view['num_blocks']} blocks of "
+                                       f"{view['block_size']} tokens from vllm:cache_config_info"),
+            "every_request_completed": check(all(r["failed"] == 0 for r in rows),
+                                             f"{sum(r['failed'] for r in rows)} failed of "
+                                             f"{sum(r['requests'] for r in rows)}"),
+            "capacity_within_tolerance": check(len(within) == len(capacity) and all(within),
+                                               f"measured within {100 * params.tolerance:g}% of the analytical "
+                                               f"prediction at {sum(within)}/{len(capacity)} context lengths"),
+            "past_capacity_held_back": check(all(c["past_capacity_held_back"] for c in capacity),
+                                             "at every length the highest level ran fewer requests at once than "
+                                             "were in flight, the rest waiting or preempted"),
+        },
+        "capacity": capacity, "levels": rows,
+    }
+    run.write_json("summary.json", summary)
+    return summary
+
+
+def write_artifacts(run: RunFolder, summary: dict[str, Any]) -> list:
+    capacity, levels_ = pd.DataFrame(summary["capacity"]), pd.DataFrame(summary["levels"])
+    capacity.to_csv(run.artifacts / "e5_capacity.csv", index=False)
+    levels_.to_csv(run.artifacts / "e5_levels.csv", index=False)
+    return [plots.capacity_vs_context(capacity, run.artifacts / "e5_capacity.svg"),
+            plots.running_vs_concurrency(levels_, run.artifacts / "e5_levels.svg")]
+
+
+def capacity_view(summary: dict[str, Any]):
+    cols = {"context_len": "context", "tokens_per_request": "tokens a request", "analytical": "analytical",
+            "vllm_log": "vLLM log", "cache_config": "cache config", "measured": "measured (peak running)",
+            "held_at_once": "all c ran at once up to", "measured_over_analytical": "measured / analytical"}
+    frame = pd.DataFrame(summary["capacity"])[list(cols)].rename(columns=cols)
+    return frame.style.hide(axis="index").format(precision=2, na_rep="-")
+
+
+def conclusions(summary: dict[str, Any]) -> str:
+    parts = []
+    for c in summary["capacity"]:
+        parts.append(f"At {c['context_len']:,} prompt tokens ({c['tokens_per_request']:,} a request) the cache held "
+                     f"{c['measured']:g} requests at once against {c['analytical']:.1f} predicted from its bytes "
+                     f"({c['measured_over_analytical']:.2f}x), {c['cache_config']:g} from whole blocks and "
+                     + (f"{c['vllm_log']:.1f} from vLLM's log" if c["vllm_log"] is not None else "none from the log")
+                     + ("; past it, the rest waited or were preempted." if c["past_capacity_held_back"]
+                        else "; the highest level did not go past it."))
+    failed = [k for k, v in summary["checks"].items() if not v["passed"]]
+    parts.append("All checks passed." if not failed else f"Checks FAILED: {', '.join(failed)}.")
+    return " ".join(parts)

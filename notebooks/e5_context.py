@@ -1,0 +1,89 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: tags,-all
+#     formats: ipynb,py:percent
+#     notebook_metadata_filter: kernelspec,jupytext,-jupytext.text_representation.jupytext_version
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python (ctxkit)
+#     language: python
+#     name: ctxkit
+# ---
+
+# %%
+
+# %% [markdown]
+# # E5: long context, part 1: KV capacity against context length
+#
+# **Question.** How many requests of a given context length does the server's KV cache hold at once, and do the
+# predictions a user would make agree with what the server does?
+#
+# **Method.** One server. Its KV cache as it reports it (`vllm:cache_config_info`; its startup log's "KV cache
+# size" and "Maximum concurrency" lines). For each context length L, three predictions of the requests held at once
+# (each request holds L prompt tokens plus `output_len` generated ones): the cache's bytes over a request's bytes
+# (block rounding ignored), vLLM's log line scaled to the request's tokens, and the cache's blocks over the whole
+# blocks a request needs. Then levels of client concurrency around the block prediction (`concurrency_factors`),
+# each a closed loop of fresh prompts, with the server's gauges scraped every `metrics_interval_s`: the peak of
+# running requests is what the cache held; past it, requests wait or are preempted.
+
+# %% tags=["parameters"]
+# Parameters: a profile (params/profiles/<name>.yaml), parameter files, and `key=value` overrides, layered as
+# `ctxkit run` layers them. Any variable named like a parameter (context_lens = [...]) is a layer too.
+profile = "cpu-tiny"
+param_files = []
+sets = []
+run_dir = None   # set by `ctxkit run`: the run folder, whose params.yaml holds the resolved parameters
+
+# %% [markdown]
+# ## 1. Setup
+
+# %% tags=["remove_input"]
+# %matplotlib inline
+# %config InlineBackend.figure_formats = ['svg']
+import pandas as pd
+from IPython.display import Markdown, display
+
+import ctxkit
+from ctxkit.experiments import e5_context
+from ctxkit.experiments.common import finish_run, open_run, show_params
+
+P, run = open_run("e5_context", globals())
+print(f"ctxkit {ctxkit.__version__}; run folder {run.path}")
+show_params(P)
+
+# %% [markdown]
+# ## 2. Levels of concurrency, one context length at a time
+
+# %%
+view, capacity, rows = e5_context.sweep(P, run)
+
+# %% [markdown]
+# ## 3. Capacity: measured against predicted
+
+# %% tags=["remove_input"]
+summary = e5_context.summarize(P, run, view, capacity, rows)
+figs = e5_context.write_artifacts(run, summary)
+display(pd.DataFrame([{"check": k, **v} for k, v in summary["checks"].items()]).style.hide(axis="index"))
+display(e5_context.capacity_view(summary))
+for fig in figs:
+    display(fig)
+
+# %% [markdown]
+# ## 4. Every level
+#
+# Peak running and waiting requests, peak KV usage (1 = full) and preemptions, as the server's own gauges and
+# counters saw them; median TTFT and TPOT from the client.
+
+# %% tags=["remove_input"]
+display(pd.DataFrame(summary["levels"]).style.hide(axis="index").format(precision=2, na_rep="-"))
+
+# %% [markdown]
+# ## 5. Conclusion
+
+# %% tags=["remove_input"]
+display(Markdown(e5_context.conclusions(summary)))
+status = finish_run(run, summary)

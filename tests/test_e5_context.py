@@ -1,0 +1,42 @@
+"""E5 long context, part capacity, as a user types it (`ctxkit run e5_context`, the default cpu-tiny profile and
+params/e5_context.yaml: 128 KV blocks of 128 tokens on the tiny card): the requests held at once at two context
+lengths against the predictions, and a level past the capacity held back."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from browser import probe_report
+from conftest import run_cli
+
+pytestmark = [pytest.mark.vllm, pytest.mark.slow]
+
+# 128 blocks x 128 tokens = 16,384 tokens; a request holds 448 + 64 = 512 tokens (4 blocks) or 1,984 + 64 = 2,048
+# (16 blocks). By bytes: 32 and 8 requests. vLLM keeps one block aside (its null block): 127 // 4 = 31, 127 // 16 = 7.
+ANALYTICAL = {448: 32.0, 1984: 8.0}
+BLOCKS = {448: 31.0, 1984: 7.0}
+
+
+def test_e5_kv_capacity_against_the_predictions(tmp_path):
+    result = run_cli("--runs-dir", str(tmp_path), "run", "e5_context", timeout=900)
+    assert result.returncode == 0, result.stderr[-4000:]
+    run = Path(result.stdout.strip().splitlines()[-1])
+    summary = json.loads((run / "summary.json").read_text())
+    assert all(c["passed"] for c in summary["checks"].values()), summary["checks"]
+    assert summary["cache"]["num_blocks"] == 128 and summary["cache"]["block_size"] == 128
+    by_len = {c["context_len"]: c for c in summary["capacity"]}
+    assert set(by_len) == set(ANALYTICAL)
+    for length, row in by_len.items():
+        assert row["analytical"] == ANALYTICAL[length] and row["cache_config"] == BLOCKS[length]
+        assert row["vllm_log"] == pytest.approx(ANALYTICAL[length])      # the log line counts the null block too
+        assert 0.75 * ANALYTICAL[length] <= row["measured"] <= ANALYTICAL[length], row   # within 25%
+        top = max((lv for lv in summary["levels"] if lv["context_len"] == length), key=lambda lv: lv["concurrency"])
+        assert top["concurrency"] > row["measured"] and top["peak_running"] < top["concurrency"]   # held back
+        assert top["peak_waiting"] > 0 or top["preemptions"] > 0
+    for name in ("e5_capacity.csv", "e5_levels.csv", "e5_capacity.svg", "e5_levels.svg"):
+        assert (run / "artifacts" / name).is_file(), name
+    assert "KV capacity" in (run / "report.html").read_text()
+    seen = probe_report(run / "report.html")
+    assert seen["errors"] == [] and seen["wide_tables"] == [], seen

@@ -189,7 +189,9 @@ def _attainment_axes(ax, target: float, xlabel: str, ylabel: str, title: str,
 
 
 def goodput_bars(goodput: pd.DataFrame, path: Optional[Path] = None) -> Figure:
-    """Goodput per GPU (or core set) of each topology with the bracket of its search, grouped by SLO setting."""
+    """Goodput per GPU (or core set) of each topology with the bracket of its search, grouped by SLO setting.
+    Topologies that could not be searched (no goodput) are left out."""
+    goodput = goodput[goodput["goodput_per_device"].notna()] if "goodput_per_device" in goodput else goodput
     fig = Figure(figsize=(max(6.4, 1.6 * len(goodput)), 4.0), layout="constrained")
     ax = fig.subplots()
     labels = [f"{r.topology}\n{r.slo}" for r in goodput.itertuples()]

@@ -130,7 +130,7 @@ def steady(n: int, ttft_ms, tpot_ms: float = 5.0):
     from ctxkit.records import RequestRecord
     out = []
     for i in range(n):
-        send = i * 100_000_000
+        send = (i + 1) * 100_000_000                  # a send time of 0 would read as never sent
         first = send + int(ttft_ms(i) * 1e6)
         times = [first + k * int(tpot_ms * 1e6) for k in range(8)]
         out.append(RequestRecord(f"r{i}", 64, 8, t_sched_ns=send, t_send_ns=send, t_first_ns=first,
@@ -174,8 +174,9 @@ def test_a_topology_whose_servers_fail_is_recorded_and_the_others_still_compared
 
     from ctxkit.backends.base import ServerDied
     from ctxkit.experiments import e4_goodput
-    from ctxkit.load.search import SearchResult
+    from ctxkit.load.search import Probe, SearchResult
     from ctxkit.params import E4Params, TopologyParams
+    from ctxkit.runs.folder import RunFolder
 
     def refuse(*_a, **_k):
         raise ServerDied("t-prefill-1 exited with code 1: NIXL side channel port in use")
@@ -185,17 +186,21 @@ def test_a_topology_whose_servers_fail_is_recorded_and_the_others_still_compared
     spec = TopologyParams(kind="disaggregated", prefill=2, decode=2)
     bad = e4_goodput.measure_or_record(params, SimpleNamespace(logs=tmp_path), spec, 1, out=None, log=lambda _m: None)
     assert bad.error.startswith("ServerDied") and "side channel" in bad.error and bad.searches == {}
-    good = e4_goodput.TopologyResult("aggregated x2", "aggregated", 2, "GPU", {},
-                                     searches={"default": SearchResult(4.0, 4.0, 4.4, True, "bracket", [])})
-    table = e4_goodput.goodput_table(params, [good, bad])
+    probe = Probe(0, 4.0, sent=0, verdict="pass", decided_by="95% Wilson interval")
+    good = e4_goodput.TopologyResult("aggregated x2", "aggregated", 2, "GPU", {"kind": "gpu"},
+                                     searches={"default": SearchResult(4.0, 4.0, 4.4, True, "bracket", [probe])})
+    run = RunFolder.create(tmp_path / "runs", "e4_goodput")
+    summary = e4_goodput.summarize(params, run, [good, bad])        # what the notebook does after the searches
+    e4_goodput.write_artifacts(params, run, [good, bad])
+    table = pd.read_csv(run.artifacts / "e4_goodput.csv")
     row = table[table["topology"] == spec.label].iloc[0]
     assert "side channel" in row["error"] and pd.isna(row["goodput_per_device"])
-    (comparison,) = e4_goodput.compare(table)
+    assert not summary["checks"]["every_topology_searched"]["passed"]
+    (comparison,) = summary["comparison"]
     assert comparison["winner"] == "aggregated x2" and "runner_up" not in comparison
-    text = e4_goodput.conclusions({"comparison": [comparison], "goodput": table.to_dict(orient="records"),
-                                   "failed_topologies": {spec.label: bad.error},
-                                   "checks": {"every_topology_searched": {"passed": False}}})
+    text = e4_goodput.conclusions(summary)
     assert f"{spec.label} could not be searched: ServerDied" in text and "FAILED: every_topology_searched" in text
+    assert "nan" not in text
 
 
 def test_a_probe_paced_by_its_client_is_flagged_with_the_rate_it_offered():
@@ -212,7 +217,7 @@ def test_a_probe_paced_by_its_client_is_flagged_with_the_rate_it_offered():
     assert on_time.offered_rate == pytest.approx(10.0) and not on_time.client_lagged
     behind = steady(60, lambda i: 100)
     for i, rec in enumerate(behind):
-        rec.t_sched_ns = i * 50_000_000                  # due at 20 req/s; sent at 10
+        rec.t_sched_ns = (i + 1) * 50_000_000            # due at 20 req/s; sent at 10
     late = Probe(1, 20.0, planned=60, records=behind)
     _score(late, slo, policy)
     assert late.verdict == "pass" and late.client_lagged and late.offered_rate == pytest.approx(10.0)

@@ -29,10 +29,10 @@ def test_tmpfs_copy_moves_every_byte_and_leaves_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_nixl_counters_near_one_decode_step_per_transfer_are_called_the_polling_bound():
+def test_nixl_counters_near_one_decode_step_per_transfer_are_called_the_polling_level():
     """Numbers of the four-H200 run: 12 handoffs of 268 MB counted as 0.217 s in all (18 ms each) by NIXL, on a
     decode server stepping every 21.2 ms. vLLM checks transfers once a step, so the counted 14.8 GB/s is the
-    polling; the window says so, with the bound (268 MB per 21.2 ms step), and a fast transfer is not flagged."""
+    polling; the window says so, with the level (268 MB per 21.2 ms step), and a fast transfer is not flagged."""
     from ctxkit.experiments.e3_disagg import ModeResult, window_kv
 
     def mode(xfer_s):
@@ -44,7 +44,7 @@ def test_nixl_counters_near_one_decode_step_per_transfer_are_called_the_polling_
     kv = {"total_kv_bytes_expected": 12 * 268435456}
     win = window_kv(mode(0.216979), kv, 381.5)
     assert round(win["gb_per_s"], 2) == 14.85 and win["transfers"] == 12
-    assert round(win["transfer_ms_mean"], 1) == 18.1 and win["at_step_bound"]
-    assert round(win["step_bound_gb_per_s"], 2) == 12.66             # 268.4 MB per 21.2 ms
+    assert round(win["transfer_ms_mean"], 1) == 18.1 and win["at_step_level"]
+    assert round(win["step_level_gb_per_s"], 2) == 12.66             # 268.4 MB per 21.2 ms
     fast = window_kv(mode(12 * 0.0015), kv, 381.5)       # 1.5 ms a transfer: the link, not the polling
-    assert not fast["at_step_bound"] and fast["gb_per_s"] > 150
+    assert not fast["at_step_level"] and fast["gb_per_s"] > 150

@@ -14,6 +14,12 @@ from ctxkit.schedulers.aggregated import AggregatedPool
 from ctxkit.schedulers.disaggregated import DisaggregatedPool
 
 
+@pytest.fixture(autouse=True)
+def no_visible_devices_from_the_shell(monkeypatch):
+    """The shell's CUDA_VISIBLE_DEVICES must not decide these tests (a GPU host may have it set)."""
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+
+
 def gpus(n):
     return lambda: {"available": True, "reason": None, "driver": "580",
                     "devices": [{"index": i, "name": "NVIDIA H200"} for i in range(n)]}
@@ -65,6 +71,12 @@ def test_cuda_visible_devices_limits_the_gpus_used(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5")
     with pytest.raises(ValueError, match="names GPU"):
         placement.place(["aggregated"])
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")                    # CUDA's way of hiding every GPU
+    with pytest.raises(ValueError, match="hides every GPU"):
+        placement.place(["aggregated"])
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,3")                 # once each, not two servers on GPU 3
+    slots, _ = placement.place(["aggregated", "aggregated"])
+    assert [s.env["CUDA_VISIBLE_DEVICES"] for s in slots] == ["3", "3"] and slots[0].gpu_memory_utilization == 0.45
 
 
 def test_cpu_cores_split(monkeypatch):

@@ -59,7 +59,7 @@ def run_search(params: BenchParams, run: RunFolder, backend: ServingBackend, log
                                                f"{(p.attainment or 0):>9.3f} [{p.wilson_low:.3f}, "
                                                f"{p.wilson_high:.3f}]  {p.verdict} ({p.decided_by})"
                                                + (f"; client behind schedule: p99 send lag {p.send_lag_p99_ms:.0f} ms, "
-                                                  f"offered {p.offered_rate:.3g} req/s" if p.client_lagged else "")))
+                                                  f"offered {p.offered_rate or 0:.3g} req/s" if p.client_lagged else "")))
         describe = backend.describe()
     probes = pd.DataFrame([p.row() for p in result.probes])
     probes.to_csv(run.artifacts / "bench_probes.csv", index=False)

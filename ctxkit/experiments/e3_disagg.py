@@ -232,15 +232,16 @@ def window_kv(dis: ModeResult, kv: dict[str, Any], link_gb_per_s: Optional[float
     out["bytes_over_expected"] = out["bytes"] / kv["total_kv_bytes_expected"] \
         if kv.get("total_kv_bytes_expected") else None
     if nixl_bytes:
-        out.update(step_bound(out, dis))
+        out.update(step_level(out, dis))
     return out
 
 
-def step_bound(win: dict[str, Any], dis: ModeResult) -> dict[str, Any]:
-    """What NIXL's own counters can show at most. NIXL times a transfer until a status check sees it done, and vLLM's
-    NixlConnector checks once per engine step (get_finished): a transfer shorter than a step reads as about a step.
-    So bytes per handoff / the decode servers' step (their mean inter-token latency) bounds the counted GB/s,
-    however fast the link; a counted rate near that bound measures the polling, not the link."""
+def step_level(win: dict[str, Any], dis: ModeResult) -> dict[str, Any]:
+    """What NIXL's own counters read when the polling, not the link, sets the pace. NIXL times a transfer until a
+    status check sees it done, and vLLM's NixlConnector checks once per engine step (get_finished): a transfer
+    shorter than a step reads as up to about a step (less when it starts partway through one). Bytes per handoff /
+    the decode servers' step (their mean inter-token latency) is the rate the counters then show, however fast the
+    link; a counted rate near it measures the polling. A level, not a strict bound."""
     transfers = sum(1 for h in dis.handoffs if h.get("status") == "ok")
     decodes = [v for v in dis.servers.values() if v.get("nixl_bytes_transferred") and v.get("mean_itl_ms")]
     steps = sum(v.get("itl_count") or 0 for v in decodes)
@@ -249,8 +250,8 @@ def step_bound(win: dict[str, Any], dis: ModeResult) -> dict[str, Any]:
     step_ms = sum(v["mean_itl_ms"] * (v.get("itl_count") or 0) for v in decodes) / steps
     per_transfer_ms = 1000 * win["transfer_s"] / transfers
     return {"transfers": transfers, "transfer_ms_mean": per_transfer_ms, "decode_step_ms": step_ms,
-            "step_bound_gb_per_s": win["bytes"] / transfers / (step_ms / 1000) / 1e9,
-            "at_step_bound": per_transfer_ms >= 0.5 * step_ms}
+            "step_level_gb_per_s": win["bytes"] / transfers / (step_ms / 1000) / 1e9,
+            "at_step_level": per_transfer_ms >= 0.5 * step_ms}
 
 
 def link_table(kv: dict[str, Any]):
@@ -267,10 +268,10 @@ def link_table(kv: dict[str, Any]):
         rows.append({"what": "KV path, load window", "pieces": win.get("descriptors"), "piece bytes": None,
                      "GB/s": win["gb_per_s"],
                      "of link %": 100 * win["efficiency"] if win.get("efficiency") is not None else None})
-    if win.get("step_bound_gb_per_s") and link_.get("available"):
-        rows.append({"what": "counters' bound: bytes per handoff / decode step", "pieces": None, "piece bytes": None,
-                     "GB/s": win["step_bound_gb_per_s"],
-                     "of link %": 100 * win["step_bound_gb_per_s"] / link_["large"]["gb_per_s"]})
+    if win.get("step_level_gb_per_s") and link_.get("available"):
+        rows.append({"what": "polling level: bytes per handoff / decode step", "pieces": None, "piece bytes": None,
+                     "GB/s": win["step_level_gb_per_s"],
+                     "of link %": 100 * win["step_level_gb_per_s"] / link_["large"]["gb_per_s"]})
     frame = pd.DataFrame(rows, columns=["what", "pieces", "piece bytes", "GB/s", "of link %"])
     return frame.style.hide(axis="index").format({"pieces": "{:,.0f}", "piece bytes": "{:,.0f}", "GB/s": "{:.3f}",
                                                   "of link %": "{:.1f}"}, na_rep="-")
@@ -427,11 +428,11 @@ def conclusions(summary: dict[str, Any]) -> str:
                  f"through {kv['connector']} at {win.get('gb_per_s') or 0:.2f} GB/s over the window "
                  f"({win.get('measured_by', 'n/a')}); KV waiting was a median "
                  f"{100 * (kv['stall_ratio']['p50'] or 0):.0f}% of TTFT.")
-        if win.get("at_step_bound"):
+        if win.get("at_step_level"):
             text += (f" Each transfer took {win['transfer_ms_mean']:.1f} ms by NIXL's count against the decode "
                      f"servers' {win['decode_step_ms']:.1f} ms step: vLLM checks transfers once a step, so these "
-                     f"counters cannot show much more than {win['step_bound_gb_per_s']:.2f} GB/s (bytes per handoff "
-                     f"per step), however fast the link; the rate below measures the polling.")
+                     f"counters read about {win['step_level_gb_per_s']:.2f} GB/s (bytes per handoff per step) "
+                     f"however fast the link; the GB/s above measures the polling.")
         rate = kv_transfer.link_rate(kv.get("link"))
         if rate and win.get("efficiency") is not None:
             text += (f" The link itself ({kv['link']['path']}) moved {rate:.2f} GB/s as one buffer and "

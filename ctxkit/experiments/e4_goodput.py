@@ -144,7 +144,8 @@ def slo_scale_table(params: E4Params, results: list[TopologyResult]) -> pd.DataF
     rows = []
     for r in results:
         for named in params.slos:
-            probe = at_goodput(r.searches[named.name])
+            res = r.searches.get(named.name)           # absent for a topology that could not be searched
+            probe = at_goodput(res) if res else None
             if probe is None:
                 continue
             for row in slo_scale_curve(probe.records, slo_of(named), params.slo_scales):
@@ -270,7 +271,7 @@ def conclusions(summary: dict[str, Any]) -> str:
         winner = g[(c["slo"], c["winner"])]
         text = (f"**{c['slo']}**: {c['winner']} serves the most per {winner['unit']}: "
                 f"{c['winner_per_device']:.3g} req/s (bracket {winner['per_device_low']:.3g}-"
-                f"{'-' if winner['per_device_high'] is None else format(winner['per_device_high'], '.3g')})")
+                f"{'-' if pd.isna(winner['per_device_high']) else format(winner['per_device_high'], '.3g')})")
         if "runner_up" in c:
             text += (f", {c['ratio']:.2f}x {c['runner_up']} ({c['runner_up_per_device']:.3g}); the intervals "
                      f"{'separate' if c['intervals_separate'] else 'overlap, so the order is not settled'}")

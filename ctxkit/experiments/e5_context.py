@@ -3,7 +3,9 @@ measured, against three predictions.
 
 Predictions, per L (each request holds L prompt tokens plus `output_len` generated ones):
 - analytical: the KV cache's bytes (its blocks x block size x the card's KV bytes per token) over one request's
-  bytes ((L + output_len) x the card's KV bytes per token), block rounding ignored;
+  bytes ((L + output_len) x the card's KV bytes per token), block rounding ignored. With the cache's size given in
+  blocks (as vLLM reports it) this is its tokens over the request's tokens: the card's bytes cancel, and only a
+  cache given in bytes would test them;
 - vLLM's startup log: "Maximum concurrency for M tokens per request: X" scaled to L + output_len tokens;
 - vLLM's cache_config_info: its blocks less one (vLLM's block pool keeps block 0 aside as its null block,
   vllm/v1/core/block_pool.py) divided by the whole blocks one request needs.
@@ -47,9 +49,11 @@ def cache_view(backend: ServingBackend, log_path: Optional[Path]) -> dict[str, A
         for (name, labels), _ in parse(fetch()).items():
             if name == "vllm:cache_config_info":
                 info = dict(labels)
-                blocks = info.get("num_gpu_blocks_override") if info.get("num_gpu_blocks_override") not in \
-                    (None, "None") else info.get("num_gpu_blocks")
-                view.update(num_blocks=int(blocks), block_size=int(info["block_size"]), cache_config=info)
+                blocks = next((info[k] for k in ("num_gpu_blocks_override", "num_gpu_blocks")
+                               if str(info.get(k, "None")).isdigit()), None)
+                size = info.get("block_size")
+                view.update(num_blocks=int(blocks) if blocks else None,
+                            block_size=int(size) if str(size).isdigit() else None, cache_config=info)
     text = log_path.read_text(errors="replace") if log_path and log_path.is_file() else ""
     if (m := LOG_SIZE.search(text)):
         view["log_tokens"] = int(m.group(1).replace(",", ""))
@@ -66,7 +70,8 @@ def predictions(view: dict[str, Any], card: ModelCard, dtype: str, tokens: int) 
     return {"kv_cache_bytes": blocks * size * per_token, "kv_bytes_per_token": per_token,
             "analytical": blocks * size * per_token / (tokens * per_token),
             "vllm_log": conc["requests"] * conc["tokens"] / tokens if conc else None,
-            "cache_config": float((blocks - 1) // math.ceil(tokens / size))}   # less the null block
+            # less the null block; a request stores the KV of all its tokens but the last one generated
+            "cache_config": float((blocks - 1) // math.ceil((tokens - 1) / size))}
 
 
 def levels(params: E5Params, predicted: float) -> list[int]:
@@ -83,11 +88,13 @@ def measure_level(params: E5Params, backend: ServingBackend, card: ModelCard, le
                             metrics_interval_s=params.metrics_interval_s, label=f"e5 L={length} c={c}",
                             tags={"context_len": length, "concurrency": c})
     srv = next(iter(prof["server"].values()), {})
+    preempted = srv.get("num_preemptions", 0.0)
+    preempted = sum(preempted.values()) if isinstance(preempted, dict) else preempted   # labelled: summed
     lats = [request_latency(r) for r in records]
     row = {"context_len": length, "concurrency": c, "requests": len(records),
            "failed": sum(1 for r in records if not r.ok), "peak_running": srv.get("peak_num_requests_running"),
            "peak_waiting": srv.get("peak_num_requests_waiting"), "peak_kv_usage": srv.get("peak_kv_cache_usage_perc"),
-           "preemptions": srv.get("num_preemptions", 0.0), "p50_ttft_ms": stats(x.ttft_ms for x in lats)["p50"],
+           "preemptions": preempted or 0.0, "p50_ttft_ms": stats(x.ttft_ms for x in lats)["p50"],
            "p50_tpot_ms": stats(x.tpot_ms for x in lats)["p50"]}
     row["held"] = bool(row["peak_running"] is not None and row["peak_running"] >= c and not row["preemptions"])
     log(f"[e5] L={length} c={c}: peak running {row['peak_running']}, waiting {row['peak_waiting']}, "
@@ -109,6 +116,9 @@ def sweep(params: E5Params, run: RunFolder, log=print) -> tuple[dict[str, Any], 
     rows, capacity = [], []
     with backend, JsonlWriter(run.path / "requests.jsonl") as out:
         view = cache_view(backend, getattr(backend, "log_path", None))
+        if view["num_blocks"] is None or view["block_size"] is None:
+            raise RuntimeError("the server exposes no vllm:cache_config_info with its blocks and block size: "
+                               "nothing to predict the capacity from (see its /metrics)")
         log(f"[e5] server up; KV cache: {view['num_blocks']} blocks of {view['block_size']} tokens; log: "
             f"{view['log_tokens']} tokens, {view['log_concurrency']}")
         for length in params.context_lens:
@@ -117,8 +127,11 @@ def sweep(params: E5Params, run: RunFolder, log=print) -> tuple[dict[str, Any], 
                 rows.append(measure_level(params, backend, card, length, c, len(rows), out, log))
             mine = [r for r in rows if r["context_len"] == length]
             held = [r["concurrency"] for r in mine if r["held"]]
+            # vLLM admits a request on its prompt's blocks and preempts when decodes outgrow the cache: a level
+            # that preempted ran more at its peak than the cache holds to the end; count the others when any
+            clean = [r for r in mine if not r["preemptions"]] or mine
             capacity.append({"context_len": length, "tokens_per_request": length + params.output_len, **pred,
-                             "measured": max((r["peak_running"] or 0) for r in mine),
+                             "measured": max((r["peak_running"] or 0) for r in clean),
                              "held_at_once": max(held) if held else 0,
                              "past_capacity_held_back": past_capacity(mine[-1])})
     return view, capacity, rows
@@ -133,8 +146,6 @@ def summarize(params: E5Params, run: RunFolder, view: dict[str, Any], capacity: 
     summary = {
         "experiment": "e5_context", "run_id": run.run_id, "parts": ["capacity"], "cache": view,
         "checks": {
-            "cache_config_read": check(view["num_blocks"] is not None, f"{view['num_blocks']} blocks of "
-                                       f"{view['block_size']} tokens from vllm:cache_config_info"),
             "every_request_completed": check(all(r["failed"] == 0 for r in rows),
                                              f"{sum(r['failed'] for r in rows)} failed of "
                                              f"{sum(r['requests'] for r in rows)}"),

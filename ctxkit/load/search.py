@@ -120,7 +120,8 @@ class SearchResult:
 
 
 def _send_lag_p99(records: list[RequestRecord]) -> Optional[float]:
-    lags = [lat.client_lag_ms for lat in map(request_latency, records) if lat.client_lag_ms is not None]
+    scored = [r for r in records if not r.warmup]     # the probe's own load, as offered_rate counts it
+    lags = [lat.client_lag_ms for lat in map(request_latency, scored) if lat.client_lag_ms is not None]
     return float(np.percentile(lags, 99)) if lags else None
 
 

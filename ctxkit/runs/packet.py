@@ -126,10 +126,10 @@ def extra(run: PacketRun) -> list[str]:
         if win:
             rows.append([f"KV path ({win.get('measured_by')})", num(2)(win.get("gb_per_s")),
                          num(1, pct=True)(win.get("efficiency"))])
-        if win.get("step_bound_gb_per_s"):
-            rows.append([f"counters' bound: bytes per handoff / decode step ({num(1)(win['decode_step_ms'])} ms; "
+        if win.get("step_level_gb_per_s"):
+            rows.append([f"polling level: bytes per handoff / decode step ({num(1)(win['decode_step_ms'])} ms; "
                          f"NIXL's {num(1)(win['transfer_ms_mean'])} ms a transfer)",
-                         num(2)(win["step_bound_gb_per_s"]), "-"])
+                         num(2)(win["step_level_gb_per_s"]), "-"])
         return ((table(["KV", "GB/s", "of link"], rows) + [""]) if rows else []) + variants(run)
     if run.experiment == "e4_goodput":
         rows = [[c["slo"], c["winner"] if c.get("runner_up") else "- (one topology measured)", num(2)(c.get("ratio")), num(2)(c.get("disaggregated_over_aggregated")),

@@ -47,7 +47,9 @@ class DisaggregatedPool(ServerPool):
         self.roles: dict[str, str] = {}
         for slot in slots:
             cfg = kv_transfer_config(connector, slot.role, self.storage, kv_buffer_device, connector_extra)
-            if connector == "nixl":   # a free port each from 5600: two runs on one host must not share one
+            # a free port each from 5600, so that a second run on the host avoids the ports the first one's servers
+            # hold; two runs choosing in the same moment, before either binds, could still pick the same one
+            if connector == "nixl":
                 slot.env["VLLM_NIXL_SIDE_CHANNEL_PORT"] = str(free_fixed_port(5600, self._side_ports()))
             # E3's pool keeps the plain names (prefill-0, decode-0); other pools prefix theirs, so that several
             # topologies in one run keep their logs apart

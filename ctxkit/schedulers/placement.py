@@ -83,9 +83,11 @@ def visible(gpus: list[int]) -> tuple[list[int], str]:
     """The host's GPUs that ctxkit's CUDA_VISIBLE_DEVICES leaves it, and a note for the record (empty when it is
     unset). Only plain indices are honoured; UUIDs or MIG names are not: refused, not guessed."""
     raw = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if raw is None or raw.strip() == "":
+    if raw is None:
         return gpus, ""
-    wanted = [g.strip() for g in raw.split(",") if g.strip()]
+    if raw.strip() == "":
+        raise ValueError("CUDA_VISIBLE_DEVICES is empty: it hides every GPU; unset it, or name the GPUs to use")
+    wanted = list(dict.fromkeys(g.strip() for g in raw.split(",") if g.strip()))    # once each
     if not all(g.isdigit() for g in wanted):
         raise ValueError(f"CUDA_VISIBLE_DEVICES={raw!r}: ctxkit places servers by GPU index; give indices "
                          f"(e.g. 2,3), or prefill_visible_devices / decode_visible_devices")

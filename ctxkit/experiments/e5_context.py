@@ -27,7 +27,6 @@ import pandas as pd
 
 from ctxkit import plots
 from ctxkit.backends.base import ServingBackend
-from ctxkit.collectors.latency import request_latency, stats
 from ctxkit.collectors.server_metrics import parse
 from ctxkit.experiments.common import check, make_backend
 from ctxkit.load.engine import measure
@@ -83,19 +82,18 @@ def measure_level(params: E5Params, backend: ServingBackend, card: ModelCard, le
     """c x requests_per_slot fresh prompts of `length` tokens in a closed loop of c; the server's peaks."""
     items = synthetic(c * params.requests_per_slot, LengthDist("fixed", length), LengthDist("fixed", params.output_len),
                       vocab_size=card.vocab_size, seed=params.seed * 1000 + k, id_prefix=f"L{length}c{c}")
-    records, prof = measure(backend, items, LoadParams(arrival="concurrency", concurrency=c, warmup_requests=0),
+    _, prof = measure(backend, items, LoadParams(arrival="concurrency", concurrency=c, warmup_requests=0),
                             seed=params.seed + k, timeout_s=params.request_timeout_s, slo=None, out=out,
                             metrics_interval_s=params.metrics_interval_s, label=f"e5 L={length} c={c}",
                             tags={"context_len": length, "concurrency": c})
     srv = next(iter(prof["server"].values()), {})
     preempted = srv.get("num_preemptions", 0.0)
     preempted = sum(preempted.values()) if isinstance(preempted, dict) else preempted   # labelled: summed
-    lats = [request_latency(r) for r in records]
-    row = {"context_len": length, "concurrency": c, "requests": len(records),
-           "failed": sum(1 for r in records if not r.ok), "peak_running": srv.get("peak_num_requests_running"),
-           "peak_waiting": srv.get("peak_num_requests_waiting"), "peak_kv_usage": srv.get("peak_kv_cache_usage_perc"),
-           "preemptions": preempted or 0.0, "p50_ttft_ms": stats(x.ttft_ms for x in lats)["p50"],
-           "p50_tpot_ms": stats(x.tpot_ms for x in lats)["p50"]}
+    lat = prof["latency"]                         # the window's client-side numbers, as every experiment has them
+    row = {"context_len": length, "concurrency": c, "requests": lat["requests"], "failed": lat["failed"],
+           "peak_running": srv.get("peak_num_requests_running"), "peak_waiting": srv.get("peak_num_requests_waiting"),
+           "peak_kv_usage": srv.get("peak_kv_cache_usage_perc"), "preemptions": preempted or 0.0,
+           "p50_ttft_ms": lat["ttft_ms"]["p50"], "p50_tpot_ms": lat["tpot_ms"]["p50"]}
     row["held"] = bool(row["peak_running"] is not None and row["peak_running"] >= c and not row["preemptions"])
     log(f"[e5] L={length} c={c}: peak running {row['peak_running']}, waiting {row['peak_waiting']}, "
         f"preemptions {row['preemptions']:g}, KV usage {row['peak_kv_usage']}")

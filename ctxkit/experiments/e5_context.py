@@ -83,9 +83,9 @@ def measure_level(params: E5Params, backend: ServingBackend, card: ModelCard, le
     items = synthetic(c * params.requests_per_slot, LengthDist("fixed", length), LengthDist("fixed", params.output_len),
                       vocab_size=card.vocab_size, seed=params.seed * 1000 + k, id_prefix=f"L{length}c{c}")
     _, prof = measure(backend, items, LoadParams(arrival="concurrency", concurrency=c, warmup_requests=0),
-                            seed=params.seed + k, timeout_s=params.request_timeout_s, slo=None, out=out,
-                            metrics_interval_s=params.metrics_interval_s, label=f"e5 L={length} c={c}",
-                            tags={"context_len": length, "concurrency": c})
+                      seed=params.seed + k, timeout_s=params.request_timeout_s, slo=None, out=out,
+                      metrics_interval_s=params.metrics_interval_s, label=f"e5 L={length} c={c}",
+                      tags={"context_len": length, "concurrency": c})
     srv = next(iter(prof["server"].values()), {})
     preempted = srv.get("num_preemptions", 0.0)
     preempted = sum(preempted.values()) if isinstance(preempted, dict) else preempted   # labelled: summed

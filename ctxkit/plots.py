@@ -171,6 +171,10 @@ def attainment_vs_rate(probes: pd.DataFrame, target: float, path: Optional[Path]
             passed = g[g["verdict"] == "pass"]
             ax.plot(passed["rate"], passed["attainment"], "o", mfc="none", ms=11, color=f"C{k}")
         ax.set_xscale("log", base=2)
+        rates = sorted(set(probes.loc[probes["slo"] == slo, "rate"].round(3)))
+        if rates:    # the probed rates as ticks: a base-2 log axis over less than an octave shows one tick or none
+            ax.set_xticks(rates, [f"{r:.3g}" for r in rates], fontsize=7, rotation=45)
+            ax.minorticks_off()
         _attainment_axes(ax, target, "Poisson rate (req/s)", "SLO attainment (95% Wilson interval)",
                          f"{slo}: attainment per probe (ringed: passed)", f"target {target:g}")
     return _save(fig, path)

@@ -38,6 +38,18 @@ def test_single_token_has_no_tpot():
     assert request_latency(rec("a", 1, [5])).tpot_ms is None
 
 
+def test_single_token_output_cannot_miss_tpot():
+    """A length mix draws some one-token outputs: they have no TPOT, which is not a TPOT miss (vLLM's benchmark
+    counts it as 0); their TTFT still counts."""
+    from ctxkit.collectors.attainment import outcome
+    slo = SLO(ttft_ms=10, tpot_ms=1)
+    one_fast, one_slow = rec("a", 1, [5]), rec("b", 1, [50])
+    assert slo.met(one_fast, request_latency(one_fast))
+    assert outcome(one_fast, slo).met is True
+    assert not slo.met(one_slow, request_latency(one_slow))
+    assert (outcome(one_slow, slo).ttft_miss, outcome(one_slow, slo).tpot_miss) == (True, False)
+
+
 def test_stats_and_empty():
     s = stats([1, 2, 3, 4, 5])
     assert (s["count"], s["min"], s["max"], s["avg"], s["p50"]) == (5, 1, 5, 3, 3)

@@ -69,9 +69,7 @@ def outcome(rec: RequestRecord, slo: SLO, now_ns: Optional[int] = None) -> Outco
         return Outcome(False, ttft_miss=ttft_late, e2e_miss=e2e_late) if ttft_late or e2e_late else Outcome(None)
     if not rec.ok:
         return Outcome(False, failed=True)
-    lat = request_latency(rec)
-    over = lambda limit, value: limit is not None and (value is None or value > limit)  # noqa: E731
-    ttft, tpot, e2e = over(slo.ttft_ms, lat.ttft_ms), over(slo.tpot_ms, lat.tpot_ms), over(slo.e2e_ms, lat.e2e_ms)
+    ttft, tpot, e2e = slo.misses(request_latency(rec))
     return Outcome(not (ttft or tpot or e2e), ttft, tpot, e2e)
 
 

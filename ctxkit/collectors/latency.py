@@ -70,13 +70,15 @@ class SLO:
     tpot_ms: Optional[float] = None
     e2e_ms: Optional[float] = None
 
+    def misses(self, lat: RequestLatency) -> tuple[bool, bool, bool]:
+        """(TTFT, TPOT, E2E) over their objectives, for a finished request. A one-token output has no TPOT and
+        cannot miss it (vLLM's benchmark counts its TPOT as 0); a missing TTFT or E2E is a miss."""
+        over = lambda limit, value: limit is not None and (value is None or value > limit)  # noqa: E731
+        tpot_over = self.tpot_ms is not None and lat.tpot_ms is not None and lat.tpot_ms > self.tpot_ms
+        return over(self.ttft_ms, lat.ttft_ms), tpot_over, over(self.e2e_ms, lat.e2e_ms)
+
     def met(self, rec: RequestRecord, lat: RequestLatency) -> bool:
-        if not rec.ok:
-            return False
-        for limit, value in ((self.ttft_ms, lat.ttft_ms), (self.tpot_ms, lat.tpot_ms), (self.e2e_ms, lat.e2e_ms)):
-            if limit is not None and (value is None or value > limit):
-                return False
-        return True
+        return rec.ok and not any(self.misses(lat))
 
     def as_dict(self) -> dict[str, Optional[float]]:
         return {"ttft_ms": self.ttft_ms, "tpot_ms": self.tpot_ms, "e2e_ms": self.e2e_ms}

@@ -149,6 +149,7 @@ def test_e3_kv_path_variants(tmp_path):
     packet = run_cli("packet", str(run), "--out", str(tmp_path / "packet"))      # the sweep's table in a packet
     assert packet.returncode == 0, packet.stderr
     lines = (tmp_path / "packet/README.md").read_text().splitlines()
+    assert "Disaggregated pool: connector example, KV buffer cpu, 1P1D." in lines   # the pool the rows measured
     head = next(i for i, line in enumerate(lines) if line.startswith("| setting |"))
     header = [c.strip() for c in lines[head].strip("|").split("|")]
     cells = {r[0]: dict(zip(header, r)) for r in ([c.strip() for c in line.strip("|").split("|")]

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+import yaml
+
 NOTES_BEGIN = "<!-- ctxkit packet: notes (kept when the packet is regenerated) -->"
 NOTES_END = "<!-- ctxkit packet: end of notes -->"
 COPIED = ("summary.json", "run_metadata.json", "params.yaml", "RUN_ID", "report.html")
@@ -130,13 +132,30 @@ def extra(run: PacketRun) -> list[str]:
             rows.append([f"polling level: bytes per handoff / decode step ({num(1)(win['decode_step_ms'])} ms; "
                          f"NIXL's {num(1)(win['transfer_ms_mean'])} ms a transfer)",
                          num(2)(win["step_level_gb_per_s"]), "-"])
-        return ((table(["KV", "GB/s", "of link"], rows) + [""]) if rows else []) + variants(run)
+        return pool_settings(run) + ((table(["KV", "GB/s", "of link"], rows) + [""]) if rows else []) + \
+            variants(run)
     if run.experiment == "e4_goodput":
         rows = [[c["slo"], c["winner"] if c.get("runner_up") else "- (one topology measured)", num(2)(c.get("ratio")), num(2)(c.get("disaggregated_over_aggregated")),
                  str(c.get("intervals_separate", "-"))] for c in run.summary.get("comparison", [])]
         return table(["SLO", "winner", "ratio to runner-up", "disaggregated / aggregated", "intervals separate"],
                      rows) + [""]
     return []
+
+
+def pool_settings(run: PacketRun) -> list[str]:
+    """The settings of E3's disaggregated pool, from the run's resolved params.yaml: the rows above are read with
+    them (a KV path through host memory and one GPU to GPU give different tables under the same headers)."""
+    path = run.src / "params.yaml"
+    if not path.is_file():
+        return []
+    p = yaml.safe_load(path.read_text()) or {}
+    server = p.get("server") or {}
+    parts = [f"connector {p.get('connector', '?')}", f"KV buffer {p.get('kv_buffer_device', '?')}",
+             f"{p.get('prefill_instances', '?')}P{p.get('decode_instances', '?')}D"]
+    parts += [f"connector options {p['connector_extra']}"] if p.get("connector_extra") else []
+    parts += [f"server args {' '.join(map(str, server['extra_args']))}"] if server.get("extra_args") else []
+    parts += [f"env {server['env']}"] if server.get("env") else []
+    return [f"Disaggregated pool: {', '.join(parts)}.", ""]
 
 
 VARIANT_COLUMNS: list[tuple[str, str, Fmt]] = [

@@ -168,6 +168,7 @@ def bench_sets(args: argparse.Namespace) -> list[str]:
     put("load.max_concurrency", args.max_concurrency)
     put("load.warmup_requests", args.warmup)
     put("load.duration_s", args.duration)
+    put("load.workers", args.num_workers)
     put("seed", args.seed)
     put("request_timeout_s", args.timeout)
     put("metrics_interval_s", args.metrics_interval)
@@ -302,6 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--num-prefixes", type=int)
     b.add_argument("--warmup", type=int, help="warmup requests (excluded)")
     b.add_argument("--duration", type=float, help="stop sending after this many seconds")
+    b.add_argument("--num-workers", type=int, help="client processes sharing the schedule (default 1): when one "
+                                                   "process falls behind its send times")
     b.add_argument("--timeout", type=float, help="per-request timeout (s)")
     b.add_argument("--metrics-interval", type=float, help="also scrape /metrics every this many seconds")
     b.add_argument("--profile", default=P.DEFAULT_PROFILE,

@@ -131,6 +131,17 @@ class LoadParams(Params):
     max_concurrency: Optional[int] = Field(None, ge=1)   # cap on requests in flight (open loop)
     warmup_requests: int = Field(2, ge=0)
     duration_s: Optional[float] = Field(None, gt=0)      # stop sending after this long
+    workers: int = Field(1, ge=1)             # client processes sharing the schedule (ctxkit.load.workers)
+
+    @model_validator(mode="after")
+    def _workers_fit(self) -> "LoadParams":
+        if self.workers > 1 and self.max_concurrency is not None:
+            raise ValueError("load.max_concurrency caps requests in flight in one process: with load.workers > 1 "
+                             "it is not supported")
+        if self.workers > 1 and self.arrival == "concurrency" and self.concurrency < self.workers:
+            raise ValueError(f"load.concurrency {self.concurrency} < load.workers {self.workers}: each worker "
+                             "needs at least one client")
+        return self
 
 
 class SLOParams(Params):
@@ -170,6 +181,9 @@ class BenchParams(ExperimentParams):
         _workload_fits(self, self.workload, self.load)
         if self.search is not None and slo_of_params(self.slo) is None:
             raise ValueError("a goodput search needs an SLO: --goodput ttft:MS tpot:MS (slo.ttft_ms, slo.tpot_ms)")
+        if self.search is not None and self.load.workers > 1:
+            raise ValueError("the goodput search stops a probe early from one view of what is in flight: it sends "
+                             "from one process (drop --num-workers / load.workers)")
         return self
 
 
@@ -194,6 +208,7 @@ class E2Params(ExperimentParams):
     request_rates: list[Annotated[float, Field(gt=0)]] = Field(default_factory=list)   # Poisson points (req/s)
     requests_per_point: int = Field(32, ge=1)
     duration_s: Optional[float] = Field(None, gt=0)          # per point: stop sending after this long
+    workers: int = Field(1, ge=1)                            # client processes per point (load.workers)
     workload: WorkloadParams = Field(default_factory=lambda: WorkloadParams(input_len=256, output_len=32))
     slo: SLOParams = Field(default_factory=lambda: SLOParams(ttft_ms=1000.0, tpot_ms=100.0))
     warmup_requests: int = Field(4, ge=0)

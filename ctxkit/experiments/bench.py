@@ -80,7 +80,8 @@ def run(params: BenchParams, run: RunFolder, backend: ServingBackend, log: Log =
         return run_search(params, run, backend, log)
     items, warm = prepared or prepare(params)
     log(f"[bench] {len(items)} requests ({params.workload.dataset}), arrival {params.load.arrival}"
-        f" rate {params.load.request_rate or 'inf'}; {len(warm)} warmup")
+        f" rate {params.load.request_rate or 'inf'}; {len(warm)} warmup"
+        + (f"; {params.load.workers} client processes" if params.load.workers > 1 else ""))
     with backend:
         max_len = backend.served_max_model_len()
         if max_len is not None:
@@ -105,7 +106,8 @@ def run(params: BenchParams, run: RunFolder, backend: ServingBackend, log: Log =
                                "reason": f"{latency['completed']}/{latency['requests']} completed"
                                          + (f"; errors {latency['errors_by_status']}" if latency["failed"] else "")}},
         "profiling": {"latency": latency, "server": profiling["server"],
-                      "client_vs_server": profiling["client_vs_server"]},
+                      "client_vs_server": profiling["client_vs_server"],
+                      **({"client_workers": profiling["client_workers"]} if "client_workers" in profiling else {})},
         "vllm": latency["vllm"],   # `vllm bench serve`'s result keys, at the top as there
     }
     if params.workload.dataset == "trace":

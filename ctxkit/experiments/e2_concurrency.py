@@ -37,9 +37,9 @@ def points(params: E2Params) -> list[dict[str, Any]]:
 def load_of(params: E2Params, point: dict[str, Any]) -> LoadParams:
     if point["kind"] == "concurrency":
         return LoadParams(arrival="concurrency", concurrency=point["concurrency"], warmup_requests=0,
-                          duration_s=params.duration_s)
+                          duration_s=params.duration_s, workers=min(params.workers, point["concurrency"]))
     return LoadParams(arrival="poisson", request_rate=point["request_rate"], warmup_requests=0,
-                      duration_s=params.duration_s)
+                      duration_s=params.duration_s, workers=params.workers)
 
 
 def done_points(run: RunFolder) -> dict[str, dict[str, Any]]:

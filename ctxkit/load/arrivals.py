@@ -95,7 +95,7 @@ async def sleep_until(due_ns: int) -> None:
 async def _run(base_url: str, model: str, items: list[WorkItem], arrivals: Arrivals, *, warmup: list[WorkItem],
                max_concurrency: Optional[int], timeout_s: float, duration_s: Optional[float],
                on_record: Optional[ProgressFn], extra: Optional[dict], stop: Optional[StopFn] = None,
-               drain_s: Optional[float] = None) -> list[RequestRecord]:
+               drain_s: Optional[float] = None, t0_ns: Optional[int] = None) -> list[RequestRecord]:
     records: list[RequestRecord] = []
     live: dict[int, RequestRecord] = {}      # in flight, by id(), as stream_request fills them in
     total = len(items)
@@ -122,7 +122,8 @@ async def _run(base_url: str, model: str, items: list[WorkItem], arrivals: Arriv
         for i in range(0, len(warmup), width):
             await asyncio.gather(*(send(it, time.perf_counter_ns(), True) for it in warmup[i:i + width]))
 
-        t0 = time.perf_counter_ns() + 5_000_000  # 5 ms lead so the first due time is not already past
+        # 5 ms lead so the first due time is not already past; load workers share a start (ctxkit.load.workers)
+        t0 = t0_ns if t0_ns is not None else time.perf_counter_ns() + 5_000_000
         stop_ns = t0 + int(duration_s * 1e9) if duration_s else None
 
         if arrivals.kind == "concurrency":
@@ -182,10 +183,12 @@ def run_load(base_url: str, model: str, items: list[WorkItem], arrivals: Arrival
              warmup: Optional[list[WorkItem]] = None, max_concurrency: Optional[int] = None,
              timeout_s: float = 120.0, duration_s: Optional[float] = None, on_record: Optional[ProgressFn] = None,
              extra: Optional[dict] = None, stop: Optional[StopFn] = None,
-             drain_s: Optional[float] = None) -> list[RequestRecord]:
+             drain_s: Optional[float] = None, t0_ns: Optional[int] = None) -> list[RequestRecord]:
     """Send `items` on the arrival process; returns every record (warmup ones marked), in completion order.
     Open loop only: `stop` ends the window early (checked before each send and while draining), `drain_s` caps the
-    wait for requests still in flight once sending is over; what is cut off is kept as status cancelled."""
+    wait for requests still in flight once sending is over; what is cut off is kept as status cancelled.
+    `t0_ns` (perf_counter_ns, the host's CLOCK_MONOTONIC) fixes the window's start: several processes sharing one
+    schedule pass the same one."""
     arrivals.check()
     if max_concurrency is not None and max_concurrency < 1:
         raise ArrivalError(f"max_concurrency must be >= 1, got {max_concurrency}")
@@ -193,4 +196,4 @@ def run_load(base_url: str, model: str, items: list[WorkItem], arrivals: Arrival
         raise ArrivalError("stop and drain_s apply to open-loop arrivals (poisson, gamma, constant, trace)")
     return run_coro(lambda: _run(base_url, model, items, arrivals, warmup=list(warmup or []),
                                  max_concurrency=max_concurrency, timeout_s=timeout_s, duration_s=duration_s,
-                                 on_record=on_record, extra=extra, stop=stop, drain_s=drain_s))
+                                 on_record=on_record, extra=extra, stop=stop, drain_s=drain_s, t0_ns=t0_ns))

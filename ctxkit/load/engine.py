@@ -15,6 +15,7 @@ from ctxkit.collectors.latency import SLO, client_vs_server, summarize
 from ctxkit.collectors.server_metrics import ServerMetricsCollector
 from ctxkit.load.arrivals import arrivals_of, run_load
 from ctxkit.load.progress import Progress
+from ctxkit.load.workers import lag_by_worker, run_load_workers
 from ctxkit.load.workloads import WorkItem
 from ctxkit.params import LoadParams
 from ctxkit.records import JsonlWriter, RequestRecord
@@ -26,7 +27,8 @@ def measure(backend: ServingBackend, items: list[WorkItem], load: LoadParams, *,
             tags: Optional[dict[str, Any]] = None) -> tuple[list[RequestRecord], dict[str, Any]]:
     """Send `items` on the load's arrival process. Returns the records and the window's profiling:
     `latency` (ctxkit's metrics, vLLM's under `latency.vllm`), `server` (each server's metric deltas),
-    `client_vs_server` (client minus server means) and `timeline` (interval scrapes)."""
+    `client_vs_server` (client minus server means), `timeline` (interval scrapes) and, with load.workers > 1,
+    `client_workers` (each worker's send lag)."""
     arrivals = arrivals_of(load, seed)
     progress = Progress(len(items), label)
 
@@ -42,15 +44,23 @@ def measure(backend: ServingBackend, items: list[WorkItem], load: LoadParams, *,
     collectors = [ServerMetricsCollector(name, fetch, metrics_interval_s).start()
                   for name, fetch in backend.metric_sources().items()]
     try:
-        records += run_load(backend.base_url, backend.model, items, arrivals, duration_s=load.duration_s, **common)
+        if load.workers > 1:
+            records += run_load_workers(backend.base_url, backend.model, items, arrivals, workers=load.workers,
+                                        duration_s=load.duration_s, **common)
+        else:
+            records += run_load(backend.base_url, backend.model, items, arrivals, duration_s=load.duration_s,
+                                **common)
     finally:
         progress.close()
         server = {c.name: c.stop() for c in collectors}
     check_alive(backend)
     latency = summarize(records, slo)
     timeline = [row for c in collectors for row in c.timeline]
-    return records, {"latency": latency, "server": server, "timeline": timeline,
-                     "client_vs_server": client_vs_server(latency, server, backend.single_hop)}
+    prof = {"latency": latency, "server": server, "timeline": timeline,
+            "client_vs_server": client_vs_server(latency, server, backend.single_hop)}
+    if load.workers > 1:
+        prof["client_workers"] = lag_by_worker(records)
+    return records, prof
 
 
 def check_alive(backend: ServingBackend) -> None:

@@ -1,0 +1,183 @@
+"""Load from several processes on one host: one schedule, split across worker processes.
+
+One client process (one asyncio loop) parses every streamed chunk of every request in flight; past a few hundred
+requests in flight it falls behind its own schedule (the send lag, t_send - t_sched, grows: the GPU packets of
+2026-11-28 show p99 lags of 0.1-0.7 s at 16-22 req/s of 256-token streams). Here the absolute schedule is computed
+once, as for one process (the same offsets from the same seed), and request i goes to worker i mod N. Every worker
+is its own process with its own event loop; all start on one t0 of the host's monotonic clock (perf_counter_ns is
+CLOCK_MONOTONIC on Linux, one clock for every process), after all of them have reported ready, so imports and
+connection setup are outside the window. Records stream back through a queue into the caller's on_record (the
+run's requests.jsonl, the progress bar), tagged with their worker; the merged list is what one process would have
+returned. Closed loop (concurrency C): each worker runs its share of the C clients.
+
+Not here: a cap on requests in flight (max_concurrency) and the goodput search's early stop, which need one view
+of everything in flight; both are refused with workers > 1.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import socket
+import subprocess
+import sys
+import time
+from multiprocessing.connection import Connection, wait
+from typing import Any, Optional
+
+import numpy as np
+
+from ctxkit.load.arrivals import ArrivalError, Arrivals, ProgressFn, run_load
+from ctxkit.load.workloads import WorkItem
+from ctxkit.records import RequestRecord
+
+READY_TIMEOUT_S = 120.0        # a worker imports ctxkit and aiohttp before it reports ready
+START_LEAD_NS = 50_000_000     # t0 this far after the last worker is ready: every one is waiting on it by then
+
+
+class WorkerError(RuntimeError):
+    """A load worker failed or died; the others are stopped."""
+
+
+def split(items: list[WorkItem], arrivals: Arrivals, workers: int) -> list[tuple[list[WorkItem], Arrivals]]:
+    """Each worker's items and arrival process: request i, with its due time from the one schedule, to worker
+    i mod N (open loop, as a 'trace' of absolute offsets); for closed loop, C clients dealt out as evenly as
+    possible."""
+    if workers < 1:
+        raise ArrivalError(f"workers must be >= 1, got {workers}")
+    if arrivals.kind == "concurrency":
+        if arrivals.concurrency < workers:
+            raise ArrivalError(f"concurrency {arrivals.concurrency} < {workers} workers: each worker needs a client")
+        counts = [arrivals.concurrency // workers + (k < arrivals.concurrency % workers) for k in range(workers)]
+        return [(items[k::workers], dataclasses.replace(arrivals, concurrency=counts[k])) for k in range(workers)]
+    offsets = arrivals.offsets_s(items)
+    if any(math.isinf(o) for o in offsets):
+        raise ArrivalError("a schedule with infinite offsets cannot be split")
+    timed = [dataclasses.replace(it, arrival_ms=off * 1000.0) for it, off in zip(items, offsets)]
+    return [(timed[k::workers], Arrivals("trace", seed=arrivals.seed)) for k in range(workers)]
+
+
+def _worker(conn: Connection) -> None:
+    """One worker process: take its share, report ready, wait for the shared start (t0 from the parent), send,
+    stream records back on its own socket."""
+    k, base_url, model, items, arrivals, timeout_s, duration_s, extra = conn.recv()
+    sent: set[int] = set()
+
+    def on_record(rec: RequestRecord, done: int, total: int) -> None:
+        rec.tags["worker"] = k
+        sent.add(id(rec))
+        conn.send(("record", rec))
+
+    try:
+        conn.send(("ready", None))
+        t0_ns = conn.recv()
+        records = run_load(base_url, model, items, arrivals, timeout_s=timeout_s, duration_s=duration_s,
+                           on_record=on_record, extra=extra, t0_ns=t0_ns)
+        for rec in records:                  # anything that ended without passing through on_record
+            if id(rec) not in sent:
+                rec.tags["worker"] = k
+                conn.send(("record", rec))
+        conn.send(("done", None))
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which stops the others
+        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+    finally:
+        conn.close()
+
+
+def run_load_workers(base_url: str, model: str, items: list[WorkItem], arrivals: Arrivals, *, workers: int,
+                     timeout_s: float = 120.0, duration_s: Optional[float] = None,
+                     on_record: Optional[ProgressFn] = None, extra: Optional[dict] = None,
+                     max_concurrency: Optional[int] = None) -> list[RequestRecord]:
+    """run_load's measured window from `workers` processes (warmup stays with the caller, in one process).
+    Returns every record, tagged `worker`, in the order they reached this process. Workers are stopped on every
+    exit path: a failed worker, an exception here, or Ctrl-C."""
+    arrivals.check()
+    if max_concurrency is not None:
+        raise ArrivalError("max_concurrency caps requests in flight in one process; with workers > 1 it is not "
+                           "supported (set workers: 1, or drop the cap)")
+    shares = split(items, arrivals, workers)
+    conns: list[Connection] = []
+    procs: list[subprocess.Popen] = []
+    records: list[RequestRecord] = []
+    try:
+        for k, (share, arr) in enumerate(shares):
+            conn, proc = _spawn()
+            conns.append(conn)
+            procs.append(proc)
+            conn.send((k, base_url, model, share, arr, timeout_s, duration_s, extra))
+        _collect(procs, conns, "ready", READY_TIMEOUT_S, records, on_record, len(items))
+        t0_ns = time.perf_counter_ns() + START_LEAD_NS
+        for c in conns:
+            c.send(t0_ns)
+        _collect(procs, conns, "done", None, records, on_record, len(items))
+    finally:
+        _stop(procs)
+        for c in conns:
+            c.close()
+    return records
+
+
+def _spawn() -> tuple[Connection, subprocess.Popen]:
+    """A worker as a plain child process (`python -m ctxkit.load.workers FD`) joined by a socket pair: not
+    multiprocessing's spawn, which also starts a resource-tracker process that outlives the run."""
+    mine, theirs = socket.socketpair()
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "ctxkit.load.workers", str(theirs.fileno())],
+                                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
+    finally:
+        theirs.close()
+    return Connection(mine.detach()), proc
+
+
+def _collect(procs: list[subprocess.Popen], conns: list[Connection], until: str, timeout_s: Optional[float],
+             records: list[RequestRecord], on_record: Optional[ProgressFn], total: int) -> None:
+    """Read the workers' pipes until every worker has said `until`; records go to on_record as they come."""
+    waiting = set(range(len(procs)))
+    measured = sum(not r.warmup for r in records)
+    deadline = time.monotonic() + timeout_s if timeout_s else None
+    while waiting:
+        ready = wait([conns[k] for k in waiting], timeout=0.5)
+        for conn in ready:
+            k = conns.index(conn)   # type: ignore[arg-type]
+            try:
+                kind, payload = conn.recv()   # type: ignore[union-attr]
+            except (EOFError, OSError):       # the worker's end closed: it died
+                raise WorkerError(f"load worker {k} exited (code {procs[k].poll()}) before '{until}'") from None
+            if kind == "error":
+                raise WorkerError(f"load worker {k} failed: {payload}")
+            if kind == "record":
+                records.append(payload)
+                measured += not payload.warmup
+                if on_record:
+                    on_record(payload, measured, total)
+            elif kind == until:
+                waiting.discard(k)
+        if not ready and deadline and time.monotonic() > deadline:
+            raise WorkerError(f"load workers {sorted(waiting)} not '{until}' after {timeout_s:g} s")
+
+
+def _stop(procs: list[subprocess.Popen]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    for p in procs:
+        try:
+            p.wait(5)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(5)
+
+
+def lag_by_worker(records: list[RequestRecord]) -> list[dict[str, Any]]:
+    """Per worker: measured requests sent and their send lag (t_send - t_sched) p50, p99 and max in ms."""
+    by: dict[int, list[float]] = {}
+    for r in records:
+        if r.warmup or "worker" not in r.tags or not r.t_sched_ns or not r.t_send_ns:
+            continue
+        by.setdefault(int(r.tags["worker"]), []).append((r.t_send_ns - r.t_sched_ns) / 1e6)
+    return [{"worker": k, "sent": len(v), "send_lag_p50_ms": float(np.percentile(v, 50)),
+             "send_lag_p99_ms": float(np.percentile(v, 99)), "send_lag_max_ms": float(max(v))}
+            for k, v in sorted(by.items())]
+
+
+if __name__ == "__main__":
+    _worker(Connection(int(sys.argv[1])))

@@ -1,0 +1,112 @@
+"""Load from several client processes (ctxkit.load.workers): one schedule split across workers that share a
+start, records merged; `ctxkit bench --num-workers` as a user types it; no worker outlives a failure."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from ctxkit.backends import Simulated
+from ctxkit.load.arrivals import Arrivals
+from ctxkit.load.workers import WorkerError, lag_by_worker, run_load_workers, split
+from ctxkit.load.workloads import LengthDist, synthetic
+
+from conftest import run_cli
+
+
+def items(n: int, out_len: int = 4):
+    return synthetic(n, LengthDist("fixed", 32), LengthDist("fixed", out_len), vocab_size=4096, seed=0)
+
+
+def test_split_deals_one_schedule_out():
+    """Poisson: every request exactly once, each with the due time the one-process schedule gives it."""
+    work, arr = items(11), Arrivals("poisson", 50.0, seed=3)
+    shares = split(work, arr, 3)
+    one = dict(zip((it.request_id for it in work), arr.offsets_s(work)))
+    dealt = {it.request_id: it.arrival_ms / 1000 for share, a in shares for it in share}
+    assert [len(s) for s, _ in shares] == [4, 4, 3] and all(a.kind == "trace" for _, a in shares)
+    assert dealt == pytest.approx(one)
+    closed = split(work, Arrivals("concurrency", concurrency=5), 2)
+    assert [a.concurrency for _, a in closed] == [3, 2] and sum(len(s) for s, _ in closed) == 11
+
+
+def test_workers_share_one_start_and_merge_every_record(tmp_path, monkeypatch):
+    """Two worker processes against the simulator: all 40 records come back once, from both workers, and their
+    scheduled send times are the one schedule's offsets from one t0 (a worker with its own start would shift
+    its half of the schedule by the time between the two starts)."""
+    monkeypatch.setenv("CTXKIT_ALLOW_SIMULATED_BACKEND", "1")
+    work, arr = items(40), Arrivals("poisson", 40.0, seed=1)
+    seen = []
+    with Simulated(ttft_ms=5.0, tpot_ms=1.0, log_dir=tmp_path) as sim:
+        records = run_load_workers(sim.base_url, sim.model, work, arr, workers=2,
+                                   on_record=lambda r, done, total: seen.append((done, total)))
+    assert sorted(r.request_id for r in records) == sorted(it.request_id for it in work)
+    assert all(r.ok for r in records) and {r.tags["worker"] for r in records} == {0, 1}
+    assert seen[-1] == (40, 40)
+    offsets = dict(zip((it.request_id for it in work), arr.offsets_s(work)))
+    t0 = {r.t_sched_ns - round(offsets[r.request_id] * 1e9) for r in records}
+    assert max(t0) - min(t0) <= 1_000, "each worker scheduled from its own start"
+    lags = lag_by_worker(records)
+    assert [w["worker"] for w in lags] == [0, 1] and sum(w["sent"] for w in lags) == 40
+
+
+def test_a_dead_worker_stops_the_run_and_no_worker_survives(tmp_path, monkeypatch):
+    """A worker killed mid-window: the run ends with a WorkerError, the other worker is stopped."""
+    monkeypatch.setenv("CTXKIT_ALLOW_SIMULATED_BACKEND", "1")
+    outcome = {}
+    with Simulated(ttft_ms=5.0, tpot_ms=1.0, log_dir=tmp_path) as sim:
+        def target():
+            try:   # 2 req/s for 60 requests: 30 s of schedule, far longer than it takes to kill a worker
+                run_load_workers(sim.base_url, sim.model, items(60), Arrivals("constant", 2.0), workers=2)
+            except WorkerError as exc:
+                outcome["error"] = str(exc)
+        runner = threading.Thread(target=target)
+        runner.start()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            running = workers()
+            if len(running) == 2:
+                running[1].kill()
+                break
+            time.sleep(0.05)
+        runner.join(120)
+    assert not runner.is_alive()
+    assert "exited" in outcome.get("error", ""), outcome
+    assert not workers()
+
+
+def workers() -> list[psutil.Process]:
+    return [p for p in psutil.Process().children(recursive=True) if "ctxkit.load.workers" in " ".join(p.cmdline())]
+
+
+@pytest.mark.vllm
+def test_bench_num_workers_against_vllm(vllm_server, runs_dir):
+    """`ctxkit bench --num-workers 2` with the default warmup: every request measured once, both workers' send lag
+    in the summary."""
+    result = run_cli("--runs-dir", str(runs_dir), "bench", "--base-url", vllm_server.base_url, "--model",
+                     "tiny-llama", "--random-input-len", "64", "--random-output-len", "4", "--num-prompts", "8",
+                     "--request-rate", "20", "--num-workers", "2", timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = Path(result.stdout.strip().splitlines()[-1])
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["profiling"]["latency"]["completed"] == 8 and summary["profiling"]["latency"]["failed"] == 0
+    workers = summary["profiling"]["client_workers"]
+    assert [w["worker"] for w in workers] == [0, 1] and [w["sent"] for w in workers] == [4, 4]
+    records = [json.loads(line) for line in (run / "requests.jsonl").read_text().splitlines()]
+    measured = [r for r in records if not r["warmup"]]
+    assert len(measured) == 8 and len({r["request_id"] for r in measured}) == 8
+    assert sum(r["warmup"] for r in records) == 2
+
+
+@pytest.mark.parametrize("extra", [["--max-concurrency", "4"], ["--search", "rate", "--goodput", "ttft:500"]],
+                         ids=["max-concurrency", "search"])
+def test_bench_refuses_what_workers_cannot_do(runs_dir, extra):
+    """Refused before anything starts (no server: the URL answers nothing), with the reason."""
+    result = run_cli("--runs-dir", str(runs_dir), "bench", "--base-url", "http://127.0.0.1:9", "--model",
+                     "tiny-llama", "--num-workers", "2", "--request-rate", "5", *extra, timeout=120)
+    assert result.returncode != 0
+    assert "one process" in result.stderr, result.stderr[-2000:]

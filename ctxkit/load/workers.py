@@ -1,8 +1,8 @@
 """Load from several processes on one host: one schedule, split across worker processes.
 
 One client process (one asyncio loop) parses every streamed chunk of every request in flight; past a few hundred
-requests in flight it falls behind its own schedule (the send lag, t_send - t_sched, grows: the GPU packets of
-2026-11-28 show p99 lags of 0.1-0.7 s at 16-22 req/s of 256-token streams). Here the absolute schedule is computed
+requests in flight it falls behind its own schedule (the send lag, t_send - t_sched, grows; E4 flags such
+probes). Here the absolute schedule is computed
 once, as for one process (the same offsets from the same seed), and request i goes to worker i mod N. Every worker
 is its own process with its own event loop; all start on one t0 of the host's monotonic clock (perf_counter_ns is
 CLOCK_MONOTONIC on Linux, one clock for every process), after all of them have reported ready, so imports and

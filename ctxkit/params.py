@@ -349,8 +349,9 @@ class E4Params(ExperimentParams):
 
 
 class E5Params(ExperimentParams):
-    """E5 long context: how many requests of each context length the KV cache holds, measured against predictions.
-    Part `capacity` today; the cost of context, chunked-prefill interference and prefix reuse are to come."""
+    """E5 long context, in parts: `capacity` (how many requests of each context length the KV cache holds, against
+    predictions) and `cost` (TTFT and TPOT against L, fitted); chunked-prefill interference and prefix reuse are to
+    come."""
     context_lens: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [448, 1984], min_length=1)
     output_len: int = Field(64, ge=2)                 # tokens each request generates (ignore_eos): its KV grows
     concurrency_factors: list[Annotated[float, Field(gt=0)]] = Field(
@@ -358,6 +359,11 @@ class E5Params(ExperimentParams):
     requests_per_slot: int = Field(2, ge=1)           # a level of concurrency c sends c x this many requests
     metrics_interval_s: float = Field(0.1, gt=0)      # scrape period: the peak of running requests is sampled
     tolerance: float = Field(0.25, gt=0, lt=1)        # measured capacity within this of the analytical prediction
+    parts: list[Literal["capacity", "cost"]] = Field(default_factory=lambda: ["capacity", "cost"], min_length=1)
+    cost_lens: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [128, 512, 1024, 1984])
+    cost_batch: int = Field(4, ge=2)                  # the fixed batch (one wave of this many), beside batch 1
+    cost_requests: int = Field(5, ge=1)               # per length at batch 1
+    cost_output_len: int = Field(32, ge=2)
 
     @model_validator(mode="after")
     def _lengths_and_levels(self) -> "E5Params":
@@ -366,6 +372,10 @@ class E5Params(ExperimentParams):
         self._fits("context_lens", max(self.context_lens), self.output_len, "output_len")
         if max(self.concurrency_factors) <= 1.0:
             raise ValueError("concurrency_factors: one factor must exceed 1.0, or no level goes past the capacity")
+        if "cost" in self.parts:
+            if len(set(self.cost_lens)) < 3:
+                raise ValueError("cost_lens: the fit of TTFT to a + bL + cL^2 needs at least 3 distinct lengths")
+            self._fits("cost_lens", max(self.cost_lens), self.cost_output_len, "cost_output_len")
         return self
 
 

@@ -5,7 +5,7 @@ a figure exactly where it calls display(fig), once, and no figure lingers in mem
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import pandas as pd
 from matplotlib.figure import Figure
@@ -265,4 +265,36 @@ def running_vs_concurrency(levels: pd.DataFrame, path: Optional[Path] = None) ->
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title("Running and waiting requests against concurrency")
+    return _save(fig, path)
+
+
+def cost_of_context(cost: pd.DataFrame, fit: dict[str, Any], path: Optional[Path] = None) -> Figure:
+    """Left: p50 TTFT against context length at batch 1 and the fixed batch, with the fit a + bL + cL^2 (batch 1).
+    Right: p50 TPOT against the KV bytes a decode step reads, with its linear fit."""
+    import numpy as np
+
+    fig = Figure(figsize=(9.6, 3.8), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    for i, (batch, g) in enumerate(cost.groupby("batch")):
+        left.plot(g["context_len"], g["p50_ttft_ms"], "o", color=f"C{i}", label=f"batch {batch}")
+        right.plot(g["kv_bytes_per_step"] / 1e6, g["p50_tpot_ms"], "o", color=f"C{i}", label=f"batch {batch}")
+    if fit.get("ttft"):
+        f = fit["ttft"]
+        x = np.linspace(0, float(cost["context_len"].max()), 100)
+        left.plot(x, f["a_ms"] + f["b_ms_per_token"] * x + f["c_ms_per_token2"] * x ** 2, "--", color="C0",
+                  label=f"a + bL + cL$^2$ (R$^2$ {f['r2']:.3f})")
+    if fit.get("tpot"):
+        f = fit["tpot"]
+        x = np.linspace(0, float(cost["kv_bytes_per_step"].max()), 100)
+        right.plot(x / 1e6, f["d_ms"] + f["e_ms_per_gb"] * x / 1e9, "--", color="k",
+                   label=f"d + e x bytes (R$^2$ {f['r2']:.3f})")
+    left.set_xlabel("context length (prompt tokens)")
+    left.set_ylabel("p50 TTFT (ms)")
+    left.set_title("TTFT against context")
+    right.set_xlabel("KV a decode step reads (MB)")
+    right.set_ylabel("p50 TPOT (ms)")
+    right.set_title("TPOT against KV read per step")
+    for ax in (left, right):
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
     return _save(fig, path)

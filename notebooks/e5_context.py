@@ -17,10 +17,11 @@
 # %%
 
 # %% [markdown]
-# # E5: long context, part 1: KV capacity against context length
+# # E5: long context: KV capacity and the cost of context
 #
-# **Question.** How many requests of a given context length does the server's KV cache hold at once, and do the
-# predictions a user would make agree with what the server does?
+# **Questions.** How many requests of a given context length does the server's KV cache hold at once, and do the
+# predictions a user would make agree with what the server does (part `capacity`)? What does a longer context cost
+# a request's TTFT and TPOT, and which terms of the model explain it (part `cost`)?
 #
 # **Method.** One server. Its KV cache as it reports it (`vllm:cache_config_info`; its startup log's "KV cache
 # size" and "Maximum concurrency" lines). For each context length L, three predictions of the requests held at once
@@ -29,6 +30,11 @@
 # blocks a request needs. Then levels of client concurrency around the block prediction (`concurrency_factors`),
 # each a closed loop of fresh prompts, with the server's gauges scraped every `metrics_interval_s`: the peak of
 # running requests is what the cache held; past it, requests wait or are preempted.
+#
+# **Cost of context.** Per length in `cost_lens`, requests one at a time and then one wave of `cost_batch` sent
+# together, fresh prompts. TTFT at batch 1 is fitted to a + bL + cL² (the quadratic term is attention over the prompt); TPOT
+# to the KV bytes a decode step reads (batch x tokens held x the card's KV bytes per token). On GPUs with known
+# peaks, each row also against E1's physical floors.
 
 # %% tags=["parameters"]
 # Parameters: a profile (params/profiles/<name>.yaml), parameter files, and `key=value` overrides, layered as
@@ -56,20 +62,21 @@ print(f"ctxkit {ctxkit.__version__}; run folder {run.path}")
 show_params(P)
 
 # %% [markdown]
-# ## 2. Levels of concurrency, one context length at a time
+# ## 2. Measure: levels of concurrency per context length, then the cost of context
 
 # %%
-view, capacity, rows = e5_context.sweep(P, run)
+result = e5_context.sweep(P, run)
 
 # %% [markdown]
 # ## 3. Capacity: measured against predicted
 
 # %% tags=["remove_input"]
-summary = e5_context.summarize(P, run, view, capacity, rows)
+summary = e5_context.summarize(P, run, result)
 figs = e5_context.write_artifacts(run, summary)
 display(pd.DataFrame([{"check": k, **v} for k, v in summary["checks"].items()]).style.hide(axis="index"))
-display(e5_context.capacity_view(summary))
-for fig in figs:
+if summary["capacity"]:
+    display(e5_context.capacity_view(summary))
+for fig in figs[:2] if summary["capacity"] else []:
     display(fig)
 
 # %% [markdown]
@@ -79,10 +86,21 @@ for fig in figs:
 # counters saw them; median TTFT and TPOT from the client.
 
 # %% tags=["remove_input"]
-display(pd.DataFrame(summary["levels"]).style.hide(axis="index").format(precision=2, na_rep="-"))
+display(pd.DataFrame(summary["levels"]).style.hide(axis="index").format(precision=2, na_rep="-")
+        if summary["levels"] else "part `capacity` is off")
 
 # %% [markdown]
-# ## 5. Conclusion
+# ## 5. Cost of context
+#
+# p50 TTFT and TPOT per context length and batch, the KV bytes a decode step reads, and the fits.
+
+# %% tags=["remove_input"]
+display(e5_context.cost_view(summary))
+if summary["cost"]:
+    display(figs[-1])
+
+# %% [markdown]
+# ## 6. Conclusion
 
 # %% tags=["remove_input"]
 display(Markdown(e5_context.conclusions(summary)))

@@ -35,7 +35,19 @@ def test_e5_kv_capacity_against_the_predictions(tmp_path):
         top = max((lv for lv in summary["levels"] if lv["context_len"] == length), key=lambda lv: lv["concurrency"])
         assert top["concurrency"] > row["measured"] and top["peak_running"] < top["concurrency"]   # held back
         assert top["peak_waiting"] > 0 or top["preemptions"] > 0
-    for name in ("e5_capacity.csv", "e5_levels.csv", "e5_capacity.svg", "e5_levels.svg"):
+    cost = summary["cost"]                                  # part cost, on by default
+    lengths = sorted({r["context_len"] for r in cost["rows"]})
+    assert lengths == [128, 512, 1024, 1984] and {r["batch"] for r in cost["rows"]} == {1, 4}
+    kv_per_token = 2048                                     # tiny-llama: 2 x 4 layers x 2 KV heads x 64 dims x 2 B
+    row = next(r for r in cost["rows"] if r["context_len"] == 512 and r["batch"] == 4)
+    assert row["kv_bytes_per_step"] == 4 * (512 + 16) * kv_per_token
+    assert cost["fit"]["ttft"]["longest"] == 1984 and cost["fit"]["tpot"] is not None   # both fits made (tests/
+    assert summary["checks"]["ttft_grows_with_context"]["passed"]                         # test_e5_cost: the fit)
+    packet = run_cli("packet", str(run), "--out", str(tmp_path / "packet"), "--allow-no-commit")
+    assert packet.returncode == 0, packet.stderr[-2000:]
+    assert "TTFT at batch 1 = a + bL + cL^2" in (tmp_path / "packet/README.md").read_text()
+    for name in ("e5_capacity.csv", "e5_levels.csv", "e5_capacity.svg", "e5_levels.svg", "e5_cost.csv",
+                 "e5_cost.svg"):
         assert (run / "artifacts" / name).is_file(), name
     assert "KV capacity" in (run / "report.html").read_text()
     seen = probe_report(run / "report.html")

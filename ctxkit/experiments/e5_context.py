@@ -1,4 +1,4 @@
-"""E5 long context, part `capacity`: how many requests of context length L the server's KV cache holds at once,
+"""E5 long context. Part `cost` is ctxkit.experiments.e5_cost. Part `capacity`: how many requests of context length L the server's KV cache holds at once,
 measured, against three predictions.
 
 Predictions, per L (each request holds L prompt tokens plus `output_len` generated ones):
@@ -28,6 +28,7 @@ import pandas as pd
 from ctxkit import plots
 from ctxkit.backends.base import ServingBackend
 from ctxkit.collectors.server_metrics import parse
+from ctxkit.experiments import e5_cost
 from ctxkit.experiments.common import check, make_backend
 from ctxkit.load.engine import measure
 from ctxkit.load.workloads import LengthDist, synthetic
@@ -107,11 +108,12 @@ def past_capacity(top: dict[str, Any]) -> bool:
     return bool((top["peak_running"] or 0) < top["concurrency"] and (top["peak_waiting"] or top["preemptions"]))
 
 
-def sweep(params: E5Params, run: RunFolder, log=print) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict]]:
-    """Start the server, read its cache, then each length at its levels of concurrency."""
+def sweep(params: E5Params, run: RunFolder, log=print) -> dict[str, Any]:
+    """Start the server, read its cache, then the parts switched on: `capacity` (each length at its levels of
+    concurrency) and `cost` (ctxkit.experiments.e5_cost). Returns view, capacity, levels and cost."""
     card = ModelCard.load(params.server.model)
     backend = make_backend(params, "server", run)
-    rows, capacity = [], []
+    rows, capacity, cost = [], [], None
     with backend, JsonlWriter(run.path / "requests.jsonl") as out:
         view = cache_view(backend, getattr(backend, "log_path", None))
         if view["num_blocks"] is None or view["block_size"] is None:
@@ -119,7 +121,7 @@ def sweep(params: E5Params, run: RunFolder, log=print) -> tuple[dict[str, Any], 
                                "nothing to predict the capacity from (see its /metrics)")
         log(f"[e5] server up; KV cache: {view['num_blocks']} blocks of {view['block_size']} tokens; log: "
             f"{view['log_tokens']} tokens, {view['log_concurrency']}")
-        for length in params.context_lens:
+        for length in (params.context_lens if "capacity" in params.parts else []):
             pred = predictions(view, card, params.server.dtype, length + params.output_len)
             for c in levels(params, pred["cache_config"]):
                 rows.append(measure_level(params, backend, card, length, c, len(rows), out, log))
@@ -132,40 +134,55 @@ def sweep(params: E5Params, run: RunFolder, log=print) -> tuple[dict[str, Any], 
                              "measured": max((r["peak_running"] or 0) for r in clean),
                              "held_at_once": max(held) if held else 0,
                              "past_capacity_held_back": past_capacity(mine[-1])})
-    return view, capacity, rows
+        if "cost" in params.parts:
+            cost_rows = e5_cost.measure_cost(params, backend, card, out, log)
+            cost = {"rows": cost_rows, "fit": e5_cost.fit(cost_rows),
+                    "floors": e5_cost.floors(card) or {"available": False, "reason": "no GPU with known peaks"}}
+    return {"view": view, "capacity": capacity, "levels": rows, "cost": cost}
 
 
-def summarize(params: E5Params, run: RunFolder, view: dict[str, Any], capacity: list[dict[str, Any]],
-              rows: list[dict[str, Any]]) -> dict[str, Any]:
+def summarize(params: E5Params, run: RunFolder, result: dict[str, Any]) -> dict[str, Any]:
+    view, capacity, rows, cost = result["view"], result["capacity"], result["levels"], result["cost"]
     for c in capacity:
         c["measured_over_analytical"] = c["measured"] / c["analytical"] if c["analytical"] else None
     within = [abs(c["measured_over_analytical"] - 1) <= params.tolerance for c in capacity
               if c["measured_over_analytical"] is not None]
-    summary = {
-        "experiment": "e5_context", "run_id": run.run_id, "parts": ["capacity"], "cache": view,
-        "checks": {
-            "every_request_completed": check(all(r["failed"] == 0 for r in rows),
-                                             f"{sum(r['failed'] for r in rows)} failed of "
-                                             f"{sum(r['requests'] for r in rows)}"),
-            "capacity_within_tolerance": check(len(within) == len(capacity) and all(within),
-                                               f"measured within {100 * params.tolerance:g}% of the analytical "
-                                               f"prediction at {sum(within)}/{len(capacity)} context lengths"),
-            "past_capacity_held_back": check(all(c["past_capacity_held_back"] for c in capacity),
-                                             "at every length the highest level ran fewer requests at once than "
-                                             "were in flight, the rest waiting or preempted"),
-        },
-        "capacity": capacity, "levels": rows,
-    }
+    every = rows + (cost["rows"] if cost else [])
+    checks = {"every_request_completed": check(all(r["failed"] == 0 for r in every),
+                                               f"{sum(r['failed'] for r in every)} failed of "
+                                               f"{sum(r['requests'] for r in every)}")}
+    if "capacity" in params.parts:
+        checks["capacity_within_tolerance"] = check(len(within) == len(capacity) and all(within),
+                                                    f"measured within {100 * params.tolerance:g}% of the analytical "
+                                                    f"prediction at {sum(within)}/{len(capacity)} context lengths")
+        checks["past_capacity_held_back"] = check(all(c["past_capacity_held_back"] for c in capacity),
+                                                  "at every length the highest level ran fewer requests at once "
+                                                  "than were in flight, the rest waiting or preempted")
+    if cost:
+        b1 = sorted((r for r in cost["rows"] if r["batch"] == 1), key=lambda r: r["context_len"])
+        grew = bool(b1[0]["p50_ttft_ms"] and b1[-1]["p50_ttft_ms"] and b1[-1]["p50_ttft_ms"] > b1[0]["p50_ttft_ms"])
+        checks["ttft_grows_with_context"] = check(grew, f"p50 TTFT at batch 1: {b1[0]['p50_ttft_ms']} ms at "
+                                                        f"{b1[0]['context_len']} tokens, {b1[-1]['p50_ttft_ms']} ms "
+                                                        f"at {b1[-1]['context_len']}")
+    summary = {"experiment": "e5_context", "run_id": run.run_id, "parts": list(params.parts), "cache": view,
+               "checks": checks, "capacity": capacity, "levels": rows, "cost": cost}
     run.write_json("summary.json", summary)
     return summary
 
 
 def write_artifacts(run: RunFolder, summary: dict[str, Any]) -> list:
-    capacity, levels_ = pd.DataFrame(summary["capacity"]), pd.DataFrame(summary["levels"])
-    capacity.to_csv(run.artifacts / "e5_capacity.csv", index=False)
-    levels_.to_csv(run.artifacts / "e5_levels.csv", index=False)
-    return [plots.capacity_vs_context(capacity, run.artifacts / "e5_capacity.svg"),
-            plots.running_vs_concurrency(levels_, run.artifacts / "e5_levels.svg")]
+    figs = []
+    if summary["capacity"]:
+        capacity, levels_ = pd.DataFrame(summary["capacity"]), pd.DataFrame(summary["levels"])
+        capacity.to_csv(run.artifacts / "e5_capacity.csv", index=False)
+        levels_.to_csv(run.artifacts / "e5_levels.csv", index=False)
+        figs += [plots.capacity_vs_context(capacity, run.artifacts / "e5_capacity.svg"),
+                 plots.running_vs_concurrency(levels_, run.artifacts / "e5_levels.svg")]
+    if summary["cost"]:
+        cost = pd.DataFrame(summary["cost"]["rows"])
+        cost.to_csv(run.artifacts / "e5_cost.csv", index=False)
+        figs.append(plots.cost_of_context(cost, summary["cost"]["fit"], run.artifacts / "e5_cost.svg"))
+    return figs
 
 
 def capacity_view(summary: dict[str, Any]):
@@ -174,6 +191,17 @@ def capacity_view(summary: dict[str, Any]):
             "held_at_once": "all c ran at once up to", "measured_over_analytical": "measured / analytical"}
     frame = pd.DataFrame(summary["capacity"])[list(cols)].rename(columns=cols)
     return frame.style.hide(axis="index").format(precision=2, na_rep="-")
+
+
+def cost_view(summary: dict[str, Any]):
+    if not summary["cost"]:
+        return "part `cost` is off"
+    cols = {"context_len": "context", "batch": "batch", "p50_ttft_ms": "p50 TTFT ms", "p50_tpot_ms": "p50 TPOT ms",
+            "kv_bytes_per_step": "KV bytes a step reads", "ttft_over_floor": "TTFT / floor",
+            "tpot_over_floor": "TPOT / floor"}
+    frame = pd.DataFrame(summary["cost"]["rows"])
+    frame = frame[[c for c in cols if c in frame]].rename(columns=cols)
+    return frame.style.hide(axis="index").format(precision=2, na_rep="-", thousands=",")
 
 
 def conclusions(summary: dict[str, Any]) -> str:
@@ -185,6 +213,8 @@ def conclusions(summary: dict[str, Any]) -> str:
                      + (f"{c['vllm_log']:.1f} from vLLM's log" if c["vllm_log"] is not None else "none from the log")
                      + ("; past it, the rest waited or were preempted." if c["past_capacity_held_back"]
                         else "; the highest level did not go past it."))
+    if summary["cost"]:
+        parts.append(e5_cost.conclusion(summary["cost"]))
     failed = [k for k, v in summary["checks"].items() if not v["passed"]]
     parts.append("All checks passed." if not failed else f"Checks FAILED: {', '.join(failed)}.")
     return " ".join(parts)

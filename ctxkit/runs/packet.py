@@ -139,7 +139,28 @@ def extra(run: PacketRun) -> list[str]:
                  str(c.get("intervals_separate", "-"))] for c in run.summary.get("comparison", [])]
         return table(["SLO", "winner", "ratio to runner-up", "disaggregated / aggregated", "intervals separate"],
                      rows) + [""]
+    if run.experiment == "e5_context" and run.summary.get("cost"):
+        return cost_tables(run.summary["cost"])
     return []
+
+
+def cost_tables(cost: dict[str, Any]) -> list[str]:
+    """E5's cost of context: p50 TTFT and TPOT per length and batch, and the two fits."""
+    rows = [[num(0)(r["context_len"]), num(0)(r["batch"]), num(1)(r.get("p50_ttft_ms")), num(2)(r.get("p50_tpot_ms")),
+             num(0)(r["kv_bytes_per_step"])] for r in cost["rows"]]
+    out = table(["context", "batch", "p50 TTFT ms", "p50 TPOT ms", "KV bytes a step reads"], rows) + [""]
+    f = cost.get("fit") or {}
+    fits = []
+    if f.get("ttft"):
+        t = f["ttft"]
+        fits.append(["TTFT at batch 1 = a + bL + cL^2", f"a {t['a_ms']:.2f} ms, b {t['b_ms_per_token']:.3e} ms, "
+                     f"c {t['c_ms_per_token2']:.3e} ms", num(3)(t["r2"]),
+                     f"L^2 term {num(0, pct=True)(t['quadratic_share_at_longest'])} at {t['longest']:,} tokens"])
+    if f.get("tpot"):
+        t = f["tpot"]
+        fits.append(["TPOT = d + e x KV bytes a step reads", f"d {t['d_ms']:.2f} ms, e {t['e_ms_per_gb']:.2f} ms/GB",
+                     num(3)(t["r2"]), f"KV read {num(1)(t['kv_read_gb_per_s'])} GB/s"])
+    return out + ((table(["fit", "terms", "R^2", "reading"], fits) + [""]) if fits else [])
 
 
 def pool_settings(run: PacketRun) -> list[str]:

@@ -1,0 +1,32 @@
+"""E5's cost-of-context fits on rows whose generating terms are known (no server)."""
+from __future__ import annotations
+
+import pytest
+
+from ctxkit.experiments.e5_cost import fit
+
+
+def rows(a=5.0, b=0.02, c=3e-5, d=1.5, e_per_gb=400.0):
+    out = []
+    for length in (128, 512, 1024, 1984):
+        for batch in (1, 4):
+            kv = batch * (length + 16) * 2048
+            out.append({"context_len": length, "batch": batch, "p50_ttft_ms": a + b * length + c * length ** 2,
+                        "p50_tpot_ms": d + e_per_gb * kv / 1e9, "kv_bytes_per_step": kv})
+    return out
+
+
+def test_fit_recovers_the_terms_that_made_the_rows():
+    f = fit(rows())
+    t, p = f["ttft"], f["tpot"]
+    assert (t["a_ms"], t["b_ms_per_token"], t["c_ms_per_token2"]) == pytest.approx((5.0, 0.02, 3e-5), rel=1e-6)
+    assert t["r2"] == pytest.approx(1.0) and t["longest"] == 1984
+    share = 3e-5 * 1984 ** 2 / (5.0 + 0.02 * 1984 + 3e-5 * 1984 ** 2)
+    assert t["quadratic_share_at_longest"] == pytest.approx(share)
+    assert (p["d_ms"], p["e_ms_per_gb"]) == pytest.approx((1.5, 400.0), rel=1e-6)
+    assert p["kv_read_gb_per_s"] == pytest.approx(1000 / 400.0)       # 400 ms per GB: 2.5 GB/s
+
+
+def test_too_few_lengths_give_no_ttft_fit():
+    two = [r for r in rows() if r["context_len"] in (128, 512)]
+    assert fit(two)["ttft"] is None and fit(two)["tpot"] is not None

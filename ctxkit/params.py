@@ -369,9 +369,10 @@ class E5Params(ExperimentParams):
     def _lengths_and_levels(self) -> "E5Params":
         if self.backend != "vllm":
             raise ValueError("e5_context reads its server's startup log and cache config: backend must be vllm")
-        self._fits("context_lens", max(self.context_lens), self.output_len, "output_len")
-        if max(self.concurrency_factors) <= 1.0:
-            raise ValueError("concurrency_factors: one factor must exceed 1.0, or no level goes past the capacity")
+        if "capacity" in self.parts:
+            self._fits("context_lens", max(self.context_lens), self.output_len, "output_len")
+            if max(self.concurrency_factors) <= 1.0:
+                raise ValueError("concurrency_factors: one factor must exceed 1.0, or no level goes past the capacity")
         if "cost" in self.parts:
             if len(set(self.cost_lens)) < 3:
                 raise ValueError("cost_lens: the fit of TTFT to a + bL + cL^2 needs at least 3 distinct lengths")

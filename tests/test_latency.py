@@ -48,6 +48,8 @@ def test_single_token_output_cannot_miss_tpot():
     assert outcome(one_fast, slo).met is True
     assert not slo.met(one_slow, request_latency(one_slow))
     assert (outcome(one_slow, slo).ttft_miss, outcome(one_slow, slo).tpot_miss) == (True, False)
+    empty = rec("c", 1, [])                                  # "completed" without a single token: no pace met
+    assert not SLO(tpot_ms=1).met(empty, request_latency(empty))
 
 
 def test_stats_and_empty():

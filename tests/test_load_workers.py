@@ -3,6 +3,8 @@ start, records merged; `ctxkit bench --num-workers` as a user types it; no worke
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -30,8 +32,9 @@ def test_split_deals_one_schedule_out():
     dealt = {it.request_id: it.arrival_ms / 1000 for share, a in shares for it in share}
     assert [len(s) for s, _ in shares] == [4, 4, 3] and all(a.kind == "trace" for _, a in shares)
     assert dealt == pytest.approx(one)
-    closed = split(work, Arrivals("concurrency", concurrency=5), 2)
-    assert [a.concurrency for _, a in closed] == [3, 2] and sum(len(s) for s, _ in closed) == 11
+    closed = split(work, Arrivals("concurrency", concurrency=5), 2)   # clients 0, 2, 4 | 1, 3: items by i mod 5
+    assert [a.concurrency for _, a in closed] == [3, 2]
+    assert [[int(it.request_id.split("-")[-1]) for it in s] for s, _ in closed] == [[0, 2, 4, 5, 7, 9, 10], [1, 3, 6, 8]]
 
 
 def test_workers_share_one_start_and_merge_every_record(tmp_path, monkeypatch):
@@ -55,28 +58,51 @@ def test_workers_share_one_start_and_merge_every_record(tmp_path, monkeypatch):
 
 
 def test_a_dead_worker_stops_the_run_and_no_worker_survives(tmp_path, monkeypatch):
-    """A worker killed mid-window: the run ends with a WorkerError, the other worker is stopped."""
+    """A worker killed mid-window (after the first record came back): the run ends with a WorkerError, the other
+    worker is stopped."""
     monkeypatch.setenv("CTXKIT_ALLOW_SIMULATED_BACKEND", "1")
-    outcome = {}
+    outcome, first = {}, threading.Event()
     with Simulated(ttft_ms=5.0, tpot_ms=1.0, log_dir=tmp_path) as sim:
         def target():
-            try:   # 2 req/s for 60 requests: 30 s of schedule, far longer than it takes to kill a worker
-                run_load_workers(sim.base_url, sim.model, items(60), Arrivals("constant", 2.0), workers=2)
+            try:   # 4 req/s for 120 requests: 30 s of schedule, far longer than it takes to kill a worker
+                run_load_workers(sim.base_url, sim.model, items(120), Arrivals("constant", 4.0), workers=2,
+                                 on_record=lambda *_: first.set())
             except WorkerError as exc:
                 outcome["error"] = str(exc)
         runner = threading.Thread(target=target)
         runner.start()
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            running = workers()
-            if len(running) == 2:
-                running[1].kill()
-                break
-            time.sleep(0.05)
+        assert first.wait(120), "no record came back"
+        running = workers()
+        assert len(running) == 2
+        running[1].kill()
         runner.join(120)
     assert not runner.is_alive()
     assert "exited" in outcome.get("error", ""), outcome
     assert not workers()
+
+
+def test_workers_die_with_their_parent(tmp_path, monkeypatch):
+    """A parent killed outright (SIGKILL: no finally runs) takes its workers along: none keeps loading the
+    server."""
+    monkeypatch.setenv("CTXKIT_ALLOW_SIMULATED_BACKEND", "1")
+    with Simulated(ttft_ms=5.0, tpot_ms=1.0, log_dir=tmp_path) as sim:
+        code = ("import sys; from ctxkit.load.arrivals import Arrivals; from ctxkit.load.workers import "
+                "run_load_workers; from ctxkit.load.workloads import LengthDist, synthetic\n"
+                "work = synthetic(120, LengthDist('fixed', 32), LengthDist('fixed', 4), vocab_size=4096, seed=0)\n"
+                f"run_load_workers({sim.base_url!r}, 'simulated', work, Arrivals('constant', 4.0), workers=2, "
+                "on_record=lambda *_: print('record', flush=True))")
+        parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        try:
+            assert parent.stdout.readline().startswith("record")      # the window is under way
+            children = psutil.Process(parent.pid).children()
+            assert len(children) == 2
+            parent.kill()
+            parent.wait(30)
+            gone, alive = psutil.wait_procs(children, timeout=30)
+            assert not alive, [p.pid for p in alive]
+        finally:
+            parent.kill()
+            parent.stdout.close()
 
 
 def workers() -> list[psutil.Process]:

@@ -59,7 +59,7 @@ def free_fixed_port(start: int, exclude: set[int], host: str = "127.0.0.1") -> i
     raise RuntimeError(f"no free port between {start} and 32767")
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
+def die_with_parent() -> None:  # runs in the child between fork and exec
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     except OSError:
@@ -171,7 +171,7 @@ class ManagedServer(ServingBackend):
             log.flush()
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                          env=self.environment(), start_new_session=True,
-                                         preexec_fn=_die_with_parent)
+                                         preexec_fn=die_with_parent)
         register_pgid(self.proc.pid)
 
     def wait_ready(self) -> None:

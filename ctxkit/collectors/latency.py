@@ -72,9 +72,12 @@ class SLO:
 
     def misses(self, lat: RequestLatency) -> tuple[bool, bool, bool]:
         """(TTFT, TPOT, E2E) over their objectives, for a finished request. A one-token output has no TPOT and
-        cannot miss it (vLLM's benchmark counts its TPOT as 0); a missing TTFT or E2E is a miss."""
+        cannot miss it (vLLM's benchmark counts its TPOT as 0), an output without tokens does; a missing TTFT or E2E
+        is a miss."""
         over = lambda limit, value: limit is not None and (value is None or value > limit)  # noqa: E731
-        tpot_over = self.tpot_ms is not None and lat.tpot_ms is not None and lat.tpot_ms > self.tpot_ms
+        # no TPOT: met if one token came (nothing to pace), missed if none did
+        tpot_over = self.tpot_ms is not None and (lat.tpot_ms > self.tpot_ms if lat.tpot_ms is not None
+                                                  else lat.ttft_ms is None)
         return over(self.ttft_ms, lat.ttft_ms), tpot_over, over(self.e2e_ms, lat.e2e_ms)
 
     def met(self, rec: RequestRecord, lat: RequestLatency) -> bool:

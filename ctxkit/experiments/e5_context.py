@@ -116,7 +116,7 @@ def sweep(params: E5Params, run: RunFolder, log=print) -> dict[str, Any]:
     rows, capacity, cost = [], [], None
     with backend, JsonlWriter(run.path / "requests.jsonl") as out:
         view = cache_view(backend, getattr(backend, "log_path", None))
-        if view["num_blocks"] is None or view["block_size"] is None:
+        if "capacity" in params.parts and (view["num_blocks"] is None or view["block_size"] is None):
             raise RuntimeError("the server exposes no vllm:cache_config_info with its blocks and block size: "
                                "nothing to predict the capacity from (see its /metrics)")
         log(f"[e5] server up; KV cache: {view['num_blocks']} blocks of {view['block_size']} tokens; log: "

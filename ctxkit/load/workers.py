@@ -2,36 +2,43 @@
 
 One client process (one asyncio loop) parses every streamed chunk of every request in flight; past a few hundred
 requests in flight it falls behind its own schedule (the send lag, t_send - t_sched, grows; E4 flags such
-probes). Here the absolute schedule is computed
-once, as for one process (the same offsets from the same seed), and request i goes to worker i mod N. Every worker
-is its own process with its own event loop; all start on one t0 of the host's monotonic clock (perf_counter_ns is
-CLOCK_MONOTONIC on Linux, one clock for every process), after all of them have reported ready, so imports and
-connection setup are outside the window. Records stream back through a queue into the caller's on_record (the
-run's requests.jsonl, the progress bar), tagged with their worker; the merged list is what one process would have
-returned. Closed loop (concurrency C): each worker runs its share of the C clients.
+probes). Here the absolute schedule is computed once, as for one process (the same offsets from the same seed), and
+request i goes to worker i mod N. Every worker is its own process with its own event loop; all start on one t0 of
+the host's monotonic clock (perf_counter_ns is CLOCK_MONOTONIC on Linux, one clock for every process), after all
+of them have reported ready (imports done; their HTTP connections open at the first sends, as in one process).
+Records go back over each worker's own socket, from a sender thread so that a slow parent never blocks a worker's
+event loop, into the caller's on_record (the run's requests.jsonl, the progress bar), tagged with their worker.
+Closed loop (concurrency C): client c runs on worker c mod N and sends items i with i mod C = c, as one process's
+C clients would share them.
 
-Not here: a cap on requests in flight (max_concurrency) and the goodput search's early stop, which need one view
-of everything in flight; both are refused with workers > 1.
+Workers die with the parent (PR_SET_PDEATHSIG) and exit when their socket breaks: none keeps loading a server
+after the run is gone. Not here: a cap on requests in flight (max_concurrency) and the goodput search's early
+stop, which need one view of everything in flight; both are refused with workers > 1.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import queue
 import socket
 import subprocess
 import sys
+import threading
 import time
+import traceback
 from multiprocessing.connection import Connection, wait
 from typing import Any, Optional
 
 import numpy as np
 
+from ctxkit.backends.process import die_with_parent
 from ctxkit.load.arrivals import ArrivalError, Arrivals, ProgressFn, run_load
 from ctxkit.load.workloads import WorkItem
 from ctxkit.records import RequestRecord
 
 READY_TIMEOUT_S = 120.0        # a worker imports ctxkit and aiohttp before it reports ready
-START_LEAD_NS = 50_000_000     # t0 this far after the last worker is ready: every one is waiting on it by then
+START_LEAD_NS = 200_000_000    # t0 this far after the last worker is ready: every one is waiting on it by then
 
 
 class WorkerError(RuntimeError):
@@ -40,15 +47,17 @@ class WorkerError(RuntimeError):
 
 def split(items: list[WorkItem], arrivals: Arrivals, workers: int) -> list[tuple[list[WorkItem], Arrivals]]:
     """Each worker's items and arrival process: request i, with its due time from the one schedule, to worker
-    i mod N (open loop, as a 'trace' of absolute offsets); for closed loop, C clients dealt out as evenly as
-    possible."""
+    i mod N (open loop, as a 'trace' of absolute offsets); closed loop: client c to worker c mod N with the items
+    i mod C = c, so every client has its share of the work and the loop holds C until the end."""
     if workers < 1:
         raise ArrivalError(f"workers must be >= 1, got {workers}")
     if arrivals.kind == "concurrency":
         if arrivals.concurrency < workers:
             raise ArrivalError(f"concurrency {arrivals.concurrency} < {workers} workers: each worker needs a client")
-        counts = [arrivals.concurrency // workers + (k < arrivals.concurrency % workers) for k in range(workers)]
-        return [(items[k::workers], dataclasses.replace(arrivals, concurrency=counts[k])) for k in range(workers)]
+        c = arrivals.concurrency
+        clients = [[j for j in range(c) if j % workers == k] for k in range(workers)]
+        return [([it for i, it in enumerate(items) if i % c in mine], dataclasses.replace(arrivals, concurrency=len(mine)))
+                for mine in clients]
     offsets = arrivals.offsets_s(items)
     if any(math.isinf(o) for o in offsets):
         raise ArrivalError("a schedule with infinite offsets cannot be split")
@@ -58,28 +67,39 @@ def split(items: list[WorkItem], arrivals: Arrivals, workers: int) -> list[tuple
 
 def _worker(conn: Connection) -> None:
     """One worker process: take its share, report ready, wait for the shared start (t0 from the parent), send,
-    stream records back on its own socket."""
+    stream records back through a sender thread."""
     k, base_url, model, items, arrivals, timeout_s, duration_s, extra = conn.recv()
-    sent: set[int] = set()
+    outbox: queue.Queue = queue.Queue()
+    queued: set[int] = set()
+
+    def sender() -> None:
+        while (msg := outbox.get()) is not None:
+            try:
+                conn.send(msg)
+            except OSError:                  # the parent is gone: stop loading the server now
+                os._exit(3)
 
     def on_record(rec: RequestRecord, done: int, total: int) -> None:
         rec.tags["worker"] = k
-        sent.add(id(rec))
-        conn.send(("record", rec))
+        queued.add(id(rec))
+        outbox.put(("record", rec))
 
+    thread = threading.Thread(target=sender, name="ctxkit-load-sender", daemon=True)
+    thread.start()
     try:
-        conn.send(("ready", None))
+        outbox.put(("ready", None))
         t0_ns = conn.recv()
         records = run_load(base_url, model, items, arrivals, timeout_s=timeout_s, duration_s=duration_s,
                            on_record=on_record, extra=extra, t0_ns=t0_ns)
         for rec in records:                  # anything that ended without passing through on_record
-            if id(rec) not in sent:
-                rec.tags["worker"] = k
-                conn.send(("record", rec))
-        conn.send(("done", None))
-    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which stops the others
-        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+            if id(rec) not in queued:
+                on_record(rec, 0, 0)
+        outbox.put(("done", None))
+    except BaseException:  # noqa: BLE001 - reported to the parent, which stops the others
+        outbox.put(("error", traceback.format_exc()[-3000:]))
     finally:
+        outbox.put(None)
+        thread.join()
         conn.close()
 
 
@@ -103,17 +123,35 @@ def run_load_workers(base_url: str, model: str, items: list[WorkItem], arrivals:
             conn, proc = _spawn()
             conns.append(conn)
             procs.append(proc)
-            conn.send((k, base_url, model, share, arr, timeout_s, duration_s, extra))
+            _tell(k, conn, (k, base_url, model, share, arr, timeout_s, duration_s, extra))
         _collect(procs, conns, "ready", READY_TIMEOUT_S, records, on_record, len(items))
         t0_ns = time.perf_counter_ns() + START_LEAD_NS
-        for c in conns:
-            c.send(t0_ns)
-        _collect(procs, conns, "done", None, records, on_record, len(items))
+        for k, c in enumerate(conns):
+            _tell(k, c, t0_ns)
+        _collect(procs, conns, "done", _window_cap(arrivals, items, timeout_s, duration_s), records, on_record,
+                 len(items))
     finally:
         _stop(procs)
         for c in conns:
             c.close()
     return records
+
+
+def _tell(k: int, conn: Connection, msg: Any) -> None:
+    try:
+        conn.send(msg)
+    except OSError as exc:
+        raise WorkerError(f"load worker {k} is gone ({exc})") from None
+
+
+def _window_cap(arrivals: Arrivals, items: list[WorkItem], timeout_s: float,
+                duration_s: Optional[float]) -> Optional[float]:
+    """How long the workers may take before one is taken for wedged: the last due time (or duration_s) plus one
+    request timeout and a minute; a closed loop without duration_s has no bound known in advance."""
+    if arrivals.kind == "concurrency":
+        return duration_s + timeout_s + 60.0 if duration_s else None
+    last = max(arrivals.offsets_s(items), default=0.0)
+    return min(last, duration_s or last) + timeout_s + 60.0
 
 
 def _spawn() -> tuple[Connection, subprocess.Popen]:
@@ -122,7 +160,8 @@ def _spawn() -> tuple[Connection, subprocess.Popen]:
     mine, theirs = socket.socketpair()
     try:
         proc = subprocess.Popen([sys.executable, "-m", "ctxkit.load.workers", str(theirs.fileno())],
-                                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
+                                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
+                                preexec_fn=die_with_parent)   # a killed parent takes its workers along
     finally:
         theirs.close()
     return Connection(mine.detach()), proc
@@ -143,7 +182,7 @@ def _collect(procs: list[subprocess.Popen], conns: list[Connection], until: str,
             except (EOFError, OSError):       # the worker's end closed: it died
                 raise WorkerError(f"load worker {k} exited (code {procs[k].poll()}) before '{until}'") from None
             if kind == "error":
-                raise WorkerError(f"load worker {k} failed: {payload}")
+                raise WorkerError(f"load worker {k} failed:\n{payload}")
             if kind == "record":
                 records.append(payload)
                 measured += not payload.warmup

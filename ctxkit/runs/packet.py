@@ -111,8 +111,8 @@ def headline(run: PacketRun) -> list[str]:
     cols = spec[1]
     rows = [[(fmt or str)(row.get(key)) if row.get(key) is not None else "-" for _, key, fmt in cols]
             for row in run.summary[spec[0]]]
-    return [f"### [{run.experiment}]({run.name}/report.html) ({run.name})", ""] + \
-        table([h for h, _, _ in cols], rows) + [""] + extra(run)
+    head = table([h for h, _, _ in cols], rows) + [""] if rows else []     # e.g. E5 with part capacity off
+    return [f"### [{run.experiment}]({run.name}/report.html) ({run.name})", ""] + head + extra(run)
 
 
 def extra(run: PacketRun) -> list[str]:
@@ -153,8 +153,8 @@ def cost_tables(cost: dict[str, Any]) -> list[str]:
     fits = []
     if f.get("ttft"):
         t = f["ttft"]
-        fits.append(["TTFT at batch 1 = a + bL + cL^2", f"a {t['a_ms']:.2f} ms, b {t['b_ms_per_token']:.3e} ms, "
-                     f"c {t['c_ms_per_token2']:.3e} ms", num(3)(t["r2"]),
+        fits.append(["TTFT at batch 1 = a + bL + cL^2", f"a {t['a_ms']:.2f} ms, b {t['b_ms_per_token']:.3e} ms/token, "
+                     f"c {t['c_ms_per_token2']:.3e} ms/token^2", num(3)(t["r2"]),
                      f"L^2 term {num(0, pct=True)(t['quadratic_share_at_longest'])} at {t['longest']:,} tokens"])
     if f.get("tpot"):
         t = f["tpot"]

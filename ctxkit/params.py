@@ -350,8 +350,8 @@ class E4Params(ExperimentParams):
 
 class E5Params(ExperimentParams):
     """E5 long context, in parts: `capacity` (how many requests of each context length the KV cache holds, against
-    predictions) and `cost` (TTFT and TPOT against L, fitted); chunked-prefill interference and prefix reuse are to
-    come."""
+    predictions), `cost` (TTFT and TPOT against L, fitted) and `prefix` (TTFT and prefix-cache hits against the
+    shared share of each prompt, cache used and isolated); chunked-prefill interference is to come."""
     context_lens: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [448, 1984], min_length=1)
     output_len: int = Field(64, ge=2)                 # tokens each request generates (ignore_eos): its KV grows
     concurrency_factors: list[Annotated[float, Field(gt=0)]] = Field(
@@ -359,11 +359,17 @@ class E5Params(ExperimentParams):
     requests_per_slot: int = Field(2, ge=1)           # a level of concurrency c sends c x this many requests
     metrics_interval_s: float = Field(0.1, gt=0)      # scrape period: the peak of running requests is sampled
     tolerance: float = Field(0.25, gt=0, lt=1)        # measured capacity within this of the analytical prediction
-    parts: list[Literal["capacity", "cost"]] = Field(default_factory=lambda: ["capacity", "cost"], min_length=1)
+    parts: list[Literal["capacity", "cost", "prefix"]] = Field(
+        default_factory=lambda: ["capacity", "cost", "prefix"], min_length=1)
     cost_lens: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [128, 512, 1024, 1984])
     cost_batch: int = Field(4, ge=2)                  # the fixed batch (one wave of this many), beside batch 1
     cost_requests: int = Field(5, ge=1)               # per length at batch 1
     cost_output_len: int = Field(32, ge=2)
+    prefix_ratios: list[Annotated[float, Field(ge=0, le=0.95)]] = Field(default_factory=lambda: [0.0, 0.5, 0.9],
+                                                                       min_length=1)
+    prefix_context_len: int = Field(1024, ge=2)      # prompt tokens: the shared prefix is ratio x this
+    prefix_requests: int = Field(6, ge=1)             # scored per (ratio, cache arm), after one that fills the cache
+    prefix_output_len: int = Field(8, ge=1)
 
     @model_validator(mode="after")
     def _lengths_and_levels(self) -> "E5Params":
@@ -377,6 +383,8 @@ class E5Params(ExperimentParams):
             if len(set(self.cost_lens)) < 3:
                 raise ValueError("cost_lens: the fit of TTFT to a + bL + cL^2 needs at least 3 distinct lengths")
             self._fits("cost_lens", max(self.cost_lens), self.cost_output_len, "cost_output_len")
+        if "prefix" in self.parts:
+            self._fits("prefix_context_len", self.prefix_context_len, self.prefix_output_len, "prefix_output_len")
         return self
 
 

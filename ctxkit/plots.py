@@ -298,3 +298,24 @@ def cost_of_context(cost: pd.DataFrame, fit: dict[str, Any], path: Optional[Path
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def prefix_reuse(prefix: pd.DataFrame, path: Optional[Path] = None) -> Figure:
+    """Left: the prefix-cache hit rate the server measured against the shared ratio, cache used and isolated, with
+    the rate the workload implies. Right: p50 TTFT against the ratio, both arms."""
+    fig = Figure(figsize=(9.6, 3.8), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    for i, (arm, g) in enumerate(prefix.groupby("cache", sort=False)):
+        left.plot(g["prefix_ratio"], g["hit_rate"], "o-", color=f"C{i}", label=f"measured, cache {arm}")
+        right.plot(g["prefix_ratio"], g["p50_ttft_ms"], "o-", color=f"C{i}", label=f"cache {arm}")
+    on = prefix[prefix["cache"] == "on"]
+    left.plot(on["prefix_ratio"], on["implied_hit_rate"], "--", color="k", label="implied (whole blocks)")
+    left.set_ylabel("prefix-cache hit rate (tokens)")
+    right.set_ylabel("p50 TTFT (ms)")
+    left.set_title("Prefix-cache hits against the shared ratio")
+    right.set_title("TTFT against the shared ratio")
+    for ax in (left, right):
+        ax.set_xlabel("shared prefix / prompt")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    return _save(fig, path)

@@ -17,11 +17,12 @@
 # %%
 
 # %% [markdown]
-# # E5: long context: KV capacity and the cost of context
+# # E5: long context: KV capacity, the cost of context, prefix reuse
 #
 # **Questions.** How many requests of a given context length does the server's KV cache hold at once, and do the
 # predictions a user would make agree with what the server does (part `capacity`)? What does a longer context cost
-# a request's TTFT and TPOT, and which terms of the model explain it (part `cost`)?
+# a request's TTFT and TPOT, and which terms of the model explain it (part `cost`)? How much does a shared prefix
+# save, and does the server's prefix cache reuse what the workload offers (part `prefix`)?
 #
 # **Method.** One server. Its KV cache as it reports it (`vllm:cache_config_info`; its startup log's "KV cache
 # size" and "Maximum concurrency" lines). For each context length L, three predictions of the requests held at once
@@ -30,6 +31,10 @@
 # blocks a request needs. Then levels of client concurrency around the block prediction (`concurrency_factors`),
 # each a closed loop of fresh prompts, with the server's gauges scraped every `metrics_interval_s`: the peak of
 # running requests is what the cache held; past it, requests wait or are preempted.
+#
+# **Prefix reuse.** Prompts whose first r x L tokens one prefix shares, r from `prefix_ratios`; one request fills
+# the cache, then requests one at a time, with the cache used (`on`) and isolated per request through vLLM's
+# `cache_salt` (`off`). The server's prefix-cache hits against the rate the workload implies, and TTFT.
 #
 # **Cost of context.** Per length in `cost_lens`, requests one at a time and then one wave of `cost_batch` sent
 # together, fresh prompts. TTFT at batch 1 is fitted to a + bL + cL² (the quadratic term is attention over the prompt); TPOT
@@ -97,10 +102,21 @@ display(pd.DataFrame(summary["levels"]).style.hide(axis="index").format(precisio
 # %% tags=["remove_input"]
 display(e5_context.cost_view(summary))
 if summary["cost"]:
+    display(figs[-2] if summary["prefix"] else figs[-1])
+
+# %% [markdown]
+# ## 6. Prefix reuse
+#
+# Measured prefix-cache hit rate (the server's counters over each point's scored requests) against the rate the
+# workload implies, and p50 TTFT, cache used and isolated.
+
+# %% tags=["remove_input"]
+display(e5_context.prefix_view(summary))
+if summary["prefix"]:
     display(figs[-1])
 
 # %% [markdown]
-# ## 6. Conclusion
+# ## 7. Conclusion
 
 # %% tags=["remove_input"]
 display(Markdown(e5_context.conclusions(summary)))

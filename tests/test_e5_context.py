@@ -43,11 +43,18 @@ def test_e5_kv_capacity_against_the_predictions(tmp_path):
     assert row["kv_bytes_per_step"] == 4 * (512 + 16) * kv_per_token
     assert cost["fit"]["ttft"]["longest"] == 1984 and cost["fit"]["tpot"] is not None   # both fits made (tests/
     assert summary["checks"]["ttft_grows_with_context"]["passed"]                         # test_e5_cost: the fit)
+    prefix = {(r["prefix_ratio"], r["cache"]): r for r in summary["prefix"]["rows"]}   # part prefix, on by default
+    assert set(prefix) == {(r, arm) for r in (0.0, 0.5, 0.9) for arm in ("on", "off")}
+    # 1,024-token prompts, 128-token blocks: 512 shared tokens are 4 whole blocks (0.5), 922 are 7 (0.875)
+    assert prefix[(0.5, "on")]["implied_hit_rate"] == 0.5 and prefix[(0.9, "on")]["implied_hit_rate"] == 0.875
+    assert prefix[(0.9, "on")]["hit_rate"] >= 0.8 * 0.875 and prefix[(0.5, "on")]["hit_rate"] >= 0.8 * 0.5
+    assert all(prefix[(r, "off")]["hit_rate"] <= 0.05 for r in (0.0, 0.5, 0.9))   # cache_salt isolates each request
     packet = run_cli("packet", str(run), "--out", str(tmp_path / "packet"), "--allow-no-commit")
     assert packet.returncode == 0, packet.stderr[-2000:]
     assert "TTFT at batch 1 = a + bL + cL^2" in (tmp_path / "packet/README.md").read_text()
+    assert "| shared ratio | cache |" in (tmp_path / "packet/README.md").read_text()
     for name in ("e5_capacity.csv", "e5_levels.csv", "e5_capacity.svg", "e5_levels.svg", "e5_cost.csv",
-                 "e5_cost.svg"):
+                 "e5_cost.svg", "e5_prefix.csv", "e5_prefix.svg"):
         assert (run / "artifacts" / name).is_file(), name
     assert "KV capacity" in (run / "report.html").read_text()
     seen = probe_report(run / "report.html")

@@ -28,7 +28,7 @@ import pandas as pd
 from ctxkit import plots
 from ctxkit.backends.base import ServingBackend
 from ctxkit.collectors.server_metrics import parse
-from ctxkit.experiments import e5_cost
+from ctxkit.experiments import e5_cost, e5_prefix
 from ctxkit.experiments.common import check, make_backend
 from ctxkit.load.engine import measure
 from ctxkit.load.workloads import LengthDist, synthetic
@@ -113,7 +113,7 @@ def sweep(params: E5Params, run: RunFolder, log=print) -> dict[str, Any]:
     concurrency) and `cost` (ctxkit.experiments.e5_cost). Returns view, capacity, levels and cost."""
     card = ModelCard.load(params.server.model)
     backend = make_backend(params, "server", run)
-    rows, capacity, cost = [], [], None
+    rows, capacity, cost, prefix = [], [], None, None
     with backend, JsonlWriter(run.path / "requests.jsonl") as out:
         view = cache_view(backend, getattr(backend, "log_path", None))
         if "capacity" in params.parts and (view["num_blocks"] is None or view["block_size"] is None):
@@ -138,16 +138,20 @@ def sweep(params: E5Params, run: RunFolder, log=print) -> dict[str, Any]:
             cost_rows = e5_cost.measure_cost(params, backend, card, out, log)
             cost = {"rows": cost_rows, "fit": e5_cost.fit(cost_rows),
                     "floors": e5_cost.floors(card) or {"available": False, "reason": "no GPU with known peaks"}}
-    return {"view": view, "capacity": capacity, "levels": rows, "cost": cost}
+        if "prefix" in params.parts:
+            prefix = {"context_len": params.prefix_context_len, "block_size": view["block_size"],
+                      "rows": e5_prefix.measure_prefix(params, backend, card, view["block_size"], out, log)}
+    return {"view": view, "capacity": capacity, "levels": rows, "cost": cost, "prefix": prefix}
 
 
 def summarize(params: E5Params, run: RunFolder, result: dict[str, Any]) -> dict[str, Any]:
     view, capacity, rows, cost = result["view"], result["capacity"], result["levels"], result["cost"]
+    prefix = result["prefix"]
     for c in capacity:
         c["measured_over_analytical"] = c["measured"] / c["analytical"] if c["analytical"] else None
     within = [abs(c["measured_over_analytical"] - 1) <= params.tolerance for c in capacity
               if c["measured_over_analytical"] is not None]
-    every = rows + (cost["rows"] if cost else [])
+    every = rows + (cost["rows"] if cost else []) + (prefix["rows"] if prefix else [])
     checks = {"every_request_completed": check(all(r["failed"] == 0 for r in every),
                                                f"{sum(r['failed'] for r in every)} failed of "
                                                f"{sum(r['requests'] for r in every)}")}
@@ -164,8 +168,10 @@ def summarize(params: E5Params, run: RunFolder, result: dict[str, Any]) -> dict[
         checks["ttft_grows_with_context"] = check(grew, f"p50 TTFT at batch 1: {b1[0]['p50_ttft_ms']} ms at "
                                                         f"{b1[0]['context_len']} tokens, {b1[-1]['p50_ttft_ms']} ms "
                                                         f"at {b1[-1]['context_len']}")
+    if prefix:
+        checks["prefix_hits_follow_the_ratio"] = check(*e5_prefix.hits_follow(prefix["rows"]))
     summary = {"experiment": "e5_context", "run_id": run.run_id, "parts": list(params.parts), "cache": view,
-               "checks": checks, "capacity": capacity, "levels": rows, "cost": cost}
+               "checks": checks, "capacity": capacity, "levels": rows, "cost": cost, "prefix": prefix}
     run.write_json("summary.json", summary)
     return summary
 
@@ -182,6 +188,10 @@ def write_artifacts(run: RunFolder, summary: dict[str, Any]) -> list:
         cost = pd.DataFrame(summary["cost"]["rows"])
         cost.to_csv(run.artifacts / "e5_cost.csv", index=False)
         figs.append(plots.cost_of_context(cost, summary["cost"]["fit"], run.artifacts / "e5_cost.svg"))
+    if summary.get("prefix"):
+        prefix = pd.DataFrame(summary["prefix"]["rows"])
+        prefix.to_csv(run.artifacts / "e5_prefix.csv", index=False)
+        figs.append(plots.prefix_reuse(prefix, run.artifacts / "e5_prefix.svg"))
     return figs
 
 
@@ -204,6 +214,15 @@ def cost_view(summary: dict[str, Any]):
     return frame.style.hide(axis="index").format(precision=2, na_rep="-", thousands=",")
 
 
+def prefix_view(summary: dict[str, Any]):
+    if not summary.get("prefix"):
+        return "part `prefix` is off"
+    cols = {"prefix_ratio": "shared ratio", "cache": "cache", "shared_tokens": "shared tokens",
+            "p50_ttft_ms": "p50 TTFT ms", "hit_rate": "measured hit rate", "implied_hit_rate": "implied hit rate"}
+    frame = pd.DataFrame(summary["prefix"]["rows"])[list(cols)].rename(columns=cols)
+    return frame.style.hide(axis="index").format(precision=3, na_rep="-")
+
+
 def conclusions(summary: dict[str, Any]) -> str:
     parts = []
     for c in summary["capacity"]:
@@ -215,6 +234,8 @@ def conclusions(summary: dict[str, Any]) -> str:
                         else "; the highest level did not go past it."))
     if summary["cost"]:
         parts.append(e5_cost.conclusion(summary["cost"]))
+    if summary.get("prefix"):
+        parts.append(e5_prefix.conclusion(summary["prefix"]["rows"]))
     failed = [k for k, v in summary["checks"].items() if not v["passed"]]
     parts.append("All checks passed." if not failed else f"Checks FAILED: {', '.join(failed)}.")
     return " ".join(parts)

@@ -103,7 +103,7 @@ async def _run(base_url: str, model: str, items: list[WorkItem], arrivals: Arriv
 
     def req(it: WorkItem, sched_ns: int, is_warmup: bool) -> CompletionRequest:
         return CompletionRequest(it.request_id, it.prompt, it.max_tokens, t_sched_ns=sched_ns, warmup=is_warmup,
-                                 extra=dict(extra or {}))
+                                 extra={**(extra or {}), **it.body})
 
     async with new_session() as session:
         async def send(it: WorkItem, sched_ns: int, is_warmup: bool = False) -> RequestRecord:

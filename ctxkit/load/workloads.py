@@ -32,6 +32,7 @@ class WorkItem:
     max_tokens: int
     arrival_ms: Optional[float] = None
     tags: dict[str, Any] = field(default_factory=dict)
+    body: dict[str, Any] = field(default_factory=dict)   # more request-body fields for this request (cache_salt)
 
 
 @dataclass(frozen=True)

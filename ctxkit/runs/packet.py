@@ -139,9 +139,17 @@ def extra(run: PacketRun) -> list[str]:
                  str(c.get("intervals_separate", "-"))] for c in run.summary.get("comparison", [])]
         return table(["SLO", "winner", "ratio to runner-up", "disaggregated / aggregated", "intervals separate"],
                      rows) + [""]
-    if run.experiment == "e5_context" and run.summary.get("cost"):
-        return cost_tables(run.summary["cost"])
+    if run.experiment == "e5_context":
+        return (cost_tables(run.summary["cost"]) if run.summary.get("cost") else []) + \
+            (prefix_table(run.summary["prefix"]) if run.summary.get("prefix") else [])
     return []
+
+
+def prefix_table(prefix: dict[str, Any]) -> list[str]:
+    """E5's prefix reuse: per shared ratio and cache arm, p50 TTFT and the measured hit rate against the implied."""
+    rows = [[num(2)(r["prefix_ratio"]), r["cache"], num(1)(r.get("p50_ttft_ms")), num(3)(r.get("hit_rate")),
+             num(3)(r.get("implied_hit_rate"))] for r in prefix["rows"]]
+    return table(["shared ratio", "cache", "p50 TTFT ms", "measured hit rate", "implied hit rate"], rows) + [""]
 
 
 def cost_tables(cost: dict[str, Any]) -> list[str]:

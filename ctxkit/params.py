@@ -348,10 +348,24 @@ class E4Params(ExperimentParams):
         return self
 
 
+class ChunkedSetting(Params):
+    """One server setting for E5's chunked-prefill part: a name and the vLLM flags it adds."""
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    extra_args: list[str] = Field(default_factory=list)
+
+
+def _default_chunked() -> list[ChunkedSetting]:
+    return [ChunkedSetting(name="chunk-256", extra_args=["--max-num-batched-tokens", "256"]),
+            ChunkedSetting(name="chunk-2048", extra_args=["--max-num-batched-tokens", "2048"]),
+            ChunkedSetting(name="unchunked", extra_args=["--no-enable-chunked-prefill", "--max-num-batched-tokens",
+                                                         "4096"])]
+
+
 class E5Params(ExperimentParams):
     """E5 long context, in parts: `capacity` (how many requests of each context length the KV cache holds, against
-    predictions), `cost` (TTFT and TPOT against L, fitted) and `prefix` (TTFT and prefix-cache hits against the
-    shared share of each prompt, cache used and isolated); chunked-prefill interference is to come."""
+    predictions), `cost` (TTFT and TPOT against L, fitted), `prefix` (TTFT and prefix-cache hits against the
+    shared share of each prompt, cache used and isolated) and `chunked` (running decodes' inter-token gaps as long
+    prefills arrive, chunked prefill at two budgets and off)."""
     context_lens: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [448, 1984], min_length=1)
     output_len: int = Field(64, ge=2)                 # tokens each request generates (ignore_eos): its KV grows
     concurrency_factors: list[Annotated[float, Field(gt=0)]] = Field(
@@ -359,8 +373,8 @@ class E5Params(ExperimentParams):
     requests_per_slot: int = Field(2, ge=1)           # a level of concurrency c sends c x this many requests
     metrics_interval_s: float = Field(0.1, gt=0)      # scrape period: the peak of running requests is sampled
     tolerance: float = Field(0.25, gt=0, lt=1)        # measured capacity within this of the analytical prediction
-    parts: list[Literal["capacity", "cost", "prefix"]] = Field(
-        default_factory=lambda: ["capacity", "cost", "prefix"], min_length=1)
+    parts: list[Literal["capacity", "cost", "prefix", "chunked"]] = Field(
+        default_factory=lambda: ["capacity", "cost", "prefix", "chunked"], min_length=1)
     cost_lens: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [128, 512, 1024, 1984])
     cost_batch: int = Field(4, ge=2)                  # the fixed batch (one wave of this many), beside batch 1
     cost_requests: int = Field(5, ge=1)               # per length at batch 1
@@ -370,6 +384,13 @@ class E5Params(ExperimentParams):
     prefix_context_len: int = Field(1024, ge=2)      # prompt tokens: the shared prefix is ratio x this
     prefix_requests: int = Field(6, ge=1)             # scored per (ratio, cache arm), after one that fills the cache
     prefix_output_len: int = Field(8, ge=1)
+    chunked_settings: list[ChunkedSetting] = Field(default_factory=_default_chunked, min_length=1)
+    chunked_decodes: int = Field(4, ge=1)             # running decodes, sent at t = 0
+    chunked_decode_len: int = Field(800, ge=2)        # their output tokens: long enough to span every arrival
+    chunked_prefills: int = Field(3, ge=1)            # long prefills arriving among them
+    chunked_prompt_len: int = Field(1984, ge=1)
+    chunked_first_s: float = Field(0.2, ge=0)         # the first arrival, s after the decodes
+    chunked_every_s: float = Field(0.4, gt=0)         # between arrivals
 
     @model_validator(mode="after")
     def _lengths_and_levels(self) -> "E5Params":
@@ -385,6 +406,10 @@ class E5Params(ExperimentParams):
             self._fits("cost_lens", max(self.cost_lens), self.cost_output_len, "cost_output_len")
         if "prefix" in self.parts:
             self._fits("prefix_context_len", self.prefix_context_len, self.prefix_output_len, "prefix_output_len")
+        if "chunked" in self.parts:
+            self._fits("chunked_prompt_len", self.chunked_prompt_len, 1, "one output token")
+            if len({s.name for s in self.chunked_settings}) < len(self.chunked_settings):
+                raise ValueError("chunked_settings: names must be distinct (each names a server's log)")
         return self
 
 

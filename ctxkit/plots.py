@@ -319,3 +319,20 @@ def prefix_reuse(prefix: pd.DataFrame, path: Optional[Path] = None) -> Figure:
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def itl_around_prefills(rows: list[dict[str, Any]], path: Optional[Path] = None) -> Figure:
+    """Per chunked-prefill setting: every running decode's inter-token gap on the time axis, each long prefill's
+    window (send to first token) shaded."""
+    fig = Figure(figsize=(9.6, 2.6 * len(rows)), layout="constrained")
+    axes = fig.subplots(len(rows), 1, squeeze=False)[:, 0]
+    for ax, r in zip(axes, rows):
+        for a, b in r.get("windows_s", []):
+            ax.axvspan(a, b, color="C3", alpha=0.15)
+        pts = r.get("gaps", [])
+        ax.plot([t for t, _ in pts], [g for _, g in pts], ".", ms=3, color="C0", label="decode gaps")
+        ax.set_ylabel("gap (ms)")
+        ax.set_title(f"{r['setting']} ({r.get('flags') or 'defaults'}): shaded = a long prefill running", fontsize=9)
+        ax.grid(True, alpha=0.3)
+    axes[-1].set_xlabel("time since the decodes were sent (s)")
+    return _save(fig, path)

@@ -17,12 +17,13 @@
 # %%
 
 # %% [markdown]
-# # E5: long context: KV capacity, the cost of context, prefix reuse
+# # E5: long context: KV capacity, the cost of context, prefix reuse, chunked prefill
 #
 # **Questions.** How many requests of a given context length does the server's KV cache hold at once, and do the
 # predictions a user would make agree with what the server does (part `capacity`)? What does a longer context cost
 # a request's TTFT and TPOT, and which terms of the model explain it (part `cost`)? How much does a shared prefix
-# save, and does the server's prefix cache reuse what the workload offers (part `prefix`)?
+# save, and does the server's prefix cache reuse what the workload offers (part `prefix`)? What do long prefills
+# do to the decodes already running, with chunked prefill and without (part `chunked`)?
 #
 # **Method.** One server. Its KV cache as it reports it (`vllm:cache_config_info`; its startup log's "KV cache
 # size" and "Maximum concurrency" lines). For each context length L, three predictions of the requests held at once
@@ -35,6 +36,10 @@
 # **Prefix reuse.** Prompts whose first r x L tokens one prefix shares, r from `prefix_ratios`; one request fills
 # the cache, then requests one at a time, with the cache used (`on`) and isolated per request through vLLM's
 # `cache_salt` (`off`). The server's prefix-cache hits against the rate the workload implies, and TTFT.
+#
+# **Chunked prefill.** A server per setting (`chunked_settings`: chunked prefill at two token budgets, and off);
+# running decodes sent first, then long prefills arriving among them; the decodes' inter-token gaps around each
+# arrival.
 #
 # **Cost of context.** Per length in `cost_lens`, requests one at a time and then one wave of `cost_batch` sent
 # together, fresh prompts. TTFT at batch 1 is fitted to a + bL + cL² (the quadratic term is attention over the prompt); TPOT
@@ -77,12 +82,13 @@ result = e5_context.sweep(P, run)
 
 # %% tags=["remove_input"]
 summary = e5_context.summarize(P, run, result)
-figs = e5_context.write_artifacts(run, summary)
+figs = e5_context.write_artifacts(run, summary, result["chunked"])
 display(pd.DataFrame([{"check": k, **v} for k, v in summary["checks"].items()]).style.hide(axis="index"))
 if summary["capacity"]:
     display(e5_context.capacity_view(summary))
-for fig in figs[:2] if summary["capacity"] else []:
-    display(fig)
+for name in ("capacity", "levels"):
+    if name in figs:
+        display(figs[name])
 
 # %% [markdown]
 # ## 4. Every level
@@ -101,8 +107,8 @@ display(pd.DataFrame(summary["levels"]).style.hide(axis="index").format(precisio
 
 # %% tags=["remove_input"]
 display(e5_context.cost_view(summary))
-if summary["cost"]:
-    display(figs[-2] if summary["prefix"] else figs[-1])
+if "cost" in figs:
+    display(figs["cost"])
 
 # %% [markdown]
 # ## 6. Prefix reuse
@@ -112,11 +118,22 @@ if summary["cost"]:
 
 # %% tags=["remove_input"]
 display(e5_context.prefix_view(summary))
-if summary["prefix"]:
-    display(figs[-1])
+if "prefix" in figs:
+    display(figs["prefix"])
 
 # %% [markdown]
-# ## 7. Conclusion
+# ## 7. Chunked prefill: running decodes as long prefills arrive
+#
+# Per setting, a server of its own: the running decodes' inter-token gaps on the time axis, each long prefill's
+# window (send to first token) shaded; the median gap outside the windows against the longest gap inside each.
+
+# %% tags=["remove_input"]
+display(e5_context.chunked_view(summary))
+if "chunked" in figs:
+    display(figs["chunked"])
+
+# %% [markdown]
+# ## 8. Conclusion
 
 # %% tags=["remove_input"]
 display(Markdown(e5_context.conclusions(summary)))

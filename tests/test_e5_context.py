@@ -49,12 +49,19 @@ def test_e5_kv_capacity_against_the_predictions(tmp_path):
     assert prefix[(0.5, "on")]["implied_hit_rate"] == 0.5 and prefix[(0.9, "on")]["implied_hit_rate"] == 0.875
     assert prefix[(0.9, "on")]["hit_rate"] >= 0.8 * 0.875 and prefix[(0.5, "on")]["hit_rate"] >= 0.8 * 0.5
     assert all(prefix[(r, "off")]["hit_rate"] <= 0.05 for r in (0.0, 0.5, 0.9))   # cache_salt isolates each request
+    chunked = {r["setting"]: r for r in summary["chunked"]}      # part chunked: a server per setting
+    assert list(chunked) == ["chunk-256", "chunk-2048", "unchunked"]
+    for r in chunked.values():        # decode gaps recorded inside every long prefill's window, and outside them
+        assert len(r["spikes_ms"]) == 3 and all(s is not None and s > 0 for s in r["spikes_ms"]), r
+        assert r["baseline_itl_ms"] > 0 and len(r["windows_s"]) == 3
+    assert "--no-enable-chunked-prefill" in (run / "logs/chunked-unchunked.log").read_text().splitlines()[0]
     packet = run_cli("packet", str(run), "--out", str(tmp_path / "packet"), "--allow-no-commit")
     assert packet.returncode == 0, packet.stderr[-2000:]
     assert "TTFT at batch 1 = a + bL + cL^2" in (tmp_path / "packet/README.md").read_text()
     assert "| shared ratio | cache |" in (tmp_path / "packet/README.md").read_text()
     for name in ("e5_capacity.csv", "e5_levels.csv", "e5_capacity.svg", "e5_levels.svg", "e5_cost.csv",
-                 "e5_cost.svg", "e5_prefix.csv", "e5_prefix.svg"):
+                 "e5_cost.svg", "e5_prefix.csv", "e5_prefix.svg",
+                 "e5_chunked.csv", "e5_chunked_itl.csv", "e5_chunked.svg"):
         assert (run / "artifacts" / name).is_file(), name
     assert "KV capacity" in (run / "report.html").read_text()
     seen = probe_report(run / "report.html")

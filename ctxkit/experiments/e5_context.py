@@ -28,7 +28,7 @@ import pandas as pd
 from ctxkit import plots
 from ctxkit.backends.base import ServingBackend
 from ctxkit.collectors.server_metrics import parse
-from ctxkit.experiments import e5_cost, e5_prefix
+from ctxkit.experiments import e5_chunked, e5_cost, e5_prefix
 from ctxkit.experiments.common import check, make_backend
 from ctxkit.load.engine import measure
 from ctxkit.load.workloads import LengthDist, synthetic
@@ -109,49 +109,60 @@ def past_capacity(top: dict[str, Any]) -> bool:
 
 
 def sweep(params: E5Params, run: RunFolder, log=print) -> dict[str, Any]:
-    """Start the server, read its cache, then the parts switched on: `capacity` (each length at its levels of
-    concurrency) and `cost` (ctxkit.experiments.e5_cost). Returns view, capacity, levels and cost."""
+    """The parts switched on: `capacity`, `cost` (ctxkit.experiments.e5_cost) and `prefix` (e5_prefix) on one
+    server, whose cache is read first; then `chunked` (e5_chunked), a server per setting. Returns view, capacity,
+    levels, cost, prefix and chunked."""
     card = ModelCard.load(params.server.model)
-    backend = make_backend(params, "server", run)
+    result: dict[str, Any] = {"view": {}, "capacity": [], "levels": [], "cost": None, "prefix": None, "chunked": None}
+    with JsonlWriter(run.path / "requests.jsonl") as out:
+        if {"capacity", "cost", "prefix"} & set(params.parts):
+            with make_backend(params, "server", run) as backend:
+                result.update(one_server_parts(params, backend, card, out, log))
+        if "chunked" in params.parts:       # after the main server is gone: each setting starts one of its own
+            result["chunked"] = e5_chunked.measure_chunked(params, run, card, out, log)
+    return result
+
+
+def one_server_parts(params: E5Params, backend: ServingBackend, card: ModelCard, out: JsonlWriter,
+                     log=print) -> dict[str, Any]:
+    view = cache_view(backend, getattr(backend, "log_path", None))
+    if "capacity" in params.parts and (view["num_blocks"] is None or view["block_size"] is None):
+        raise RuntimeError("the server exposes no vllm:cache_config_info with its blocks and block size: "
+                           "nothing to predict the capacity from (see its /metrics)")
+    log(f"[e5] server up; KV cache: {view['num_blocks']} blocks of {view['block_size']} tokens; log: "
+        f"{view['log_tokens']} tokens, {view['log_concurrency']}")
     rows, capacity, cost, prefix = [], [], None, None
-    with backend, JsonlWriter(run.path / "requests.jsonl") as out:
-        view = cache_view(backend, getattr(backend, "log_path", None))
-        if "capacity" in params.parts and (view["num_blocks"] is None or view["block_size"] is None):
-            raise RuntimeError("the server exposes no vllm:cache_config_info with its blocks and block size: "
-                               "nothing to predict the capacity from (see its /metrics)")
-        log(f"[e5] server up; KV cache: {view['num_blocks']} blocks of {view['block_size']} tokens; log: "
-            f"{view['log_tokens']} tokens, {view['log_concurrency']}")
-        for length in (params.context_lens if "capacity" in params.parts else []):
-            pred = predictions(view, card, params.server.dtype, length + params.output_len)
-            for c in levels(params, pred["cache_config"]):
-                rows.append(measure_level(params, backend, card, length, c, len(rows), out, log))
-            mine = [r for r in rows if r["context_len"] == length]
-            held = [r["concurrency"] for r in mine if r["held"]]
-            # vLLM admits a request on its prompt's blocks and preempts when decodes outgrow the cache: a level
-            # that preempted ran more at its peak than the cache holds to the end; count the others when any
-            clean = [r for r in mine if not r["preemptions"]] or mine
-            capacity.append({"context_len": length, "tokens_per_request": length + params.output_len, **pred,
-                             "measured": max((r["peak_running"] or 0) for r in clean),
-                             "held_at_once": max(held) if held else 0,
-                             "past_capacity_held_back": past_capacity(mine[-1])})
-        if "cost" in params.parts:
-            cost_rows = e5_cost.measure_cost(params, backend, card, out, log)
-            cost = {"rows": cost_rows, "fit": e5_cost.fit(cost_rows),
-                    "floors": e5_cost.floors(card) or {"available": False, "reason": "no GPU with known peaks"}}
-        if "prefix" in params.parts:
-            prefix = {"context_len": params.prefix_context_len, "block_size": view["block_size"],
-                      "rows": e5_prefix.measure_prefix(params, backend, card, view["block_size"], out, log)}
+    for length in (params.context_lens if "capacity" in params.parts else []):
+        pred = predictions(view, card, params.server.dtype, length + params.output_len)
+        for c in levels(params, pred["cache_config"]):
+            rows.append(measure_level(params, backend, card, length, c, len(rows), out, log))
+        mine = [r for r in rows if r["context_len"] == length]
+        held = [r["concurrency"] for r in mine if r["held"]]
+        # vLLM admits a request on its prompt's blocks and preempts when decodes outgrow the cache: a level
+        # that preempted ran more at its peak than the cache holds to the end; count the others when any
+        clean = [r for r in mine if not r["preemptions"]] or mine
+        capacity.append({"context_len": length, "tokens_per_request": length + params.output_len, **pred,
+                         "measured": max((r["peak_running"] or 0) for r in clean),
+                         "held_at_once": max(held) if held else 0,
+                         "past_capacity_held_back": past_capacity(mine[-1])})
+    if "cost" in params.parts:
+        cost_rows = e5_cost.measure_cost(params, backend, card, out, log)
+        cost = {"rows": cost_rows, "fit": e5_cost.fit(cost_rows),
+                "floors": e5_cost.floors(card) or {"available": False, "reason": "no GPU with known peaks"}}
+    if "prefix" in params.parts:
+        prefix = {"context_len": params.prefix_context_len, "block_size": view["block_size"],
+                  "rows": e5_prefix.measure_prefix(params, backend, card, view["block_size"], out, log)}
     return {"view": view, "capacity": capacity, "levels": rows, "cost": cost, "prefix": prefix}
 
 
 def summarize(params: E5Params, run: RunFolder, result: dict[str, Any]) -> dict[str, Any]:
     view, capacity, rows, cost = result["view"], result["capacity"], result["levels"], result["cost"]
-    prefix = result["prefix"]
+    prefix, chunked = result["prefix"], result["chunked"]
     for c in capacity:
         c["measured_over_analytical"] = c["measured"] / c["analytical"] if c["analytical"] else None
     within = [abs(c["measured_over_analytical"] - 1) <= params.tolerance for c in capacity
               if c["measured_over_analytical"] is not None]
-    every = rows + (cost["rows"] if cost else []) + (prefix["rows"] if prefix else [])
+    every = rows + (cost["rows"] if cost else []) + (prefix["rows"] if prefix else []) + (chunked or [])
     checks = {"every_request_completed": check(all(r["failed"] == 0 for r in every),
                                                f"{sum(r['failed'] for r in every)} failed of "
                                                f"{sum(r['requests'] for r in every)}")}
@@ -170,28 +181,44 @@ def summarize(params: E5Params, run: RunFolder, result: dict[str, Any]) -> dict[
                                                         f"at {b1[-1]['context_len']}")
     if prefix:
         checks["prefix_hits_follow_the_ratio"] = check(*e5_prefix.hits_follow(prefix["rows"]))
+    if chunked:
+        spiked = [r for r in chunked if r.get("spikes_ms") and all(x is not None for x in r["spikes_ms"])]
+        checks["itl_around_every_arrival"] = check(len(spiked) == len(chunked),
+                                                   f"{len(spiked)}/{len(chunked)} settings have decode gaps inside "
+                                                   "every long prefill's window")
     summary = {"experiment": "e5_context", "run_id": run.run_id, "parts": list(params.parts), "cache": view,
-               "checks": checks, "capacity": capacity, "levels": rows, "cost": cost, "prefix": prefix}
+               "checks": checks, "capacity": capacity, "levels": rows, "cost": cost, "prefix": prefix,
+               "chunked": [{k: v for k, v in r.items() if k != "gaps"} for r in chunked] if chunked else None}
     run.write_json("summary.json", summary)
     return summary
 
 
-def write_artifacts(run: RunFolder, summary: dict[str, Any]) -> list:
-    figs = []
+def write_artifacts(run: RunFolder, summary: dict[str, Any],
+                    chunked_series: Optional[list[dict]] = None) -> dict[str, Any]:
+    """CSVs and figures by part (capacity, levels, cost, chunked, prefix); `chunked_series` (the sweep's chunked
+    rows, with their gaps) gives the ITL time-axis plot."""
+    figs: dict[str, Any] = {}
     if summary["capacity"]:
         capacity, levels_ = pd.DataFrame(summary["capacity"]), pd.DataFrame(summary["levels"])
         capacity.to_csv(run.artifacts / "e5_capacity.csv", index=False)
         levels_.to_csv(run.artifacts / "e5_levels.csv", index=False)
-        figs += [plots.capacity_vs_context(capacity, run.artifacts / "e5_capacity.svg"),
-                 plots.running_vs_concurrency(levels_, run.artifacts / "e5_levels.svg")]
+        figs["capacity"] = plots.capacity_vs_context(capacity, run.artifacts / "e5_capacity.svg")
+        figs["levels"] = plots.running_vs_concurrency(levels_, run.artifacts / "e5_levels.svg")
     if summary["cost"]:
         cost = pd.DataFrame(summary["cost"]["rows"])
         cost.to_csv(run.artifacts / "e5_cost.csv", index=False)
-        figs.append(plots.cost_of_context(cost, summary["cost"]["fit"], run.artifacts / "e5_cost.svg"))
+        figs["cost"] = plots.cost_of_context(cost, summary["cost"]["fit"], run.artifacts / "e5_cost.svg")
+    if summary.get("chunked"):
+        pd.DataFrame(summary["chunked"]).drop(columns=["windows_s", "spikes_ms", "prefill_ms"], errors="ignore") \
+            .to_csv(run.artifacts / "e5_chunked.csv", index=False)
+    if chunked_series:
+        pd.DataFrame([{"setting": r["setting"], "t_s": t, "gap_ms": g} for r in chunked_series
+                      for t, g in r.get("gaps", [])]).to_csv(run.artifacts / "e5_chunked_itl.csv", index=False)
+        figs["chunked"] = plots.itl_around_prefills(chunked_series, run.artifacts / "e5_chunked.svg")
     if summary.get("prefix"):
         prefix = pd.DataFrame(summary["prefix"]["rows"])
         prefix.to_csv(run.artifacts / "e5_prefix.csv", index=False)
-        figs.append(plots.prefix_reuse(prefix, run.artifacts / "e5_prefix.svg"))
+        figs["prefix"] = plots.prefix_reuse(prefix, run.artifacts / "e5_prefix.svg")
     return figs
 
 
@@ -223,6 +250,16 @@ def prefix_view(summary: dict[str, Any]):
     return frame.style.hide(axis="index").format(precision=3, na_rep="-")
 
 
+def chunked_view(summary: dict[str, Any]):
+    if not summary.get("chunked"):
+        return "part `chunked` is off"
+    cols = {"setting": "setting", "flags": "vLLM flags", "baseline_itl_ms": "median decode gap ms",
+            "mean_spike_ms": "mean spike ms", "spike_over_baseline": "spike / median"}
+    frame = pd.DataFrame(summary["chunked"])
+    frame = frame[[c for c in cols if c in frame]].rename(columns=cols)
+    return frame.style.hide(axis="index").format(precision=2, na_rep="-")
+
+
 def conclusions(summary: dict[str, Any]) -> str:
     parts = []
     for c in summary["capacity"]:
@@ -236,6 +273,8 @@ def conclusions(summary: dict[str, Any]) -> str:
         parts.append(e5_cost.conclusion(summary["cost"]))
     if summary.get("prefix"):
         parts.append(e5_prefix.conclusion(summary["prefix"]["rows"]))
+    if summary.get("chunked"):
+        parts.append(e5_chunked.conclusion(summary["chunked"]))
     failed = [k for k, v in summary["checks"].items() if not v["passed"]]
     parts.append("All checks passed." if not failed else f"Checks FAILED: {', '.join(failed)}.")
     return " ".join(parts)

@@ -5,7 +5,9 @@ Per setting (`chunked_settings`: a name and the vLLM flags, e.g. `--max-num-batc
 `--no-enable-chunked-prefill`), a server of its own. The load, one schedule on the client's clock: `chunked_decodes`
 requests with short prompts and long outputs sent at t = 0 (running decodes), then `chunked_prefills` requests of
 `chunked_prompt_len` tokens and one output token, the k-th at t = `chunked_first_s` + k x `chunked_every_s`
-(long prefills arriving among them). Each decode's token times give its inter-token gaps on the time axis.
+(long prefills arriving among them). The schedule runs once unscored first (fresh prompts): a server that meets a
+batch shape for the first time may compile for it, a stall of seconds that is not interference. Each decode's
+token times give its inter-token gaps on the time axis.
 Per arrival, its window runs from the prefill's send to its first token (prefill done): the **spike** is the
 longest decode gap that ends inside a window; the **baseline** is the median gap ending outside every window.
 With chunking, a long prefill is split over steps that still decode (smaller spikes, longer prefills); without it,
@@ -63,7 +65,12 @@ def interference(records: list[RequestRecord]) -> dict[str, Any]:
     spikes = [max((ms for t, ms in g if a <= t <= b), default=None) for a, b in w]
     baseline = float(np.median(base)) if base else None
     seen = [s for s in spikes if s is not None]
+    lags = [(r.t_send_ns - r.t_sched_ns) / 1e6 for r in records
+            if r.tags.get("role") == "prefill" and r.t_send_ns and r.t_sched_ns]
     return {"baseline_itl_ms": baseline, "spikes_ms": spikes,
+            # the client's own delay in sending the long prefills: late arrivals (a starved client) move the
+            # windows, and the gaps then show the client, not the server
+            "arrival_lag_max_ms": max(lags) if lags else None,
             "mean_spike_ms": float(np.mean(seen)) if seen else None,
             "spike_over_baseline": float(np.mean(seen)) / baseline if seen and baseline else None,
             "prefill_ms": [1000 * (b - a) for a, b in w], "windows_s": w, "gaps": g}
@@ -76,9 +83,15 @@ def measure_chunked(params: E5Params, run: RunFolder, card: ModelCard, out: Json
     for k, setting in enumerate(params.chunked_settings):
         items = schedule(params, card, k)
         with make_backend(params, f"chunked-{setting.name}", run, extra_args=setting.extra_args) as backend:
+            # the same schedule once unscored first: a server meeting a batch shape for the first time may
+            # compile for it (seconds on the CPU tier), a stall that is not interference
+            warm = run_load(backend.base_url, backend.model, schedule(params, card, 1000 + k), Arrivals("trace"),
+                            timeout_s=params.request_timeout_s)
             records = run_load(backend.base_url, backend.model, items, Arrivals("trace"),
                                timeout_s=params.request_timeout_s)
-        for r in records:
+        for r in warm:
+            r.warmup = True
+        for r in warm + records:
             r.tags.update({"part": "chunked", "setting": setting.name})
             out.write(r)
         failed = sum(not r.ok for r in records)
@@ -94,11 +107,19 @@ def _ms(v: Any) -> str:
     return "-" if v is None else f"{v:.1f} ms"
 
 
+LAG_BOUND_MS = 50.0     # a long prefill sent later than this after its due time: the client, not the server
+
+
 def conclusion(rows: list[dict[str, Any]]) -> str:
     done = [r for r in rows if r.get("spike_over_baseline")]
     if not done:
         return ""
-    text = "; ".join(f"{r['setting']}: {r['mean_spike_ms']:.1f} ms against {r['baseline_itl_ms']:.1f} ms "
+    text = "; ".join(f"{r['setting']}: {r['mean_spike_ms']:.1f} ms against {r['baseline_itl_ms']:.2f} ms "
                      f"({r['spike_over_baseline']:.1f}x), prefills {np.mean(r['prefill_ms']):.0f} ms"
                      for r in done)
-    return f"Decode gaps while a long prefill ran (mean spike against the median gap): {text}."
+    late = [f"{r['setting']} ({r['arrival_lag_max_ms'] / 1000:.2f} s)" for r in rows
+            if (r.get("arrival_lag_max_ms") or 0) > LAG_BOUND_MS]
+    warn = (f" The client sent long prefills late in {', '.join(late)}: it fell behind its schedule (on a small "
+            "host it shares cores with the server), so those gaps show the client as much as the server; do not "
+            "read them as interference.") if late else ""
+    return f"Decode gaps while a long prefill ran (mean spike against the median gap): {text}.{warn}"

@@ -39,6 +39,9 @@ def schedule(params: E5Params, card: ModelCard, k: int) -> list[WorkItem]:
     return items
 
 
+BURST_MS = 0.1
+
+
 def gaps(records: list[RequestRecord], t0_ns: int) -> list[tuple[float, float]]:
     """Every decode's (end time s from t0, gap ms) between consecutive token-carrying chunks."""
     out = []
@@ -71,6 +74,9 @@ def interference(records: list[RequestRecord]) -> dict[str, Any]:
             # the client's own delay in sending the long prefills: late arrivals (a starved client) move the
             # windows, and the gaps then show the client, not the server
             "arrival_lag_max_ms": max(lags) if lags else None,
+            # gaps under 0.1 ms: chunks the client read from a backlog at once (no server streams one request's
+            # tokens 0.1 ms apart): a client that could not keep up reads its streams in bursts
+            "burst_share": float(np.mean([ms < BURST_MS for _, ms in g])) if g else None,
             "mean_spike_ms": float(np.mean(seen)) if seen else None,
             "spike_over_baseline": float(np.mean(seen)) / baseline if seen and baseline else None,
             "prefill_ms": [1000 * (b - a) for a, b in w], "windows_s": w, "gaps": g}
@@ -108,6 +114,7 @@ def _ms(v: Any) -> str:
 
 
 LAG_BOUND_MS = 50.0     # a long prefill sent later than this after its due time: the client, not the server
+BURST_SHARE = 0.25      # more decode gaps than this under BURST_MS: the client read its streams in bursts
 
 
 def conclusion(rows: list[dict[str, Any]]) -> str:
@@ -117,9 +124,10 @@ def conclusion(rows: list[dict[str, Any]]) -> str:
     text = "; ".join(f"{r['setting']}: {r['mean_spike_ms']:.1f} ms against {r['baseline_itl_ms']:.2f} ms "
                      f"({r['spike_over_baseline']:.1f}x), prefills {np.mean(r['prefill_ms']):.0f} ms"
                      for r in done)
-    late = [f"{r['setting']} ({r['arrival_lag_max_ms'] / 1000:.2f} s)" for r in rows
+    late = [f"{r['setting']} (prefills sent up to {r['arrival_lag_max_ms'] / 1000:.2f} s late)" for r in rows
             if (r.get("arrival_lag_max_ms") or 0) > LAG_BOUND_MS]
-    warn = (f" The client sent long prefills late in {', '.join(late)}: it fell behind its schedule (on a small "
-            "host it shares cores with the server), so those gaps show the client as much as the server; do not "
-            "read them as interference.") if late else ""
+    late += [f"{r['setting']} ({100 * r['burst_share']:.0f}% of gaps under {BURST_MS:g} ms: streams read in "
+             "bursts)" for r in rows if (r.get("burst_share") or 0) > BURST_SHARE]
+    warn = (f" The client fell behind in {'; '.join(late)}: on a small host it shares cores with the server, so "
+            "those gaps show the client as much as the server; do not read them as interference.") if late else ""
     return f"Decode gaps while a long prefill ran (mean spike against the median gap): {text}.{warn}"

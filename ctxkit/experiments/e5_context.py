@@ -255,7 +255,8 @@ def chunked_view(summary: dict[str, Any]):
         return "part `chunked` is off"
     cols = {"setting": "setting", "flags": "vLLM flags", "baseline_itl_ms": "median decode gap ms",
             "mean_spike_ms": "mean spike ms", "spike_over_baseline": "spike / median",
-            "arrival_lag_max_ms": "latest prefill send, ms behind schedule"}
+            "arrival_lag_max_ms": "latest prefill send, ms behind schedule",
+            "burst_share": "gaps under 0.1 ms (client behind)"}
     frame = pd.DataFrame(summary["chunked"])
     frame = frame[[c for c in cols if c in frame]].rename(columns=cols)
     return frame.style.hide(axis="index").format(precision=2, na_rep="-")

@@ -136,3 +136,21 @@ def test_bench_refuses_what_workers_cannot_do(runs_dir, extra):
                      "tiny-llama", "--num-workers", "2", "--request-rate", "5", *extra, timeout=120)
     assert result.returncode != 0
     assert "one process" in result.stderr, result.stderr[-2000:]
+
+
+@pytest.mark.vllm
+def test_e2_points_from_two_workers(vllm_server, runs_dir):
+    """E2 with `workers=2`: a closed-loop and a Poisson point, each from two client processes, every request
+    recorded once with its worker, each point's worker lag in the sweep table."""
+    result = run_cli("--runs-dir", str(runs_dir), "run", "e2_concurrency", "--set", "backend=endpoint",
+                     "--set", f"endpoint_url={vllm_server.base_url}", "--set", "concurrency_levels=[2]",
+                     "--set", "request_rates=[10]", "--set", "requests_per_point=6", "--set", "workers=2",
+                     "--set", "workload.input_len=64", "--set", "workload.output_len=4", timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = Path(result.stdout.strip().splitlines()[-1])
+    sweep = json.loads((run / "summary.json").read_text())["sweep"]
+    assert [p["point"] for p in sweep] == ["c2", "r10"]
+    assert all(p["client_workers"] == 2 and p["worker_send_lag_p99_ms_max"] is not None for p in sweep), sweep
+    records = [json.loads(line) for line in (run / "requests.jsonl").read_text().splitlines()]
+    measured = [r for r in records if not r["warmup"]]
+    assert len(measured) == 12 and {r["tags"]["worker"] for r in measured} == {0, 1}

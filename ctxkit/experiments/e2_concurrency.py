@@ -78,7 +78,8 @@ def sweep(params: E2Params, run: RunFolder, log=print) -> dict[str, Any]:
                                  metrics_interval_s=params.metrics_interval_s, label=f"e2 {point['point']}",
                                  tags={"point": point["point"], "attempt": attempt})
             result = {**point, "attempt": attempt, "latency": prof["latency"], "server": prof["server"][backend.name],
-                      "client_vs_server": prof["client_vs_server"]}
+                      "client_vs_server": prof["client_vs_server"],
+                      "client_workers": prof.get("client_workers", [])}   # per worker, with workers > 1
             atomic_write_json(run.artifacts / POINTS_DIR / f"{point['point']}.json", result, overwrite=True)
         describe = backend.describe()
     gpu = sampler.stop()
@@ -110,6 +111,9 @@ def curve(params: E2Params, run: RunFolder) -> pd.DataFrame:
                "request_rate_target": p["request_rate"], **flat(d["latency"])}
         for key in ("slo_attainment", "request_goodput", "token_goodput"):
             row.setdefault(key, d["latency"].get(key, 0.0))
+        workers = d.get("client_workers") or []
+        row["client_workers"] = max(1, len(workers))
+        row["worker_send_lag_p99_ms_max"] = max((w["send_lag_p99_ms"] for w in workers), default=None)
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -106,5 +106,10 @@ def token_prompts(rng: np.random.Generator, lengths: list[int], vocab_size: int,
     return out
 
 
+def ms_text(v: Optional[float], digits: int = 2) -> str:
+    """A log line's milliseconds: '-' for a value not measured (e.g. a point whose requests all failed)."""
+    return "-" if v is None else f"{v:.{digits}f} ms"
+
+
 def check(passed: bool, reason: str) -> dict[str, Any]:
     return {"passed": bool(passed), "reason": reason}

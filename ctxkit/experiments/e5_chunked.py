@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ctxkit.experiments.common import make_backend
+from ctxkit.experiments.common import make_backend, ms_text
 from ctxkit.load.arrivals import Arrivals, run_load
 from ctxkit.load.workloads import WorkItem, random_ids
 from ctxkit.models import ModelCard
@@ -104,13 +104,9 @@ def measure_chunked(params: E5Params, run: RunFolder, card: ModelCard, out: Json
         found = interference(records) if not failed else {}
         rows.append({"setting": setting.name, "flags": " ".join(setting.extra_args), "requests": len(records),
                      "failed": failed, **found})
-        log(f"[e5] chunked {setting.name}: baseline ITL {_ms(found.get('baseline_itl_ms'))}, mean spike "
-            f"{_ms(found.get('mean_spike_ms'))}, {failed} failed")
+        log(f"[e5] chunked {setting.name}: baseline ITL {ms_text(found.get('baseline_itl_ms'), 1)}, mean spike "
+            f"{ms_text(found.get('mean_spike_ms'), 1)}, {failed} failed")
     return rows
-
-
-def _ms(v: Any) -> str:
-    return "-" if v is None else f"{v:.1f} ms"
 
 
 LAG_BOUND_MS = 50.0     # a long prefill sent later than this after its due time: the client, not the server

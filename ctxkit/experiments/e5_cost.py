@@ -21,6 +21,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ctxkit.backends.base import ServingBackend
+from ctxkit.experiments.common import ms_text
 from ctxkit.experiments.e1_latency import floors, prefill_floor_ms
 from ctxkit.load.engine import measure
 from ctxkit.load.workloads import LengthDist, synthetic
@@ -49,14 +50,10 @@ def measure_cost(params: E5Params, backend: ServingBackend, card: ModelCard, out
             rows.append({"context_len": length, "batch": batch, "requests": lat["requests"], "failed": lat["failed"],
                          "p50_ttft_ms": lat["ttft_ms"]["p50"], "p50_tpot_ms": lat["tpot_ms"]["p50"],
                          "kv_bytes_per_step": batch * (length + params.cost_output_len / 2) * per_token})
-            log(f"[e5] cost L={length} batch={batch}: p50 TTFT {_ms(lat['ttft_ms']['p50'])}, "
-                f"p50 TPOT {_ms(lat['tpot_ms']['p50'])}, {lat['failed']} failed")
+            log(f"[e5] cost L={length} batch={batch}: p50 TTFT {ms_text(lat['ttft_ms']['p50'])}, "
+                f"p50 TPOT {ms_text(lat['tpot_ms']['p50'])}, {lat['failed']} failed")
     add_floors(rows, card)
     return rows
-
-
-def _ms(v: Optional[float]) -> str:
-    return "-" if v is None else f"{v:.2f} ms"
 
 
 def add_floors(rows: list[dict[str, Any]], card: ModelCard) -> Optional[dict[str, Any]]:

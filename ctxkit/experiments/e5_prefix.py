@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from ctxkit.backends.base import ServingBackend
+from ctxkit.experiments.common import ms_text
 from ctxkit.load.engine import measure
 from ctxkit.load.workloads import LengthDist, synthetic
 from ctxkit.models import ModelCard
@@ -57,8 +58,7 @@ def measure_prefix(params: E5Params, backend: ServingBackend, card: ModelCard, b
                    "implied_hit_rate": (implied_hit_rate(ratio, length, block) if arm == "on" else 0.0)
                    if block else None}
             rows.append(row)
-            log(f"[e5] prefix r={ratio:g} cache {arm}: p50 TTFT "
-                f"{'-' if row['p50_ttft_ms'] is None else format(row['p50_ttft_ms'], '.1f')} ms, hit rate "
+            log(f"[e5] prefix r={ratio:g} cache {arm}: p50 TTFT {ms_text(row['p50_ttft_ms'], 1)}, hit rate "
                 f"{'-' if row['hit_rate'] is None else format(row['hit_rate'], '.3f')} (implied "
                 f"{'-' if row['implied_hit_rate'] is None else format(row['implied_hit_rate'], '.3f')})")
     return rows

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# On the GPU host: one ctxkit command in the background, in its own process session (the device ends a call's
-# processes when the call returns, except those that started a session of their own), so it may outlast one call.
-# It runs from a private copy of the working tree (each call replaces the working copy), writes its output to
-# /root/runs/<name>.log, and wait.sh packs its run folder into $OUT when it ends.
-#   usage: tools/gpu/run.sh NAME ctxkit-args...      then: tools/gpu/wait.sh NAME SECONDS (within 30 s of each call)
+# On the GPU host: ctxkit commands in the background, one after another, in their own process session (the device
+# ends a call's processes when the call returns, except those that started a session of their own), so they may
+# outlast one call. Commands are separated by a lone '+'; each runs whatever the one before did. They run from a
+# private copy of the working tree (each call replaces the working copy), write their output to
+# /root/runs/<name>.log, and wait.sh packs every run folder they made into $OUT when the last one ends.
+#   usage: tools/gpu/run.sh NAME ctxkit-args... [+ ctxkit-args...]   then: tools/gpu/wait.sh NAME SECONDS
+#   e.g.   tools/gpu/run.sh one run e1_latency --profile h100-llama8b + run e2_concurrency --profile h100-llama8b
 set -euo pipefail
 name=$1; shift
 src=/root/src/$name
@@ -11,7 +13,11 @@ mkdir -p /root/runs "$src"
 tar cf - --exclude=./.whl --exclude=./.venv --exclude=./.git . | tar xf - -C "$src"
 cd "$src"
 source tools/gpu/env.sh
+script="rc=0"; cmd=""
+flush() { [ -n "$cmd" ] && script+="; python3 -m ctxkit.cli --runs-dir /root/runs$cmd >> /root/runs/$name.log 2>&1 || rc=\$?"; cmd=""; }
+for arg in "$@"; do if [ "$arg" = "+" ]; then flush; else cmd+=" $arg"; fi; done
+flush
 : > /root/runs/$name.log; rm -f /root/runs/$name.rc   # before it starts: wait.sh must find it at once
-setsid nohup bash -c "python3 -m ctxkit.cli --runs-dir /root/runs $* > /root/runs/$name.log 2>&1; echo \$? > /root/runs/$name.rc" \
-  > /dev/null 2>&1 < /dev/null &
+touch /root/runs/$name.start                         # wait.sh packs the run folders newer than this
+setsid nohup bash -c "$script; echo \$rc > /root/runs/$name.rc" > /dev/null 2>&1 < /dev/null &
 echo "started $name from $src (commit $CTXKIT_GIT_COMMIT)"

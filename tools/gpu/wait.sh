@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Wait up to SECONDS for a run started by run.sh and print its last lines. When it has ended (succeeded or not),
-# pack the newest run folder under /root/runs and the command's log into $OUT/NAME.tar.gz; when it is still running
-# at the limit, pack what it has written so far into $OUT/NAME.partial.tar.gz (a machine can be given back between
-# calls: nothing on it survives that).
+# Wait up to SECONDS for the commands run.sh started and print their last lines. When they have ended (succeeded
+# or not), pack every run folder they made under /root/runs and their log into $OUT/NAME.tar.gz; when they are
+# still running at the limit, pack what they have written so far into $OUT/NAME.partial.tar.gz (a machine can be
+# given back between calls: nothing on it survives that).
 set -uo pipefail
 name=$1; limit=${2:-540}
 if [ ! -f "/root/runs/$name.log" ]; then
@@ -11,11 +11,11 @@ if [ ! -f "/root/runs/$name.log" ]; then
 fi
 for _ in $(seq 1 "$limit"); do [ -f "/root/runs/$name.rc" ] && break; sleep 1; done
 tail -n 40 "/root/runs/$name.log"
-run=$(ls -td /root/runs/*/ 2>/dev/null | head -n 1)
+runs=$(cd /root/runs && find . -mindepth 1 -maxdepth 1 -type d -newer "$name.start" -printf '%f\n')
 if [ -f "/root/runs/$name.rc" ]; then
   echo "rc=$(cat /root/runs/$name.rc)"
-  tar czf "$OUT/$name.tar.gz" -C /root/runs "$name.log" ${run:+"$(basename "$run")"} && ls -la "$OUT"
+  tar czf "$OUT/$name.tar.gz" -C /root/runs "$name.log" $runs && ls -la "$OUT"
 else
   echo "still running; what it has so far: $name.partial.tar.gz"
-  tar czf "$OUT/$name.partial.tar.gz" -C /root/runs "$name.log" ${run:+"$(basename "$run")"} 2>/dev/null
+  tar czf "$OUT/$name.partial.tar.gz" -C /root/runs "$name.log" $runs 2>/dev/null
 fi

@@ -18,6 +18,7 @@ from typing import Any, Awaitable, Callable, Optional, TypeVar
 
 import aiohttp
 
+from ctxkit import sse
 from ctxkit.records import CANCELLED, DISCONNECT, HTTP_ERROR, OK, PROTOCOL_ERROR, TIMEOUT, TRUNCATED, RequestRecord
 
 T = TypeVar("T")
@@ -104,7 +105,7 @@ async def stream_request(session: aiohttp.ClientSession, base_url: str, model: s
                     rec.status = HTTP_ERROR
                     rec.error = f"HTTP {resp.status}: {(await resp.text())[:500]}"
                     return rec
-                async for raw in resp.content:
+                async for raw in sse.lines(resp.content):
                     now = time.perf_counter_ns()
                     line = raw.strip()
                     if not line.startswith(b"data:"):

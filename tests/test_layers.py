@@ -11,7 +11,7 @@ from conftest import ROOT
 # Bottom to top. A package's modules may import from their own package and from lower layers only.
 LAYERS = [
     {"ctxkit", "ctxkit.env"},
-    {"ctxkit.records", "ctxkit.hardware", "ctxkit.models", "ctxkit.plots", "ctxkit.workspace"},
+    {"ctxkit.records", "ctxkit.hardware", "ctxkit.models", "ctxkit.plots", "ctxkit.workspace", "ctxkit.sse"},
     {"ctxkit.completions", "ctxkit.params"},
     {"ctxkit.backends"},
     {"ctxkit.schedulers", "ctxkit.runs"},

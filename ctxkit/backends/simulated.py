@@ -138,11 +138,11 @@ def _serve(args: argparse.Namespace) -> None:
     slots = _FifoSlots(args.queue_servers) if args.queue_servers else None
     service_rng = random.Random(args.seed)
 
-    def chunk(head: str, token: int, finish: Optional[str]) -> bytes:
+    def chunk(head: str, token: int, finish: Optional[str], prompt_ids: str = "") -> bytes:
         # Formatted by hand (not json.dumps): at 64 streams x 100 tokens/s the simulator must stay far from busy,
         # or its own lateness would be mistaken for the client's.
         fin = "null" if finish is None else f'"{finish}"'
-        return (f'data: {head}"choices":[{{"index":0,"text":" t{token}","token_ids":[{token}],'
+        return (f'data: {head}"choices":[{{"index":0,"text":" t{token}","token_ids":[{token}],{prompt_ids}'
                 f'"finish_reason":{fin}}}]}}\n\n').encode()
 
     async def completions(request: web.Request) -> web.StreamResponse:
@@ -195,7 +195,9 @@ def _serve(args: argparse.Namespace) -> None:
             finish = "length" if k == max_tokens - 1 else None
             if truth is not None and (k == 0 or k == max_tokens - 1):
                 sent.append(time.monotonic_ns())    # as the chunk is handed to the transport
-            await resp.write(chunk(head, rng.randrange(args.vocab_size), finish))
+            # As vLLM does with return_token_ids: the first chunk also carries the prompt's ids (one long line)
+            ids = f'"prompt_token_ids":{json.dumps(prompt)},' if k == 0 and body.get("return_token_ids") else ""
+            await resp.write(chunk(head, rng.randrange(args.vocab_size), finish, ids))
             counters["generation_tokens"] += 1
         if truth is not None:
             truth.write(json.dumps({"request_id": req_id, "t_handler_ns": t0_ns, "t_first_sent_ns": sent[0],

@@ -23,6 +23,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Optional
 
+from ctxkit import sse
 from ctxkit.backends.process import ManagedServer
 from ctxkit.schedulers import kv_store
 from ctxkit.schedulers.broker import NIXL_PREFILL_PARAMS, new_handoff
@@ -115,7 +116,7 @@ def _serve(cfg: dict[str, Any], host: str, port: int) -> None:
             await resp.prepare(request)
             chunks: list[int] = marks.setdefault("chunks", [])   # kept in marks: a cancelled relay still has them
             client_open = True
-            async for line in up.content:
+            async for line in sse.lines(up.content):
                 if line.startswith(b"data: [DONE]"):
                     marks["done"] = True     # the answer is whole: a client leaving now cancels nothing
                 if line.startswith(b"data:") and b'"token_ids":[' in line and b'"token_ids":[]' not in line:

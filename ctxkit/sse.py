@@ -1,0 +1,25 @@
+"""The lines of a server-sent event stream, however long a line is.
+
+aiohttp's own line reader (`async for line in resp.content`) gives up at a fixed size (512 KiB with aiohttp 3.14,
+LineTooLong). vLLM's first chunk carries the prompt's token ids when `return_token_ids` is set, and a 65,472-token
+prompt took it past that on an H200 (2026-11-28): the client and the router read lines with this instead.
+"""
+from __future__ import annotations
+
+from typing import AsyncIterator
+
+import aiohttp
+
+
+async def lines(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
+    """Each line of the stream with its newline (the last one without, if the stream does not end in one), as soon
+    as its newline has arrived."""
+    pending = b""
+    async for data in content.iter_any():
+        pending += data
+        if b"\n" in data:
+            *whole, pending = pending.split(b"\n")
+            for line in whole:
+                yield line + b"\n"
+    if pending:
+        yield pending

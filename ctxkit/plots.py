@@ -330,7 +330,10 @@ def itl_around_prefills(rows: list[dict[str, Any]], path: Optional[Path] = None)
         for a, b in r.get("windows_s", []):
             ax.axvspan(a, b, color="C3", alpha=0.15)
         pts = r.get("gaps", [])
-        ax.plot([t for t, _ in pts], [g for _, g in pts], ".", ms=3, color="C0", label="decode gaps")
+        # thousands of points as SVG vectors make a figure of megabytes (16 decodes x 2,000 tokens: 10 MB):
+        # the points go in as one embedded image, axes and labels stay vectors
+        ax.plot([t for t, _ in pts], [g for _, g in pts], ".", ms=3, color="C0", label="decode gaps",
+                rasterized=len(pts) > 2000)
         ax.set_ylabel("gap (ms)")
         ax.set_title(f"{r['setting']} ({r.get('flags') or 'defaults'}): shaded = a long prefill running", fontsize=9)
         ax.grid(True, alpha=0.3)

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from ctxkit.hardware import gpu_inventory
+from ctxkit.runs import packet
 
 from browser import probe_report
 from conftest import ROOT, run_cli
@@ -180,9 +181,10 @@ def close(cell: str, value: float, digits: int) -> bool:
     return abs(float(cell.replace(",", "").rstrip("%")) - value) <= 0.5 * 10 ** -digits + 1e-9
 
 
-def test_packet_tables_are_the_runs_summaries(e1_run, e2_run, tmp_path):
+def test_packet_tables_are_the_runs_summaries(e1_run, e2_run, tmp_path, monkeypatch):
     """`ctxkit packet` on two real runs: every headline cell is its summary's number; notes survive a rebuild; a
-    run without a recorded commit is refused before anything is written."""
+    run without a recorded commit is refused before anything is written; a file over the size cap stays out and
+    the README names it."""
     (e1, _), (e2, _) = e1_run, e2_run
     out = tmp_path / "packet"
     result = run_cli("packet", str(e1), str(e2), "--out", str(out))
@@ -221,3 +223,11 @@ def test_packet_tables_are_the_runs_summaries(e1_run, e2_run, tmp_path):
     assert refused.returncode == 2 and "recorded no commit" in refused.stderr
     assert not (tmp_path / "refused").exists()
     assert run_cli("packet", str(no_commit), "--out", str(tmp_path / "allowed"), "--allow-no-commit").returncode == 0
+
+    report_bytes = (e2 / "report.html").stat().st_size
+    monkeypatch.setattr(packet, "MAX_FILE_BYTES", report_bytes - 1)      # the report alone is over the cap
+    small = packet.build([e2], tmp_path / "small")
+    text = (small / "README.md").read_text()
+    assert not (small / "e2_concurrency/report.html").exists() and (small / "e2_concurrency/summary.json").is_file()
+    assert f"e2_concurrency/report.html ({report_bytes / 2**20:.1f} MiB)" in text
+    assert "[e2_concurrency](e2_concurrency/report.html)" not in text     # no link to what is not there

@@ -59,6 +59,11 @@ def test_e5_kv_capacity_against_the_predictions(tmp_path):
     assert packet.returncode == 0, packet.stderr[-2000:]
     assert "TTFT at batch 1 = a + bL + cL^2" in (tmp_path / "packet/README.md").read_text()
     assert "| shared ratio | cache |" in (tmp_path / "packet/README.md").read_text()
+    chunk_rows = {line.split("|")[1].strip(): line for line in (tmp_path / "packet/README.md").read_text().splitlines()
+                  if line.startswith("| chunk-") or line.startswith("| unchunked")}
+    assert set(chunk_rows) == set(chunked)          # one row per setting, its spikes as the summary has them
+    for name, r in chunked.items():
+        assert " / ".join(f"{x:,.1f}" for x in r["spikes_ms"]) in chunk_rows[name]
     for name in ("e5_capacity.csv", "e5_levels.csv", "e5_capacity.svg", "e5_levels.svg", "e5_cost.csv",
                  "e5_cost.svg", "e5_prefix.csv", "e5_prefix.svg",
                  "e5_chunked.csv", "e5_chunked_itl.csv", "e5_chunked.svg"):

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from ctxkit import params as P
+from conftest import run_cli
 
 
 def test_default_profile_resolves_e0():
@@ -119,3 +120,17 @@ def test_from_namespace_uses_notebook_variables():
     ns = {"seed": 4, "server": {"model": "tiny-llama"}, "max_tokens": 6, "unrelated": object(), "run_dir": None}
     p = P.from_namespace("e0_smoke", ns)
     assert p.seed == 4 and p.max_tokens == 6
+
+
+def test_a_cpu_sized_kv_override_on_a_long_gpu_context_is_refused_before_start(tmp_path):
+    """E5's own parameters hold the CPU tier's cache to 128 blocks; a GPU profile's max_model_len does not fit in
+    them, and vLLM would refuse to start only after loading the model (seen on an H200). `ctxkit run` says so at
+    once, and makes no run folder."""
+    result = run_cli("--runs-dir", str(tmp_path), "run", "e5_context", "--profile", "h100x2-llama8b-nixl")
+    assert result.returncode == 2
+    assert "--num-gpu-blocks-override 128" in result.stderr and "max_model_len 33792" in result.stderr
+    assert "server.extra_args: []" in result.stderr
+    assert not list(tmp_path.iterdir())
+    fixed = run_cli("--runs-dir", str(tmp_path), "run", "e5_context", "--profile", "h100x2-llama8b-nixl",
+                    "--set", "server.extra_args=[]", "--set", "backend=nope")   # past the check, refused on backend
+    assert "num-gpu-blocks-override" not in fixed.stderr and "backend" in fixed.stderr

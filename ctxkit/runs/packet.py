@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -21,6 +21,7 @@ import yaml
 NOTES_BEGIN = "<!-- ctxkit packet: notes (kept when the packet is regenerated) -->"
 NOTES_END = "<!-- ctxkit packet: end of notes -->"
 COPIED = ("summary.json", "run_metadata.json", "params.yaml", "RUN_ID", "report.html")
+MAX_FILE_BYTES = 4 * 2**20          # per file: larger ones stay in the run folder, and the README says so
 
 Fmt = Optional[Callable[[Any], str]]
 
@@ -36,6 +37,7 @@ class PacketRun:
     summary: dict[str, Any]
     meta: dict[str, Any]
     status: str
+    left_out: list[str] = field(default_factory=list)     # files over the size cap, kept in the run folder only
 
     @property
     def experiment(self) -> str:
@@ -112,7 +114,7 @@ def headline(run: PacketRun) -> list[str]:
     rows = [[(fmt or str)(row.get(key)) if row.get(key) is not None else "-" for _, key, fmt in cols]
             for row in run.summary[spec[0]]]
     head = table([h for h, _, _ in cols], rows) + [""] if rows else []     # e.g. E5 with part capacity off
-    return [f"### [{run.experiment}]({run.name}/report.html) ({run.name})", ""] + head + extra(run)
+    return [f"### {report_link(run)} ({run.name})", ""] + head + extra(run)
 
 
 def extra(run: PacketRun) -> list[str]:
@@ -141,8 +143,20 @@ def extra(run: PacketRun) -> list[str]:
                      rows) + [""]
     if run.experiment == "e5_context":
         return (cost_tables(run.summary["cost"]) if run.summary.get("cost") else []) + \
-            (prefix_table(run.summary["prefix"]) if run.summary.get("prefix") else [])
+            (prefix_table(run.summary["prefix"]) if run.summary.get("prefix") else []) + \
+            (chunked_table(run.summary["chunked"]) if run.summary.get("chunked") else [])
     return []
+
+
+def chunked_table(chunked: list[dict[str, Any]]) -> list[str]:
+    """E5's chunked prefill: per setting, the running decodes' usual gap, the largest gap while each long prefill
+    ran, and the prefills' own times."""
+    rows = [[r["setting"], r.get("flags") or "defaults", num(1)(r.get("baseline_itl_ms")),
+             " / ".join(num(1)(x) for x in r.get("spikes_ms") or []) or "-", num(1)(r.get("spike_over_baseline")),
+             " / ".join(num(0)(x) for x in r.get("prefill_ms") or []) or "-", num(1)(r.get("arrival_lag_max_ms"))]
+            for r in chunked]
+    return table(["setting", "server flags", "decode gap p50 ms", "largest gap in each prefill's window ms",
+                  "mean of those / p50", "long prefills' TTFT ms", "worst arrival lag ms"], rows) + [""]
 
 
 def prefix_table(prefix: dict[str, Any]) -> list[str]:
@@ -222,6 +236,13 @@ def machine(run: PacketRun) -> str:
         f"Python {v.get('python', '?')}, ctxkit {v.get('ctxkit', '?')}"
 
 
+def report_link(run: PacketRun) -> str:
+    """The experiment's name, linked to its report when the packet holds it (not when left out for size)."""
+    if any(f.startswith("report.html") for f in run.left_out):
+        return run.experiment
+    return f"[{run.experiment}]({run.name}/report.html)"
+
+
 def readme(title: str, runs: list[PacketRun], notes: str) -> str:
     lines = [f"# {title}", "", "Written by `ctxkit packet` from the runs below: every table is their summary.json and "
              "run_metadata.json; regenerate it with the same command. Hand-written notes go between the markers at "
@@ -230,10 +251,14 @@ def readme(title: str, runs: list[PacketRun], notes: str) -> str:
     for r in runs:
         checks = r.summary.get("checks") or {}
         passed = sum(1 for c in checks.values() if c.get("passed"))
-        rows.append([f"[{r.experiment}]({r.name}/report.html)", r.meta.get("run_id", "?"), r.commit,
+        rows.append([report_link(r), r.meta.get("run_id", "?"), r.commit,
                      f"{passed}/{len(checks)}", r.meta.get("backend_mode") or r.meta.get("backend", "?"),
                      machine(r)])
     lines += table(["experiment", "run", "commit", "checks", "backend", "machine and versions"], rows)
+    big = [f"{r.name}/{f}" for r in runs for f in r.left_out]
+    if big:
+        lines += ["", f"Left out for size (over {MAX_FILE_BYTES / 2**20:g} MiB a file; in the run folders only): "
+                  + ", ".join(big) + "."]
     lines += ["", "## Headline numbers", ""]
     for r in runs:
         lines += headline(r)
@@ -251,15 +276,19 @@ def kept_notes(path: Path) -> str:
 
 
 def copy_run(run: PacketRun, dest: Path) -> None:
+    """Copy what a packet keeps of a run; a file over max_bytes stays in the run folder and is named in
+    run.left_out (a figure of every decode gap can be megabytes: the repository is not the place for it)."""
     if dest.exists():
         shutil.rmtree(dest)
     (dest / "artifacts").mkdir(parents=True)
-    for name in COPIED:
-        if (run.src / name).is_file():
-            shutil.copy2(run.src / name, dest / name)
-    for f in sorted((run.src / "artifacts").glob("*")):
-        if f.suffix in (".csv", ".svg"):
-            shutil.copy2(f, dest / "artifacts" / f.name)
+    files = [run.src / n for n in COPIED if (run.src / n).is_file()] + \
+        [f for f in sorted((run.src / "artifacts").glob("*")) if f.suffix in (".csv", ".svg")]
+    for f in files:
+        rel = f.relative_to(run.src)
+        if f.stat().st_size > MAX_FILE_BYTES:
+            run.left_out.append(f"{rel} ({f.stat().st_size / 2**20:.1f} MiB)")
+            continue
+        shutil.copy2(f, dest / rel)
 
 
 def build(run_dirs: list[Path], out: Path, title: Optional[str] = None, allow_no_commit: bool = False) -> Path:

@@ -73,12 +73,14 @@ class ServerParams(Params):
 
 
 def _flag(args: list[str], name: str) -> Optional[int]:
-    """The integer value of `name` in a command line (`--x N` or `--x=N`), None when absent or not an integer."""
+    """The integer value of `name` in a command line (`--x N` or `--x=N`; the last one, as argparse takes it), None
+    when absent or not a whole number."""
+    found: Optional[int] = None
     for i, a in enumerate(args):
         value = args[i + 1] if a == name and i + 1 < len(args) else a.split("=", 1)[1] if a.startswith(name + "=") else None
         if value is not None:
-            return int(value) if value.isdigit() else None
-    return None
+            found = int(value) if value.isascii() and value.isdigit() else None
+    return found
 
 
 class ExperimentParams(Params):
@@ -128,6 +130,9 @@ class WorkloadParams(Params):
     output_std: float = Field(0.0, ge=0)
     prefix_len: int = Field(0, ge=0)          # shared-prefix groups: tokens of each shared prefix
     num_prefixes: int = Field(1, ge=1)
+    trace_start_ms: float = Field(0.0, ge=0)  # trace: the window's start, ms after the trace's first row
+    trace_duration_ms: Optional[float] = Field(None, gt=0)   # trace: the window's length (null: to the end)
+    trace_speedup: float = Field(1.0, gt=0)   # trace: timestamps divided by this (2 = twice the trace's rate)
 
     @field_validator("dataset_path")
     @classmethod
@@ -237,11 +242,16 @@ class E2Params(ExperimentParams):
     warmup_requests: int = Field(4, ge=0)
     metrics_interval_s: Optional[float] = Field(1.0, gt=0)
     gpu_sample_interval_s: float = Field(0.5, gt=0)
+    trace_speedups: list[Annotated[float, Field(gt=0)]] = Field(default_factory=list)   # trace replay points
 
     @model_validator(mode="after")
     def _something_to_sweep(self) -> "E2Params":
-        if not self.concurrency_levels and not self.request_rates:
-            raise ValueError("concurrency_levels and request_rates are both empty: nothing to sweep")
+        if self.workload.dataset == "trace" and "trace_speedups" not in self.model_fields_set:
+            self.trace_speedups = [self.workload.trace_speedup]   # a trace replays on its timestamps by default
+        if self.trace_speedups and self.workload.dataset != "trace":
+            raise ValueError("trace_speedups replay a trace: they need workload.dataset=trace and its file")
+        if not self.concurrency_levels and not self.request_rates and not self.trace_speedups:
+            raise ValueError("concurrency_levels, request_rates and trace_speedups are all empty: nothing to sweep")
         _workload_fits(self, self.workload, None)
         return self
 
@@ -394,6 +404,9 @@ class E5Params(ExperimentParams):
     concurrency_factors: list[Annotated[float, Field(gt=0)]] = Field(
         default_factory=lambda: [0.5, 1.0, 1.5, 2.0], min_length=2)   # x the server's own prediction per length
     requests_per_slot: int = Field(2, ge=1)           # a level of concurrency c sends c x this many requests
+    capacity_hold: bool = False                       # a level is c requests at once, cancelled once the server has
+                                                      # admitted what it will (GPUs: see the module e5_context)
+    hold_settle_s: float = Field(5.0, gt=0)           # hold: no new first token for this long = admission is over
     metrics_interval_s: float = Field(0.1, gt=0)      # scrape period: the peak of running requests is sampled
     tolerance: float = Field(0.25, gt=0, lt=1)        # measured capacity within this of the analytical prediction
     parts: list[Literal["capacity", "cost", "prefix", "chunked"]] = Field(

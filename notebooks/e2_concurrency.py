@@ -23,6 +23,9 @@
 # **Method.** One server, started once and warmed up. Each point is a closed-loop concurrency level (C clients, each
 # sending its next request when the previous one ends) or a Poisson arrival rate, with fresh prompts, measured for
 # `requests_per_point` requests. Goodput counts only requests that meet every SLO; failed requests are misses.
+# A trace workload adds replay points (`trace_speedups`): the trace's own requests on its timestamps, divided by the
+# speedup, each point under its own prefix-cache salt, with the replay's fidelity (lengths, the prefix reuse the
+# trace implies against the server's hits, send lag).
 
 # %% tags=["parameters"]
 # Parameters: a profile (params/profiles/<name>.yaml), parameter files, and `key=value` overrides, layered as
@@ -66,6 +69,9 @@ summary = e2_concurrency.summarize(P, run, table, extra)
 figs = e2_concurrency.write_artifacts(run, table)
 display(pd.DataFrame([{"check": k, **v} for k, v in summary["checks"].items()]).style.hide(axis="index"))
 display(e2_concurrency.headline_table(table))
+if summary.get("replay"):
+    display(Markdown("**Replay fidelity** per trace point (`summary.replay`)"))
+    display(e2_concurrency.replay_table(summary["replay"]))
 
 # %% tags=["remove_input"]
 for fig in figs.values():

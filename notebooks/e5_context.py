@@ -30,8 +30,10 @@
 # (each request holds L prompt tokens plus `output_len` generated ones): the cache's bytes over a request's bytes
 # (block rounding ignored), vLLM's log line scaled to the request's tokens, and the cache's blocks over the whole
 # blocks a request needs. Then levels of client concurrency around the block prediction (`concurrency_factors`),
-# each a closed loop of fresh prompts, with the server's gauges scraped every `metrics_interval_s`: the peak of
-# running requests is what the cache held; past it, requests wait or are preempted.
+# each a closed loop of fresh prompts (or, with `capacity_hold`, c requests at once, cancelled once the server has
+# admitted what it will: on GPUs long prefills outlast short outputs), with the server's gauges scraped every
+# `metrics_interval_s`: the peak of running requests is what the cache held; past it, requests wait or are
+# preempted.
 #
 # **Prefix reuse.** Prompts whose first r x L tokens one prefix shares, r from `prefix_ratios`; one request fills
 # the cache, then requests one at a time, with the cache used (`on`) and isolated per request through vLLM's

@@ -71,3 +71,24 @@ def test_e5_kv_capacity_against_the_predictions(tmp_path):
     assert "KV capacity" in (run / "report.html").read_text()
     seen = probe_report(run / "report.html")
     assert seen["errors"] == [] and seen["wide_tables"] == [], seen
+
+
+def test_e5_capacity_hold_levels(tmp_path):
+    """Hold levels (the GPU setting) on the CPU tier: c requests at once, each asking for 448 tokens beyond its
+    1,600-token prompt (16 blocks a request in the end, 13 at admission), ended by the hold rule or by the requests
+    themselves. The capacity is measured from the levels without preemption and lies within 25% of the analytical
+    8 requests; the level past it is held back; nothing fails (cancellations are the design, counted apart)."""
+    result = run_cli("--runs-dir", str(tmp_path), "run", "e5_context", "--set", "parts=[capacity]",
+                     "--set", "capacity_hold=true", "--set", "context_lens=[1600]", "--set", "output_len=448",
+                     "--set", "concurrency_factors=[1.0,1.5]", timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    summary = json.loads((Path(result.stdout.strip().splitlines()[-1]) / "summary.json").read_text())
+    assert all(c["passed"] for c in summary["checks"].values()), summary["checks"]
+    (cap,) = summary["capacity"]
+    assert cap["analytical"] == 8.0 and cap["cache_config"] == 7.0
+    assert 6 <= cap["measured"] <= 10, cap                  # within 25% of 8
+    levels = sorted(summary["levels"], key=lambda lv: lv["concurrency"])
+    assert [lv["concurrency"] for lv in levels] == [7, 10]
+    assert levels[0]["held"] and levels[0]["peak_running"] == 7
+    assert levels[1]["peak_running"] < 10 and (levels[1]["peak_waiting"] > 0 or levels[1]["preemptions"] > 0)
+    assert all(lv["failed"] == 0 and lv["requests"] == lv["concurrency"] for lv in levels)

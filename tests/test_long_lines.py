@@ -4,6 +4,9 @@ line reader allows and the run failed with LineTooLong. The simulator (opted in 
 the client and the router must both read it."""
 from __future__ import annotations
 
+import asyncio
+
+from ctxkit import sse
 from ctxkit.backends import Simulated
 from ctxkit.completions import CompletionRequest, stream_one
 from ctxkit.records import OK
@@ -29,3 +32,27 @@ def test_client_and_router_read_a_first_chunk_past_the_line_limit(tmp_path, monk
             routed = stream_one(router.base_url, sim.model, _request())
         assert routed.status == OK, routed.error
         assert routed.output_token_ids == direct.output_token_ids
+
+
+class Pieces:
+    """A stream that arrives in the given pieces (aiohttp's StreamReader.iter_any hands over what has arrived)."""
+    def __init__(self, *pieces: bytes) -> None:
+        self.pieces = pieces
+
+    async def iter_any(self):
+        for p in self.pieces:
+            yield p
+
+
+def _lines(*pieces: bytes) -> list[bytes]:
+    async def collect():
+        return [line async for line in sse.lines(Pieces(*pieces))]
+    return asyncio.run(collect())
+
+
+def test_sse_lines_of_any_length_across_pieces():
+    long = b"data: " + b"7" * 900_000 + b"\n"                    # past aiohttp's 512 KiB line limit
+    assert _lines(long[:100], long[100:600_000], long[600_000:] + b"\n") == [long, b"\n"]
+    assert _lines(b"data: a\r\n\r\nda", b"ta: b\n") == [b"data: a\r\n", b"\r\n", b"data: b\n"]   # CRLF kept
+    assert _lines(b"data: x\ndata: [DONE]") == [b"data: x\n", b"data: [DONE]"]   # last line without a newline
+    assert _lines() == []

@@ -58,3 +58,42 @@ def test_trace_replay_fidelity_with_prefix_caching_off_and_on(vllm_server, runs_
     assert on["measured_prefix_hits"] >= 0.8 * IMPLIED, on
     sched = [json.loads(line)["t_sched_ns"] for line in (run / "requests.jsonl").read_text().splitlines()]
     assert (max(sched) - min(sched)) / 1e6 == pytest.approx(3600, abs=1)   # sent on the trace's timestamps
+
+
+def test_a_trace_workload_gives_e2_a_replay_point_by_default():
+    from ctxkit import params as P
+    p = P.resolve("e2_concurrency", sets=["workload.dataset=trace", f"workload.dataset_path={TRACE}"])
+    assert p.trace_speedups == [1.0]                 # on the trace's own timestamps unless told otherwise
+    with pytest.raises(P.ParamError, match="trace_speedups replay a trace"):
+        P.resolve("e2_concurrency", sets=["trace_speedups=[2]"])
+    window = from_trace(TRACE, vocab_size=4096, start_ms=800, duration_ms=1200, speedup=2)
+    assert [it.arrival_ms for it in window] == [0.0, 200.0, 400.0]        # rows at 800, 1200, 1600 ms, twice as fast
+    assert window[0].prompt == from_trace(TRACE, vocab_size=4096)[2].prompt   # the whole trace's tokens there
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_e2_replays_a_trace_on_its_timestamps_at_two_speeds(vllm_server, runs_dir):
+    """E2 with trace points (`trace_speedups`) through the shared server (prefix caching off): each point sends the
+    trace's ten rows on its timestamps divided by the speedup, and its fidelity block is in the summary."""
+    run = Path(result_path(run_cli(
+        "--runs-dir", str(runs_dir), "run", "e2_concurrency", "--set", "backend=endpoint",
+        "--set", f"endpoint_url={vllm_server.base_url}", "--set", "workload.dataset=trace",
+        "--set", f"workload.dataset_path={TRACE}", "--set", "concurrency_levels=[]", "--set", "trace_speedups=[1,2]",
+        timeout=600)))
+    summary = json.loads((run / "summary.json").read_text())
+    assert all(c["passed"] for c in summary["checks"].values()), summary["checks"]
+    assert "replay_lengths_exact" in summary["checks"] and set(summary["replay"]) == {"t1", "t2"}
+    for point in ("t1", "t2"):
+        r = summary["replay"][point]
+        assert r["requests"] == 10 and r["lengths_exact"] and r["implied_reusable_tokens"] == IMPLIED
+        assert r["measured_prefix_hits"] <= 0.05 * IMPLIED, r
+    sched: dict[str, list[int]] = {}
+    for line in (run / "requests.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        if not rec.get("warmup"):
+            sched.setdefault(rec["tags"]["point"], []).append(rec["t_sched_ns"])
+    spans = {p: (max(v) - min(v)) / 1e6 for p, v in sched.items()}
+    assert spans["t1"] == pytest.approx(3600, abs=1) and spans["t2"] == pytest.approx(1800, abs=1)
+    rows = {row["point"]: row for row in summary["sweep"]}
+    assert rows["t2"]["replay_implied_reuse"] == IMPLIED and rows["t2"]["replay_lengths_exact"]

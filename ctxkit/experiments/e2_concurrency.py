@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from ctxkit import plots
+from ctxkit.collectors import replay
 from ctxkit.collectors.gpu import GPUSampler
 from ctxkit.collectors.latency import SLO, flat, slo_of
 from ctxkit.experiments.common import check, make_backend
@@ -31,15 +32,34 @@ def points(params: E2Params) -> list[dict[str, Any]]:
                                  for c in params.concurrency_levels]
     out += [{"point": f"r{r:g}", "kind": "poisson", "concurrency": None, "request_rate": r}
             for r in params.request_rates]
+    out += [{"point": f"t{x:g}", "kind": "trace", "concurrency": None, "request_rate": None, "speedup": x}
+            for x in params.trace_speedups]
     return out
 
 
 def load_of(params: E2Params, point: dict[str, Any]) -> LoadParams:
+    if point["kind"] == "trace":       # on the trace's timestamps (divided by the point's speedup)
+        return LoadParams(arrival="trace", warmup_requests=0, duration_s=params.duration_s, workers=params.workers)
     if point["kind"] == "concurrency":
         return LoadParams(arrival="concurrency", concurrency=point["concurrency"], warmup_requests=0,
                           duration_s=params.duration_s, workers=min(params.workers, point["concurrency"]))
     return LoadParams(arrival="poisson", request_rate=point["request_rate"], warmup_requests=0,
                       duration_s=params.duration_s, workers=params.workers)
+
+
+def point_items(params: E2Params, point: dict[str, Any], card: Any, index: int, run_id: str) -> list:
+    """A point's requests: fresh prompts; a trace point's are the trace's own (token-exact, so its prefix reuse is
+    the trace's), at most requests_per_point of them, under a cache salt of the run and point: the prefix cache
+    reuses within the point what the trace implies, and nothing from another point or an earlier run."""
+    if point["kind"] != "trace":
+        return build_workload(params.workload, card, params.server.max_model_len, params.seed * 1000 + index,
+                              count=params.requests_per_point, id_prefix=point["point"])
+    workload = params.workload.model_copy(update={"trace_speedup": point["speedup"]})
+    items = build_workload(workload, card, params.server.max_model_len, params.seed, count=params.requests_per_point,
+                           id_prefix=point["point"])
+    for it in items:
+        it.body["cache_salt"] = f"{run_id}-{point['point']}"
+    return items
 
 
 def done_points(run: RunFolder) -> dict[str, dict[str, Any]]:
@@ -68,9 +88,7 @@ def sweep(params: E2Params, run: RunFolder, log=print) -> dict[str, Any]:
                               params.server.max_model_len, params.seed + 99_991, id_prefix="warmup")
         for k, point in enumerate(todo):
             index = points(params).index(point)
-            items = build_workload(params.workload, card, params.server.max_model_len,
-                                   params.seed * 1000 + index, count=params.requests_per_point,
-                                   id_prefix=point["point"])
+            items = point_items(params, point, card, index, run.run_id)
             log(f"[e2] point {k + 1}/{len(todo)}: {point['point']} ({point['kind']})")
             recs, prof = measure(backend, items, load_of(params, point), seed=params.seed + index,
                                  timeout_s=params.request_timeout_s, slo=slo, out=out,
@@ -80,6 +98,8 @@ def sweep(params: E2Params, run: RunFolder, log=print) -> dict[str, Any]:
             result = {**point, "attempt": attempt, "latency": prof["latency"], "server": prof["server"][backend.name],
                       "client_vs_server": prof["client_vs_server"],
                       "client_workers": prof.get("client_workers", [])}   # per worker, with workers > 1
+            if point["kind"] == "trace":
+                result["replay"] = replay.fidelity(items, recs, prof["server"], "trace")
             atomic_write_json(run.artifacts / POINTS_DIR / f"{point['point']}.json", result, overwrite=True)
         describe = backend.describe()
     gpu = sampler.stop()
@@ -114,6 +134,11 @@ def curve(params: E2Params, run: RunFolder) -> pd.DataFrame:
         workers = d.get("client_workers") or []
         row["client_workers"] = max(1, len(workers))
         row["worker_send_lag_p99_ms_max"] = max((w["send_lag_p99_ms"] for w in workers), default=None)
+        if d.get("replay"):           # a trace point's fidelity: what was sent against what the trace says
+            r = d["replay"]
+            row.update(replay_lengths_exact=r["lengths_exact"], replay_implied_reuse=r["implied_reusable_tokens"],
+                       replay_measured_hits=r["measured_prefix_hits"],
+                       replay_send_lag_p99_ms=(r["send_lag"] or {}).get("p99_ms"))
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -130,6 +155,7 @@ def summarize(params: E2Params, run: RunFolder, table: pd.DataFrame, extra: dict
             missing[name] = f"{found} recorded, {d['latency']['requests']} measured"
     failed = int(table["failed"].sum()) if "failed" in table else 0
     expected = len(points(params))
+    trace = {name: d["replay"] for name, d in done_points(run).items() if d.get("replay")}
     summary = {
         "experiment": "e2_concurrency",
         "run_id": run.run_id,
@@ -149,6 +175,12 @@ def summarize(params: E2Params, run: RunFolder, table: pd.DataFrame, extra: dict
         "servers": [extra["server"]] if extra.get("server") else [],
         "resumed_points": extra.get("skipped", []),
     }
+    if trace:                          # trace points: each one's replay fidelity (ctxkit.collectors.replay)
+        summary["replay"] = trace
+        summary["checks"]["replay_lengths_exact"] = check(
+            all(r["lengths_exact"] for r in trace.values()),
+            f"every prompt as long as its trace row at {sum(r['lengths_exact'] for r in trace.values())}/"
+            f"{len(trace)} trace point(s)")
     run.write_json("summary.json", summary)
     return summary
 
@@ -168,6 +200,14 @@ def headline_table(table: pd.DataFrame):
         frame["in SLO %"] = 100 * frame["in SLO %"]
     return frame.style.hide(axis="index").format({h: f"{{:.{d}f}}" for _, h, d in cols if d is not None},
                                                  na_rep="-")
+
+
+def replay_table(replay: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """Per trace point: requests, lengths exact, the reuse the trace implies against the server's hits, send lag."""
+    return pd.DataFrame([{"point": name, "requests": r["requests"], "lengths exact": r["lengths_exact"],
+                          "implied reusable tokens": r["implied_reusable_tokens"],
+                          "server prefix hits": r["measured_prefix_hits"],
+                          "send lag p99 ms": (r["send_lag"] or {}).get("p99_ms")} for name, r in replay.items()])
 
 
 def saturation(table: pd.DataFrame) -> str:

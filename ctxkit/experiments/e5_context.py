@@ -15,6 +15,15 @@ the cache held at once), the peak waiting, the peak KV usage and the preemptions
 of running requests; past it, requests wait or are preempted. A level held back by the server's max_num_seqs
 rather than its cache shows the same plateau with KV usage well below 1: the levels table's peak KV usage tells
 which (on GPUs, pick context lengths long enough that the cache, not max_num_seqs, is the limit).
+
+Hold levels (`capacity_hold`, for GPUs): a closed loop holds c requests at once only while a request lives longer
+than the server takes to admit the next ones. On an H200 at 16,320 tokens it did not: prefills of 0.5 s each against
+64 output tokens of 20 ms, so levels of 54 and 68 ran at most 33 at once with the cache 59% full and no preemption.
+A hold level sends its c requests at once, each asking for output_len tokens (make that long: the requests must
+outlast the admission of all c), and cancels them once the server has admitted what it will: every request has its
+first token (the gauges then get a few scrapes to see them all running), or none has come for the longer of
+hold_settle_s and three times the longest wait between first tokens so far. vLLM admits on a prompt's blocks, so a
+hold level can run up to (L + output_len) / L times the analytical prediction before decodes would preempt.
 """
 from __future__ import annotations
 
@@ -30,11 +39,13 @@ from ctxkit.backends.base import ServingBackend
 from ctxkit.collectors.server_metrics import parse
 from ctxkit.experiments import e5_chunked, e5_cost, e5_prefix
 from ctxkit.experiments.common import check, make_backend
+from ctxkit.load.arrivals import StopFn
 from ctxkit.load.engine import measure
+from ctxkit.load.search import settle
 from ctxkit.load.workloads import LengthDist, synthetic
 from ctxkit.models import ModelCard
 from ctxkit.params import E5Params, LoadParams
-from ctxkit.records import JsonlWriter
+from ctxkit.records import CANCELLED, OK, JsonlWriter, RequestRecord
 from ctxkit.runs.folder import RunFolder
 
 LOG_CONCURRENCY = re.compile(r"Maximum concurrency for ([\d,]+) tokens per request: ([\d.]+)x")
@@ -80,18 +91,25 @@ def levels(params: E5Params, predicted: float) -> list[int]:
 
 def measure_level(params: E5Params, backend: ServingBackend, card: ModelCard, length: int, c: int, k: int,
                   out: JsonlWriter, log=print) -> dict[str, Any]:
-    """c x requests_per_slot fresh prompts of `length` tokens in a closed loop of c; the server's peaks."""
-    items = synthetic(c * params.requests_per_slot, LengthDist("fixed", length), LengthDist("fixed", params.output_len),
+    """c x requests_per_slot fresh prompts of `length` tokens in a closed loop of c (a hold level: c of them at
+    once, see the module's docstring); the server's peaks."""
+    n = c if params.capacity_hold else c * params.requests_per_slot
+    items = synthetic(n, LengthDist("fixed", length), LengthDist("fixed", params.output_len),
                       vocab_size=card.vocab_size, seed=params.seed * 1000 + k, id_prefix=f"L{length}c{c}")
-    _, prof = measure(backend, items, LoadParams(arrival="concurrency", concurrency=c, warmup_requests=0),
-                      seed=params.seed + k, timeout_s=params.request_timeout_s, slo=None, out=out,
-                      metrics_interval_s=params.metrics_interval_s, label=f"e5 L={length} c={c}",
-                      tags={"context_len": length, "concurrency": c})
+    label, tags = f"e5 L={length} c={c}", {"context_len": length, "concurrency": c}
+    if params.capacity_hold:
+        records, prof = hold_level(params, backend, items, c, out, label, tags, params.seed + k)
+    else:
+        records, prof = measure(backend, items, LoadParams(arrival="concurrency", concurrency=c, warmup_requests=0),
+                                seed=params.seed + k, timeout_s=params.request_timeout_s, slo=None, out=out,
+                                metrics_interval_s=params.metrics_interval_s, label=label, tags=tags)
     srv = next(iter(prof["server"].values()), {})
     preempted = srv.get("num_preemptions", 0.0)
     preempted = sum(preempted.values()) if isinstance(preempted, dict) else preempted   # labelled: summed
     lat = prof["latency"]                         # the window's client-side numbers, as every experiment has them
-    row = {"context_len": length, "concurrency": c, "requests": lat["requests"], "failed": lat["failed"],
+    cancelled = sum(1 for r in records if r.status == CANCELLED)     # a hold level's, by design
+    failed = sum(1 for r in records if r.status not in (OK, CANCELLED))
+    row = {"context_len": length, "concurrency": c, "requests": len(records), "failed": failed, "cancelled": cancelled,
            "peak_running": srv.get("peak_num_requests_running"), "peak_waiting": srv.get("peak_num_requests_waiting"),
            "peak_kv_usage": srv.get("peak_kv_cache_usage_perc"), "preemptions": preempted or 0.0,
            "p50_ttft_ms": lat["ttft_ms"]["p50"], "p50_tpot_ms": lat["tpot_ms"]["p50"]}
@@ -99,6 +117,32 @@ def measure_level(params: E5Params, backend: ServingBackend, card: ModelCard, le
     log(f"[e5] L={length} c={c}: peak running {row['peak_running']}, waiting {row['peak_waiting']}, "
         f"preemptions {row['preemptions']:g}, KV usage {row['peak_kv_usage']}")
     return row
+
+
+def hold_rule(c: int, settle_s: float, dwell_s: float) -> StopFn:
+    """When a hold level has seen what the cache admits (see the module's docstring)."""
+    def stop(done: list[RequestRecord], live: list[RequestRecord], now_ns: int) -> Optional[str]:
+        recs = done + live
+        if len(recs) < c:
+            return None                               # still sending
+        marks = [min(r.t_send_ns for r in recs)] + sorted(r.t_first_ns for r in recs if r.t_first_ns)
+        if len(marks) == c + 1:                       # every request admitted and prefilled
+            return "cancel" if now_ns - marks[-1] >= dwell_s * 1e9 else None
+        longest = max((b - a for a, b in zip(marks, marks[1:])), default=0)
+        return "cancel" if now_ns - marks[-1] >= max(settle_s * 1e9, 3 * longest) else None
+    return stop
+
+
+def hold_level(params: E5Params, backend: ServingBackend, items: list, c: int, out: JsonlWriter,
+               label: str, tags: dict[str, Any], seed: int) -> tuple[list[RequestRecord], dict[str, Any]]:
+    """c requests at once, cancelled by hold_rule; the server is left idle for the next level."""
+    records, prof = measure(backend, items, LoadParams(arrival="poisson", request_rate=None, warmup_requests=0),
+                            seed=seed, timeout_s=params.request_timeout_s, slo=None, out=out,
+                            metrics_interval_s=params.metrics_interval_s, label=label, tags=tags,
+                            stop=hold_rule(c, params.hold_settle_s, 3 * params.metrics_interval_s),
+                            drain_s=params.request_timeout_s)
+    settle(backend, 60.0)          # cancelled requests are aborted by the server as their connections close
+    return records, prof
 
 
 def past_capacity(top: dict[str, Any]) -> bool:

@@ -13,7 +13,7 @@ from ctxkit.backends import ServingBackend
 from ctxkit.backends.base import ServerDied
 from ctxkit.collectors.latency import SLO, client_vs_server, summarize
 from ctxkit.collectors.server_metrics import ServerMetricsCollector
-from ctxkit.load.arrivals import arrivals_of, run_load
+from ctxkit.load.arrivals import StopFn, arrivals_of, run_load
 from ctxkit.load.progress import Progress
 from ctxkit.load.workers import lag_by_worker, run_load_workers
 from ctxkit.load.workloads import WorkItem
@@ -24,8 +24,10 @@ from ctxkit.records import JsonlWriter, RequestRecord
 def measure(backend: ServingBackend, items: list[WorkItem], load: LoadParams, *, seed: int, timeout_s: float,
             slo: Optional[SLO], out: Optional[JsonlWriter] = None, warmup: Optional[list[WorkItem]] = None,
             metrics_interval_s: Optional[float] = None, label: str = "bench",
-            tags: Optional[dict[str, Any]] = None) -> tuple[list[RequestRecord], dict[str, Any]]:
-    """Send `items` on the load's arrival process. Returns the records and the window's profiling:
+            tags: Optional[dict[str, Any]] = None, stop: Optional[StopFn] = None,
+            drain_s: Optional[float] = None) -> tuple[list[RequestRecord], dict[str, Any]]:
+    """Send `items` on the load's arrival process (`stop` and `drain_s` as run_load has them: one process, open
+    loop). Returns the records and the window's profiling:
     `latency` (ctxkit's metrics, vLLM's under `latency.vllm`), `server` (each server's metric deltas),
     `client_vs_server` (client minus server means), `timeline` (interval scrapes) and, with load.workers > 1,
     `client_workers` (each worker's send lag)."""
@@ -39,6 +41,8 @@ def measure(backend: ServingBackend, items: list[WorkItem], load: LoadParams, *,
             out.write(rec)
         progress.update(rec)
 
+    if (stop is not None or drain_s is not None) and load.workers > 1:
+        raise ValueError("stop and drain_s end one process's window: not with load.workers > 1")
     common = dict(max_concurrency=load.max_concurrency, timeout_s=timeout_s, on_record=on_record)
     records = run_load(backend.base_url, backend.model, [], arrivals, warmup=warmup, **common) if warmup else []
     collectors = [ServerMetricsCollector(name, fetch, metrics_interval_s).start()
@@ -49,7 +53,7 @@ def measure(backend: ServingBackend, items: list[WorkItem], load: LoadParams, *,
                                         duration_s=load.duration_s, **common)
         else:
             records += run_load(backend.base_url, backend.model, items, arrivals, duration_s=load.duration_s,
-                                **common)
+                                stop=stop, drain_s=drain_s, **common)
     finally:
         progress.close()
         server = {c.name: c.stop() for c in collectors}

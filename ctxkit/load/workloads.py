@@ -90,8 +90,12 @@ def synthetic(num: int, input_len: LengthDist, output_len: LengthDist, *, vocab_
     return items
 
 
-def from_trace(path: Path, *, vocab_size: int, seed: int = 0, limit: Optional[int] = None) -> list[WorkItem]:
-    """Replay a trace (JSONL). Equal hash ids share the same 512-token block, so prefix reuse is reproduced."""
+def from_trace(path: Path, *, vocab_size: int, seed: int = 0, limit: Optional[int] = None, start_ms: float = 0.0,
+               duration_ms: Optional[float] = None, speedup: float = 1.0, id_prefix: str = "trace") -> list[WorkItem]:
+    """Replay a trace (JSONL). Equal hash ids share the same 512-token block, so prefix reuse is reproduced. The
+    window: rows from start_ms (after the first row) for duration_ms, at most `limit` of them; its arrival offsets
+    start at 0 and are divided by `speedup`. Blocks are drawn for every row, so a window's prompts are the ones the
+    whole trace has there."""
     try:
         lines = Path(path).read_text().splitlines()
     except OSError as exc:
@@ -99,6 +103,7 @@ def from_trace(path: Path, *, vocab_size: int, seed: int = 0, limit: Optional[in
     rng = np.random.default_rng(seed)
     blocks: dict[Any, list[int]] = {}
     items = []
+    first: Optional[float] = None
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -117,15 +122,19 @@ def from_trace(path: Path, *, vocab_size: int, seed: int = 0, limit: Optional[in
                 blocks[h] = random_ids(rng, TRACE_BLOCK_TOKENS, vocab_size)
             prompt.extend(blocks[h])
         prompt = prompt[:n_in] + random_ids(rng, max(0, n_in - len(prompt)), vocab_size)
-        items.append(WorkItem(f"trace-{len(items)}", prompt, n_out, arrival_ms=ts,
+        first = ts if first is None else first
+        if ts - first < start_ms or (duration_ms is not None and ts - first >= start_ms + duration_ms):
+            continue
+        items.append(WorkItem(f"{id_prefix}-{len(items)}", prompt, n_out, arrival_ms=ts,
                               tags={"hash_ids": hash_ids, "input_length": n_in}))
         if limit and len(items) >= limit:
             break
     if not items:
-        raise WorkloadError(f"trace file {path} holds no requests")
+        raise WorkloadError(f"trace file {path} holds no requests" + (" in the window" if start_ms or duration_ms
+                                                                       else ""))
     t0 = items[0].arrival_ms or 0.0
     for it in items:
-        it.arrival_ms = (it.arrival_ms or 0.0) - t0
+        it.arrival_ms = ((it.arrival_ms or 0.0) - t0) / speedup
     return items
 
 
@@ -177,7 +186,9 @@ def build_workload(w: WorkloadParams, card: ModelCard, max_model_len: int, seed:
                           vocab_size=card.vocab_size, seed=seed, prefix_len=w.prefix_len,
                           num_prefixes=w.num_prefixes, id_prefix=id_prefix)
     elif w.dataset == "trace":
-        items = from_trace(Path(w.dataset_path or ""), vocab_size=card.vocab_size, seed=seed, limit=n)
+        items = from_trace(Path(w.dataset_path or ""), vocab_size=card.vocab_size, seed=seed, limit=n,
+                           start_ms=w.trace_start_ms, duration_ms=w.trace_duration_ms, speedup=w.trace_speedup,
+                           id_prefix=id_prefix if id_prefix != "req" else "trace")
     else:
         items = from_sharegpt(Path(w.dataset_path or ""), card.path / "tokenizer.json", vocab_size=card.vocab_size,
                               num=n, seed=seed, max_input=max_model_len - w.output_len,

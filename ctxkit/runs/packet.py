@@ -276,8 +276,9 @@ def kept_notes(path: Path) -> str:
 
 
 def copy_run(run: PacketRun, dest: Path) -> None:
-    """Copy what a packet keeps of a run; a file over max_bytes stays in the run folder and is named in
-    run.left_out (a figure of every decode gap can be megabytes: the repository is not the place for it)."""
+    """Copy what a packet keeps of a run; a report or artifact over MAX_FILE_BYTES stays in the run folder and is
+    named in run.left_out (a figure of every decode gap can be megabytes: the repository is not the place for it).
+    The summary, metadata and parameters always go in: the README's tables are read from them."""
     if dest.exists():
         shutil.rmtree(dest)
     (dest / "artifacts").mkdir(parents=True)
@@ -285,7 +286,7 @@ def copy_run(run: PacketRun, dest: Path) -> None:
         [f for f in sorted((run.src / "artifacts").glob("*")) if f.suffix in (".csv", ".svg")]
     for f in files:
         rel = f.relative_to(run.src)
-        if f.stat().st_size > MAX_FILE_BYTES:
+        if f.stat().st_size > MAX_FILE_BYTES and f.name not in ("summary.json", "run_metadata.json", "params.yaml"):
             run.left_out.append(f"{rel} ({f.stat().st_size / 2**20:.1f} MiB)")
             continue
         shutil.copy2(f, dest / rel)

@@ -15,7 +15,8 @@ cd "$src"
 source tools/gpu/env.sh
 script="rc=0"; cmd=""
 flush() { [ -n "$cmd" ] && script+="; python3 -m ctxkit.cli --runs-dir /root/runs$cmd >> /root/runs/$name.log 2>&1 || rc=\$?"; cmd=""; }
-for arg in "$@"; do if [ "$arg" = "+" ]; then flush; else cmd+=" $arg"; fi; done
+# each argument quoted as it came (%q): bash -c reads the script again, and --set 'parts=[a, b]' must stay one word
+for arg in "$@"; do if [ "$arg" = "+" ]; then flush; else printf -v q ' %q' "$arg"; cmd+=$q; fi; done
 flush
 : > /root/runs/$name.log; rm -f /root/runs/$name.rc   # before it starts: wait.sh must find it at once
 touch /root/runs/$name.start                         # wait.sh packs the run folders newer than this

@@ -11,7 +11,9 @@ if [ ! -f "/root/runs/$name.log" ]; then
 fi
 for _ in $(seq 1 "$limit"); do [ -f "/root/runs/$name.rc" ] && break; sleep 1; done
 tail -n 40 "/root/runs/$name.log"
-runs=$(cd /root/runs && find . -mindepth 1 -maxdepth 1 -type d -newer "$name.start" -printf '%f\n')
+# run folders are /root/runs/<experiment>/<run id>: the ones made since run.sh started (not their experiment's
+# folder, which would carry every earlier run of that experiment on this machine along)
+runs=$(cd /root/runs && find . -mindepth 2 -maxdepth 2 -type d -newer "$name.start" -printf '%P\n')
 if [ -f "/root/runs/$name.rc" ]; then
   echo "rc=$(cat /root/runs/$name.rc)"
   tar czf "$OUT/$name.tar.gz" -C /root/runs "$name.log" $runs && ls -la "$OUT"

@@ -140,7 +140,14 @@ class WorkloadParams(Params):
         dataset = info.data.get("dataset", "random")
         if dataset != "random" and not v:
             raise ValueError(f"dataset={dataset} needs a file (ShareGPT JSON or trace JSONL)")
-        return v
+        if not v:
+            return v
+        # Absolute, and checked here: the notebook runs inside the run folder, where a path relative to the user's
+        # directory names nothing, and a missing file must not cost a server start (it did, on a GPU, 2026-11-28).
+        path = Path(v).expanduser().resolve()
+        if not path.is_file():
+            raise ValueError(f"no such file: {v} (relative paths are taken from the directory ctxkit starts in)")
+        return str(path)
 
     def longest(self) -> tuple[int, int]:
         """The longest prompt and output a random workload can draw (files are checked when read)."""

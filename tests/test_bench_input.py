@@ -29,7 +29,7 @@ def not_openai():
     (["--request-rate", "0"], "load.request_rate must be > 0"),
     (["--request-rate", "-3"], "load.request_rate must be > 0"),
     (["--random-input-len", "5000"], "exceeds server.max_model_len 4096"),
-    (["--dataset-name", "trace", "--dataset-path", "/nonexistent/trace.jsonl"], "cannot read trace file"),
+    (["--dataset-name", "trace", "--dataset-path", "/nonexistent/trace.jsonl"], "no such file: /nonexistent/trace.jsonl"),
     (["--dataset-name", "trace"], "workload.dataset_path: dataset=trace needs a file"),
     (["--goodput", "ttft"], "expected ttft:MS"),
     (["--max-concurrency", "0"], "load.max_concurrency must be >= 1"),

@@ -97,3 +97,16 @@ def test_e2_replays_a_trace_on_its_timestamps_at_two_speeds(vllm_server, runs_di
     assert spans["t1"] == pytest.approx(3600, abs=1) and spans["t2"] == pytest.approx(1800, abs=1)
     rows = {row["point"]: row for row in summary["sweep"]}
     assert rows["t2"]["replay_implied_reuse"] == IMPLIED and rows["t2"]["replay_lengths_exact"]
+
+
+def test_a_trace_path_is_taken_from_where_ctxkit_starts_and_checked_before_anything(runs_dir, monkeypatch):
+    """The notebook runs inside the run folder: a relative path must be made absolute when the parameters are
+    resolved (on a GPU it named nothing there, after a server start); a missing file is refused before a run folder."""
+    from ctxkit import params as P
+    monkeypatch.chdir(TRACE.parent)
+    p = P.resolve("e2_concurrency", sets=["workload.dataset=trace", f"workload.dataset_path={TRACE.name}"])
+    assert p.workload.dataset_path == str(TRACE.resolve())
+    gone = run_cli("--runs-dir", str(runs_dir), "run", "e2_concurrency", "--set", "workload.dataset=trace",
+                   "--set", "workload.dataset_path=no/such/trace.jsonl", timeout=120)
+    assert gone.returncode == 2 and "no such file: no/such/trace.jsonl" in gone.stderr, gone.stderr[-2000:]
+    assert not any(runs_dir.iterdir())

@@ -15,7 +15,7 @@ pins="$(grep -v '^#' "$here/vllm-0.24.0-py312-torch2.11.txt") nixl==1.5.1 nixl-c
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp "${plats[@]}" \
   -d "$work/w" $pins
 mkdir -p "$out/extra"
-tar cf - -C "$work/w" . | split -b 48m -d - "$out/part"
+tar cf - -C "$work/w" . | split -b 40m -d - "$out/part"
 python3 -m pip download -q --only-binary=:all: --python-version 3.12 --implementation cp "${plats[@]}" \
   --platform any -d "$out/extra" "papermill>=2.6" "nbconvert>=7.16" "nbformat>=5.10" "ipykernel>=6.29" \
   "ipywidgets>=8.1" "nvidia-ml-py>=12.535" "pyyaml>=6.0" "prometheus-client>=0.20" "psutil>=5.9" "tqdm>=4.66" \

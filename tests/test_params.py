@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from ctxkit import params as P
+
 from conftest import run_cli
 
 

@@ -3,7 +3,7 @@ summaries and metadata, so that every number in it traces to a run at a recorded
 
     ctxkit packet RUN_DIR [RUN_DIR ...] --out docs/results/<date>-<gpu>/ [--title T] [--allow-no-commit]
 
-Per run: summary.json, run_metadata.json, params.yaml, RUN_ID, report.html and artifacts/*.csv|svg are copied into
+Per run: summary.json, run_metadata.json, params.yaml, status.json, RUN_ID, report.html and artifacts/*.csv|svg are copied into
 <out>/<experiment>/ (<experiment>-2, ... for further runs of one experiment); requests.jsonl, logs and notebooks are
 left out to keep the packet small (they stay in the run folder). The README is regenerated whole on every call,
 except the text between the NOTES markers, which is kept: hand-written prose goes there, and nowhere else.
@@ -18,9 +18,11 @@ from typing import Any, Callable, Optional
 
 import yaml
 
+from ctxkit.runs import placements
+
 NOTES_BEGIN = "<!-- ctxkit packet: notes (kept when the packet is regenerated) -->"
 NOTES_END = "<!-- ctxkit packet: end of notes -->"
-COPIED = ("summary.json", "run_metadata.json", "params.yaml", "RUN_ID", "report.html")
+COPIED = ("summary.json", "run_metadata.json", "params.yaml", "status.json", "RUN_ID", "report.html")
 MAX_FILE_BYTES = 4 * 2**20          # per file: larger ones stay in the run folder, and the README says so
 
 Fmt = Optional[Callable[[Any], str]]
@@ -90,7 +92,7 @@ def load_run(path: Path, allow_no_commit: bool) -> PacketRun:
         if not (path / name).is_file():
             raise PacketError(f"{path}: no {name}: not a finished ctxkit run folder")
     status = json.loads((path / "status.json").read_text()).get("status", "?") \
-        if (path / "status.json").is_file() else "?"
+        if (path / "status.json").is_file() else in_packet(path)
     if status != "succeeded":
         raise PacketError(f"{path}: status {status!r}: only succeeded runs go into a packet")
     run = PacketRun(path, "", json.loads((path / "summary.json").read_text()),
@@ -99,6 +101,13 @@ def load_run(path: Path, allow_no_commit: bool) -> PacketRun:
         raise PacketError(f"{path}: the run recorded no commit ({(run.meta.get('git') or {}).get('source')}); "
                           "set CTXKIT_GIT_COMMIT where the code travels without .git, or pass --allow-no-commit")
     return run
+
+
+def in_packet(path: Path) -> str:
+    """A run copied into a packet before packets kept status.json: the packet took it only if it had succeeded, so
+    its copy can go into another packet (e.g. beside the later runs it is compared with)."""
+    readme = path.parent / "README.md"
+    return "succeeded" if readme.is_file() and NOTES_BEGIN in readme.read_text() else "?"
 
 
 def table(headers: list[str], rows: list[list[str]]) -> list[str]:
@@ -141,11 +150,23 @@ def extra(run: PacketRun) -> list[str]:
                  str(c.get("intervals_separate", "-"))] for c in run.summary.get("comparison", [])]
         return table(["SLO", "winner", "ratio to runner-up", "disaggregated / aggregated", "intervals separate"],
                      rows) + [""]
+    if run.experiment == "e2_concurrency" and run.summary.get("replay"):
+        return replay_table(run.summary["replay"])
     if run.experiment == "e5_context":
         return (cost_tables(run.summary["cost"]) if run.summary.get("cost") else []) + \
             (prefix_table(run.summary["prefix"]) if run.summary.get("prefix") else []) + \
             (chunked_table(run.summary["chunked"]) if run.summary.get("chunked") else [])
     return []
+
+
+def replay_table(replay: dict[str, Any]) -> list[str]:
+    """E2's trace points: how faithfully the trace was replayed (lengths, prefix reuse, send times)."""
+    rows = [[point, num(0)(r.get("requests")), str(r.get("lengths_exact")), num(0)(r.get("implied_reusable_tokens")),
+             num(0)(r.get("measured_prefix_hits")), num(2)(r.get("measured_over_implied")),
+             " / ".join(num(2)((r.get("send_lag") or {}).get(k)) for k in ("p50_ms", "p99_ms", "max_ms"))]
+            for point, r in replay.items()]
+    return table(["trace point", "requests", "lengths exact", "reusable tokens the trace implies",
+                  "server's prefix hits", "hits / implied", "send lag p50 / p99 / max ms"], rows) + [""]
 
 
 def chunked_table(chunked: list[dict[str, Any]]) -> list[str]:
@@ -188,10 +209,9 @@ def cost_tables(cost: dict[str, Any]) -> list[str]:
 def pool_settings(run: PacketRun) -> list[str]:
     """The settings of E3's disaggregated pool, from the run's resolved params.yaml: the rows above are read with
     them (a KV path through host memory and one GPU to GPU give different tables under the same headers)."""
-    path = run.src / "params.yaml"
-    if not path.is_file():
+    p = read_params(run)
+    if not p:
         return []
-    p = yaml.safe_load(path.read_text()) or {}
     server = p.get("server") or {}
     parts = [f"connector {p.get('connector', '?')}", f"KV buffer {p.get('kv_buffer_device', '?')}",
              f"{p.get('prefill_instances', '?')}P{p.get('decode_instances', '?')}D"]
@@ -243,6 +263,31 @@ def report_link(run: PacketRun) -> str:
     return f"[{run.experiment}]({run.name}/report.html)"
 
 
+def placements_across(runs: list[PacketRun]) -> list[str]:
+    """With two or more E4 runs (a four-GPU search run in halves), their topologies side by side where the runs'
+    parameters agree on model, SLO, workload and target (ctxkit.runs.placements)."""
+    e4 = [r for r in runs if r.experiment == "e4_goodput"]
+    if len(e4) < 2:
+        return []
+    found = placements.groups([(r.name, r.commit, r.summary, read_params(r)) for r in e4])
+    lines = ["### E4 placements across runs", ""]
+    for key, rows in found.items():
+        rows = sorted(rows, key=lambda x: -(x.goodput.get("goodput_per_device") or 0))
+        cells = [[x.goodput["topology"], num(0)(x.goodput.get("devices")), num(2)(x.goodput.get("goodput")),
+                  num(2)(x.goodput.get("goodput_per_device")),
+                  f"{num(2)(x.goodput.get('per_device_low'))}-{num(2)(x.goodput.get('per_device_high'))}",
+                  x.run, x.commit] for x in rows]
+        lines += [placements.describe(key) + ":", ""] + table(
+            ["topology", "GPUs", "goodput req/s", "per GPU", "per GPU interval", "run", "commit"], cells) + [""]
+        lines += [placements.verdict(rows), ""] if len(rows) > 1 else []
+    return lines
+
+
+def read_params(run: PacketRun) -> dict[str, Any]:
+    path = run.src / "params.yaml"
+    return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+
+
 def readme(title: str, runs: list[PacketRun], notes: str) -> str:
     lines = [f"# {title}", "", "Written by `ctxkit packet` from the runs below: every table is their summary.json and "
              "run_metadata.json; regenerate it with the same command. Hand-written notes go between the markers at "
@@ -262,6 +307,7 @@ def readme(title: str, runs: list[PacketRun], notes: str) -> str:
     lines += ["", "## Headline numbers", ""]
     for r in runs:
         lines += headline(r)
+    lines += placements_across(runs)
     lines += ["## Notes", "", NOTES_BEGIN] + ([notes.strip("\n")] if notes.strip() else []) + [NOTES_END, ""]
     return "\n".join(lines)
 

@@ -1,0 +1,65 @@
+"""E4 placements across the runs of one packet: one table per (model, SLO, workload, target), every topology of
+every E4 run that measured it, ranked by per-GPU goodput.
+
+A four-GPU placement search does not fit one call of a lent machine, so it is run in halves (aggregated x4 with
+2P2D, then 1P3D with 3P1D). Each half's own table compares only its two topologies; this one puts them side by side
+where their parameters say they measured the same thing, and keeps apart what differs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+WORKLOAD_KEYS = ("dataset", "input_len", "input_dist", "input_std", "range_ratio", "output_len", "output_dist",
+                 "output_std", "prefix_len")
+
+
+@dataclass
+class Row:
+    run: str                      # the run's folder in the packet
+    commit: str
+    goodput: dict[str, Any]       # one entry of summary["goodput"]
+
+
+def group_key(params: dict[str, Any], slo_name: str) -> Optional[tuple]:
+    slo = next((s for s in params.get("slos") or [] if s.get("name") == slo_name), None)
+    if slo is None:
+        return None
+    w = params.get("workload") or {}
+    search = params.get("search") or {}
+    return ((params.get("server") or {}).get("model"), slo_name, slo.get("ttft_ms"), slo.get("tpot_ms"),
+            slo.get("e2e_ms"), search.get("target"), search.get("mode"), tuple(w.get(k) for k in WORKLOAD_KEYS))
+
+
+def describe(key: tuple) -> str:
+    model, name, ttft, tpot, e2e, target, mode, w = key
+    wl = dict(zip(WORKLOAD_KEYS, w))
+    slo = f"TTFT {ttft:,.0f} ms, TPOT {tpot:,.0f} ms" + (f", E2E {e2e:,.0f} ms" if e2e else "")
+    return (f"{model}, SLO {name} ({slo}), {mode} attainment >= {target:.0%}; {wl['dataset']} workload, "
+            f"{wl['input_len']:,} in ({wl['input_dist']}) / {wl['output_len']:,} out ({wl['output_dist']})")
+
+
+def groups(runs: list[tuple[str, str, dict[str, Any], dict[str, Any]]]) -> dict[tuple, list[Row]]:
+    """runs: (folder, commit, summary, params) of each E4 run. Topologies whose SLO is not in the params are left
+    out (nothing to group them by)."""
+    out: dict[tuple, list[Row]] = {}
+    for name, commit, summary, params in runs:
+        for g in summary.get("goodput") or []:
+            key = group_key(params, g.get("slo"))
+            if key is not None:
+                out.setdefault(key, []).append(Row(name, commit, g))
+    return out
+
+
+def verdict(rows: list[Row]) -> str:
+    """The winner per GPU and whether its interval clears the runner-up's (the bracketing probes' rates / GPUs)."""
+    ranked = sorted(rows, key=lambda r: -(r.goodput.get("goodput_per_device") or 0))
+    if len(ranked) < 2:
+        return ""
+    a, b = ranked[0].goodput, ranked[1].goodput
+    if not b.get("goodput_per_device"):
+        return f"Winner per GPU: {a['topology']} (the runner-up {b['topology']} served nothing within SLO)."
+    ratio = a["goodput_per_device"] / b["goodput_per_device"]
+    separate = (a.get("per_device_low") or 0) > (b.get("per_device_high") or float("inf"))
+    return (f"Winner per GPU: {a['topology']}, {ratio:.2f}x the runner-up {b['topology']}; the intervals "
+            + ("separate." if separate else "overlap: the two are not told apart at this resolution."))

@@ -1,0 +1,65 @@
+"""A four-GPU placement search runs in halves (two E4 runs): the packet puts their topologies side by side where the
+parameters agree, keeps apart what differs, and a packet's own copy of a run can go into a later packet."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from ctxkit.runs import packet
+
+from conftest import run_cli
+
+SLO = {"name": "tpot-tight", "ttft_ms": 2500.0, "tpot_ms": 25.0, "e2e_ms": None}
+
+
+def e4_run(root: Path, name: str, goodput: list[tuple[str, float, float, float]], input_len: int = 4096) -> Path:
+    """A finished E4 run folder as the notebook leaves it (summary, metadata, params, status); goodput rows are
+    (topology, per-GPU goodput, its low, its high) on 4 GPUs."""
+    run = root / name
+    (run / "artifacts").mkdir(parents=True)
+    rows = [{"topology": t, "slo": "tpot-tight", "devices": 4, "goodput": g * 4, "goodput_per_device": g,
+             "per_device_low": lo, "per_device_high": hi} for t, g, lo, hi in goodput]
+    (run / "summary.json").write_text(json.dumps({"experiment": "e4_goodput", "checks": {}, "goodput": rows}))
+    (run / "run_metadata.json").write_text(json.dumps(
+        {"experiment": "e4_goodput", "run_id": name, "git": {"commit": "ab" * 20, "dirty": False}}))
+    (run / "status.json").write_text(json.dumps({"status": "succeeded"}))
+    (run / "params.yaml").write_text(yaml.safe_dump({
+        "server": {"model": "llama-3.1-8b"}, "slos": [SLO], "search": {"target": 0.9, "mode": "joint"},
+        "workload": {"dataset": "random", "input_len": input_len, "input_dist": "fixed", "output_len": 256,
+                     "output_dist": "fixed"}}))
+    return run
+
+
+def test_two_halves_of_a_placement_search_are_ranked_together(tmp_path):
+    a = e4_run(tmp_path, "half-a", [("aggregated x4", 5.50, 5.50, 6.00), ("2P2D nixl", 4.24, 4.24, 4.63)])
+    b = e4_run(tmp_path, "half-b", [("1P3D nixl", 2.38, 2.38, 2.59), ("3P1D nixl", 2.60, 2.50, 2.70)])
+    other = e4_run(tmp_path, "other-workload", [("aggregated x4", 9.0, 8.5, 9.5)], input_len=1024)
+    text = (packet.build([b, a, other], tmp_path / "packet") / "README.md").read_text()
+    across = text.split("### E4 placements across runs", 1)[1].split("## Notes", 1)[0]
+    first, second = across.split("4,096 in", 1)[1], across.split("1,024 in", 1)[1]
+    order = [line.split("|")[1].strip() for line in first.split("Winner")[0].splitlines() if line.startswith("| ")]
+    assert order[2:] == ["aggregated x4", "2P2D nixl", "3P1D nixl", "1P3D nixl"]     # after the header, by per GPU
+    assert "Winner per GPU: aggregated x4, 1.30x the runner-up 2P2D nixl; the intervals separate." in first
+    assert "| aggregated x4 | 4 | 36.00 | 9.00 |" in second and "Winner" not in second   # alone: not ranked
+
+
+def test_overlapping_intervals_are_said_to_overlap(tmp_path):
+    a = e4_run(tmp_path, "a", [("aggregated x4", 5.0, 4.8, 5.3)])
+    b = e4_run(tmp_path, "b", [("2P2D nixl", 4.9, 4.7, 5.1)])
+    text = (packet.build([a, b], tmp_path / "packet") / "README.md").read_text()
+    assert "1.02x the runner-up 2P2D nixl; the intervals overlap" in text
+
+
+def test_a_run_copied_into_a_packet_can_go_into_another(tmp_path):
+    old = packet.build([e4_run(tmp_path, "a", [("aggregated x4", 5.0, 4.8, 5.3)])], tmp_path / "old")
+    assert json.loads((old / "e4_goodput/status.json").read_text())["status"] == "succeeded"   # kept from now on
+    (old / "e4_goodput/status.json").unlink()                  # as in packets written before status.json was kept
+    new = run_cli("packet", str(old / "e4_goodput"), str(e4_run(tmp_path, "b", [("2P2D nixl", 4.0, 3.9, 4.1)])),
+                  "--out", str(tmp_path / "new"))
+    assert new.returncode == 0, new.stderr
+    loose = tmp_path / "loose"
+    (old / "e4_goodput").rename(loose)                         # the same files outside a packet: status unknown
+    refused = run_cli("packet", str(loose), "--out", str(tmp_path / "refused"))
+    assert refused.returncode == 2 and "status '?'" in refused.stderr

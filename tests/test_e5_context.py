@@ -41,6 +41,7 @@ def test_e5_kv_capacity_against_the_predictions(tmp_path):
     kv_per_token = 2048                                     # tiny-llama: 2 x 4 layers x 2 KV heads x 64 dims x 2 B
     row = next(r for r in cost["rows"] if r["context_len"] == 512 and r["batch"] == 4)
     assert row["kv_bytes_per_step"] == 4 * (512 + 16) * kv_per_token
+    assert all(r["p50_tpot_steady_ms"] is not None for r in cost["rows"] if r["batch"] == 4)   # what the fit uses
     assert cost["fit"]["ttft"]["longest"] == 1984 and cost["fit"]["tpot"] is not None   # both fits made (tests/
     assert summary["checks"]["ttft_grows_with_context"]["passed"]                         # test_e5_cost: the fit)
     prefix = {(r["prefix_ratio"], r["cache"]): r for r in summary["prefix"]["rows"]}   # part prefix, on by default

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from ctxkit.experiments.e5_cost import fit
+from ctxkit.experiments.e5_cost import fit, steady_tpot_ms
+from ctxkit.records import RequestRecord
 
 
 def rows(a=5.0, b=0.02, c=3e-5, d=1.5, e_per_gb=400.0):
@@ -11,8 +12,11 @@ def rows(a=5.0, b=0.02, c=3e-5, d=1.5, e_per_gb=400.0):
     for length in (128, 512, 1024, 1984):
         for batch in (1, 4):
             kv = batch * (length + 16) * 2048
+            tpot = d + e_per_gb * kv / 1e9
+            # a batch's whole-request TPOT carries the other requests' prefills; its steady TPOT is the decode's
             out.append({"context_len": length, "batch": batch, "p50_ttft_ms": a + b * length + c * length ** 2,
-                        "p50_tpot_ms": d + e_per_gb * kv / 1e9, "kv_bytes_per_step": kv})
+                        "p50_tpot_ms": tpot + (250.0 if batch > 1 else 0.0),
+                        "p50_tpot_steady_ms": tpot if batch > 1 else None, "kv_bytes_per_step": kv})
     return out
 
 
@@ -30,3 +34,18 @@ def test_fit_recovers_the_terms_that_made_the_rows():
 def test_too_few_lengths_give_no_ttft_fit():
     two = [r for r in rows() if r["context_len"] in (128, 512)]
     assert fit(two)["ttft"] is None and fit(two)["tpot"] is not None
+
+
+def record(rid: str, times_ms: list[float]) -> RequestRecord:
+    ns = [int(t * 1e6) for t in times_ms]
+    return RequestRecord(rid, 100, len(ns), t_first_ns=ns[0], t_last_ns=ns[-1], chunk_times_ns=ns,
+                         chunk_tokens=[1] * len(ns))
+
+
+def test_steady_tpot_counts_only_the_steps_after_the_last_first_token():
+    """A decodes slowly while B prefills (a step every 50 ms), then both step every 10 ms: steady TPOT 10 ms, where
+    A's whole-request TPOT is 26 ms."""
+    a = record("a", [0, 50, 100, 110, 120, 130])
+    b = record("b", [100, 110, 120, 130])
+    assert steady_tpot_ms([a, b]) == pytest.approx(10.0)
+    assert steady_tpot_ms([record("alone", [0])]) is None       # no two chunks after the last first token

@@ -9,7 +9,10 @@ Two fits, least squares:
   quadratic one is attention over the prompt, which grows with L^2 and dominates at long contexts. Reported with the
   quadratic term's share of the fitted TTFT at the longest L, and R^2.
 - TPOT against the KV bytes a decode step reads: batch x (L + output/2) x the card's KV bytes per token (the mean
-  over a request's decode). The slope is milliseconds per byte of KV read; its inverse is the KV read rate the
+  over a request's decode). A fixed batch's row is fitted with its steady TPOT: only the tokens that came after
+  the batch's last first token, when every request is decoding and no prefill shares the steps (at 65K-130K tokens
+  on an H200 the four prefills run one after another for 10-40 s, and the whole-request TPOT of the first ones is
+  mostly the others' prefill chunks: 84 and 252 ms against 6-7 ms at batch 1). The slope is milliseconds per byte of KV read; its inverse is the KV read rate the
   steps achieve; the intercept is the step's cost with no KV (the weights' read, on GPUs).
 On GPUs with known peaks, each row's p50 TTFT and TPOT also against E1's physical floors (weights' FLOPs for the
 prompt, weights' bytes for a step).
@@ -27,7 +30,7 @@ from ctxkit.load.engine import measure
 from ctxkit.load.workloads import LengthDist, synthetic
 from ctxkit.models import ModelCard
 from ctxkit.params import E5Params, LoadParams
-from ctxkit.records import JsonlWriter
+from ctxkit.records import JsonlWriter, RequestRecord
 
 
 def measure_cost(params: E5Params, backend: ServingBackend, card: ModelCard, out: JsonlWriter,
@@ -42,13 +45,14 @@ def measure_cost(params: E5Params, backend: ServingBackend, card: ModelCard, out
             items = synthetic(n, LengthDist("fixed", length), LengthDist("fixed", params.cost_output_len),
                               vocab_size=card.vocab_size, seed=params.seed * 7919 + 2 * i + (batch > 1),
                               id_prefix=f"cost-L{length}b{batch}")
-            _, prof = measure(backend, items, LoadParams(arrival="concurrency", concurrency=batch, warmup_requests=0),
+            records, prof = measure(backend, items, LoadParams(arrival="concurrency", concurrency=batch, warmup_requests=0),
                               seed=params.seed, timeout_s=params.request_timeout_s, slo=None, out=out,
                               label=f"e5 cost L={length} batch={batch}",
                               tags={"part": "cost", "context_len": length, "batch": batch})
             lat = prof["latency"]
             rows.append({"context_len": length, "batch": batch, "requests": lat["requests"], "failed": lat["failed"],
                          "p50_ttft_ms": lat["ttft_ms"]["p50"], "p50_tpot_ms": lat["tpot_ms"]["p50"],
+                         "p50_tpot_steady_ms": steady_tpot_ms(records) if batch > 1 else None,
                          "kv_bytes_per_step": batch * (length + params.cost_output_len / 2) * per_token})
             log(f"[e5] cost L={length} batch={batch}: p50 TTFT {ms_text(lat['ttft_ms']['p50'])}, "
                 f"p50 TPOT {ms_text(lat['tpot_ms']['p50'])}, {lat['failed']} failed")
@@ -56,12 +60,33 @@ def measure_cost(params: E5Params, backend: ServingBackend, card: ModelCard, out
     return rows
 
 
+def steady_tpot_ms(records: list[RequestRecord]) -> Optional[float]:
+    """p50 over the batch's requests of the time a token took after the batch's last first token (from the first
+    chunk after it to the request's last chunk); None when no request had two chunks after it."""
+    ok = [r for r in records if r.ok and r.t_first_ns is not None]
+    if not ok:
+        return None
+    start = max(r.t_first_ns for r in ok)
+    per = []
+    for r in ok:
+        after = [(t, n) for t, n in zip(r.chunk_times_ns, r.chunk_tokens) if t > start]
+        tokens = sum(n for _, n in after[1:])
+        if len(after) >= 2 and tokens > 0:
+            per.append((after[-1][0] - after[0][0]) / 1e6 / tokens)
+    return float(np.median(per)) if per else None
+
+
+def fit_tpot_ms(row: dict[str, Any]) -> Optional[float]:
+    """The TPOT a row is fitted with: steady for a fixed batch, whole-request at batch 1 (nothing else running)."""
+    return row.get("p50_tpot_steady_ms") if row["batch"] > 1 else row["p50_tpot_ms"]
+
+
 def add_floors(rows: list[dict[str, Any]], card: ModelCard) -> Optional[dict[str, Any]]:
     fl = floors(card)
     for r in rows:
         if fl and r["p50_ttft_ms"] and r["p50_tpot_ms"]:
             r["ttft_over_floor"] = r["p50_ttft_ms"] / prefill_floor_ms(fl, r["context_len"])
-            r["tpot_over_floor"] = r["p50_tpot_ms"] / fl["decode_floor_ms"]
+            r["tpot_over_floor"] = (fit_tpot_ms(r) or r["p50_tpot_ms"]) / fl["decode_floor_ms"]
     return fl
 
 
@@ -73,7 +98,7 @@ def _lstsq(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
 
 
 def fit(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """TTFT(L) = a + b L + c L^2 at batch 1; TPOT = d + e x KV bytes per step over every row."""
+    """TTFT(L) = a + b L + c L^2 at batch 1; TPOT = d + e x KV bytes per step over every row (fit_tpot_ms)."""
     one = [r for r in rows if r["batch"] == 1 and r["p50_ttft_ms"] is not None]
     out: dict[str, Any] = {"ttft": None, "tpot": None}
     if len({r["context_len"] for r in one}) >= 3:
@@ -83,10 +108,10 @@ def fit(rows: list[dict[str, Any]]) -> dict[str, Any]:
         out["ttft"] = {"a_ms": float(a), "b_ms_per_token": float(b), "c_ms_per_token2": float(c), "r2": r2,
                        "quadratic_share_at_longest": float(c * top ** 2 / (a + b * top + c * top ** 2)),
                        "longest": int(top)}
-    timed = [r for r in rows if r["p50_tpot_ms"] is not None]
+    timed = [r for r in rows if fit_tpot_ms(r) is not None]
     if len({r["kv_bytes_per_step"] for r in timed}) >= 2:
         kv = np.array([r["kv_bytes_per_step"] for r in timed], dtype=float)
-        (d, e), r2 = _lstsq(np.column_stack([np.ones_like(kv), kv]), np.array([r["p50_tpot_ms"] for r in timed]))
+        (d, e), r2 = _lstsq(np.column_stack([np.ones_like(kv), kv]), np.array([fit_tpot_ms(r) for r in timed]))
         out["tpot"] = {"d_ms": float(d), "e_ms_per_gb": float(e * 1e9), "r2": r2,
                        "kv_read_gb_per_s": float(1e-6 / e) if e > 0 else None}
     return out

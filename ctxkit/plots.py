@@ -270,17 +270,19 @@ def running_vs_concurrency(levels: pd.DataFrame, path: Optional[Path] = None) ->
 
 def cost_of_context(cost: pd.DataFrame, fit: dict[str, Any], path: Optional[Path] = None) -> Figure:
     """Left: p50 TTFT against context length at batch 1 and the fixed batch, with the fit a + bL + cL^2 (batch 1).
-    Right: p50 TPOT against the KV bytes a decode step reads, with its linear fit (a fixed batch's steady TPOT: the
-    tokens after its last first token)."""
+    Right: steady TPOT against the KV bytes a decode step reads (the requests decoding in the steady window), with
+    its linear fit."""
     import numpy as np
 
     fig = Figure(figsize=(9.6, 3.8), layout="constrained")
     left, right = fig.subplots(1, 2)
     for i, (batch, g) in enumerate(cost.groupby("batch")):
         left.plot(g["context_len"], g["p50_ttft_ms"], "o", color=f"C{i}", label=f"batch {batch}")
-        steady = batch > 1 and "p50_tpot_steady_ms" in g     # what the fit uses (ctxkit.experiments.e5_cost)
-        right.plot(g["kv_bytes_per_step"] / 1e6, g["p50_tpot_steady_ms" if steady else "p50_tpot_ms"], "o",
-                   color=f"C{i}", label=f"batch {batch}" + (", steady" if steady else ""))
+        if "p50_tpot_steady_ms" in g:        # the points the fit uses (ctxkit.experiments.e5_cost.fit_point)
+            right.plot(g["kv_bytes_per_step"] * g["steady_running"] / batch / 1e6, g["p50_tpot_steady_ms"], "o",
+                       color=f"C{i}", label=f"batch {batch}, steady")
+        else:                                # runs from before the steady window
+            right.plot(g["kv_bytes_per_step"] / 1e6, g["p50_tpot_ms"], "o", color=f"C{i}", label=f"batch {batch}")
     if fit.get("ttft"):
         f = fit["ttft"]
         x = np.linspace(0, float(cost["context_len"].max()), 100)

@@ -278,7 +278,8 @@ def cost_view(summary: dict[str, Any]):
     if not summary["cost"]:
         return "part `cost` is off"
     cols = {"context_len": "context", "batch": "batch", "p50_ttft_ms": "p50 TTFT ms", "p50_tpot_ms": "p50 TPOT ms",
-            "p50_tpot_steady_ms": "steady TPOT ms", "kv_bytes_per_step": "KV bytes a step reads", "ttft_over_floor": "TTFT / floor",
+            "p50_tpot_steady_ms": "steady TPOT ms", "steady_running": "decoding (steady)",
+            "kv_bytes_per_step": "KV bytes a step reads", "ttft_over_floor": "TTFT / floor",
             "tpot_over_floor": "TPOT / floor"}
     frame = pd.DataFrame(summary["cost"]["rows"])
     frame = frame[[c for c in cols if c in frame]].rename(columns=cols)

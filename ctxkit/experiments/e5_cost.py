@@ -8,12 +8,15 @@ Two fits, least squares:
 - TTFT at batch 1 against L: a + b L + c L^2. The linear term is the weights' work per token (and the MLPs); the
   quadratic one is attention over the prompt, which grows with L^2 and dominates at long contexts. Reported with the
   quadratic term's share of the fitted TTFT at the longest L, and R^2.
-- TPOT against the KV bytes a decode step reads: batch x (L + output/2) x the card's KV bytes per token (the mean
-  over a request's decode). A fixed batch's row is fitted with its steady TPOT: only the tokens that came after
-  the batch's last first token, when every request is decoding and no prefill shares the steps (at 65K-130K tokens
-  on an H200 the four prefills run one after another for 10-40 s, and the whole-request TPOT of the first ones is
-  mostly the others' prefill chunks: 84 and 252 ms against 6-7 ms at batch 1). The slope is milliseconds per byte of KV read; its inverse is the KV read rate the
-  steps achieve; the intercept is the step's cost with no KV (the weights' read, on GPUs).
+- TPOT against the KV bytes a decode step reads: requests decoding x (L + output/2) x the card's KV bytes per
+  token (the mean over a request's decode). The slope is milliseconds per byte of KV read; its inverse is the KV
+  read rate the steps achieve; the intercept is the step's cost with no KV (the weights' read, on GPUs). Every row is
+  fitted with its steady window (`steady`): the tokens after the wave's last first token and its stream's catch-up
+  chunk, when no prefill shares the steps, against the requests still decoding there (time-averaged). The
+  whole-request TPOT is kept beside it but not fitted: at 65K-130K tokens on an H200 the four prefills of a batch
+  run one after another for 10-40 s, and the first requests' TPOT is mostly the others' prefill chunks (84 and
+  252 ms against 6-7 ms at batch 1); and even at batch 1 it counts from a first token that reached the client late
+  (settled_ns).
 On GPUs with known peaks, each row's p50 TTFT and TPOT also against E1's physical floors (weights' FLOPs for the
 prompt, weights' bytes for a step).
 """
@@ -52,33 +55,55 @@ def measure_cost(params: E5Params, backend: ServingBackend, card: ModelCard, out
             lat = prof["latency"]
             rows.append({"context_len": length, "batch": batch, "requests": lat["requests"], "failed": lat["failed"],
                          "p50_ttft_ms": lat["ttft_ms"]["p50"], "p50_tpot_ms": lat["tpot_ms"]["p50"],
-                         "p50_tpot_steady_ms": steady_tpot_ms(records) if batch > 1 else None,
                          "kv_bytes_per_step": batch * (length + params.cost_output_len / 2) * per_token})
+            if batch > 1:
+                rows[-1]["p50_tpot_steady_ms"], rows[-1]["steady_running"] = steady(records)
+            else:                                 # one at a time: each request is its own wave
+                alone = [t for t, _ in map(steady, ([r] for r in records)) if t is not None]
+                rows[-1]["p50_tpot_steady_ms"] = float(np.median(alone)) if alone else None
+                rows[-1]["steady_running"] = 1.0 if alone else None
             log(f"[e5] cost L={length} batch={batch}: p50 TTFT {ms_text(lat['ttft_ms']['p50'])}, "
                 f"p50 TPOT {ms_text(lat['tpot_ms']['p50'])}, {lat['failed']} failed")
     add_floors(rows, card)
     return rows
 
 
-def steady_tpot_ms(records: list[RequestRecord]) -> Optional[float]:
-    """p50 over the batch's requests of the time a token took after the batch's last first token (from the first
-    chunk after it to the request's last chunk); None when no request had two chunks after it."""
-    ok = [r for r in records if r.ok and r.t_first_ns is not None]
+def settled_ns(r: RequestRecord) -> int:
+    """When a request's stream has caught up: its second chunk. The first chunk carries the prompt's token ids
+    (`return_token_ids`); at 130,000 tokens, about 1 MB of JSON, and the engine goes on generating while the API server
+    sends it: on an H200 the next chunk came 9-12 ms later holding 15-24 tokens. Counting from the first token would
+    spread those tokens' generation time over nothing and put TPOT 25% low."""
+    return r.chunk_times_ns[1] if len(r.chunk_times_ns) > 1 else r.chunk_times_ns[0]
+
+
+def steady(records: list[RequestRecord]) -> tuple[Optional[float], Optional[float]]:
+    """Once every request of a wave has its first token and its stream has caught up (settled_ns): the p50 over
+    requests of the time a token took (first chunk after that point to the request's last chunk), and how many
+    requests were decoding on average over that window (the first ones may be finishing: at 130,000 tokens on an
+    H200, 2.5 of 4). (None, None) when no request had two chunks after it."""
+    ok = [r for r in records if r.ok and r.chunk_times_ns]
     if not ok:
-        return None
-    start = max(r.t_first_ns for r in ok)
+        return None, None
+    start = max(settled_ns(r) for r in ok)
+    end = max(r.chunk_times_ns[-1] for r in ok)
     per = []
     for r in ok:
-        after = [(t, n) for t, n in zip(r.chunk_times_ns, r.chunk_tokens) if t > start]
+        after = [(t, n) for t, n in zip(r.chunk_times_ns, r.chunk_tokens) if t >= start]
         tokens = sum(n for _, n in after[1:])
         if len(after) >= 2 and tokens > 0:
             per.append((after[-1][0] - after[0][0]) / 1e6 / tokens)
-    return float(np.median(per)) if per else None
+    if not per or end <= start:
+        return None, None
+    running = sum(max(0, r.chunk_times_ns[-1] - start) for r in ok) / (end - start)
+    return float(np.median(per)), float(running)
 
 
-def fit_tpot_ms(row: dict[str, Any]) -> Optional[float]:
-    """The TPOT a row is fitted with: steady for a fixed batch, whole-request at batch 1 (nothing else running)."""
-    return row.get("p50_tpot_steady_ms") if row["batch"] > 1 else row["p50_tpot_ms"]
+def fit_point(row: dict[str, Any]) -> Optional[tuple[float, float]]:
+    """(KV bytes a step reads, TPOT ms) a row is fitted with: its steady window (see steady), with the requests
+    decoding there (for a fixed batch, not the batch size)."""
+    if row.get("p50_tpot_steady_ms") is None:
+        return None
+    return row["kv_bytes_per_step"] * row["steady_running"] / row["batch"], row["p50_tpot_steady_ms"]
 
 
 def add_floors(rows: list[dict[str, Any]], card: ModelCard) -> Optional[dict[str, Any]]:
@@ -86,7 +111,7 @@ def add_floors(rows: list[dict[str, Any]], card: ModelCard) -> Optional[dict[str
     for r in rows:
         if fl and r["p50_ttft_ms"] and r["p50_tpot_ms"]:
             r["ttft_over_floor"] = r["p50_ttft_ms"] / prefill_floor_ms(fl, r["context_len"])
-            r["tpot_over_floor"] = (fit_tpot_ms(r) or r["p50_tpot_ms"]) / fl["decode_floor_ms"]
+            r["tpot_over_floor"] = (r.get("p50_tpot_steady_ms") or r["p50_tpot_ms"]) / fl["decode_floor_ms"]
     return fl
 
 
@@ -98,7 +123,7 @@ def _lstsq(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
 
 
 def fit(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """TTFT(L) = a + b L + c L^2 at batch 1; TPOT = d + e x KV bytes per step over every row (fit_tpot_ms)."""
+    """TTFT(L) = a + b L + c L^2 at batch 1; TPOT = d + e x KV bytes per step over every row (fit_point)."""
     one = [r for r in rows if r["batch"] == 1 and r["p50_ttft_ms"] is not None]
     out: dict[str, Any] = {"ttft": None, "tpot": None}
     if len({r["context_len"] for r in one}) >= 3:
@@ -108,10 +133,10 @@ def fit(rows: list[dict[str, Any]]) -> dict[str, Any]:
         out["ttft"] = {"a_ms": float(a), "b_ms_per_token": float(b), "c_ms_per_token2": float(c), "r2": r2,
                        "quadratic_share_at_longest": float(c * top ** 2 / (a + b * top + c * top ** 2)),
                        "longest": int(top)}
-    timed = [r for r in rows if fit_tpot_ms(r) is not None]
-    if len({r["kv_bytes_per_step"] for r in timed}) >= 2:
-        kv = np.array([r["kv_bytes_per_step"] for r in timed], dtype=float)
-        (d, e), r2 = _lstsq(np.column_stack([np.ones_like(kv), kv]), np.array([fit_tpot_ms(r) for r in timed]))
+    points = [p for p in map(fit_point, rows) if p is not None]
+    if len({kv for kv, _ in points}) >= 2:
+        kv = np.array([p[0] for p in points], dtype=float)
+        (d, e), r2 = _lstsq(np.column_stack([np.ones_like(kv), kv]), np.array([p[1] for p in points]))
         out["tpot"] = {"d_ms": float(d), "e_ms_per_gb": float(e * 1e9), "r2": r2,
                        "kv_read_gb_per_s": float(1e-6 / e) if e > 0 else None}
     return out

@@ -191,9 +191,10 @@ def cost_tables(cost: dict[str, Any]) -> list[str]:
     """E5's cost of context: p50 TTFT and TPOT per length and batch, and the two fits."""
     rows = [[num(0)(r["context_len"]), num(0)(r["batch"]), num(1)(r.get("p50_ttft_ms")), num(2)(r.get("p50_tpot_ms")),
              num(2)(r.get("p50_tpot_steady_ms")) if r.get("p50_tpot_steady_ms") is not None else "-",
+             num(2)(r.get("steady_running")) if r.get("steady_running") is not None else "-",
              num(0)(r["kv_bytes_per_step"])] for r in cost["rows"]]
-    out = table(["context", "batch", "p50 TTFT ms", "p50 TPOT ms", "steady TPOT ms (after the batch's last first "
-                 "token)", "KV bytes a step reads"], rows) + [""]
+    out = table(["context", "batch", "p50 TTFT ms", "p50 TPOT ms", "steady TPOT ms", "decoding in the steady window",
+                 "KV bytes a step reads (whole batch)"], rows) + [""]
     f = cost.get("fit") or {}
     fits = []
     if f.get("ttft"):

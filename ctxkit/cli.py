@@ -19,14 +19,16 @@ def _runs_root(args: argparse.Namespace) -> Path:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from ctxkit.backends.base import BackendUnavailable
+    from ctxkit.experiments import preflight
+    from ctxkit.load.workloads import WorkloadError
     from ctxkit.runs.execute import run_experiment
     from ctxkit.runs.folder import RunFolderError
 
     try:
         run, ok = run_experiment(args.experiment, profile=args.profile, files=args.param_file, sets=args.set,
                                  label=args.label or "", runs_root=_runs_root(args),
-                                 resume=Path(args.resume) if args.resume else None)
-    except (P.ParamError, RunFolderError, BackendUnavailable) as exc:
+                                 resume=Path(args.resume) if args.resume else None, preflight=preflight.check)
+    except (P.ParamError, WorkloadError, RunFolderError, BackendUnavailable) as exc:
         print(f"ctxkit run: error: {exc}", file=sys.stderr)
         return 2
     print(run.path)

@@ -216,6 +216,8 @@ class BenchParams(ExperimentParams):
         _workload_fits(self, self.workload, self.load)
         if self.search is not None and slo_of_params(self.slo) is None:
             raise ValueError("a goodput search needs an SLO: --goodput ttft:MS tpot:MS (slo.ttft_ms, slo.tpot_ms)")
+        if self.search is not None:
+            _search_arrival(self.search, self.workload)
         if self.search is not None and self.load.workers > 1:
             raise ValueError("the goodput search stops a probe early from one view of what is in flight: it sends "
                              "from one process (drop --num-workers / load.workers)")
@@ -347,6 +349,9 @@ class SearchParams(Params):
     drain_s: float = Field(30.0, gt=0)                # wait for requests in flight at most this long
     mode: Literal["joint", "percentile"] = "joint"    # per-request (DistServe) or p<target> of each metric
     lag_bound_ms: float = Field(100.0, gt=0)          # p99 send lag over which a probe is flagged client-paced
+    # poisson: a Poisson stream at the probe's rate. trace: the trace's rows on their own timestamps, scaled so that
+    # the probe's mean rate is its rate (the search is over the trace's speedup); the default for a trace workload
+    arrival: Literal["poisson", "trace"] = "poisson"
 
     @model_validator(mode="after")
     def _sizes(self) -> "SearchParams":
@@ -385,7 +390,17 @@ class E4Params(ExperimentParams):
         if len({t.label for t in self.topologies}) < len(self.topologies):
             raise ValueError("topologies: labels must differ (set name)")
         _workload_fits(self, self.workload, None)
+        _search_arrival(self.search, self.workload)
         return self
+
+
+def _search_arrival(search: "SearchParams", workload: WorkloadParams) -> None:
+    """A trace is searched over its speedup, on its own timestamps, unless Poisson arrivals were chosen (recorded in
+    the resolved parameters either way)."""
+    if workload.dataset == "trace" and "arrival" not in search.model_fields_set:
+        search.arrival = "trace"
+    if search.arrival == "trace" and workload.dataset != "trace":
+        raise ValueError("search.arrival=trace replays a trace: it needs workload.dataset=trace and its file")
 
 
 class ChunkedSetting(Params):

@@ -59,6 +59,7 @@ show_params(P)
 # ## 2. Search, one topology at a time
 
 # %%
+e4_goodput.check_workload(P)      # a trace window too short for one probe fails here, before any server starts
 results = []
 with JsonlWriter(run.path / "requests.jsonl") as out:
     for k, spec in enumerate(P.topologies):
@@ -82,6 +83,8 @@ for fig in figs:
 
 # %% tags=["remove_input"]
 display(e4_goodput.probes_view(pd.read_csv(run.artifacts / "e4_probes.csv")))
+if e4_goodput.replay_view(summary) is not None:     # a trace workload: how faithfully each probe replayed it
+    display(e4_goodput.replay_view(summary))
 
 # %% [markdown]
 # ## 5. Where the misses came from

@@ -1,5 +1,7 @@
 """E4 goodput search: for each serving topology and SLO setting, the highest Poisson request rate served with SLO
-attainment >= the target (DistServe's goodput), divided by the GPUs (or CPU core sets) the topology uses.
+attainment >= the target (DistServe's goodput), divided by the GPUs (or CPU core sets) the topology uses. With a trace
+workload the probes replay the trace on its own timestamps, scaled to the probe's rate (search.arrival=trace, the
+default there): the search is over the trace's speedup, and each probe's replay fidelity is in summary.replay.
 
 Each topology is started once and kept up for all of its probes (ctxkit.load.search). Every probe's requests go to
 requests.jsonl (tagged with topology, SLO setting, probe and rate); every probe is a row of e4_probes.csv. From the
@@ -21,7 +23,7 @@ from ctxkit.collectors.gpu import GPUSampler, write_timeline
 from ctxkit.collectors.latency import SLO
 from ctxkit.experiments.common import check
 from ctxkit.load.search import Probe, SearchPolicy, SearchResult, search
-from ctxkit.load.workloads import build_workload
+from ctxkit.load.workloads import WorkloadError, build_workload
 from ctxkit.models import ModelCard
 from ctxkit.params import E4Params, NamedSLO, TopologyParams
 from ctxkit.records import JsonlWriter, RequestRecord
@@ -52,6 +54,20 @@ def policy_of(params: E4Params) -> SearchPolicy:
 
 def slo_of(named: NamedSLO) -> SLO:
     return SLO(named.ttft_ms, named.tpot_ms, named.e2e_ms)
+
+
+def check_workload(params: E4Params) -> None:
+    """Before any server starts: a trace searched on its timestamps must hold enough rows in its window for one
+    probe (its unscored head and min_requests scored ones); every probe replays the window's first rows."""
+    if params.search.arrival != "trace":
+        return
+    card = ModelCard.load(params.server.model)
+    rows = len(build_workload(params.workload, card, params.server.max_model_len, params.seed, count=10**9))
+    need = params.search.warmup_requests + params.search.min_requests
+    if rows < need:
+        raise WorkloadError(f"the trace window holds {rows} rows; a probe needs at least {need} "
+                            f"(search.warmup_requests {params.search.warmup_requests} + search.min_requests "
+                            f"{params.search.min_requests}): widen the window or lower them")
 
 
 def measure_topology(params: E4Params, run: RunFolder, spec: TopologyParams, k: int, out: JsonlWriter,
@@ -222,8 +238,23 @@ def summarize(params: E4Params, run: RunFolder, results: list[TopologyResult]) -
         "profiling": {"gpu": {r.topology: r.gpu.stop() if r.gpu else {"available": False, "reason": "not sampled"}
                               for r in results if not r.error}},
     }
+    if params.search.arrival == "trace":
+        summary["replay"] = replay_rows(results)
+        summary["checks"]["replay_lengths_exact"] = check(
+            bool(summary["replay"]) and all(r["lengths_exact"] for r in summary["replay"]),
+            f"every prompt as long as its trace row in {len(summary['replay'])} probe(s)")
     run.write_json("summary.json", summary)
     return summary
+
+
+def replay_rows(results: list[TopologyResult]) -> list[dict[str, Any]]:
+    """Each trace probe's fidelity (ctxkit.collectors.replay): lengths, the prefix reuse the trace implies against
+    the servers' hits over the probe, send lag against the scaled timestamps."""
+    keep = ("requests", "lengths_exact", "implied_reusable_tokens", "measured_prefix_hits", "measured_over_implied",
+            "send_lag")
+    return [{"topology": r.topology, "slo": name, "probe": p.index, "rate": p.rate, "speedup": p.speedup,
+             **{k: p.replay.get(k) for k in keep}}
+            for r in results for name, res in r.searches.items() for p in res.probes if p.replay]
 
 
 def client_pace(params: E4Params, probes: pd.DataFrame) -> dict[str, Any]:
@@ -326,10 +357,21 @@ def probes_view(probes: pd.DataFrame):
     cols = {"topology": "topology", "slo": "SLO", "index": "probe", "rate": "rate", "sent": "sent",
             "decided": "decided", "attainment": "attained", "wilson_low": "low", "wilson_high": "high",
             "verdict": "verdict", "decided_by": "decided by", "backlog": "backlog", "send_lag_p99_ms": "lag p99 ms",
-            "offered_rate": "offered",
+            "offered_rate": "offered", "speedup": "trace speedup",
             "wall_s": "s"}
-    p = probes[[c for c in cols if c in probes]].rename(columns=cols)
-    return _styled(p, {"rate": 2, "offered": 2, "attained": 3, "low": 3, "high": 3, "lag p99 ms": 2, "s": 1})
+    p = probes[[c for c in cols if c in probes and not (c == "speedup" and probes[c].isna().all())]]
+    p = p.rename(columns=cols)
+    return _styled(p, {"rate": 2, "offered": 2, "attained": 3, "low": 3, "high": 3, "lag p99 ms": 2, "s": 1,
+                       "trace speedup": 2})
+
+
+def replay_view(summary: dict[str, Any]):
+    """Each trace probe's fidelity; None without a trace."""
+    if not summary.get("replay"):
+        return None
+    frame = pd.DataFrame([{**{k: v for k, v in r.items() if k != "send_lag"},
+                           "send lag p99 ms": (r.get("send_lag") or {}).get("p99_ms")} for r in summary["replay"]])
+    return _styled(frame, {"rate": 2, "speedup": 2, "measured_over_implied": 2, "send lag p99 ms": 2})
 
 
 def misses_view(misses: pd.DataFrame) -> list:

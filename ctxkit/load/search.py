@@ -10,6 +10,7 @@ capacity never builds an unbounded backlog. Caps on probes and wall time bound a
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -19,10 +20,11 @@ import numpy as np
 
 from ctxkit.backends import ServingBackend
 from ctxkit.collectors import attainment as att
+from ctxkit.collectors import replay
 from ctxkit.collectors.latency import SLO, request_latency
 from ctxkit.collectors.server_metrics import ServerMetricsCollector, parse, value
 from ctxkit.load.arrivals import Arrivals, run_load
-from ctxkit.load.workloads import WorkItem
+from ctxkit.load.workloads import WorkItem, WorkloadError
 from ctxkit.params import SearchParams
 from ctxkit.records import CANCELLED, RequestRecord
 
@@ -50,6 +52,7 @@ class SearchPolicy:
     mode: str = "joint"                  # joint (per-request, DistServe) | percentile (p<target> of each metric)
     lag_bound_ms: float = 100.0          # p99 send lag above which a probe's load was paced by the client, not
                                          # its schedule: its offered rate is below the nominal one (flagged)
+    arrival: str = "poisson"             # poisson | trace (the items' own timestamps, scaled to the rate)
     seed: int = 0
 
     @classmethod
@@ -96,12 +99,14 @@ class Probe:
     server: dict[str, Any] = field(default_factory=dict)   # each server's metric deltas over the probe
     percentile: dict[str, Any] = field(default_factory=dict)
     records: list[RequestRecord] = field(default_factory=list, repr=False)
+    speedup: Optional[float] = None      # trace arrivals: the probe's rate / the trace's own over the same rows
+    replay: dict[str, Any] = field(default_factory=dict)   # trace arrivals: ctxkit.collectors.replay.fidelity
 
     def row(self) -> dict[str, Any]:
         """The probe as one table row (no records)."""
         keep = ("index", "rate", "planned", "sent", "decided", "met", "missed", "undecided", "attainment", "wilson_low",
                 "wilson_high", "verdict", "decided_by", "early_stop", "backlog", "send_lag_p99_ms", "offered_rate",
-                "client_lagged", "wall_s")
+                "client_lagged", "wall_s", "speedup")
         return {k: getattr(self, k) for k in keep} | {f"missed_{k}": v for k, v in self.misses_by_cause.items()}
 
 
@@ -205,9 +210,17 @@ def run_probe(backend: ServingBackend, index: int, rate: float, items_fn: ItemsF
             rec.warmup = rec.request_id in unscored
         return recs
 
+    if policy.arrival == "trace":
+        probe.planned = len(items) - n_warm          # a trace window may hold fewer rows than planned
+        if probe.planned < policy.min_requests:
+            raise WorkloadError(f"the trace window holds {len(items)} rows: a probe at {rate:.3g} req/s needs "
+                                f"{n_warm} unscored + at least {policy.min_requests} scored (search.min_requests)")
+        probe.speedup = paced_to(items, rate)
+        arrivals = Arrivals("trace")
+    else:
+        arrivals = Arrivals("poisson", rate, seed=policy.seed * 100_003 + index * 101)
     rule = _rule(slo, policy, probe.planned)
-    records = run_load(backend.base_url, backend.model, items,
-                       Arrivals("poisson", rate, seed=policy.seed * 100_003 + index * 101),
+    records = run_load(backend.base_url, backend.model, items, arrivals,
                        timeout_s=timeout_s, stop=lambda d, live, now: rule(mark(d), mark(live), now),
                        drain_s=policy.drain_s)
     for rec in mark(records):
@@ -217,8 +230,24 @@ def run_probe(backend: ServingBackend, index: int, rate: float, items_fn: ItemsF
         on_records(records)
     _score(probe, slo, policy)
     probe.server = {c.name: c.stop() for c in collectors}
+    if policy.arrival == "trace":                 # over the whole probe: its server counters cover the warmup too
+        every = [dataclasses.replace(r, warmup=False) for r in records]
+        probe.replay = replay.fidelity(items, every, probe.server, "trace")
     probe.wall_s = time.monotonic() - t0
     return probe
+
+
+def paced_to(items: list[WorkItem], rate: float) -> float:
+    """Scale a trace window's arrival offsets (ms, from its first row) in place so that its mean rate is `rate`,
+    keeping the trace's own gaps in proportion; returns the speedup (rate / the rows' own mean rate)."""
+    span_ms = (items[-1].arrival_ms or 0.0) - (items[0].arrival_ms or 0.0)
+    if len(items) < 2 or span_ms <= 0:
+        raise WorkloadError("a trace probe needs rows at two or more distinct timestamps")
+    speedup = rate / ((len(items) - 1) / (span_ms / 1000.0))
+    t0 = items[0].arrival_ms or 0.0
+    for it in items:
+        it.arrival_ms = ((it.arrival_ms or 0.0) - t0) / speedup
+    return speedup
 
 
 def settle(backend: ServingBackend, limit_s: float) -> float:

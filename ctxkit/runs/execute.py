@@ -115,9 +115,11 @@ def reopen_for_resume(experiment: str, run_dir: Path) -> tuple[RunFolder, P.Expe
 def run_experiment(experiment: str, *, profile: Optional[str] = P.DEFAULT_PROFILE, files: list[Path] = (),
                    sets: list[str] = (), label: str = "", runs_root: Optional[Path] = None,
                    resume: Optional[Path] = None,
-                   log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True)) -> tuple[RunFolder, bool]:
+                   log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True),
+                   preflight: Optional[Callable[[str, P.ExperimentParams], None]] = None) -> tuple[RunFolder, bool]:
     """Execute one experiment into a new run folder (or, with resume, into an interrupted one).
-    Returns (folder, succeeded). Parameter errors raise ParamError before anything is created or started."""
+    Returns (folder, succeeded). Parameter errors raise ParamError, and `preflight(experiment, params)` its own,
+    before anything is created or started."""
     if resume is not None:
         if files or sets:
             raise P.ParamError("--resume takes the run's own params.yaml: no -p or --set with it")
@@ -131,6 +133,8 @@ def run_experiment(experiment: str, *, profile: Optional[str] = P.DEFAULT_PROFIL
         params = P.resolve(experiment, profile=profile, files=list(files), sets=list(sets))
         if label:
             check_name("label", label)
+        if preflight is not None:
+            preflight(experiment, params)
         nb_in = notebook_path(experiment)
         if params.backend == "simulated":
             from ctxkit.backends.simulated import require_simulation_allowed

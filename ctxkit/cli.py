@@ -290,7 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--max-concurrency", type=int)
     b.add_argument("--seed", type=int)
     b.add_argument("--goodput", nargs="+", metavar="KEY:MS", help="SLOs: ttft:MS tpot:MS e2el:MS")
-    b.add_argument("--search", choices=["rate"], help="search the highest Poisson rate meeting the SLOs at --target")
+    b.add_argument("--search", choices=["rate"],
+                   help="search the highest Poisson rate meeting the SLOs at --target (a trace: the highest rate "
+                        "of its own timestamps, scaled)")
     b.add_argument("--target", type=float, help="SLO attainment the search must reach (default 0.9)")
     b.add_argument("--search-start-rate", type=float, help="req/s of the first probe (default 1)")
     b.add_argument("--search-tolerance", type=float, help="stop when fail/pass rates are within 1 + this (0.05)")

@@ -74,3 +74,19 @@ def test_a_trace_window_too_short_for_a_probe_is_refused_before_anything(runs_di
     assert result.returncode == 2, result.stderr[-2000:]
     assert "the trace window holds 10 rows; a probe needs at least" in result.stderr
     assert not any(runs_dir.iterdir())
+
+
+def test_bench_searches_a_trace_over_its_speedup(tmp_path, monkeypatch):
+    """What a user types: `ctxkit bench --dataset-name trace ... --search rate` (the simulated backend, allowed)."""
+    monkeypatch.setenv("CTXKIT_ALLOW_SIMULATED_BACKEND", "1")
+    trace = bursty_trace(tmp_path / "trace.jsonl")
+    (tmp_path / "p.yaml").write_text("backend: simulated\nsearch: {min_requests: 10, max_requests: 20, "
+                                     "warmup_requests: 2, max_probes: 2, max_wall_s: 60, drain_s: 5, start_rate: 10}\n")
+    result = run_cli("--runs-dir", str(tmp_path / "runs"), "bench", "-p", str(tmp_path / "p.yaml"),
+                     "--dataset-name", "trace", "--dataset-path", str(trace), "--goodput", "ttft:2000",
+                     "--search", "rate", timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads(next((tmp_path / "runs").glob("bench/*/summary.json")).read_text())
+    own = 21 / 1.255          # each probe's 22 rows (2 unscored + 20): 21 gaps over 1,255 ms of the trace
+    assert [round(r["speedup"], 3) for r in summary["replay"]] == [round(10 / own, 3), round(20 / own, 3)]
+    assert all(r["lengths_exact"] and r["on_trace_timestamps"] for r in summary["replay"])

@@ -69,6 +69,9 @@ def run_search(params: BenchParams, run: RunFolder, backend: ServingBackend, log
                "checks": {"searched": {"passed": bool(result.probes), "reason": f"{len(result.probes)} probe(s)"}},
                "search": {**result.summary(), "target": s.target, "slo": slo_of(params.slo).as_dict()},
                "probes": probes.to_dict(orient="records")}
+    if s.arrival == "trace":                      # each probe replayed the trace, scaled to its rate
+        summary["replay"] = [{"probe": p.index, "rate": p.rate, "speedup": p.speedup, **p.replay}
+                             for p in result.probes if p.replay]
     run.write_json("summary.json", summary)
     return summary
 

@@ -140,7 +140,7 @@ class WorkloadParams(Params):
         dataset = info.data.get("dataset", "random")
         if dataset != "random" and not v:
             raise ValueError(f"dataset={dataset} needs a file (ShareGPT JSON or trace JSONL)")
-        if not v:
+        if not v or dataset == "random":          # a random workload reads no file (a stale path stays inert)
             return v
         # Absolute, and checked here: the notebook runs inside the run folder, where a path relative to the user's
         # directory names nothing, and a missing file must not cost a server start (it did, on a GPU, 2026-11-28).
@@ -401,6 +401,9 @@ def _search_arrival(search: "SearchParams", workload: WorkloadParams) -> None:
         search.arrival = "trace"
     if search.arrival == "trace" and workload.dataset != "trace":
         raise ValueError("search.arrival=trace replays a trace: it needs workload.dataset=trace and its file")
+    if search.arrival == "trace" and workload.trace_speedup != 1.0:
+        raise ValueError("workload.trace_speedup: the search over a trace sets the speedup itself (each probe's "
+                         "rate); leave it at 1")
 
 
 class ChunkedSetting(Params):

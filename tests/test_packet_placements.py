@@ -14,19 +14,22 @@ from conftest import run_cli
 SLO = {"name": "tpot-tight", "ttft_ms": 2500.0, "tpot_ms": 25.0, "e2e_ms": None}
 
 
-def e4_run(root: Path, name: str, goodput: list[tuple[str, float, float, float]], input_len: int = 4096) -> Path:
+def e4_run(root: Path, name: str, goodput: list[tuple[str, float, float, float]], input_len: int = 4096,
+           slo: dict | None = None, failed: str = "") -> Path:
     """A finished E4 run folder as the notebook leaves it (summary, metadata, params, status); goodput rows are
     (topology, per-GPU goodput, its low, its high) on 4 GPUs."""
     run = root / name
     (run / "artifacts").mkdir(parents=True)
     rows = [{"topology": t, "slo": "tpot-tight", "devices": 4, "goodput": g * 4, "goodput_per_device": g,
              "per_device_low": lo, "per_device_high": hi} for t, g, lo, hi in goodput]
+    rows += [{"topology": failed, "slo": "tpot-tight", "error": "BackendError: the servers did not start"}] \
+        if failed else []
     (run / "summary.json").write_text(json.dumps({"experiment": "e4_goodput", "checks": {}, "goodput": rows}))
     (run / "run_metadata.json").write_text(json.dumps(
         {"experiment": "e4_goodput", "run_id": name, "git": {"commit": "ab" * 20, "dirty": False}}))
     (run / "status.json").write_text(json.dumps({"status": "succeeded"}))
     (run / "params.yaml").write_text(yaml.safe_dump({
-        "server": {"model": "llama-3.1-8b"}, "slos": [SLO], "search": {"target": 0.9, "mode": "joint"},
+        "server": {"model": "llama-3.1-8b"}, "slos": [slo or SLO], "search": {"target": 0.9, "mode": "joint"},
         "workload": {"dataset": "random", "input_len": input_len, "input_dist": "fixed", "output_len": 256,
                      "output_dist": "fixed"}}))
     return run
@@ -63,3 +66,25 @@ def test_a_run_copied_into_a_packet_can_go_into_another(tmp_path):
     (old / "e4_goodput").rename(loose)                         # the same files outside a packet: status unknown
     refused = run_cli("packet", str(loose), "--out", str(tmp_path / "refused"))
     assert refused.returncode == 2 and "status '?'" in refused.stderr
+
+
+def test_an_slo_without_one_objective_and_a_failed_topology(tmp_path):
+    """An SLO on TPOT alone is described without a TTFT; a topology whose servers failed is not ranked."""
+    tpot_only = {"name": "tpot-tight", "ttft_ms": None, "tpot_ms": 25.0, "e2e_ms": None}
+    a = e4_run(tmp_path, "a", [("aggregated x4", 5.0, 4.8, 5.3)], slo=tpot_only, failed="3P1D nixl")
+    b = e4_run(tmp_path, "b", [("2P2D nixl", 4.0, 3.9, 4.1)], slo=tpot_only)
+    text = (packet.build([a, b], tmp_path / "packet") / "README.md").read_text()
+    across = text.split("### E4 placements across runs", 1)[1]
+    assert "SLO tpot-tight (TPOT 25 ms)" in across
+    assert "3P1D" not in across and "1.25x the runner-up 2P2D nixl" in across
+
+
+def test_a_packet_is_not_packed_over_itself_and_a_stray_folder_is_not_a_run(tmp_path):
+    out = packet.build([e4_run(tmp_path, "a", [("aggregated x4", 5.0, 4.8, 5.3)])], tmp_path / "pk")
+    refused = run_cli("packet", str(out / "e4_goodput"), "--out", str(out))
+    assert refused.returncode == 2 and "inside the packet being written" in refused.stderr
+    assert (out / "e4_goodput/summary.json").is_file()               # nothing deleted
+    stray = e4_run(out, "stray", [("aggregated x4", 1.0, 0.9, 1.1)])   # a folder dropped in, not in the README
+    (stray / "status.json").unlink()
+    again = run_cli("packet", str(stray), "--out", str(tmp_path / "other"))
+    assert again.returncode == 2 and "status '?'" in again.stderr

@@ -11,7 +11,7 @@ import pytest
 from ctxkit import params as P
 from ctxkit.backends import Simulated
 from ctxkit.collectors.latency import SLO
-from ctxkit.load.search import SearchPolicy, run_probe
+from ctxkit.load.search import SearchPolicy, run_probe, search
 from ctxkit.load.workloads import from_trace
 
 from conftest import ROOT, run_cli
@@ -90,3 +90,27 @@ def test_bench_searches_a_trace_over_its_speedup(tmp_path, monkeypatch):
     own = 21 / 1.255          # each probe's 22 rows (2 unscored + 20): 21 gaps over 1,255 ms of the trace
     assert [round(r["speedup"], 3) for r in summary["replay"]] == [round(10 / own, 3), round(20 / own, 3)]
     assert all(r["lengths_exact"] and r["on_trace_timestamps"] for r in summary["replay"])
+
+
+def test_a_search_stops_when_its_rate_outgrows_the_trace_window(tmp_path, monkeypatch):
+    """The unscored head covers warmup_s at the probe's rate: at 20 req/s it takes 40 rows, the whole window, and
+    the search stops there saying so, keeping the probe it made (rather than failing the topology)."""
+    monkeypatch.setenv("CTXKIT_ALLOW_SIMULATED_BACKEND", "1")
+    trace = bursty_trace(tmp_path / "trace.jsonl")
+    sim = Simulated(ttft_ms=0, tpot_ms=1, log_dir=tmp_path, seed=0).start()
+    try:
+        policy = SearchPolicy(target=0.9, start_rate=10, min_requests=10, max_requests=20, warmup_requests=2,
+                              warmup_s=2.0, drain_s=5, arrival="trace")
+        result = search(sim, lambda p, b, n: from_trace(trace, vocab_size=4096, seed=p, limit=n), SLO(ttft_ms=5000),
+                        policy, timeout_s=30)
+    finally:
+        sim.stop()
+    assert [p.rate for p in result.probes] == [10]
+    assert result.stopped_because.startswith("trace window too short at 20 req/s")
+
+
+def test_a_random_workload_ignores_a_stale_path_and_a_trace_search_sets_its_own_speedup():
+    assert P.resolve("e4_goodput", sets=["workload.dataset_path=/no/such/file"]).workload.dataset_path == "/no/such/file"
+    trace = f"workload.dataset_path={ROOT / 'tests/data/prefix_trace.jsonl'}"
+    with pytest.raises(P.ParamError, match="the search over a trace sets the speedup itself"):
+        P.resolve("e4_goodput", sets=["workload.dataset=trace", trace, "workload.trace_speedup=2"])

@@ -16,7 +16,7 @@ from ctxkit.collectors import replay
 from ctxkit.collectors.latency import requests_frame, slo_of
 from ctxkit.load.arrivals import arrivals_of
 from ctxkit.load.engine import measure
-from ctxkit.load.search import SearchPolicy, search
+from ctxkit.load.search import SearchPolicy, search, trace_window_fits
 from ctxkit.load.workloads import WorkItem, WorkloadError, build_workload
 from ctxkit.models import ModelCard
 from ctxkit.params import BenchParams, WorkloadParams
@@ -30,6 +30,8 @@ def prepare(params: BenchParams) -> tuple[list[WorkItem], list[WorkItem]]:
     """The measured requests and the warmup requests (other prompts), built and checked before anything starts."""
     card = ModelCard.load(params.server.model)
     arrivals_of(params.load, params.seed)
+    if params.search is not None and params.search.arrival == "trace":
+        trace_window_fits(params.workload, params.search, card, params.server.max_model_len, params.seed)
     items = build_workload(params.workload, card, params.server.max_model_len, params.seed)
     warm_w = params.workload if params.workload.dataset == "random" else WorkloadParams(
         input_len=min(256, params.server.max_model_len // 2), output_len=params.workload.output_len)

@@ -22,8 +22,8 @@ from ctxkit.collectors.attainment import outcome, slo_scale_curve
 from ctxkit.collectors.gpu import GPUSampler, write_timeline
 from ctxkit.collectors.latency import SLO
 from ctxkit.experiments.common import check
-from ctxkit.load.search import Probe, SearchPolicy, SearchResult, search
-from ctxkit.load.workloads import WorkloadError, build_workload
+from ctxkit.load.search import Probe, SearchPolicy, SearchResult, search, trace_window_fits
+from ctxkit.load.workloads import build_workload
 from ctxkit.models import ModelCard
 from ctxkit.params import E4Params, NamedSLO, TopologyParams
 from ctxkit.records import JsonlWriter, RequestRecord
@@ -62,12 +62,7 @@ def check_workload(params: E4Params) -> None:
     if params.search.arrival != "trace":
         return
     card = ModelCard.load(params.server.model)
-    rows = len(build_workload(params.workload, card, params.server.max_model_len, params.seed, count=10**9))
-    need = params.search.warmup_requests + params.search.min_requests
-    if rows < need:
-        raise WorkloadError(f"the trace window holds {rows} rows; a probe needs at least {need} "
-                            f"(search.warmup_requests {params.search.warmup_requests} + search.min_requests "
-                            f"{params.search.min_requests}): widen the window or lower them")
+    trace_window_fits(params.workload, params.search, card, params.server.max_model_len, params.seed)
 
 
 def measure_topology(params: E4Params, run: RunFolder, spec: TopologyParams, k: int, out: JsonlWriter,

@@ -24,8 +24,9 @@ from ctxkit.collectors import replay
 from ctxkit.collectors.latency import SLO, request_latency
 from ctxkit.collectors.server_metrics import ServerMetricsCollector, parse, value
 from ctxkit.load.arrivals import Arrivals, run_load
-from ctxkit.load.workloads import WorkItem, WorkloadError
-from ctxkit.params import SearchParams
+from ctxkit.load.workloads import WorkItem, WorkloadError, build_workload
+from ctxkit.models import ModelCard
+from ctxkit.params import SearchParams, WorkloadParams
 from ctxkit.records import CANCELLED, RequestRecord
 
 # fresh prompts for a probe: (probe index, batch index, number of requests) -> items
@@ -213,7 +214,7 @@ def run_probe(backend: ServingBackend, index: int, rate: float, items_fn: ItemsF
     if policy.arrival == "trace":
         probe.planned = len(items) - n_warm          # a trace window may hold fewer rows than planned
         if probe.planned < policy.min_requests:
-            raise WorkloadError(f"the trace window holds {len(items)} rows: a probe at {rate:.3g} req/s needs "
+            raise TraceWindowShort(f"the trace window holds {len(items)} rows: a probe at {rate:.3g} req/s needs "
                                 f"{n_warm} unscored + at least {policy.min_requests} scored (search.min_requests)")
         probe.speedup = paced_to(items, rate)
         arrivals = Arrivals("trace")
@@ -235,6 +236,23 @@ def run_probe(backend: ServingBackend, index: int, rate: float, items_fn: ItemsF
         probe.replay = replay.fidelity(items, every, probe.server, "trace")
     probe.wall_s = time.monotonic() - t0
     return probe
+
+
+def trace_window_fits(workload: WorkloadParams, search: SearchParams, card: ModelCard, max_model_len: int,
+                      seed: int) -> None:
+    """The first probe's rows: its unscored head at the start rate (warmup_requests, or warmup_s of them) and
+    min_requests scored ones. (Later probes at higher rates may need more: the search stops there, saying so.)"""
+    rows = len(build_workload(workload, card, max_model_len, seed, count=10**9))
+    head = max(search.warmup_requests, math.ceil(search.start_rate * search.warmup_s))
+    if rows < head + search.min_requests:
+        raise WorkloadError(f"the trace window holds {rows} rows; a probe needs at least {head + search.min_requests} "
+                            f"({head} unscored at {search.start_rate:g} req/s (search.warmup_requests, "
+                            f"search.warmup_s) + search.min_requests {search.min_requests}): widen the window or "
+                            "lower them")
+
+
+class TraceWindowShort(WorkloadError):
+    """A trace window with fewer rows than a probe at this rate needs (its unscored head grows with the rate)."""
 
 
 def paced_to(items: list[WorkItem], rate: float) -> float:
@@ -309,8 +327,12 @@ def search(backend: ServingBackend, items_fn: ItemsFn, slo: SLO, policy: SearchP
         if time.monotonic() - t0 >= policy.max_wall_s:
             stopped = f"wall-time cap ({policy.max_wall_s:g} s)"
             break
-        probe = run_probe(backend, len(probes), rate, items_fn, slo, policy, timeout_s=timeout_s,
-                          on_records=on_records)
+        try:
+            probe = run_probe(backend, len(probes), rate, items_fn, slo, policy, timeout_s=timeout_s,
+                              on_records=on_records)
+        except TraceWindowShort as exc:         # at a higher rate the unscored head (warmup_s) needs more rows
+            stopped = f"trace window too short at {rate:.3g} req/s ({exc})"
+            break
         probes.append(probe)
         if on_probe:
             on_probe(probe)

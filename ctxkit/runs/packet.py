@@ -105,9 +105,14 @@ def load_run(path: Path, allow_no_commit: bool) -> PacketRun:
 
 def in_packet(path: Path) -> str:
     """A run copied into a packet before packets kept status.json: the packet took it only if it had succeeded, so
-    its copy can go into another packet (e.g. beside the later runs it is compared with)."""
+    its copy can go into another packet (e.g. beside the later runs it is compared with). Only a copy the packet's
+    README lists (its run id in the Runs table) counts; a stray folder there does not."""
     readme = path.parent / "README.md"
-    return "succeeded" if readme.is_file() and NOTES_BEGIN in readme.read_text() else "?"
+    if not readme.is_file() or NOTES_BEGIN not in readme.read_text():
+        return "?"
+    run_id = json.loads((path / "run_metadata.json").read_text()).get("run_id")
+    listed = bool(run_id) and f"| {run_id} |" in readme.read_text().split("## Headline numbers", 1)[0]
+    return "succeeded" if listed else "?"
 
 
 def table(headers: list[str], rows: list[list[str]]) -> list[str]:
@@ -346,6 +351,10 @@ def build(run_dirs: list[Path], out: Path, title: Optional[str] = None, allow_no
     runs = [load_run(Path(p), allow_no_commit) for p in run_dirs]
     if not runs:
         raise PacketError("no run folders given")
+    inside = [str(r.src) for r in runs if Path(out).resolve() in r.src.resolve().parents]
+    if inside:     # copying a packet's folders over themselves would delete them before they are read
+        raise PacketError(f"{', '.join(inside)}: inside the packet being written; copy the packet elsewhere first "
+                          "and pack from there")
     seen: dict[str, int] = {}
     for r in runs:
         seen[r.experiment] = seen.get(r.experiment, 0) + 1

@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Optional
 
-WORKLOAD_KEYS = ("dataset", "input_len", "input_dist", "input_std", "range_ratio", "output_len", "output_dist",
-                 "output_std", "prefix_len")
+WORKLOAD_KEYS = ("dataset", "dataset_path", "input_len", "input_dist", "input_std", "range_ratio", "output_len",
+                 "output_dist", "output_std", "prefix_len", "num_prefixes", "trace_start_ms", "trace_duration_ms",
+                 "trace_speedup")
 
 
 @dataclass
@@ -27,16 +28,22 @@ def group_key(params: dict[str, Any], slo_name: str) -> Optional[tuple]:
         return None
     w = params.get("workload") or {}
     search = params.get("search") or {}
-    return ((params.get("server") or {}).get("model"), slo_name, slo.get("ttft_ms"), slo.get("tpot_ms"),
-            slo.get("e2e_ms"), search.get("target"), search.get("mode"), tuple(w.get(k) for k in WORKLOAD_KEYS))
+    server = params.get("server") or {}
+    # a key a run predates reads as its default then (e.g. trace_start_ms before trace windows existed)
+    defaults = {"trace_start_ms": 0.0, "trace_speedup": 1.0, "num_prefixes": 1}
+    return (server.get("model"), server.get("model_source"), slo_name, slo.get("ttft_ms"), slo.get("tpot_ms"),
+            slo.get("e2e_ms"), search.get("target"), search.get("mode"), search.get("arrival", "poisson"),
+            tuple(w.get(k, defaults.get(k)) for k in WORKLOAD_KEYS))
 
 
 def describe(key: tuple) -> str:
-    model, name, ttft, tpot, e2e, target, mode, w = key
+    model, _source, name, ttft, tpot, e2e, target, mode, arrival, w = key
     wl = dict(zip(WORKLOAD_KEYS, w))
-    slo = f"TTFT {ttft:,.0f} ms, TPOT {tpot:,.0f} ms" + (f", E2E {e2e:,.0f} ms" if e2e else "")
-    return (f"{model}, SLO {name} ({slo}), {mode} attainment >= {target:.0%}; {wl['dataset']} workload, "
-            f"{wl['input_len']:,} in ({wl['input_dist']}) / {wl['output_len']:,} out ({wl['output_dist']})")
+    slo = ", ".join(f"{k} {v:,.0f} ms" for k, v in (("TTFT", ttft), ("TPOT", tpot), ("E2E", e2e)) if v)
+    what = (f"trace {wl['dataset_path']}" if wl["dataset"] == "trace" else
+            f"{wl['dataset']} workload, {wl['input_len']:,} in ({wl['input_dist']}) / {wl['output_len']:,} out "
+            f"({wl['output_dist']})")
+    return f"{model}, SLO {name} ({slo}), {mode} attainment >= {target:.0%}; {what}, {arrival} arrivals"
 
 
 def groups(runs: list[tuple[str, str, dict[str, Any], dict[str, Any]]]) -> dict[tuple, list[Row]]:
@@ -45,6 +52,8 @@ def groups(runs: list[tuple[str, str, dict[str, Any], dict[str, Any]]]) -> dict[
     out: dict[tuple, list[Row]] = {}
     for name, commit, summary, params in runs:
         for g in summary.get("goodput") or []:
+            if isinstance(g.get("error"), str):  # a topology that could not be searched: nothing to rank
+                continue
             key = group_key(params, g.get("slo"))
             if key is not None:
                 out.setdefault(key, []).append(Row(name, commit, g))

@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 os.environ.setdefault("CTXKIT_ALLOW_SIMULATED_BACKEND", "1")
 
-from test_goodput_search import MU, K, S, TARGET, capacity, items  # noqa: E402
+from test_goodput_search import MU, TARGET, K, S, capacity, items  # noqa: E402
 
 from ctxkit.backends import Simulated  # noqa: E402
 from ctxkit.collectors.latency import SLO  # noqa: E402

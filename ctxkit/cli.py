@@ -19,6 +19,7 @@ def _runs_root(args: argparse.Namespace) -> Path:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from ctxkit.backends.base import BackendUnavailable
+    from ctxkit.backends.topology import TopologyError
     from ctxkit.experiments import preflight
     from ctxkit.load.workloads import WorkloadError
     from ctxkit.runs.execute import run_experiment
@@ -28,7 +29,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         run, ok = run_experiment(args.experiment, profile=args.profile, files=args.param_file, sets=args.set,
                                  label=args.label or "", runs_root=_runs_root(args),
                                  resume=Path(args.resume) if args.resume else None, preflight=preflight.check)
-    except (P.ParamError, WorkloadError, RunFolderError, BackendUnavailable) as exc:
+    except (P.ParamError, WorkloadError, RunFolderError, BackendUnavailable, TopologyError) as exc:
         print(f"ctxkit run: error: {exc}", file=sys.stderr)
         return 2
     print(run.path)
@@ -136,9 +137,14 @@ def bench_sets(args: argparse.Namespace) -> list[str]:
         if value is not None:
             sets.append(f"{key}={json.dumps(value)}")
 
+    if args.base_url and args.topology:
+        raise P.ParamError("--base-url and --topology both name what to measure: give one")
     if args.base_url:
         put("backend", "endpoint")
         put("endpoint_url", args.base_url)
+    if args.topology:
+        put("backend", "topology")
+        put("topology_file", args.topology)
     card = args.tokenizer or args.model
     if card:
         from ctxkit.models import ModelCard, UnknownModelCard
@@ -212,6 +218,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if params.backend == "endpoint":
             from ctxkit.backends import Endpoint
             Endpoint(params.endpoint_url or "", args.model).start()   # reachable and OpenAI-compatible?
+        if params.backend == "topology":
+            from ctxkit.backends import AttachedTopology
+            AttachedTopology.from_file(params.topology_file or "").check()   # every instance answers, one model
         run = RunFolder.create(_runs_root(args), "bench")
     except (P.ParamError, WorkloadError, ArrivalError, BackendError, RunFolderError) as exc:
         print(f"ctxkit bench: error: {exc}", file=sys.stderr)
@@ -277,6 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="benchmark one workload against a server (vLLM's flag names)",
                        description="Without --base-url, the profile's backend is started (default cpu-tiny).")
     b.add_argument("--base-url", help="an OpenAI-compatible server already running (else the profile's is started)")
+    b.add_argument("--topology", help="a deployment's topology file (entry point, instances and roles): measured "
+                   "through its entry point, every instance scraped (docs/scale-out.md)")
     b.add_argument("--model", help="served model name / model card")
     b.add_argument("--tokenizer", help="model card (name or folder) whose tokenizer and vocabulary size the prompts use")
     b.add_argument("--dataset-name", choices=["random", "sharegpt", "trace"])

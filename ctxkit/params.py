@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from ctxkit import deployment
 from ctxkit.workspace import resources_root
 
 DEFAULT_PROFILE = "cpu-tiny"
@@ -86,8 +87,9 @@ def _flag(args: list[str], name: str) -> Optional[int]:
 class ExperimentParams(Params):
     """Parameters every experiment has."""
     seed: int = 0
-    backend: Literal["vllm", "endpoint", "simulated"] = "vllm"
+    backend: Literal["vllm", "endpoint", "topology", "simulated"] = "vllm"
     endpoint_url: Optional[str] = None        # backend=endpoint: an OpenAI-compatible server already running
+    topology_file: Optional[str] = None       # backend=topology: a deployment's entry point and instances (YAML)
     request_timeout_s: float = Field(120.0, gt=0)
     server: ServerParams = Field(default_factory=ServerParams)
 
@@ -95,6 +97,16 @@ class ExperimentParams(Params):
     def _endpoint_has_url(self) -> "ExperimentParams":
         if self.backend == "endpoint" and not self.endpoint_url:
             raise ValueError("backend=endpoint needs endpoint_url")
+        if self.backend == "topology":
+            if not self.topology_file:
+                raise ValueError("backend=topology needs topology_file (docs/scale-out.md)")
+            # Absolute, as dataset_path: the notebook runs in the run folder. The file's own form is checked here,
+            # whether its URLs answer just before the run (ctxkit.backends.topology).
+            self.topology_file = str(Path(self.topology_file).expanduser().resolve())
+            try:
+                deployment.load(self.topology_file)
+            except deployment.TopologyFileError as exc:
+                raise ValueError(f"topology_file: {exc}") from None
         return self
 
     def _fits(self, what: str, longest: int, extra: int, extra_name: str) -> None:
@@ -380,9 +392,9 @@ class E4Params(ExperimentParams):
 
     @model_validator(mode="after")
     def _servers_and_lengths(self) -> "E4Params":
-        if self.backend != "vllm":
-            raise ValueError("e4_goodput starts its own vLLM servers: backend must be vllm "
-                             "(ctxkit bench --search rate measures a running endpoint)")
+        if self.backend not in ("vllm", "topology"):
+            raise ValueError("e4_goodput starts its own vLLM servers (backend vllm) or searches an attached "
+                             "deployment (backend topology); ctxkit bench --search rate measures a running endpoint")
         if any(not (s.ttft_ms or s.tpot_ms or s.e2e_ms) for s in self.slos):
             raise ValueError("slos: every SLO setting needs at least one objective (ttft_ms, tpot_ms or e2e_ms)")
         if len({s.name for s in self.slos}) < len(self.slos):

@@ -62,7 +62,7 @@ show_params(P)
 e4_goodput.check_workload(P)      # a trace window too short for one probe fails here, before any server starts
 results = []
 with JsonlWriter(run.path / "requests.jsonl") as out:
-    for k, spec in enumerate(P.topologies):
+    for k, spec in enumerate(e4_goodput.topologies(P)):   # or the attached deployment (backend=topology)
         results.append(e4_goodput.measure_or_record(P, run, spec, k, out))
 
 # %% [markdown]

@@ -11,7 +11,8 @@ from conftest import ROOT
 # Bottom to top. A package's modules may import from their own package and from lower layers only.
 LAYERS = [
     {"ctxkit", "ctxkit.env"},
-    {"ctxkit.records", "ctxkit.hardware", "ctxkit.models", "ctxkit.plots", "ctxkit.workspace", "ctxkit.sse"},
+    {"ctxkit.records", "ctxkit.hardware", "ctxkit.models", "ctxkit.plots", "ctxkit.workspace", "ctxkit.sse",
+     "ctxkit.deployment"},
     {"ctxkit.completions", "ctxkit.params"},
     {"ctxkit.backends"},
     {"ctxkit.schedulers", "ctxkit.runs"},

@@ -28,7 +28,9 @@ COUNTERS = ("prompt_tokens", "generation_tokens", "num_preemptions", "prefix_cac
 GAUGES = ("kv_cache_usage_perc", "num_requests_running", "num_requests_waiting")
 
 Sample = tuple[str, tuple[tuple[str, str], ...]]  # (sample name, sorted labels without model/engine)
-DROP_LABELS = {"model_name", "engine"}
+# model_name/engine are vLLM's own; the rest are labels a Prometheus server attaches to what it scraped (an attached
+# topology may read an instance through /federate): none of them tells vLLM's samples apart within one instance.
+DROP_LABELS = {"model_name", "engine", "job", "instance", "pod", "namespace", "container", "endpoint", "service"}
 
 
 def parse(text: str) -> dict[Sample, float]:

@@ -9,7 +9,7 @@ import numpy as np
 
 from ctxkit import env
 from ctxkit import params as P
-from ctxkit.backends import Endpoint, ServingBackend, Simulated, VLLMServer
+from ctxkit.backends import AttachedTopology, Endpoint, ServingBackend, Simulated, VLLMServer
 from ctxkit.runs import metadata
 from ctxkit.runs.folder import RunFolder
 from ctxkit.workspace import runs_root
@@ -90,6 +90,9 @@ def make_backend(params: P.ExperimentParams, name: str, run: RunFolder, *,
     if params.backend == "simulated":
         return Simulated(name=name, model=params.server.model, max_model_len=params.server.max_model_len,
                          log_dir=run.logs)
+    if params.backend == "topology":
+        assert params.topology_file, "checked by params"
+        return AttachedTopology.from_file(params.topology_file, name=name)
     assert params.endpoint_url, "checked by params"
     return Endpoint(params.endpoint_url, name=name)
 

@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from ctxkit import plots
+from ctxkit.backends.base import ServingBackend
 from ctxkit.collectors import replay
 from ctxkit.collectors.gpu import GPUSampler
 from ctxkit.collectors.latency import SLO, flat, slo_of
@@ -82,6 +83,7 @@ def sweep(params: E2Params, run: RunFolder, log=print) -> dict[str, Any]:
     slo = slo_of(params.slo)
     backend = make_backend(params, "server", run)
     sampler = GPUSampler(params.gpu_sample_interval_s, roles={0: "aggregated"})
+    timeline: list[dict[str, Any]] = []      # every instance's gauges, scraped every metrics_interval_s
     with backend, sampler, JsonlWriter(run.path / "requests.jsonl") as out:
         log(f"[e2] server up at {backend.base_url} ({backend.version().get('version')}); {len(todo)} point(s)")
         warm = build_workload(params.workload.model_copy(update={"num_prompts": max(1, params.warmup_requests)}), card,
@@ -95,7 +97,8 @@ def sweep(params: E2Params, run: RunFolder, log=print) -> dict[str, Any]:
                                  warmup=warm if k == 0 and params.warmup_requests else None,
                                  metrics_interval_s=params.metrics_interval_s, label=f"e2 {point['point']}",
                                  tags={"point": point["point"], "attempt": attempt})
-            result = {**point, "attempt": attempt, "latency": prof["latency"], "server": prof["server"][backend.name],
+            timeline += [{"point": point["point"], **row} for row in prof["timeline"]]
+            result = {**point, "attempt": attempt, "latency": prof["latency"], "server": server_view(prof, backend),
                       "client_vs_server": prof["client_vs_server"],
                       "client_workers": prof.get("client_workers", [])}   # per worker, with workers > 1
             if point["kind"] == "trace":
@@ -103,8 +106,29 @@ def sweep(params: E2Params, run: RunFolder, log=print) -> dict[str, Any]:
             atomic_write_json(run.artifacts / POINTS_DIR / f"{point['point']}.json", result, overwrite=True)
         describe = backend.describe()
     gpu = sampler.stop()
-    sampler.write_timeline(run.artifacts / f"e2_gpu_timeline{'' if attempt == 0 else f'.attempt-{attempt}'}.csv")
+    suffix = '' if attempt == 0 else f'.attempt-{attempt}'
+    sampler.write_timeline(run.artifacts / f"e2_gpu_timeline{suffix}.csv")
+    if timeline:
+        pd.DataFrame(timeline).to_csv(run.artifacts / f"e2_server_timeline{suffix}.csv", index=False)
     return {"server": describe, "gpu": gpu, "skipped": skipped}
+
+
+def server_view(prof: dict[str, Any], backend: ServingBackend) -> dict[str, Any]:
+    """A point's server-side deltas: the one server's, or under an attached topology every instance's by name."""
+    server = prof["server"]
+    return server[backend.name] if list(server) == [backend.name] else {"instances": server}
+
+
+def instances_scraped(server: dict[str, Any], done: dict[str, Any]) -> dict[str, Any]:
+    """Every instance of an attached topology answered its metrics before and after every point."""
+    names = [i["name"] for i in server["topology"]["instances"]]
+    def scraped(point: dict[str, Any], name: str) -> bool:
+        deltas = point["server"].get("instances", {}).get(name) or {}
+        return bool(deltas) and not deltas.get("scrape_errors")
+
+    gaps = [f"{p}: {n}" for p, d in done.items() for n in names if not scraped(d, n)]
+    return check(not gaps, f"{len(names)} instance(s) scraped at {len(done)} point(s)" if not gaps
+                 else f"not scraped: {', '.join(gaps)}")
 
 
 def recorded_requests(run: RunFolder) -> dict[tuple[str, int], int]:
@@ -175,6 +199,8 @@ def summarize(params: E2Params, run: RunFolder, table: pd.DataFrame, extra: dict
         "servers": [extra["server"]] if extra.get("server") else [],
         "resumed_points": extra.get("skipped", []),
     }
+    if (extra.get("server") or {}).get("attached"):   # an attached topology: every instance scraped at every point
+        summary["checks"]["instances_scraped"] = instances_scraped(extra["server"], done_points(run))
     if trace:                          # trace points: each one's replay fidelity (ctxkit.collectors.replay)
         summary["replay"] = trace
         summary["checks"]["replay_lengths_exact"] = check(

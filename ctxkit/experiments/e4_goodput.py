@@ -16,7 +16,8 @@ from typing import Any, Callable, Optional
 
 import pandas as pd
 
-from ctxkit import plots
+from ctxkit import deployment, plots
+from ctxkit.backends.topology import AttachedTopology
 from ctxkit.collectors import kv_transfer
 from ctxkit.collectors.attainment import outcome, slo_scale_curve
 from ctxkit.collectors.gpu import GPUSampler, write_timeline
@@ -65,18 +66,39 @@ def check_workload(params: E4Params) -> None:
     trace_window_fits(params.workload, params.search, card, params.server.max_model_len, params.seed)
 
 
+def topologies(params: E4Params) -> list[TopologyParams]:
+    """What the run searches: the listed topologies, or with backend=topology the attached deployment alone."""
+    if params.backend != "topology":
+        return params.topologies
+    assert params.topology_file, "checked by params"
+    spec = deployment.load(params.topology_file)
+    return [TopologyParams(name=spec.name, kind="disaggregated" if spec.disaggregated else "aggregated")]
+
+
+def open_pool(params: E4Params, run: RunFolder, spec: TopologyParams) -> tuple[Any, float, str]:
+    """(the backend to search, the devices it uses, their unit): a pool ctxkit starts, or the attached deployment
+    with the GPUs its topology file states."""
+    if params.backend == "topology":
+        assert params.topology_file, "checked by params"
+        attached = AttachedTopology.from_file(params.topology_file, name=spec.label)
+        return attached, attached.spec.devices, attached.spec.unit
+    pool = build_pool(params.server, spec, seed=params.seed, log_dir=run.logs)
+    return pool, devices_used(pool.placement), "GPU" if pool.placement["kind"] == "gpu" else "CPU core set"
+
+
 def measure_topology(params: E4Params, run: RunFolder, spec: TopologyParams, k: int, out: JsonlWriter,
                      log: Log = print) -> TopologyResult:
-    """Start the topology, warm it up, run one search per SLO setting, stop it."""
+    """Start the topology (or check the attached one), warm it up, run one search per SLO setting, stop it."""
     card = ModelCard.load(params.server.model)
-    pool = build_pool(params.server, spec, seed=params.seed, log_dir=run.logs)
-    log(f"[e4] {spec.label}: starting {len(pool.servers)} server(s) ...")
+    pool, devices, unit = open_pool(params, run, spec)
+    log(f"[e4] {spec.label}: starting {len(getattr(pool, 'servers', []))} server(s) ..." if params.backend == "vllm"
+        else f"[e4] {spec.label}: attached; checking every instance ...")
     sampler = GPUSampler(params.gpu_sample_interval_s, roles=gpu_roles(pool.placement),
                          tags={"topology": spec.label})
+    if params.backend == "topology":    # its GPUs may be on other hosts: this host's NVML says nothing of them
+        sampler.unavailable = "an attached deployment: ctxkit samples only GPUs of the servers it starts"
     with pool, sampler:
-        result = TopologyResult(spec.label, spec.kind, devices_used(pool.placement),
-                                "GPU" if pool.placement["kind"] == "gpu" else "CPU core set", pool.placement,
-                                gpu=sampler)
+        result = TopologyResult(spec.label, spec.kind, devices, unit, pool.placement, gpu=sampler)
         log(f"[e4] {spec.label}: up; {pool.placement['reason']}; {result.devices} {result.unit}(s)")
         for it in build_workload(params.workload, card, params.server.max_model_len, params.seed + 99_991,
                                  count=params.warmup_requests, id_prefix=f"t{k}-warmup") \
@@ -204,7 +226,7 @@ def _role(server: str) -> str:
 def summarize(params: E4Params, run: RunFolder, results: list[TopologyResult]) -> dict[str, Any]:
     probes, goodput = probes_table(results), goodput_table(params, results)
     every_probe = all(len(res.probes) >= 1 for r in results for res in r.searches.values())
-    expected = len(params.topologies) * len(params.slos)
+    expected = len(topologies(params)) * len(params.slos)
     searched = sum(len(r.searches) for r in results)
     recorded = sum(1 for r in results for res in r.searches.values() for p in res.probes
                    for rec in p.records if not rec.warmup)

@@ -6,7 +6,12 @@ from ctxkit.params import ExperimentParams
 
 
 def check(experiment: str, params: ExperimentParams) -> None:
-    """Raise ctxkit.load.workloads.WorkloadError for input no run could use."""
+    """Raise ctxkit.load.workloads.WorkloadError for input no run could use, and TopologyError for an attached
+    deployment that does not answer as its topology file says (nothing is sent to it before that)."""
+    if params.backend == "topology":
+        from ctxkit.backends.topology import AttachedTopology
+        assert params.topology_file, "checked by params"
+        AttachedTopology.from_file(params.topology_file).check()
     if experiment == "e4_goodput":
         from ctxkit.experiments import e4_goodput
         e4_goodput.check_workload(params)         # type: ignore[arg-type]

@@ -82,6 +82,17 @@ def hardware() -> dict[str, Any]:
     }
 
 
+def attached_topology(path: Optional[str]) -> dict[str, Any]:
+    """An attached deployment as it answered when the run began: the topology file, and each instance's role,
+    /version and served models (the run's preflight already refused one that does not answer)."""
+    from ctxkit.backends.topology import AttachedTopology, TopologyError
+    try:
+        topo = AttachedTopology.from_file(str(path))
+        return {"file": str(path), "spec": topo.spec.model_dump(), **topo.check()}
+    except (TopologyError, ValueError) as exc:
+        return {"file": str(path), "error": str(exc)}
+
+
 def collect(*, run_id: str, experiment: str, config_hash: str, params: dict[str, Any], label: str = "",
             notes: str = "") -> dict[str, Any]:
     server = params.get("server", {})
@@ -90,6 +101,8 @@ def collect(*, run_id: str, experiment: str, config_hash: str, params: dict[str,
         card: dict[str, Any] = ModelCard.load(server.get("model", "tiny-llama")).summary()
     except ValueError as exc:
         card = {"error": str(exc)}
+    attached = attached_topology(params.get("topology_file")) if backend == "topology" else None
+    simulated = backend == "simulated" or (attached or {}).get("mode") == "simulated"
     return {
         "run_id": run_id,
         "experiment": experiment,
@@ -98,7 +111,8 @@ def collect(*, run_id: str, experiment: str, config_hash: str, params: dict[str,
         "config_hash": config_hash,
         "seed": params.get("seed"),
         "backend": backend,
-        "backend_mode": "simulated" if backend == "simulated" else "real",
+        "backend_mode": "simulated" if simulated else "real",
+        **({"topology": attached} if attached is not None else {}),
         "git": git_commit(source_checkout()),
         "versions": {
             "ctxkit": __version__,

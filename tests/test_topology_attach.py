@@ -1,0 +1,189 @@
+"""Attaching to a deployment ctxkit does not manage (backend: topology, issue 15): the topology file's own checks;
+a dead instance or mixed models refused before anything is sent, naming the instance; `ctxkit bench --topology`
+through a router in front of two simulated servers (marked simulated everywhere); and `ctxkit run e2_concurrency`
+through ctxkit's router in front of two real vLLM servers, every instance scraped."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from ctxkit import deployment
+from ctxkit import params as P
+from ctxkit.backends import AttachedTopology, Simulated, TopologyError, VLLMServer
+from ctxkit.backends.process import free_port
+from ctxkit.schedulers.router import RouterProcess
+
+from conftest import run_cli
+
+SIM = {"CTXKIT_ALLOW_SIMULATED_BACKEND": "1"}
+
+
+def write_topology(path: Path, entry: str, instances: list[dict], **extra) -> Path:
+    path.write_text(yaml.safe_dump({"name": "under-test", "entry_url": entry, "instances": instances, **extra}))
+    return path
+
+
+def router_over(servers, tmp_path: Path) -> RouterProcess:
+    """ctxkit's router, round robin over servers started elsewhere (the deployment's gateway in this test)."""
+    return RouterProcess({"mode": "aggregated", "model": servers[0].model, "policy": "round_robin",
+                          "instances": {"pool": [{"name": s.name, "url": s.base_url} for s in servers]},
+                          "route_log": str(tmp_path / "routes.jsonl"), "handoff_log": None},
+                         name="gateway", log_dir=tmp_path)
+
+
+def sim_requests(sim: Simulated) -> float:
+    return float(next(line.split()[1] for line in sim.metrics().splitlines() if line.startswith("sim:requests_total")))
+
+
+@pytest.mark.parametrize("instances, complaint", [
+    ([{"name": "a", "role": "aggregated", "url": "http://h:1"}, {"name": "p", "role": "prefill", "url": "http://h:2"}],
+     "do not mix"),
+    ([{"name": "p", "role": "prefill", "url": "http://h:2"}], "needs a decode instance"),
+    ([{"name": "a", "role": "aggregated", "url": "http://h:1"}, {"name": "a", "role": "aggregated",
+                                                                 "url": "http://h:2"}], "names must differ"),
+    ([{"name": "a", "role": "aggregated", "url": "h:1"}], "not an http(s) URL"),
+    ([{"name": "a", "role": "router", "url": "http://h:1"}], "instances.0.role"),
+    ([{"name": "a", "role": "aggregated", "url": "http://h:1", "gpus": 0}], "sum to 0"),
+])
+def test_a_topology_file_that_cannot_describe_a_deployment_is_refused(tmp_path, instances, complaint):
+    path = write_topology(tmp_path / "t.yaml", "http://gw:8000", instances)
+    with pytest.raises(deployment.TopologyFileError, match="topology file .*t.yaml") as err:
+        deployment.load(path)
+    assert complaint in str(err.value)
+
+
+def test_the_parameters_name_the_topology_file_and_make_it_absolute(tmp_path, monkeypatch):
+    with pytest.raises(P.ParamError, match="backend=topology needs topology_file"):
+        P.resolve("e2_concurrency", sets=["backend=topology"])
+    write_topology(tmp_path / "bad.yaml", "http://gw:8000", [{"name": "p", "role": "prefill", "url": "http://h:2"}])
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(P.ParamError, match="topology_file: .*needs a decode instance"):
+        P.resolve("e2_concurrency", sets=["backend=topology", "topology_file=bad.yaml"])
+    write_topology(tmp_path / "good.yaml", "http://gw:8000", [{"name": "a", "role": "aggregated", "url": "http://h:1"}])
+    params = P.resolve("e2_concurrency", sets=["backend=topology", "topology_file=good.yaml"])
+    assert params.topology_file == str(tmp_path / "good.yaml")
+
+
+def test_a_dead_instance_is_refused_before_anything_is_sent(tmp_path, monkeypatch):
+    monkeypatch.setenv("CTXKIT_ALLOW_SIMULATED_BACKEND", "1")
+    runs = tmp_path / "runs"
+    with Simulated(name="live", model="tiny-llama", log_dir=tmp_path) as sim:
+        topo = write_topology(tmp_path / "t.yaml", sim.base_url, [
+            {"name": "live-0", "role": "aggregated", "url": sim.base_url},
+            {"name": "gone-1", "role": "aggregated", "url": f"http://127.0.0.1:{free_port()}"}])
+        result = run_cli("--runs-dir", str(runs), "run", "e2_concurrency", "--set", "backend=topology",
+                         "--set", f"topology_file={topo}", env=SIM)
+        assert result.returncode == 2, result.stderr[-2000:]
+        assert "instance gone-1 (aggregated)" in result.stderr and "unreachable" in result.stderr
+        assert not runs.exists() or not any(runs.rglob("run-*"))
+        assert sim_requests(sim) == 0                      # nothing was sent to the live one either
+
+
+def test_instances_serving_different_models_are_refused_naming_the_instance(tmp_path, monkeypatch):
+    monkeypatch.setenv("CTXKIT_ALLOW_SIMULATED_BACKEND", "1")
+    with Simulated(name="a", model="tiny-llama", log_dir=tmp_path) as a, \
+            Simulated(name="b", model="another-model", log_dir=tmp_path) as b:
+        topo = write_topology(tmp_path / "t.yaml", a.base_url, [
+            {"name": "a-0", "role": "prefill", "url": a.base_url}, {"name": "b-0", "role": "decode", "url": b.base_url}])
+        result = run_cli("--runs-dir", str(tmp_path / "runs"), "bench", "--topology", str(topo), "--num-prompts", "4",
+                         env=SIM)
+        assert result.returncode == 2, result.stderr[-2000:]
+        assert "instance b-0" in result.stderr and "'another-model'" in result.stderr
+        assert "one topology serves one model" in result.stderr
+        assert sim_requests(a) == sim_requests(b) == 0
+        assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("run-*"))
+
+
+def test_an_instance_known_by_metrics_that_name_no_model_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("CTXKIT_ALLOW_SIMULATED_BACKEND", "1")
+    with Simulated(name="a", model="tiny-llama", log_dir=tmp_path) as sim:   # its metrics carry no vllm: samples
+        topo = AttachedTopology(deployment.Topology.model_validate({"entry_url": sim.base_url, "instances": [
+            {"name": "w0", "role": "aggregated", "metrics_url": f"{sim.base_url}/metrics"}]}))
+        with pytest.raises(TopologyError, match="instance w0 .*name no model .*give its url"):
+            topo.check()
+
+
+def test_e4_searches_an_attached_topology_per_stated_gpu(tmp_path, monkeypatch):
+    """E4 with backend=topology searches the one deployment (not its topologies list) and divides by the GPUs the
+    file states. Simulated servers of a known service time behind ctxkit's router (marked simulated)."""
+    monkeypatch.setenv("CTXKIT_ALLOW_SIMULATED_BACKEND", "1")
+    with Simulated(name="q0", model="tiny-llama", queue_servers=1, service_ms=50, log_dir=tmp_path) as q0, \
+            Simulated(name="q1", model="tiny-llama", queue_servers=1, service_ms=50, log_dir=tmp_path) as q1, \
+            router_over([q0, q1], tmp_path) as gw:
+        topo = write_topology(tmp_path / "t.yaml", gw.base_url, [
+            {"name": "q0", "role": "aggregated", "url": q0.base_url, "gpus": 1},
+            {"name": "q1", "role": "aggregated", "url": q1.base_url, "gpus": 2}])
+        result = run_cli("--runs-dir", str(tmp_path / "runs"), "run", "e4_goodput", "--set", "backend=topology",
+                         "--set", f"topology_file={topo}", "--set", "search.max_probes=2",
+                         "--set", "search.min_requests=10", "--set", "search.max_requests=20",
+                         "--set", "search.warmup_requests=2", "--set", "warmup_requests=1", env=SIM)
+        assert result.returncode in (0, 1), result.stderr[-4000:]
+    run = Path(result.stdout.strip().splitlines()[-1])
+    goodput = pd.read_csv(run / "artifacts/e4_goodput.csv")
+    assert list(goodput["topology"]) == ["under-test"] and list(goodput["devices"]) == [3]
+    assert goodput["goodput_per_device"].iloc[0] == pytest.approx(goodput["goodput"].iloc[0] / 3)
+    probes = pd.read_csv(run / "artifacts/e4_probes.csv")
+    assert len(probes) >= 1 and set(probes["topology"]) == {"under-test"}
+    assert json.loads((run / "run_metadata.json").read_text())["backend_mode"] == "simulated"
+
+
+def test_bench_through_an_attached_topology_scrapes_every_instance_and_says_simulated(tmp_path, monkeypatch):
+    monkeypatch.setenv("CTXKIT_ALLOW_SIMULATED_BACKEND", "1")
+    with Simulated(name="s0", model="tiny-llama", log_dir=tmp_path) as s0, \
+            Simulated(name="s1", model="tiny-llama", log_dir=tmp_path) as s1, router_over([s0, s1], tmp_path) as gw:
+        topo = write_topology(tmp_path / "t.yaml", gw.base_url, [
+            {"name": "s0", "role": "aggregated", "url": s0.base_url},
+            {"name": "s1", "role": "aggregated", "url": s1.base_url}], unit="CPU core set")
+        result = run_cli("--runs-dir", str(tmp_path / "runs"), "bench", "--topology", str(topo), "--num-prompts", "8",
+                         "--max-concurrency", "2", "--random-input-len", "64", "--random-output-len", "4", env=SIM)
+        assert result.returncode == 0, result.stderr[-3000:]
+        run = Path(result.stdout.strip().splitlines()[-1])
+        sent = len((run / "requests.jsonl").read_text().splitlines())      # the 8 and the warmup requests
+        assert sent >= 8 and sim_requests(s0) + sim_requests(s1) == sent   # every request went through the gateway
+        assert abs(sim_requests(s0) - sim_requests(s1)) <= 1               # ... round robin to both instances
+    meta = json.loads((run / "run_metadata.json").read_text())
+    assert meta["backend"] == "topology" and meta["backend_mode"] == "simulated"
+    assert [i["name"] for i in meta["topology"]["instances"]] == ["s0", "s1"]
+    assert all(i["version"]["version"].startswith("simulated") and i["models"] == ["tiny-llama"]
+               for i in meta["topology"]["instances"])
+    summary = json.loads((run / "summary.json").read_text())
+    assert set(summary["profiling"]["server"]) == {"s0", "s1"}        # each instance scraped under its name
+    assert summary["backend"]["mode"] == "simulated" and summary["backend"]["attached"]
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_e2_measures_through_an_attached_topology_of_real_vllm_servers(vllm_server, tmp_path):
+    """Two real tiny vLLM servers (the shared one and one more, started alike) behind ctxkit's router as the
+    deployment's gateway: E2 as a user types it, every instance scraped at every point, what each instance answered
+    in run_metadata.json."""
+    second = VLLMServer("tiny-llama", name="second", log_dir=tmp_path, kv_cache_space_gib=1, max_model_len=4096,
+                        extra_args=["--no-enable-prefix-caching"])
+    with second, router_over([vllm_server, second], tmp_path) as gw:
+        topo = write_topology(tmp_path / "t.yaml", gw.base_url, [      # "second" known by its metrics alone
+            {"name": "shared", "role": "aggregated", "url": vllm_server.base_url},
+            {"name": "second", "role": "aggregated", "metrics_url": f"{second.base_url}/metrics"}],
+            unit="CPU core set")
+        result = run_cli("--runs-dir", str(tmp_path / "runs"), "run", "e2_concurrency", "--set", "backend=topology",
+                         "--set", f"topology_file={topo}", "--set", "concurrency_levels=[1, 2]",
+                         "--set", "requests_per_point=8")
+        assert result.returncode == 0, result.stderr[-4000:]
+    run = Path(result.stdout.strip().splitlines()[-1])
+    summary = json.loads((run / "summary.json").read_text())
+    assert all(c["passed"] for c in summary["checks"].values()), summary["checks"]
+    assert "instances_scraped" in summary["checks"]
+    for point, server in summary["profiling"]["server"].items():
+        served = {name: sum(d["request_success"].values()) if isinstance(d["request_success"], dict)
+                  else d["request_success"] for name, d in server["instances"].items()}
+        assert set(served) == {"shared", "second"} and served["shared"] == served["second"] == 4, (point, served)
+    meta = json.loads((run / "run_metadata.json").read_text())
+    assert meta["backend"] == "topology" and meta["backend_mode"] == "real"
+    shared, by_metrics = meta["topology"]["instances"]
+    assert shared["models"] == by_metrics["models"] == ["tiny-llama"]     # /v1/models; the metrics' model_name
+    assert shared["version"]["version"] == meta["versions"]["vllm"] and "no url" in by_metrics["version"]["error"]
+    timeline = pd.read_csv(run / "artifacts/e2_server_timeline.csv")
+    assert set(timeline["server"]) == {"shared", "second"} and set(timeline["point"]) == {"c1", "c2"}

@@ -220,7 +220,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             Endpoint(params.endpoint_url or "", args.model).start()   # reachable and OpenAI-compatible?
         if params.backend == "topology":
             from ctxkit.backends import AttachedTopology
-            AttachedTopology.from_file(params.topology_file or "").check()   # every instance answers, one model
+            AttachedTopology.from_file(params.topology_file or "", model=args.model).check()   # one model, all up
         run = RunFolder.create(_runs_root(args), "bench")
     except (P.ParamError, WorkloadError, ArrivalError, BackendError, RunFolderError) as exc:
         print(f"ctxkit bench: error: {exc}", file=sys.stderr)
@@ -235,6 +235,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         backend = make_backend(params, "bench-server" if params.backend != "endpoint" else "endpoint", run)
         if params.backend == "endpoint" and args.model:
             backend.model = args.model
+        if params.backend == "topology" and args.model:
+            from ctxkit.backends import AttachedTopology
+            backend = AttachedTopology.from_file(params.topology_file or "", name=backend.name, model=args.model)
         summary = bench.run(params, run, backend, log=lambda s: print(s, file=sys.stderr, flush=True),
                             prepared=prepared)
         if "search" in summary:

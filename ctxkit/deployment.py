@@ -34,7 +34,7 @@ def _http_url(v: str) -> str:
     u = urlparse(v)
     if u.scheme not in ("http", "https") or not u.netloc:
         raise ValueError(f"{v!r} is not an http(s) URL")
-    return v.rstrip("/")
+    return v.rstrip("/").removesuffix("/v1")     # the server's root: /v1/models, /version and /metrics hang off it
 
 
 class Instance(BaseModel):

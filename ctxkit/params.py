@@ -124,6 +124,9 @@ class E0Params(ExperimentParams):
 
     @model_validator(mode="after")
     def _lengths_fit(self) -> "E0Params":
+        if self.backend == "topology":
+            raise ValueError("e0_smoke compares two freshly started servers: an attached deployment (backend "
+                             "topology) is started by someone else; use backend vllm")
         self._fits("prompt_lens", max(self.prompt_lens), self.max_tokens, "max_tokens")
         return self
 
@@ -247,6 +250,10 @@ class E1Params(ExperimentParams):
 
     @model_validator(mode="after")
     def _lengths_fit(self) -> "E1Params":
+        if self.backend == "topology":
+            raise ValueError("e1_latency reads one server's histograms beside each request: backend topology is "
+                             "not taken yet (e2_concurrency, e4_goodput and ctxkit bench are); use backend endpoint "
+                             "with the deployment's entry point")
         self._fits("prompt_lens", max(self.prompt_lens), self.output_len, "output_len")
         return self
 

@@ -344,3 +344,40 @@ def itl_around_prefills(rows: list[dict[str, Any]], path: Optional[Path] = None)
         ax.grid(True, alpha=0.3)
     axes[-1].set_xlabel("time since the decodes were sent (s)")
     return _save(fig, path)
+
+
+def server_timeline(timeline: pd.DataFrame, requests: pd.DataFrame, path: Optional[Path] = None) -> Figure:
+    """The servers' gauges on the run's time axis beside the client's view: requests the client has in flight
+    (sent, not yet answered) against the servers' running and waiting requests (summed over instances), and each
+    instance's KV cache usage; each point's span shaded and named. `timeline`: t_ns, server, point and the gauges;
+    `requests`: point, t_send_ns, t_end_ns (the client's clock, as timeline.t_ns)."""
+    t0 = min(int(requests["t_send_ns"].min()), int(timeline["t_ns"].min()))
+    sec = lambda ns: (pd.Series(ns, dtype="float64") - t0) / 1e9   # noqa: E731 - one conversion, used four times
+    fig = Figure(figsize=(7.2, 4.6), layout="constrained")
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[2, 1])
+    edges = pd.concat([requests[["t_send_ns"]].rename(columns={"t_send_ns": "t"}),
+                       requests[["t_end_ns"]].rename(columns={"t_end_ns": "t"})]).dropna()
+    steps = pd.concat([pd.Series(1, index=requests["t_send_ns"]),
+                       pd.Series(-1, index=requests["t_end_ns"].dropna())]).sort_index().cumsum()
+    top.step(sec(steps.index), steps.values, where="post", color="C0", lw=1.2, label="client: in flight")
+    summed = timeline.groupby("t_ns")[["num_requests_running", "num_requests_waiting"]].sum().sort_index()
+    top.plot(sec(summed.index), summed["num_requests_running"], ".-", color="C1", ms=3, lw=0.8,
+             label="servers: running")
+    top.plot(sec(summed.index), summed["num_requests_waiting"], ".-", color="C3", ms=3, lw=0.8,
+             label="servers: waiting")
+    for name, g in timeline.groupby("server"):
+        bottom.plot(sec(g["t_ns"]), 100 * g["kv_cache_usage_perc"], ".-", ms=3, lw=0.8, label=str(name))
+    for i, (point, g) in enumerate(requests.groupby("point", sort=False)):
+        lo, hi = sec([g["t_send_ns"].min(), g["t_end_ns"].max()])
+        for ax in (top, bottom):
+            ax.axvspan(lo, hi, color="0.5", alpha=0.08 if i % 2 else 0.16, lw=0)
+        top.annotate(str(point), ((lo + hi) / 2, 1.0), xycoords=("data", "axes fraction"), ha="center",
+                     va="bottom", fontsize=7)
+    top.set_ylabel("requests")
+    top.legend(fontsize=7, loc="upper left")
+    bottom.set_ylabel("KV cache used %")
+    bottom.set_xlabel(f"seconds since the first measured request ({len(edges) // 2} requests)")
+    bottom.legend(fontsize=7, loc="upper left", title="instance", title_fontsize=7)
+    for ax in (top, bottom):
+        ax.grid(True, alpha=0.3)
+    return _save(fig, path)

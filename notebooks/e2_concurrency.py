@@ -62,6 +62,10 @@ extra = e2_concurrency.sweep(P, run)
 
 # %% [markdown]
 # ## 3. Results per point
+#
+# The last figure is the server's side of the sweep on the client's clock: its running and waiting requests (summed
+# over instances when the backend is an attached topology) and KV cache use, scraped every `metrics_interval_s`
+# and at each point's start and end, beside the requests the client had in flight; points are shaded in turn.
 
 # %% tags=["remove_input"]
 table = e2_concurrency.curve(P, run)

@@ -92,7 +92,24 @@ def test_e2_folder_curves_goodput_and_report(e2_run):
         assert col in curve, col
     summary = json.loads((run / "summary.json").read_text())
     assert all(c["passed"] for c in summary["checks"].values()), summary["checks"]
-    assert_report_renders(run / "report.html", min_figures=3)
+    assert_report_renders(run / "report.html", min_figures=4)
+
+
+def test_e2_server_gauges_sit_on_the_clients_clock(e2_run):
+    """The server's gauges, scraped every metrics_interval_s (default 1 s), are stamped on the clock of the
+    requests' records, so the report's timeline shows them beside the client's requests in flight."""
+    run, _ = e2_run
+    timeline = pd.read_csv(run / "artifacts/e2_server_timeline.csv")
+    assert set(timeline["server"]) == {"server"}
+    records = [json.loads(line) for line in (run / "requests.jsonl").read_text().splitlines()]
+    for point in ("c1", "c2", "c4", "c8"):
+        sent = [r for r in records if not r["warmup"] and r["tags"]["point"] == point]
+        rows = timeline[timeline["point"] == point]
+        assert len(rows) >= 2, point                                 # its window's first and last scrape at least
+        # the first scrape comes before the point's first send, the last after its last answer, within seconds
+        assert min(r["t_send_ns"] for r in sent) - 5e9 < rows["t_ns"].min() <= min(r["t_send_ns"] for r in sent)
+        assert max(r["t_end_ns"] for r in sent) <= rows["t_ns"].max() < max(r["t_end_ns"] for r in sent) + 5e9
+    assert (run / "artifacts/e2_server_timeline.svg").is_file()
 
 
 @pytest.fixture(scope="module")

@@ -45,7 +45,10 @@ class ServingBackend:
 
     # --- queries ---------------------------------------------------------------------------------------
     def version(self) -> dict[str, Any]:
-        status, body = http_get(f"{self.base_url}/version")
+        try:
+            status, body = http_get(f"{self.base_url}/version")
+        except OSError as exc:    # unreachable: said in the record, not raised (it describes, it does not check)
+            return {"error": f"unreachable: {getattr(exc, 'reason', exc)}"}
         if status != 200:
             return {"error": f"HTTP {status}"}
         try:

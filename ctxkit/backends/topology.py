@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -44,6 +44,17 @@ def metric_models(text: str) -> list[str]:
     return sorted(found)
 
 
+def metric_targets(text: str) -> set[str]:
+    """The scrape targets (Prometheus' pod / instance labels) that vLLM's samples in a federation answer come from;
+    empty for a server's own /metrics, which carries no such labels."""
+    found: set[str] = set()
+    for family in text_string_to_metric_families(text):
+        if family.name.startswith("vllm:"):
+            found |= {f"{s.labels.get('pod', '')}/{s.labels.get('instance', '')}" for s in family.samples
+                      if "pod" in s.labels or "instance" in s.labels}
+    return found
+
+
 def _fetcher(url: str) -> Callable[[], str]:
     def fetch() -> str:
         status, body = http_get(url, timeout=5.0)
@@ -64,8 +75,10 @@ class AttachedTopology(ServingBackend):
         self.survey: dict[str, Any] = {}
 
     @classmethod
-    def from_file(cls, path: str, *, name: str = "topology") -> "AttachedTopology":
-        return cls(deployment.load(path), name=name)
+    def from_file(cls, path: str, *, name: str = "topology", model: Optional[str] = None) -> "AttachedTopology":
+        """The file's topology; `model` (e.g. `ctxkit bench --model`) overrides the file's `model`."""
+        spec = deployment.load(path)
+        return cls(spec.model_copy(update={"model": model}) if model else spec, name=name)
 
     # --- the check before anything is sent --------------------------------------------------------------
     def _instance(self, inst: deployment.Instance) -> dict[str, Any]:
@@ -78,6 +91,10 @@ class AttachedTopology(ServingBackend):
                 from None
         if status != 200 or "# TYPE" not in body:
             raise TopologyError(f"{who}: {inst.metrics} does not answer Prometheus text (HTTP {status})")
+        targets = metric_targets(body)
+        if len(targets) > 1:
+            raise TopologyError(f"{who}: {inst.metrics} holds vLLM samples of {len(targets)} targets "
+                                f"({', '.join(sorted(targets)[:4])}): select one instance (e.g. match[]={{pod=...}})")
         if not inst.url:
             models = metric_models(body)
             if not models:

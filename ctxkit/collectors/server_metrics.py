@@ -106,22 +106,29 @@ class ServerMetricsCollector:
     def start(self) -> "ServerMetricsCollector":
         self.before = self._scrape()
         if self.interval_s:
+            self._keep(self.before)
             self._thread = threading.Thread(target=self._loop, name=f"metrics-{self.name}", daemon=True)
             self._thread.start()
         return self
 
+    def _keep(self, samples: dict[Sample, float]) -> None:
+        """A timeline row of the gauges. t_ns is on the client's clock (perf_counter_ns, as every RequestRecord
+        time), so the gauges line up with the requests sent and answered; t_s (wall clock) with other hosts' logs."""
+        if samples:
+            self.timeline.append({"t_s": time.time(), "t_ns": time.perf_counter_ns(), "server": self.name,
+                                  **{g: value(samples, f"vllm:{g}") for g in GAUGES}})
+
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):
-            s = self._scrape()
-            if s:
-                self.timeline.append({"t_s": time.time(), "server": self.name,
-                                      **{g: value(s, f"vllm:{g}") for g in GAUGES}})
+            self._keep(self._scrape())
 
     def stop(self) -> dict[str, Any]:
         self._stop.set()
         if self._thread:
             self._thread.join(timeout=5)
         self.after = self._scrape()
+        if self.interval_s:            # the window's first and last scrapes bound its timeline, however short
+            self._keep(self.after)
         result = deltas(self.before, self.after) if self.before and self.after else {}
         if self.timeline:
             for g in GAUGES:

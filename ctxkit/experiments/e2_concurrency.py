@@ -14,6 +14,7 @@ import pandas as pd
 
 from ctxkit import plots
 from ctxkit.backends.base import ServingBackend
+from ctxkit.backends.topology import AttachedTopology
 from ctxkit.collectors import replay
 from ctxkit.collectors.gpu import GPUSampler
 from ctxkit.collectors.latency import SLO, flat, slo_of
@@ -83,6 +84,8 @@ def sweep(params: E2Params, run: RunFolder, log=print) -> dict[str, Any]:
     slo = slo_of(params.slo)
     backend = make_backend(params, "server", run)
     sampler = GPUSampler(params.gpu_sample_interval_s, roles={0: "aggregated"})
+    if isinstance(backend, AttachedTopology):   # its GPUs need not be on this host: NVML here says nothing of them
+        sampler.unavailable = "an attached deployment: ctxkit samples only GPUs of the servers it starts"
     timeline: list[dict[str, Any]] = []      # every instance's gauges, scraped every metrics_interval_s
     with backend, sampler, JsonlWriter(run.path / "requests.jsonl") as out:
         log(f"[e2] server up at {backend.base_url} ({backend.version().get('version')}); {len(todo)} point(s)")
@@ -115,8 +118,7 @@ def sweep(params: E2Params, run: RunFolder, log=print) -> dict[str, Any]:
 
 def server_view(prof: dict[str, Any], backend: ServingBackend) -> dict[str, Any]:
     """A point's server-side deltas: the one server's, or under an attached topology every instance's by name."""
-    server = prof["server"]
-    return server[backend.name] if list(server) == [backend.name] else {"instances": server}
+    return {"instances": prof["server"]} if isinstance(backend, AttachedTopology) else prof["server"][backend.name]
 
 
 def instances_scraped(server: dict[str, Any], done: dict[str, Any]) -> dict[str, Any]:
@@ -199,7 +201,7 @@ def summarize(params: E2Params, run: RunFolder, table: pd.DataFrame, extra: dict
         "servers": [extra["server"]] if extra.get("server") else [],
         "resumed_points": extra.get("skipped", []),
     }
-    if (extra.get("server") or {}).get("attached"):   # an attached topology: every instance scraped at every point
+    if "topology" in (extra.get("server") or {}):   # an attached topology: every instance scraped at every point
         summary["checks"]["instances_scraped"] = instances_scraped(extra["server"], done_points(run))
     if trace:                          # trace points: each one's replay fidelity (ctxkit.collectors.replay)
         summary["replay"] = trace
@@ -257,4 +259,24 @@ def write_artifacts(run: RunFolder, table: pd.DataFrame) -> dict[str, Any]:
     if len(rate):
         figs.update({f"rate_{k}": v for k, v in plots.sweep_curves(
             rate, "request_rate_target", run.artifacts / "e2_rate", xlabel="Poisson rate (req/s)").items()})
+    timeline = server_timeline_figure(run)
+    if timeline is not None:
+        figs["server_timeline"] = timeline
     return figs
+
+
+def server_timeline_figure(run: RunFolder):
+    """The servers' gauges beside the client's requests in flight over the whole sweep (every attempt's points on
+    one monotonic clock), or None when no gauges were scraped (metrics_interval_s null)."""
+    files = sorted(run.artifacts.glob("e2_server_timeline*.csv"))
+    frames = [f for f in (pd.read_csv(p) for p in files) if "t_ns" in f and not f.empty]
+    if not frames:
+        return None
+    timeline = pd.concat(frames, ignore_index=True)
+    points = set(timeline["point"])
+    requests = pd.DataFrame([{"point": r.tags.get("point"), "t_send_ns": r.t_send_ns, "t_end_ns": r.t_end_ns}
+                             for r in read_records(run.path / "requests.jsonl")
+                             if not r.warmup and r.tags.get("point") in points])
+    if requests.empty:
+        return None
+    return plots.server_timeline(timeline, requests, run.artifacts / "e2_server_timeline.svg")

@@ -39,7 +39,7 @@ Log = Callable[[str], None]
 class TopologyResult:
     topology: str
     kind: str
-    devices: int
+    devices: float                               # an attached topology's file may state a fraction
     unit: str                                    # GPU | CPU core set
     placement: dict[str, Any]
     searches: dict[str, SearchResult] = field(default_factory=dict)       # SLO name -> result
@@ -201,7 +201,7 @@ def miss_table(params: E4Params, results: list[TopologyResult]) -> pd.DataFrame:
                 row: dict[str, Any] = {"topology": r.topology, "slo": name, "probe": p.index, "rate": p.rate,
                                        "missed": p.missed, **{f"missed_{k}": v for k, v in p.misses_by_cause.items()}}
                 for role in ("aggregated", "prefill", "decode"):
-                    deltas = [d for server, d in p.server.items() if _role(server) == role]
+                    deltas = [d for server, d in p.server.items() if _role(server, r.placement) == role]
                     for key in ROLE_MEANS:
                         vals = [d[key] for d in deltas if d.get(key) is not None]
                         if vals:
@@ -216,7 +216,12 @@ def miss_table(params: E4Params, results: list[TopologyResult]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _role(server: str) -> str:
+def _role(server: str, placement: dict[str, Any]) -> str:
+    """A server's role: as its placement record states it (an attached topology's file), else from the name ctxkit
+    gave it (prefill-0, decode-1, ...)."""
+    stated = {s.get("name"): s.get("role") for s in placement.get("servers") or []}
+    if stated.get(server):
+        return str(stated[server])
     for role in ("prefill", "decode"):
         if f"{role}-" in server:
             return role

@@ -85,11 +85,12 @@ def hardware() -> dict[str, Any]:
 def attached_topology(path: Optional[str]) -> dict[str, Any]:
     """An attached deployment as it answered when the run began: the topology file, and each instance's role,
     /version and served models (the run's preflight already refused one that does not answer)."""
-    from ctxkit.backends.topology import AttachedTopology, TopologyError
+    from ctxkit.backends.base import BackendError
+    from ctxkit.backends.topology import AttachedTopology
     try:
         topo = AttachedTopology.from_file(str(path))
         return {"file": str(path), "spec": topo.spec.model_dump(), **topo.check()}
-    except (TopologyError, ValueError) as exc:
+    except (BackendError, OSError, ValueError) as exc:   # recorded: the run's own start raises it again
         return {"file": str(path), "error": str(exc)}
 
 

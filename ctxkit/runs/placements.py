@@ -24,7 +24,9 @@ class Row:
 
 def group_key(params: dict[str, Any], slo_name: str) -> Optional[tuple]:
     slo = next((s for s in params.get("slos") or [] if s.get("name") == slo_name), None)
-    if slo is None:
+    if slo is None or params.get("backend") == "topology":
+        # an attached deployment's model is not server.model (that is only the card that sizes the prompts), and
+        # its shape is its topology file's: nothing here says two such runs measured the same thing
         return None
     w = params.get("workload") or {}
     search = params.get("search") or {}

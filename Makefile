@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.ctxkit-setup
-EXTRAS ?= cpu,dev
+EXTRAS ?= cpu,dev,ray
 
 .PHONY: setup demo test test-fast clean-runs
 

@@ -315,6 +315,7 @@ class E3Params(ExperimentParams):
     on_request_error: Literal["continue", "stop"] = "continue"
     gpu_sample_interval_s: float = Field(0.5, gt=0)
     variants: list[E3Variant] = Field(default_factory=list)   # KV path settings, each a disaggregated pool of its own
+    ray: Optional[RayParams] = None           # set: every pool's servers placed through Ray (docs/scale-out.md)
 
     @model_validator(mode="after")
     def _servers_and_lengths(self) -> "E3Params":
@@ -328,6 +329,15 @@ class E3Params(ExperimentParams):
                        "correctness_max_tokens")
         _workload_fits(self, self.workload, self.load)
         return self
+
+
+class RayParams(Params):
+    """Place a pool's servers through Ray (`pip install 'ctxkit[ray]'`) instead of as local processes."""
+    address: Optional[str] = None             # a running cluster ("auto", "ray://host:10001"); null: a local one
+    strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"   # the placement group's
+    cpus_per_server: float = Field(1.0, ge=0)
+    local_num_cpus: Optional[int] = Field(None, ge=1)   # the local cluster's CPUs (null: Ray counts them)
+    placement_timeout_s: float = Field(120.0, gt=0)
 
 
 class TopologyParams(Params):
@@ -388,6 +398,7 @@ class E4Params(ExperimentParams):
     topologies: list[TopologyParams] = Field(
         default_factory=lambda: [TopologyParams(kind="aggregated", replicas=2),
                                  TopologyParams(kind="disaggregated", prefill=1, decode=1)], min_length=1)
+    ray: Optional[RayParams] = None           # set: every topology's servers placed through Ray
     workload: WorkloadParams = Field(default_factory=lambda: WorkloadParams(input_len=512, output_len=32))
     slos: list[NamedSLO] = Field(default_factory=lambda: [NamedSLO(name="default", ttft_ms=500.0, tpot_ms=50.0)],
                                  min_length=1)

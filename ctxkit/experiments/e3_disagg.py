@@ -69,7 +69,7 @@ def make_pool(params: E3Params, run: RunFolder, mode: str, name: Optional[str] =
                               kv_buffer_device=params.kv_buffer_device, connector_extra=params.connector_extra,
                               prefill_visible_devices=params.prefill_visible_devices,
                               decode_visible_devices=params.decode_visible_devices)
-    return build_pool(params.server, spec, seed=params.seed, log_dir=run.logs)
+    return build_pool(params.server, spec, seed=params.seed, log_dir=run.logs, ray=params.ray)
 
 
 def _nixl(servers) -> tuple[float, float]:

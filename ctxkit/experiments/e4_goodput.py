@@ -82,7 +82,7 @@ def open_pool(params: E4Params, run: RunFolder, spec: TopologyParams) -> tuple[A
         assert params.topology_file, "checked by params"
         attached = AttachedTopology.from_file(params.topology_file, name=spec.label)
         return attached, attached.spec.devices, attached.spec.unit
-    pool = build_pool(params.server, spec, seed=params.seed, log_dir=run.logs)
+    pool = build_pool(params.server, spec, seed=params.seed, log_dir=run.logs, ray=params.ray)
     return pool, devices_used(pool.placement), "GPU" if pool.placement["kind"] == "gpu" else "CPU core set"
 
 

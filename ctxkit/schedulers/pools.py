@@ -12,7 +12,7 @@ from typing import Any, Optional
 from ctxkit.backends.base import ServingBackend
 from ctxkit.backends.vllm_server import VLLMServer
 from ctxkit.models import ModelCard
-from ctxkit.params import ServerParams
+from ctxkit.params import RayParams, ServerParams
 from ctxkit.schedulers.broker import read_jsonl
 from ctxkit.schedulers.placement import Slot
 from ctxkit.schedulers.router import RouterProcess
@@ -54,6 +54,8 @@ class ServerPool(ServingBackend):
         self.servers: list[VLLMServer] = []
         self.router: Optional[RouterProcess] = None
         self.placement: dict[str, Any] = {}
+        self.ray_params: Optional[RayParams] = None   # set: the servers are placed through Ray at start
+        self.ray: Optional[Any] = None                # ... and this holds the cluster and placement group
 
     def _server(self, server: ServerParams, seed: int, name: str, slot: Slot, extra: list[str]) -> VLLMServer:
         s = VLLMServer.from_params(server, seed=seed, name=name, log_dir=self.log_dir, extra_args=extra,
@@ -67,6 +69,8 @@ class ServerPool(ServingBackend):
 
     def start(self) -> "ServerPool":
         try:
+            if self.ray_params is not None and self.ray is None:
+                self._place_on_ray(self.ray_params)
             _start_all(self.servers)
             self.router = RouterProcess(self.router_config(), name=f"{self.name}-router", log_dir=self.log_dir)
             self.router.start()
@@ -81,6 +85,22 @@ class ServerPool(ServingBackend):
             self.router.stop()
         for s in self.servers:
             s.stop()
+        if self.ray is not None:
+            self.ray.close()
+            self.ray = None
+
+    def _place_on_ray(self, params: RayParams) -> None:
+        """The same servers, each in a Ray bundle with the GPUs its local placement gave it (a GPU shared by k
+        servers counts 1/k to each); the local device choice itself is Ray's to make."""
+        from ctxkit.schedulers.ray_launcher import place_on_ray
+        devices = [str(s.env.get("CUDA_VISIBLE_DEVICES", "")) if self.placement.get("kind") == "gpu" else ""
+                   for s in self.servers]
+        sharing = {d: devices.count(d) for d in devices}
+        gpus = [len(d.split(",")) / sharing[d] if d else 0.0 for d in devices]
+        self.servers, self.ray = place_on_ray(self.servers, params, gpus,
+                                              shared_folder=getattr(self, "storage", None) is not None)
+        self.placement = {**self.placement, "launcher": "ray",
+                          "ray": {"address": params.address, "strategy": params.strategy, "gpus": gpus}}
 
     def metric_sources(self) -> dict[str, Any]:
         """The servers' own /metrics (the router's holds only its in-flight count, see busy())."""

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Optional
 
-from ctxkit.params import ServerParams, TopologyParams
+from ctxkit.params import RayParams, ServerParams, TopologyParams
 from ctxkit.schedulers.aggregated import AggregatedPool
 from ctxkit.schedulers.disaggregated import DisaggregatedPool
 from ctxkit.schedulers.pools import ServerPool
@@ -15,7 +16,15 @@ def pool_name(spec: TopologyParams) -> str:
     return re.sub(r"[^a-z0-9]+", "-", spec.label.lower()).strip("-") or spec.kind
 
 
-def build_pool(server: ServerParams, spec: TopologyParams, *, seed: int, log_dir: Path) -> ServerPool:
+def build_pool(server: ServerParams, spec: TopologyParams, *, seed: int, log_dir: Path,
+               ray: Optional[RayParams] = None) -> ServerPool:
+    """The topology's pool, its servers local processes or (with `ray`) placed through Ray when it starts."""
+    pool = _pool(server, spec, seed=seed, log_dir=log_dir)
+    pool.ray_params = ray
+    return pool
+
+
+def _pool(server: ServerParams, spec: TopologyParams, *, seed: int, log_dir: Path) -> ServerPool:
     if spec.kind == "aggregated":
         return AggregatedPool(server, seed=seed, replicas=spec.replicas, log_dir=log_dir, name=pool_name(spec),
                               policy=spec.policy)

@@ -1,0 +1,247 @@
+"""Place a pool's vLLM servers on the nodes of a Ray cluster (`ray: {...}` in E3/E4 parameters; `pip install
+ctxkit[ray]`). ctxkit builds each server's command line as for a local pool; Ray only decides where it runs.
+
+One placement group holds a bundle per server (its CPUs and GPUs), packed or spread as the parameters say. In each
+bundle a small actor (`_Host`) runs the server as a child process in its own process group, tied to the actor's
+life (PR_SET_PDEATHSIG), so the server goes when the actor goes: on stop, on error, and when the driver dies (Ray
+kills the actors a dead driver owned). The actor reports its node's address and a free port there, so servers
+listen on the node's address (not 127.0.0.1) and the router and a decode server's NIXL side channel reach them
+from other nodes. Each server's log is brought back into the run's logs/ when it stops. Ray assigns a bundle's GPUs
+(CUDA_VISIBLE_DEVICES) itself: the local placement's device choice is dropped.
+"""
+from __future__ import annotations
+
+import socket
+import time
+from typing import Any, Optional
+
+from ctxkit.backends.base import ServerDied, ServerStartTimeout, http_get
+from ctxkit.backends.process import register_pgid
+from ctxkit.backends.vllm_server import VLLMServer
+from ctxkit.params import RayParams
+
+
+class RayUnavailable(RuntimeError):
+    """Ray is not installed (the `ray` extra) or the cluster cannot be reached."""
+
+
+def _ray():
+    try:
+        import ray
+    except ImportError:
+        raise RayUnavailable("placing servers through Ray needs Ray: pip install 'ctxkit[ray]'") from None
+    return ray
+
+
+class _Host:
+    """Runs one server process on its node (a Ray actor; its methods run in the actor's one thread)."""
+
+    def __init__(self) -> None:
+        self.proc = None
+        self.log_path = ""
+
+    def node(self) -> tuple[str, int]:
+        """This node's address as the cluster knows it, and a port free on it now."""
+        import ray
+        with socket.socket() as s:
+            s.bind(("", 0))
+            return ray.util.get_node_ip_address(), int(s.getsockname()[1])
+
+    def start(self, cmd: list[str], env: dict[str, str], log_name: str) -> int:
+        import ctypes
+        import os
+        import signal
+        import subprocess
+        import tempfile
+
+        def die_with_actor() -> None:   # between fork and exec: the server dies when this actor's process does
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+
+        self.log_path = os.path.join(tempfile.mkdtemp(prefix="ctxkit-ray-"), log_name)
+        with open(self.log_path, "ab") as log:
+            log.write(("$ " + " ".join(cmd) + "\n").encode())
+            log.flush()
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         env={**os.environ, **env}, start_new_session=True,
+                                         preexec_fn=die_with_actor)
+        return self.proc.pid
+
+    def poll(self) -> Optional[int]:
+        return None if self.proc is None else self.proc.poll()
+
+    def log(self) -> bytes:
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read()
+        except OSError:
+            return b""
+
+    def stop(self) -> bytes:
+        """Stop the server's whole process group (SIGTERM, then SIGKILL) and hand back its log."""
+        import os
+        import signal
+        if self.proc is not None and self.proc.poll() is None:
+            for sig, wait_s in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 5.0)):
+                try:
+                    os.killpg(self.proc.pid, sig)
+                except ProcessLookupError:
+                    break
+                try:
+                    self.proc.wait(timeout=wait_s)
+                    break
+                except Exception:  # noqa: BLE001 - subprocess.TimeoutExpired: escalate
+                    continue
+        return self.log()
+
+
+class RayPlacement:
+    """The cluster connection and the placement group of one pool."""
+
+    def __init__(self, params: RayParams, bundles: list[dict[str, float]]) -> None:
+        ray = _ray()
+        self.params = params
+        self.started_cluster = False
+        if not ray.is_initialized():
+            kwargs: dict[str, Any] = {"address": params.address} if params.address else \
+                {"num_cpus": params.local_num_cpus, "include_dashboard": False}
+            try:
+                ray.init(log_to_driver=False, **kwargs)
+            except ConnectionError as exc:
+                raise RayUnavailable(f"Ray cluster at {params.address} unreachable: {exc}") from None
+            self.started_cluster = params.address is None
+        self.group = ray.util.placement_group(bundles, strategy=params.strategy)
+        ready, _ = ray.wait([self.group.ready()], timeout=params.placement_timeout_s)
+        if not ready:
+            ray.util.remove_placement_group(self.group)
+            raise RayUnavailable(f"Ray could not place {len(bundles)} server bundle(s) {bundles} ({params.strategy}) "
+                                 f"within {params.placement_timeout_s:g} s: cluster resources "
+                                 f"{ray.cluster_resources()}")
+        self.table = ray.util.placement_group_table(self.group)
+
+    def off_this_node(self) -> list[int]:
+        """Bundles Ray put on another node than this driver's."""
+        here = _ray().get_runtime_context().get_node_id()
+        return [int(i) for i, node in self.table.get("bundles_to_node_id", {}).items() if node != here]
+
+    def host(self, index: int, bundle: dict[str, float]):
+        ray = _ray()
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+        actor = ray.remote(_Host).options(
+            num_cpus=bundle.get("CPU", 0), num_gpus=bundle.get("GPU", 0),
+            scheduling_strategy=PlacementGroupSchedulingStrategy(self.group, placement_group_bundle_index=index))
+        return actor.remote()
+
+    def close(self) -> None:
+        ray = _ray()
+        ray.util.remove_placement_group(self.group)
+        if self.started_cluster:     # the cluster ctxkit started for this pool goes with it
+            ray.shutdown()
+
+
+class RayServer(VLLMServer):
+    """A VLLMServer whose process runs in a Ray actor on whichever node its bundle landed on."""
+
+    kind = "server (ray)"
+
+    def attach(self, placement: RayPlacement, index: int, bundle: dict[str, float]) -> "RayServer":
+        self.placement, self.index, self.bundle = placement, index, bundle
+        self.actor = None
+        self.node_ip = ""
+        self.pid: Optional[int] = None           # the server's process (group leader) on its node
+        return self
+
+    def launch(self) -> None:
+        ray = _ray()
+        self.preflight()
+        self.actor = self.placement.host(self.index, self.bundle)
+        self.node_ip, self.port = ray.get(self.actor.node.remote())
+        self.host = self.node_ip
+        self.base_url = f"http://{self.host}:{self.port}"
+        env = {k: v for k, v in self.environment_overrides().items()
+               if not (k == "CUDA_VISIBLE_DEVICES" and self.bundle.get("GPU"))}   # Ray set the bundle's GPUs
+        self._t0 = time.monotonic()
+        self.pid = ray.get(self.actor.start.remote(self.command(), env, self.log_path.name))
+        if self.node_ip in _local_addresses():   # on this host: `ctxkit run` sweeps it up if everything else fails
+            register_pgid(self.pid)
+
+    def environment_overrides(self) -> dict[str, str]:
+        """What this server sets on top of its node's environment (not this host's whole environment)."""
+        env = dict(self.env)
+        if self.kv_cache_space_gib is not None and "VLLM_CPU_KVCACHE_SPACE" not in env:
+            env["VLLM_CPU_KVCACHE_SPACE"] = f"{self.kv_cache_space_gib:g}"
+        if "VLLM_NIXL_SIDE_CHANNEL_PORT" in env:   # decode servers reach this side channel from their own nodes
+            env["VLLM_NIXL_SIDE_CHANNEL_HOST"] = self.node_ip
+        return env
+
+    def _wait_healthy(self, t0: float) -> None:
+        ray = _ray()
+        while True:
+            code = ray.get(self.actor.poll.remote())
+            if code is not None:
+                raise ServerDied(f"{self.kind} {self.name!r} on {self.node_ip} exited with code {code} during "
+                                 f"start-up; last lines:\n{self._tail()}")
+            try:
+                if http_get(f"{self.base_url}/health", timeout=2.0)[0] == 200:
+                    return
+            except OSError:
+                pass
+            if time.monotonic() - t0 > self.startup_timeout_s:
+                raise ServerStartTimeout(f"{self.kind} {self.name!r} did not answer {self.base_url}/health within "
+                                         f"{self.startup_timeout_s:g} s; last lines:\n{self._tail()}")
+            time.sleep(0.25)
+
+    def _tail(self, lines: int = 25) -> str:
+        text = _ray().get(self.actor.log.remote()).decode("utf-8", errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+    def alive(self) -> bool:
+        if self.actor is None:
+            return False
+        try:
+            return _ray().get(self.actor.poll.remote(), timeout=10) is None
+        except Exception:  # noqa: BLE001 - a dead actor or node: the server is gone
+            return False
+
+    def death_note(self) -> str:
+        return f"{self.kind} {self.name!r} on {self.node_ip or '?'} is gone (log {self.log_path})"
+
+    def stop(self) -> None:
+        if self.actor is None:
+            return
+        ray = _ray()
+        try:
+            log = ray.get(self.actor.stop.remote(), timeout=60)
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            self.log_path.write_bytes(log)          # the node's log, brought back into the run folder
+        except Exception:  # noqa: BLE001 - the actor (or its node) is already gone; kill it below regardless
+            pass
+        ray.kill(self.actor)
+        self.actor = None
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "node_ip": self.node_ip, "pid": self.pid, "ray_bundle": self.bundle,
+                "ray_index": self.index}
+
+
+def _local_addresses() -> set[str]:
+    import psutil
+    return {a.address for addrs in psutil.net_if_addrs().values() for a in addrs if a.family == socket.AF_INET}
+
+
+def place_on_ray(servers: list[VLLMServer], params: RayParams, gpus_each: list[float], *,
+                 shared_folder: bool = False) -> tuple[list[RayServer], RayPlacement]:
+    """The pool's servers as RayServers in one placement group (one bundle each), not yet launched."""
+    bundles = [{"CPU": params.cpus_per_server, **({"GPU": g} if g else {})} for g in gpus_each]
+    placement = RayPlacement(params, bundles)
+    elsewhere = placement.off_this_node() if shared_folder else []
+    if elsewhere:
+        placement.close()
+        raise RayUnavailable("ExampleConnector hands KV over through a folder on this host, and Ray placed servers "
+                             f"on other nodes (bundles {elsewhere}): use connector nixl across "
+                             "nodes, or strategy STRICT_PACK with this host in the cluster")
+    placed = []
+    for i, (s, b) in enumerate(zip(servers, bundles)):
+        r = RayServer.__new__(RayServer)            # the same server (model, flags, env, log file), placed by Ray:
+        r.__dict__.update(s.__dict__)               # a copy of its state, so the pool's code sees no difference
+        placed.append(r.attach(placement, i, b))
+    return placed, placement

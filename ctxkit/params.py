@@ -335,7 +335,10 @@ class RayParams(Params):
     """Place a pool's servers through Ray (`pip install 'ctxkit[ray]'`) instead of as local processes."""
     address: Optional[str] = None             # a running cluster ("auto", "ray://host:10001"); null: a local one
     strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"   # the placement group's
-    cpus_per_server: float = Field(1.0, ge=0)
+    cpus_per_server: float = Field(1.0, gt=0)     # Ray refuses a bundle of nothing
+    # GPUs each server's bundle holds (its tensor-parallel size); null: as this host's placement would give (none
+    # on a host without GPUs, so a driver without GPUs placing onto GPU nodes must say)
+    gpus_per_server: Optional[float] = Field(None, ge=0)
     local_num_cpus: Optional[int] = Field(None, ge=1)   # the local cluster's CPUs (null: Ray counts them)
     placement_timeout_s: float = Field(120.0, gt=0)
 

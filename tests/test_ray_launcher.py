@@ -39,16 +39,6 @@ time.sleep(3600)
 PROMPTS = [[1] + list(range(200, 200 + n)) for n in (150, 400)]   # 400 tokens: KV handed over in whole blocks
 
 
-def ray_processes() -> list[psutil.Process]:
-    """Ray's own processes (gcs_server, raylet, workers) on this machine."""
-    found = []
-    for p in psutil.process_iter(["name", "cmdline"]):
-        cmd = " ".join(p.info.get("cmdline") or [])
-        if "ray/core/src" in cmd or "default_worker.py" in cmd or p.info.get("name") in ("raylet", "gcs_server"):
-            found.append(p)
-    return found
-
-
 def running(pids: list[int]) -> list[int]:
     out = []
     for pid in pids:
@@ -71,7 +61,7 @@ def still_running_after(pids: list[int], deadline_s: float) -> list[int]:
 def test_ray_places_a_1p1d_pool_with_local_outputs_and_nothing_survives_a_killed_driver(vllm_server, tmp_path):
     out = tmp_path / "placed.json"
     server_pids: list[int] = []
-    ray_pids: list[int] = []
+    descendants: list[int] = []
     driver = subprocess.Popen([sys.executable, "-c", DRIVER, str(tmp_path / "logs"), str(out), json.dumps(PROMPTS)],
                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               start_new_session=True)
@@ -87,13 +77,23 @@ def test_ray_places_a_1p1d_pool_with_local_outputs_and_nothing_survives_a_killed
         assert placed["outputs"] == local                      # greedy: the same tokens as a local server
         stopped, server_pids = servers[0], [s["pid"] for s in servers[1:]]
         assert running([stopped["pid"]]) == []                 # stopped cleanly ...
-        log = (tmp_path / "logs" / f"{stopped['name']}.log").read_text()
-        assert log.startswith("$ ") and "vllm.entrypoints.openai.api_server" in log   # ... its log brought back
+        log = (tmp_path / "logs" / f"{stopped['name']}.log").read_text().splitlines()
+        assert log[0].startswith("$ ") and "vllm.entrypoints.openai.api_server" in log[0]   # its log brought back:
+        assert sum("INFO" in line for line in log[1:]) > 5                                   # vLLM's own lines too
         assert running(server_pids) == server_pids             # the other is up while the driver lives
-        ray_pids = [p.pid for p in ray_processes()]
-        assert ray_pids
+        # everything the driver started: Ray's daemons and workers, the servers and their engine processes
+        descendants = [p.pid for p in psutil.Process(driver.pid).children(recursive=True)]
+        assert set(server_pids) <= set(descendants) and len(descendants) > 2 * len(server_pids)
     finally:
         driver.send_signal(signal.SIGKILL)
         driver.wait(timeout=30)
     assert still_running_after(server_pids, 60) == [], "vLLM servers outlived the killed driver"
-    assert still_running_after(ray_pids, 60) == [], "Ray processes outlived the killed driver"
+    assert still_running_after(descendants, 60) == [], "processes the driver started outlived it"
+
+
+def test_bundles_hold_the_gpus_this_hosts_placement_gives_or_those_asked_for():
+    from ctxkit.schedulers.ray_launcher import bundle_gpus
+    assert bundle_gpus(["", ""], None) == [0.0, 0.0]                       # the CPU tier
+    assert bundle_gpus(["0", "1"], None) == [1.0, 1.0]                     # a GPU each
+    assert bundle_gpus(["0", "0", "1,2"], None) == [0.5, 0.5, 2.0]         # one shared by two; two for one
+    assert bundle_gpus(["", ""], 4) == [4.0, 4.0]                          # a driver without GPUs, TP=4 servers

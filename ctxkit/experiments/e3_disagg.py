@@ -102,6 +102,8 @@ def run_mode(params: E3Params, run: RunFolder, mode: str, out: JsonlWriter, log=
                f"{measured_link['descriptor']['piece_bytes']} B pieces" if rate else ""))
     log(f"[e3] {label}: starting {len(pool.servers)} vLLM server(s) and the router ...")
     sampler = GPUSampler(params.gpu_sample_interval_s, roles=gpu_roles(pool.placement), tags={"mode": label})
+    if params.ray is not None:      # Ray chose the servers' nodes and GPUs: this host's NVML says nothing of them
+        sampler.unavailable = "servers placed through Ray: ctxkit samples only GPUs of servers it starts on this host"
     with pool, sampler:
         log(f"[e3] {label}: router at {pool.base_url}; placement: {pool.placement['reason']}")
         warm = build_workload(params.workload, card, params.server.max_model_len, params.seed + 99_991,

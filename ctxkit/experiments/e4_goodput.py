@@ -95,8 +95,9 @@ def measure_topology(params: E4Params, run: RunFolder, spec: TopologyParams, k: 
         else f"[e4] {spec.label}: attached; checking every instance ...")
     sampler = GPUSampler(params.gpu_sample_interval_s, roles=gpu_roles(pool.placement),
                          tags={"topology": spec.label})
-    if params.backend == "topology":    # its GPUs may be on other hosts: this host's NVML says nothing of them
-        sampler.unavailable = "an attached deployment: ctxkit samples only GPUs of the servers it starts"
+    if params.backend == "topology" or params.ray is not None:   # its GPUs may be on other hosts: NVML here
+        sampler.unavailable = ("an attached deployment" if params.ray is None else "servers placed through Ray") + \
+            ": ctxkit samples only GPUs of servers it starts on this host"
     with pool, sampler:
         result = TopologyResult(spec.label, spec.kind, devices, unit, pool.placement, gpu=sampler)
         log(f"[e4] {spec.label}: up; {pool.placement['reason']}; {result.devices} {result.unit}(s)")

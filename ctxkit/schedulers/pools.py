@@ -92,11 +92,10 @@ class ServerPool(ServingBackend):
     def _place_on_ray(self, params: RayParams) -> None:
         """The same servers, each in a Ray bundle with the GPUs its local placement gave it (a GPU shared by k
         servers counts 1/k to each); the local device choice itself is Ray's to make."""
-        from ctxkit.schedulers.ray_launcher import place_on_ray
+        from ctxkit.schedulers.ray_launcher import bundle_gpus, place_on_ray
         devices = [str(s.env.get("CUDA_VISIBLE_DEVICES", "")) if self.placement.get("kind") == "gpu" else ""
                    for s in self.servers]
-        sharing = {d: devices.count(d) for d in devices}
-        gpus = [len(d.split(",")) / sharing[d] if d else 0.0 for d in devices]
+        gpus = bundle_gpus(devices, params.gpus_per_server)
         self.servers, self.ray = place_on_ray(self.servers, params, gpus,
                                               shared_folder=getattr(self, "storage", None) is not None)
         self.placement = {**self.placement, "launcher": "ray",

@@ -7,16 +7,21 @@ life (PR_SET_PDEATHSIG), so the server goes when the actor goes: on stop, on err
 kills the actors a dead driver owned). The actor reports its node's address and a free port there, so servers
 listen on the node's address (not 127.0.0.1) and the router and a decode server's NIXL side channel reach them
 from other nodes. Each server's log is brought back into the run's logs/ when it stops. Ray assigns a bundle's GPUs
-(CUDA_VISIBLE_DEVICES) itself: the local placement's device choice is dropped.
+(CUDA_VISIBLE_DEVICES) itself: the local placement's device and core choices (this host's) are dropped.
+
+The pool must start from the main thread: a local cluster's daemons die with the thread that called ray.init. A
+model replica that spans nodes is not placed here (a bundle holds one node's GPUs): run it with vLLM's own Ray
+executor or data parallel and attach to it (backend: topology).
 """
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from typing import Any, Optional
 
 from ctxkit.backends.base import ServerDied, ServerStartTimeout, http_get
-from ctxkit.backends.process import register_pgid
+from ctxkit.backends.process import PID_REGISTRY_ENV, register_pgid
 from ctxkit.backends.vllm_server import VLLMServer
 from ctxkit.params import RayParams
 
@@ -31,6 +36,22 @@ def _ray():
     except ImportError:
         raise RayUnavailable("placing servers through Ray needs Ray: pip install 'ctxkit[ray]'") from None
     return ray
+
+
+# Set in a Ray actor's environment but not the server's to inherit: Ray pins OMP_NUM_THREADS to the bundle's CPUs
+# (a local server would use its cores), and the driver's process registry means nothing on another node.
+NOT_INHERITED = ("OMP_NUM_THREADS", PID_REGISTRY_ENV)
+# This host's placement choices, meaningless where Ray puts the server (Ray sets CUDA_VISIBLE_DEVICES itself).
+LOCAL_ONLY = ("CUDA_VISIBLE_DEVICES", "VLLM_CPU_OMP_THREADS_BIND")
+
+
+def bundle_gpus(devices: list[str], gpus_per_server: float | None) -> list[float]:
+    """GPUs for each server's bundle: as given, or as this host's placement gave them (`devices`: each server's
+    CUDA_VISIBLE_DEVICES, "" for none), a device shared by k servers counting 1/k to each."""
+    if gpus_per_server is not None:
+        return [float(gpus_per_server)] * len(devices)
+    sharing = {d: devices.count(d) for d in devices}
+    return [len(d.split(",")) / sharing[d] if d else 0.0 for d in devices]
 
 
 class _Host:
@@ -52,17 +73,27 @@ class _Host:
         import os
         import signal
         import subprocess
+        import sys
         import tempfile
 
+        # PR_SET_PDEATHSIG fires when the *thread* that forked exits: a plain actor runs its methods on its
+        # process's main thread (no max_concurrency, no concurrency groups), which lives as long as the actor
+        if threading.current_thread() is not threading.main_thread():
+            raise RuntimeError("_Host.start must run on the actor's main thread (a plain, sequential actor)")
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)   # loaded before the fork: nothing to load in the child
+
         def die_with_actor() -> None:   # between fork and exec: the server dies when this actor's process does
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+            libc.prctl(1, signal.SIGTERM)
 
         self.log_path = os.path.join(tempfile.mkdtemp(prefix="ctxkit-ray-"), log_name)
+        # the reaper leads the server's group and stops all of it (the engine core too) when this actor dies
+        cmd = [sys.executable, "-m", "ctxkit.backends.reaper", *cmd]
         with open(self.log_path, "ab") as log:
             log.write(("$ " + " ".join(cmd) + "\n").encode())
             log.flush()
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         env={**os.environ, **env}, start_new_session=True,
+                                         env={**{k: v for k, v in os.environ.items() if k not in NOT_INHERITED},
+                                              **env}, start_new_session=True,
                                          preexec_fn=die_with_actor)
         return self.proc.pid
 
@@ -102,21 +133,29 @@ class RayPlacement:
         self.params = params
         self.started_cluster = False
         if not ray.is_initialized():
+            # "local": a new cluster on this host even where RAY_ADDRESS or a `ray start` cluster would be joined
             kwargs: dict[str, Any] = {"address": params.address} if params.address else \
-                {"num_cpus": params.local_num_cpus, "include_dashboard": False}
+                {"address": "local", "num_cpus": params.local_num_cpus, "include_dashboard": False}
+            if threading.current_thread() is not threading.main_thread():
+                raise RayUnavailable("start a Ray-placed pool from the main thread (a local cluster's daemons die "
+                                     "with the thread that started them)")
             try:
                 ray.init(log_to_driver=False, **kwargs)
-            except ConnectionError as exc:
-                raise RayUnavailable(f"Ray cluster at {params.address} unreachable: {exc}") from None
+            except (ConnectionError, ValueError) as exc:
+                raise RayUnavailable(f"Ray cluster {params.address or '(local)'}: {exc}") from None
             self.started_cluster = params.address is None
-        self.group = ray.util.placement_group(bundles, strategy=params.strategy)
-        ready, _ = ray.wait([self.group.ready()], timeout=params.placement_timeout_s)
-        if not ready:
-            ray.util.remove_placement_group(self.group)
-            raise RayUnavailable(f"Ray could not place {len(bundles)} server bundle(s) {bundles} ({params.strategy}) "
-                                 f"within {params.placement_timeout_s:g} s: cluster resources "
-                                 f"{ray.cluster_resources()}")
-        self.table = ray.util.placement_group_table(self.group)
+        self.group = None
+        try:
+            self.group = ray.util.placement_group(bundles, strategy=params.strategy)
+            ready, _ = ray.wait([self.group.ready()], timeout=params.placement_timeout_s)
+            if not ready:
+                raise RayUnavailable(f"Ray could not place {len(bundles)} server bundle(s) {bundles} "
+                                     f"({params.strategy}) within {params.placement_timeout_s:g} s: cluster "
+                                     f"resources {ray.cluster_resources()}")
+            self.table = ray.util.placement_group_table(self.group)
+        except BaseException:
+            self.close()
+            raise
 
     def off_this_node(self) -> list[int]:
         """Bundles Ray put on another node than this driver's."""
@@ -132,10 +171,18 @@ class RayPlacement:
         return actor.remote()
 
     def close(self) -> None:
+        """Remove the placement group and shut down a cluster this pool started; never raises (it runs on every
+        way out, after the servers are stopped)."""
         ray = _ray()
-        ray.util.remove_placement_group(self.group)
-        if self.started_cluster:     # the cluster ctxkit started for this pool goes with it
+        try:
+            if self.group is not None and ray.is_initialized():
+                ray.util.remove_placement_group(self.group)
+        except Exception:  # noqa: BLE001 - the cluster is already gone: nothing left to remove
+            pass
+        self.group = None
+        if self.started_cluster and ray.is_initialized():   # the cluster ctxkit started for this pool goes with it
             ray.shutdown()
+        self.started_cluster = False
 
 
 class RayServer(VLLMServer):
@@ -157,8 +204,7 @@ class RayServer(VLLMServer):
         self.node_ip, self.port = ray.get(self.actor.node.remote())
         self.host = self.node_ip
         self.base_url = f"http://{self.host}:{self.port}"
-        env = {k: v for k, v in self.environment_overrides().items()
-               if not (k == "CUDA_VISIBLE_DEVICES" and self.bundle.get("GPU"))}   # Ray set the bundle's GPUs
+        env = {k: v for k, v in self.environment_overrides().items() if k not in LOCAL_ONLY}
         self._t0 = time.monotonic()
         self.pid = ray.get(self.actor.start.remote(self.command(), env, self.log_path.name))
         if self.node_ip in _local_addresses():   # on this host: `ctxkit run` sweeps it up if everything else fails
@@ -176,7 +222,10 @@ class RayServer(VLLMServer):
     def _wait_healthy(self, t0: float) -> None:
         ray = _ray()
         while True:
-            code = ray.get(self.actor.poll.remote())
+            try:
+                code = ray.get(self.actor.poll.remote(), timeout=30)
+            except ray.exceptions.GetTimeoutError:
+                code = None                                # a busy node: its health answer decides below
             if code is not None:
                 raise ServerDied(f"{self.kind} {self.name!r} on {self.node_ip} exited with code {code} during "
                                  f"start-up; last lines:\n{self._tail()}")
@@ -197,8 +246,11 @@ class RayServer(VLLMServer):
     def alive(self) -> bool:
         if self.actor is None:
             return False
+        ray = _ray()
         try:
-            return _ray().get(self.actor.poll.remote(), timeout=10) is None
+            return ray.get(self.actor.poll.remote(), timeout=30) is None
+        except ray.exceptions.GetTimeoutError:
+            return True       # a busy node that has not answered yet: not evidence of a dead server
         except Exception:  # noqa: BLE001 - a dead actor or node: the server is gone
             return False
 
@@ -213,9 +265,9 @@ class RayServer(VLLMServer):
             log = ray.get(self.actor.stop.remote(), timeout=60)
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             self.log_path.write_bytes(log)          # the node's log, brought back into the run folder
-        except Exception:  # noqa: BLE001 - the actor (or its node) is already gone; kill it below regardless
+            ray.kill(self.actor)
+        except Exception:  # noqa: BLE001 - the actor, its node or the cluster is already gone, and the server with it
             pass
-        ray.kill(self.actor)
         self.actor = None
 
     def describe(self) -> dict[str, Any]:

@@ -1,0 +1,80 @@
+"""The reaper (ctxkit.backends.reaper) takes a command's whole process group down with it: on SIGTERM, when the
+command exits leaving children behind, and when whoever started it dies (its parent-death signal). The Ray launcher
+runs every server under it, because a vLLM server killed from a Ray actor left its engine core running."""
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+
+from conftest import ROOT
+
+REAPER = [sys.executable, "-m", "ctxkit.backends.reaper"]
+# a command that leaves a child of its own in the background, as vLLM's API server leaves its engine core
+TREE = ["bash", "-c", "sleep 600 & echo $! ; sleep 600"]
+
+
+def running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def until_gone(pids: list[int], deadline_s: float = 20.0) -> list[int]:
+    end = time.monotonic() + deadline_s
+    while any(running(p) for p in pids) and time.monotonic() < end:
+        time.sleep(0.05)
+    return [p for p in pids if running(p)]
+
+
+def test_sigterm_stops_the_whole_group():
+    reaper = subprocess.Popen(REAPER + TREE, cwd=ROOT, stdout=subprocess.PIPE, text=True, start_new_session=True)
+    background = int(reaper.stdout.readline())
+    command = [p.pid for p in psutil.Process(reaper.pid).children(recursive=True)]
+    assert background in command and len(command) == 2        # bash execs its last command: two sleeps
+    reaper.send_signal(signal.SIGTERM)
+    assert reaper.wait(timeout=30) == 128 + signal.SIGTERM
+    assert until_gone(command) == []
+
+
+def test_a_command_that_exits_takes_what_it_left_behind_and_its_status():
+    reaper = subprocess.Popen(REAPER + ["bash", "-c", "sleep 600 & echo $! ; exit 3"], cwd=ROOT,
+                              stdout=subprocess.PIPE, text=True, start_new_session=True)
+    background = int(reaper.stdout.readline())
+    assert reaper.wait(timeout=30) == 3
+    assert until_gone([background]) == []
+
+
+def test_the_group_goes_when_the_process_that_started_it_is_killed():
+    starter = subprocess.Popen([sys.executable, "-c", (
+        "import subprocess, sys, time\n"
+        "from ctxkit.backends.process import die_with_parent\n"
+        f"p = subprocess.Popen({REAPER + TREE!r}, start_new_session=True, preexec_fn=die_with_parent)\n"
+        "print(p.pid, flush=True)\n"
+        "time.sleep(600)\n")], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    reaper = int(starter.stdout.readline())
+    end = time.monotonic() + 20                      # the reaper's command has started its own child
+    while len(psutil.Process(reaper).children(recursive=True)) < 2 and time.monotonic() < end:
+        time.sleep(0.05)
+    group = [reaper] + [p.pid for p in psutil.Process(reaper).children(recursive=True)]
+    starter.kill()
+    starter.wait(timeout=30)
+    assert until_gone(group) == []
+
+
+def test_a_sigkilled_reaper_still_takes_its_command_down():
+    """Ray SIGKILLs the direct children of a worker that exits, the reaper among them: its command then gets the
+    SIGTERM of its own parent-death signal (a vLLM server shuts its engine core down on it)."""
+    reaper = subprocess.Popen(REAPER + ["sleep", "600"], cwd=ROOT, start_new_session=True)
+    end = time.monotonic() + 20
+    while not psutil.Process(reaper.pid).children() and time.monotonic() < end:
+        time.sleep(0.05)
+    command = [p.pid for p in psutil.Process(reaper.pid).children()]
+    assert len(command) == 1
+    reaper.kill()
+    reaper.wait(timeout=30)
+    assert until_gone(command) == []

@@ -17,7 +17,7 @@ from ctxkit.backends import AttachedTopology, Simulated, TopologyError, VLLMServ
 from ctxkit.backends.process import free_port
 from ctxkit.schedulers.router import RouterProcess
 
-from conftest import run_cli
+from conftest import ROOT, run_cli
 
 SIM = {"CTXKIT_ALLOW_SIMULATED_BACKEND": "1"}
 
@@ -219,3 +219,14 @@ def test_an_instance_url_given_with_v1_means_the_servers_root(tmp_path):
         {"name": "a", "role": "aggregated", "url": "http://h:1/v1"}]))
     assert topo.entry_url == "http://gw:8000" and topo.instances[0].url == "http://h:1"
     assert topo.instances[0].metrics == "http://h:1/metrics"
+
+
+def test_the_topology_files_in_the_docs_are_valid(tmp_path):
+    """docs/scale-out.md's example topology files (the format, llm-d, Dynamo) load as ctxkit reads them."""
+    import re
+    text = (ROOT / "docs/scale-out.md").read_text()
+    blocks = [b for b in re.findall(r"```yaml\n(.*?)```", text, re.S) if "entry_url:" in b]
+    assert len(blocks) == 3, len(blocks)
+    for i, block in enumerate(blocks):
+        (tmp_path / f"{i}.yaml").write_text(block)
+        assert deployment.load(tmp_path / f"{i}.yaml").instances

@@ -35,6 +35,20 @@ def http_get(url: str, timeout: float = 5.0) -> tuple[int, str]:
         return exc.code, exc.read().decode("utf-8", errors="replace")
 
 
+def served_models(base_url: str, who: str, error: type[BackendError] = BackendError) -> list[str]:
+    """The model ids the OpenAI server at base_url lists in /v1/models; `error` naming `who` when it cannot say."""
+    try:
+        status, body = http_get(f"{base_url}/v1/models", timeout=5.0)
+    except OSError as exc:
+        raise error(f"{who} is unreachable: {getattr(exc, 'reason', exc)}") from None
+    if status != 200:
+        raise error(f"{who} is not OpenAI-compatible: GET /v1/models -> HTTP {status}")
+    try:
+        return [m["id"] for m in json.loads(body)["data"]]
+    except (ValueError, KeyError, TypeError):
+        raise error(f"{who} is not OpenAI-compatible: /v1/models is not a model list") from None
+
+
 class ServingBackend:
     """Base: subclasses set `base_url` and `model` (the served model name) once started."""
 

@@ -1,10 +1,9 @@
 """Endpoint: attach to an OpenAI-compatible server that is already running (ctxkit neither starts nor stops it)."""
 from __future__ import annotations
 
-import json
 from typing import Any, Optional
 
-from ctxkit.backends.base import BackendError, ServingBackend, http_get
+from ctxkit.backends.base import BackendError, ServingBackend, served_models
 
 
 class Endpoint(ServingBackend):
@@ -18,16 +17,7 @@ class Endpoint(ServingBackend):
 
     def start(self) -> "Endpoint":
         """Check that it answers like an OpenAI server, and learn the served model if none was given."""
-        try:
-            status, body = http_get(f"{self.base_url}/v1/models", timeout=5.0)
-        except OSError as exc:
-            raise BackendError(f"endpoint {self.base_url} is unreachable: {exc}") from None
-        if status != 200:
-            raise BackendError(f"endpoint {self.base_url} is not OpenAI-compatible: GET /v1/models -> HTTP {status}")
-        try:
-            models = [m["id"] for m in json.loads(body)["data"]]
-        except (ValueError, KeyError, TypeError):
-            raise BackendError(f"endpoint {self.base_url} is not OpenAI-compatible: /v1/models is not a model list")
+        models = served_models(self.base_url, f"endpoint {self.base_url}")
         if not self.model:
             if not models:
                 raise BackendError(f"endpoint {self.base_url} serves no model")

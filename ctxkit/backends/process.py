@@ -190,22 +190,29 @@ class ManagedServer(ServingBackend):
         """Read what the running server says it is (/version), for every record of the run."""
         self._version = self.version()
 
-    def _wait_healthy(self, t0: float) -> None:
+    def exit_code(self) -> Optional[int]:
+        """The process's exit status, None while it runs (a server placed elsewhere asks where it runs)."""
         assert self.proc is not None
+        return self.proc.poll()
+
+    def last_lines(self) -> str:
+        """Where its log is and its last lines, for an error message."""
+        return f"(log {self.log_path}); last lines:\n{tail(self.log_path)}"
+
+    def _wait_healthy(self, t0: float) -> None:
         while True:
-            code = self.proc.poll()
+            code = self.exit_code()
             if code is not None:
                 raise ServerDied(f"{self.kind} {self.name!r} exited with code {code} during start-up "
-                                 f"(log {self.log_path}); last lines:\n{tail(self.log_path)}")
+                                 f"{self.last_lines()}")
             try:
                 if http_get(f"{self.base_url}/health", timeout=2.0)[0] == 200:
                     return
             except OSError:
                 pass
             if time.monotonic() - t0 > self.startup_timeout_s:
-                raise ServerStartTimeout(
-                    f"{self.kind} {self.name!r} did not answer {self.base_url}/health within "
-                    f"{self.startup_timeout_s:g} s (log {self.log_path}); last lines:\n{tail(self.log_path)}")
+                raise ServerStartTimeout(f"{self.kind} {self.name!r} did not answer {self.base_url}/health within "
+                                         f"{self.startup_timeout_s:g} s {self.last_lines()}")
             time.sleep(0.25)
 
     def alive(self) -> bool:

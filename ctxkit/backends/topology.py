@@ -7,32 +7,17 @@ model, and every metrics URL answers Prometheus text. Stopping it does nothing: 
 """
 from __future__ import annotations
 
-import json
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Optional
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from ctxkit import deployment
-from ctxkit.backends.base import BackendError, ServingBackend, http_get
+from ctxkit.backends.base import BackendError, ServingBackend, http_get, served_models
 
 
 class TopologyError(BackendError):
     """An attached deployment that does not answer as its topology file says (names the instance)."""
-
-
-def _served(url: str, who: str) -> list[str]:
-    """The model ids an OpenAI server at `url` serves; TopologyError naming `who` when it does not answer so."""
-    try:
-        status, body = http_get(f"{url}/v1/models", timeout=5.0)
-    except OSError as exc:
-        raise TopologyError(f"{who} ({url}) is unreachable: {getattr(exc, 'reason', exc)}") from None
-    if status != 200:
-        raise TopologyError(f"{who} ({url}): GET /v1/models -> HTTP {status}")
-    try:
-        return [m["id"] for m in json.loads(body)["data"]]
-    except (ValueError, KeyError, TypeError):
-        raise TopologyError(f"{who} ({url}): /v1/models is not an OpenAI model list") from None
 
 
 def metric_models(text: str) -> list[str]:
@@ -83,7 +68,7 @@ class AttachedTopology(ServingBackend):
     # --- the check before anything is sent --------------------------------------------------------------
     def _instance(self, inst: deployment.Instance) -> dict[str, Any]:
         who = f"instance {inst.name} ({inst.role})"
-        models = _served(inst.url, who) if inst.url else []
+        models = served_models(inst.url, f"{who} ({inst.url})", TopologyError) if inst.url else []
         try:
             status, body = http_get(inst.metrics, timeout=5.0)
         except OSError as exc:
@@ -107,7 +92,7 @@ class AttachedTopology(ServingBackend):
     def check(self) -> dict[str, Any]:
         """Every URL answers and every instance serves the one model; returns what each answered (for
         run_metadata.json). Raises TopologyError naming the first instance that does not."""
-        entry = _served(self.base_url, f"entry point {self.spec.name}")
+        entry = served_models(self.base_url, f"entry point {self.spec.name} ({self.base_url})", TopologyError)
         with ThreadPoolExecutor(min(8, len(self.spec.instances))) as pool:
             found = list(pool.map(self._instance, self.spec.instances))
         model = self.spec.model or (entry[0] if entry else "")

@@ -20,7 +20,6 @@ import threading
 import time
 from typing import Any, Optional
 
-from ctxkit.backends.base import ServerDied, ServerStartTimeout, http_get
 from ctxkit.backends.process import PID_REGISTRY_ENV, register_pgid
 from ctxkit.backends.vllm_server import VLLMServer
 from ctxkit.params import RayParams
@@ -219,25 +218,15 @@ class RayServer(VLLMServer):
             env["VLLM_NIXL_SIDE_CHANNEL_HOST"] = self.node_ip
         return env
 
-    def _wait_healthy(self, t0: float) -> None:
+    def exit_code(self) -> Optional[int]:
         ray = _ray()
-        while True:
-            try:
-                code = ray.get(self.actor.poll.remote(), timeout=30)
-            except ray.exceptions.GetTimeoutError:
-                code = None                                # a busy node: its health answer decides below
-            if code is not None:
-                raise ServerDied(f"{self.kind} {self.name!r} on {self.node_ip} exited with code {code} during "
-                                 f"start-up; last lines:\n{self._tail()}")
-            try:
-                if http_get(f"{self.base_url}/health", timeout=2.0)[0] == 200:
-                    return
-            except OSError:
-                pass
-            if time.monotonic() - t0 > self.startup_timeout_s:
-                raise ServerStartTimeout(f"{self.kind} {self.name!r} did not answer {self.base_url}/health within "
-                                         f"{self.startup_timeout_s:g} s; last lines:\n{self._tail()}")
-            time.sleep(0.25)
+        try:
+            return ray.get(self.actor.poll.remote(), timeout=30)
+        except ray.exceptions.GetTimeoutError:
+            return None                                    # a busy node: its health answer decides
+
+    def last_lines(self) -> str:
+        return f"(on {self.node_ip}); last lines:\n{self._tail()}"
 
     def _tail(self, lines: int = 25) -> str:
         text = _ray().get(self.actor.log.remote()).decode("utf-8", errors="replace")

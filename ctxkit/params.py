@@ -48,6 +48,9 @@ class ServerParams(Params):
     startup_timeout_s: float = Field(300.0, gt=0)
     kv_cache_space_gib: Optional[float] = Field(1.0, gt=0)   # CPU tier: VLLM_CPU_KVCACHE_SPACE (whole GiB)
     gpu_memory_utilization: Optional[float] = Field(None, gt=0, le=1)
+    # --enforce-eager: no torch.compile (and no CUDA graphs on a GPU). The cpu-tiny profile sets it: vllm-cpu 0.32
+    # cannot load its own compile cache and compiles anew at every start, 10 of a 38 s start on 2 cores.
+    enforce_eager: bool = False
     extra_args: list[str] = Field(default_factory=list)     # more `api_server` flags, verbatim
     env: dict[str, str] = Field(default_factory=dict)       # e.g. CUDA_VISIBLE_DEVICES
 
@@ -314,6 +317,8 @@ class E3Params(ExperimentParams):
     correctness_max_tokens: int = Field(16, ge=1)
     on_request_error: Literal["continue", "stop"] = "continue"
     gpu_sample_interval_s: float = Field(0.5, gt=0)
+    # every server's gauges scraped through each mode's window (e3_server_timeline.csv); null: before and after only
+    metrics_interval_s: Optional[float] = Field(0.5, gt=0)
     variants: list[E3Variant] = Field(default_factory=list)   # KV path settings, each a disaggregated pool of its own
     ray: Optional[RayParams] = None           # set: every pool's servers placed through Ray (docs/scale-out.md)
 
@@ -384,6 +389,8 @@ class SearchParams(Params):
     # poisson: a Poisson stream at the probe's rate. trace: the trace's rows on their own timestamps, scaled so that
     # the probe's mean rate is its rate (the search is over the trace's speedup); the default for a trace workload
     arrival: Literal["poisson", "trace"] = "poisson"
+    # the servers' gauges scraped through every probe (E4's e4_server_timeline.csv); null: before and after only
+    metrics_interval_s: Optional[float] = Field(0.5, gt=0)
 
     @model_validator(mode="after")
     def _sizes(self) -> "SearchParams":
@@ -467,8 +474,12 @@ class E5Params(ExperimentParams):
     hold_settle_s: float = Field(5.0, gt=0)           # hold: no new first token for this long = admission is over
     metrics_interval_s: float = Field(0.1, gt=0)      # scrape period: the peak of running requests is sampled
     tolerance: float = Field(0.25, gt=0, lt=1)        # measured capacity within this of the analytical prediction
-    parts: list[Literal["capacity", "cost", "prefix", "chunked"]] = Field(
+    parts: list[Literal["capacity", "cost", "prefix", "chunked", "trace"]] = Field(
         default_factory=lambda: ["capacity", "cost", "prefix", "chunked"], min_length=1)
+    # part `trace`: a Mooncake-format trace replayed on its timestamps (`--set trace.dataset_path=FILE`, with the
+    # window, speedup and request cap of any trace workload); off unless named in parts, as it needs a file
+    trace: Optional[WorkloadParams] = None
+    gpu_sample_interval_s: float = Field(0.5, gt=0)   # NVML, beside the server's gauges (GPUs only)
     cost_lens: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [128, 512, 1024, 1984])
     cost_batch: int = Field(4, ge=2)                  # the fixed batch (one wave of this many), beside batch 1
     cost_requests: int = Field(5, ge=1)               # per length at batch 1
@@ -485,6 +496,14 @@ class E5Params(ExperimentParams):
     chunked_prompt_len: int = Field(1984, ge=1)
     chunked_first_s: float = Field(0.2, ge=0)         # the first arrival, s after the decodes
     chunked_every_s: float = Field(0.4, gt=0)         # between arrivals
+
+    @model_validator(mode="before")
+    @classmethod
+    def _trace_is_a_trace(cls, data: Any) -> Any:
+        """`trace.dataset_path=FILE` alone names a trace: its dataset need not be spelled out."""
+        if isinstance(data, dict) and isinstance(data.get("trace"), dict):
+            data = {**data, "trace": {"dataset": "trace", **data["trace"]}}
+        return data
 
     @model_validator(mode="after")
     def _lengths_and_levels(self) -> "E5Params":
@@ -504,6 +523,8 @@ class E5Params(ExperimentParams):
             self._fits("chunked_prompt_len", self.chunked_prompt_len, 1, "one output token")
             if len({s.name for s in self.chunked_settings}) < len(self.chunked_settings):
                 raise ValueError("chunked_settings: names must be distinct (each names a server's log)")
+        if "trace" in self.parts and (self.trace is None or self.trace.dataset != "trace"):
+            raise ValueError("part trace replays a trace: set trace.dataset_path to a Mooncake-format JSONL file")
         return self
 
 

@@ -346,38 +346,68 @@ def itl_around_prefills(rows: list[dict[str, Any]], path: Optional[Path] = None)
     return _save(fig, path)
 
 
-def server_timeline(timeline: pd.DataFrame, requests: pd.DataFrame, path: Optional[Path] = None) -> Figure:
+def server_timeline(timeline: pd.DataFrame, requests: pd.DataFrame, path: Optional[Path] = None,
+                    gpu: Optional[pd.DataFrame] = None, span: str = "point") -> Figure:
     """The servers' gauges on the run's time axis beside the client's view: requests the client has in flight
-    (sent, not yet answered) against the servers' running and waiting requests (summed over instances), and each
-    instance's KV cache usage; each point's span shaded and named. `timeline`: t_ns, server, point and the gauges;
-    `requests`: point, t_send_ns, t_end_ns (the client's clock, as timeline.t_ns)."""
+    (sent, not yet answered) against the servers' running and waiting requests (summed over instances), preemptions
+    where they happened, and each instance's KV cache usage; with `gpu` (NVML rows with t_ns), each GPU's memory
+    used and utilization under it. Each span (a point, a level) shaded and named. `timeline`: t_ns, server and the
+    gauges; `requests`: the `span` column, t_send_ns, t_end_ns; all times on the client's clock."""
+    gpu = gpu if gpu is not None and not gpu.empty and "t_ns" in gpu else None
     t0 = min(int(requests["t_send_ns"].min()), int(timeline["t_ns"].min()))
-    sec = lambda ns: (pd.Series(ns, dtype="float64") - t0) / 1e9   # noqa: E731 - one conversion, used four times
-    fig = Figure(figsize=(7.2, 4.6), layout="constrained")
-    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[2, 1])
-    edges = pd.concat([requests[["t_send_ns"]].rename(columns={"t_send_ns": "t"}),
-                       requests[["t_end_ns"]].rename(columns={"t_end_ns": "t"})]).dropna()
-    steps = pd.concat([pd.Series(1, index=requests["t_send_ns"]),
-                       pd.Series(-1, index=requests["t_end_ns"].dropna())]).sort_index().cumsum()
-    top.step(sec(steps.index), steps.values, where="post", color="C0", lw=1.2, label="client: in flight")
-    summed = timeline.groupby("t_ns")[["num_requests_running", "num_requests_waiting"]].sum().sort_index()
-    top.plot(sec(summed.index), summed["num_requests_running"], ".-", color="C1", ms=3, lw=0.8,
-             label="servers: running")
-    top.plot(sec(summed.index), summed["num_requests_waiting"], ".-", color="C3", ms=3, lw=0.8,
-             label="servers: waiting")
+    sec = lambda ns: (pd.Series(ns, dtype="float64") - t0) / 1e9   # noqa: E731 - one conversion, used throughout
+    fig = Figure(figsize=(7.2, 4.6 if gpu is None else 6.2), layout="constrained")
+    axes = fig.subplots(2 if gpu is None else 3, 1, sharex=True, height_ratios=[2, 1] if gpu is None else [2, 1, 1])
+    top, kv = axes[0], axes[1]
+    _in_flight_and_queue(top, timeline, requests, sec)
     for name, g in timeline.groupby("server"):
-        bottom.plot(sec(g["t_ns"]), 100 * g["kv_cache_usage_perc"], ".-", ms=3, lw=0.8, label=str(name))
-    for i, (point, g) in enumerate(requests.groupby("point", sort=False)):
+        kv.plot(sec(g["t_ns"]), 100 * g["kv_cache_usage_perc"], ".-", ms=3, lw=0.8, label=str(name))
+    kv.set_ylabel("KV cache used %")
+    kv.legend(fontsize=7, loc="upper left", title="instance", title_fontsize=7)
+    if gpu is not None:
+        _gpu_panel(axes[2], gpu[gpu["t_ns"].between(t0, max(timeline["t_ns"].max(), requests["t_end_ns"].max()))],
+                   sec)
+    for i, (name, g) in enumerate(requests.groupby(span, sort=False)):
         lo, hi = sec([g["t_send_ns"].min(), g["t_end_ns"].max()])
-        for ax in (top, bottom):
+        for ax in axes:
             ax.axvspan(lo, hi, color="0.5", alpha=0.08 if i % 2 else 0.16, lw=0)
-        top.annotate(str(point), ((lo + hi) / 2, 1.0), xycoords=("data", "axes fraction"), ha="center",
+        top.annotate(str(name), ((lo + hi) / 2, 1.0), xycoords=("data", "axes fraction"), ha="center",
                      va="bottom", fontsize=7)
-    top.set_ylabel("requests")
-    top.legend(fontsize=7, loc="upper left")
-    bottom.set_ylabel("KV cache used %")
-    bottom.set_xlabel(f"seconds since the first measured request ({len(edges) // 2} requests)")
-    bottom.legend(fontsize=7, loc="upper left", title="instance", title_fontsize=7)
-    for ax in (top, bottom):
+    axes[-1].set_xlabel(f"seconds since the first measured request ({len(requests)} requests)")
+    for ax in axes:
         ax.grid(True, alpha=0.3)
     return _save(fig, path)
+
+
+def _in_flight_and_queue(ax, timeline: pd.DataFrame, requests: pd.DataFrame, sec) -> None:
+    """The client's requests in flight, the servers' running and waiting, and a tick where preemptions grew."""
+    steps = pd.concat([pd.Series(1, index=requests["t_send_ns"]),
+                       pd.Series(-1, index=requests["t_end_ns"].dropna())]).sort_index().cumsum()
+    ax.step(sec(steps.index), steps.values, where="post", color="C0", lw=1.2, label="client: in flight")
+    summed = timeline.groupby("t_ns")[["num_requests_running", "num_requests_waiting"]].sum().sort_index()
+    ax.plot(sec(summed.index), summed["num_requests_running"], ".-", color="C1", ms=3, lw=0.8,
+            label="servers: running")
+    ax.plot(sec(summed.index), summed["num_requests_waiting"], ".-", color="C3", ms=3, lw=0.8,
+            label="servers: waiting")
+    if "num_preemptions" in timeline:      # a counter: a tick at each scrape where it grew
+        grew = [t for _, g in timeline.sort_values("t_ns").groupby("server")
+                for t, d in zip(g["t_ns"], g["num_preemptions"].diff()) if d and d > 0]
+        if grew:
+            ax.plot(sec(grew), [0] * len(grew), "|", color="k", ms=12, label="preemptions grew")
+    ax.set_ylabel("requests")
+    ax.legend(fontsize=7, loc="upper left")
+
+
+def _gpu_panel(ax, gpu: pd.DataFrame, sec) -> None:
+    """Each GPU's memory used (% of its total, solid) and SM utilization (%, dotted), named by role."""
+    for i, (index, g) in enumerate(gpu.groupby("gpu")):
+        name = f"GPU {index}" + (f" ({g['role'].iloc[0]})" if isinstance(g["role"].iloc[0], str)
+                                 and g["role"].iloc[0] else "")
+        if {"memory_used_bytes", "memory_total_bytes"} <= set(g):
+            ax.plot(sec(g["t_ns"]), 100 * g["memory_used_bytes"] / g["memory_total_bytes"], "-", color=f"C{i}",
+                    lw=1.0, label=f"{name} memory")
+        if "utilization_pct" in g:
+            ax.plot(sec(g["t_ns"]), g["utilization_pct"], ":", color=f"C{i}", lw=1.0, label=f"{name} utilization")
+    ax.set_ylabel("GPU %")
+    ax.set_ylim(0, 105)
+    ax.legend(fontsize=7, loc="lower left", ncol=2)

@@ -88,7 +88,11 @@ display(e3_disagg.headline_table(summary))
 print("placement:", {m: a["reason"] for m, a in summary["gpu_assignment"].items()})
 
 # %% [markdown]
-# ## 5. Latency distributions and the TTFT breakdown
+# ## 5. Latency distributions, the TTFT breakdown, and each mode's servers through its window
+#
+# Under the distributions, one timeline per mode: the servers' running and waiting requests (summed over
+# instances: a disaggregated request counts on its prefill and its decode server while it hands over) against the
+# requests the client had in flight, each instance's KV cache use and, on GPUs, NVML's memory and utilization.
 
 # %% tags=["remove_input"]
 for fig in figs:

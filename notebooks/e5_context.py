@@ -23,7 +23,8 @@
 # predictions a user would make agree with what the server does (part `capacity`)? What does a longer context cost
 # a request's TTFT and TPOT, and which terms of the model explain it (part `cost`)? How much does a shared prefix
 # save, and does the server's prefix cache reuse what the workload offers (part `prefix`)? What do long prefills
-# do to the decodes already running, with chunked prefill and without (part `chunked`)?
+# do to the decodes already running, with chunked prefill and without (part `chunked`)? And under a production-shaped
+# trace, replayed on its timestamps, where do the queue, the cache and preemption go (part `trace`)?
 #
 # **Method.** One server. Its KV cache as it reports it (`vllm:cache_config_info`; its startup log's "KV cache
 # size" and "Maximum concurrency" lines). For each context length L, three predictions of the requests held at once
@@ -103,6 +104,17 @@ display(pd.DataFrame(summary["levels"]).style.hide(axis="index").format(precisio
         if summary["levels"] else "part `capacity` is off")
 
 # %% [markdown]
+# ### The server through the levels and the trace
+#
+# The server's own gauges, scraped every `metrics_interval_s`, on the client's clock: requests running and waiting
+# against the requests the client had in flight, a tick where its preemption counter grew, its KV cache use and, on a
+# GPU, NVML's memory and utilization. Each level (and the trace) is shaded and named.
+
+# %% tags=["remove_input"]
+display(figs["server_timeline"] if "server_timeline" in figs else "no gauges were scraped (parts capacity and "
+        "trace off)")
+
+# %% [markdown]
 # ## 5. Cost of context
 #
 # p50 TTFT and TPOT per context length and batch, the KV bytes a decode step reads, and the fits.
@@ -135,7 +147,16 @@ if "chunked" in figs:
     display(figs["chunked"])
 
 # %% [markdown]
-# ## 8. Conclusion
+# ## 8. Trace replay
+#
+# A Mooncake-format trace on its own timestamps (part `trace`): whether the replay was faithful (lengths, the prefix
+# reuse the trace implies against the server's hits, send lag) and what the server did under it.
+
+# %% tags=["remove_input"]
+display(e5_context.trace_view(summary))
+
+# %% [markdown]
+# ## 9. Conclusion
 
 # %% tags=["remove_input"]
 display(Markdown(e5_context.conclusions(summary)))

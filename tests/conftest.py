@@ -31,14 +31,20 @@ def pytest_runtest_makereport(item, call):
 
 @pytest.fixture(scope="session")
 def vllm_server(tmp_path_factory):
-    from ctxkit.backends import VLLMServer
 
     logs = tmp_path_factory.mktemp("shared-vllm")
     # Prefix caching off: tests that repeat a workload (the vLLM-agreement test) must not measure cache hits.
-    server = VLLMServer("tiny-llama", name="shared", log_dir=logs, kv_cache_space_gib=1, max_model_len=4096,
-                        extra_args=["--no-enable-prefix-caching"])
-    with server:
+    with profile_server("shared", logs, ["--no-enable-prefix-caching"]) as server:
         yield server
+
+
+def profile_server(name: str, log_dir: Path, extra_args: list[str]):
+    """A tiny vLLM server started as the default profile (cpu-tiny) starts one, plus `extra_args`."""
+    from ctxkit.backends import VLLMServer
+    from ctxkit.params import DEFAULT_PROFILE, ServerParams, profile_path, read_yaml
+
+    server = ServerParams(**read_yaml(profile_path(DEFAULT_PROFILE))["server"])
+    return VLLMServer.from_params(server, seed=0, name=name, log_dir=log_dir, extra_args=extra_args)
 
 
 @pytest.fixture

@@ -103,8 +103,17 @@ def test_e3_end_to_end(tmp_path):
     assert handoffs["efficiency"].notna().all()
     assert "% of the link" in (run / "report.html").read_text()
     for name in ("e3_headline.csv", "e3_handoffs.csv", "e3_ttft_breakdown.csv", "e3_latency_cdf.svg",
-                 "e3_ttft_breakdown.svg"):
+                 "e3_ttft_breakdown.svg", "e3_server_timeline_aggregated.svg", "e3_server_timeline_disaggregated.svg"):
         assert (run / "artifacts" / name).is_file(), name
+    # every server of each mode scraped through that mode's window, first and last scrape bracketing its requests
+    gauges = pd.read_csv(run / "artifacts/e3_server_timeline.csv")
+    records = [json.loads(line) for line in (run / "requests.jsonl").read_text().splitlines()]
+    for mode, servers in (("aggregated", 2), ("disaggregated", 2)):
+        mine = gauges[gauges["mode"] == mode]
+        sent = [r for r in records if r["tags"].get("mode") == mode and not r["warmup"]]
+        assert mine["server"].nunique() == servers, mode
+        assert mine["t_ns"].min() <= min(r["t_send_ns"] for r in sent), mode
+        assert mine["t_ns"].max() >= max(r["t_end_ns"] for r in sent), mode
     routes = [json.loads(l) for l in (run / "logs/disaggregated-routes.jsonl").read_text().splitlines()]
     assert all(r["t_recv_ns"] <= r["t_prefill_sent_ns"] <= r["t_prefill_done_ns"] <= r["t_decode_sent_ns"]
                for r in routes if not r["error"])
@@ -123,7 +132,7 @@ def test_e3_kv_path_variants(tmp_path):
     variants table has one row per setting with its rate against the link, and greedy outputs stay equal; a setting
     the servers refuse is a row with its error, not a lost run."""
     result = run_cli("--runs-dir", str(tmp_path), "run", "e3_disagg", "--set", "workload.num_prompts=6",
-                     "--set", "correctness_prompt_lens=[100, 700]",
+                     "--set", "correctness_prompt_lens=[100, 700]", "--set", "aggregated_replicas=1",
                      "--set", 'variants=[{"name": "block-64", "block_size": 64, "connector_extra": {"probe": "on"}},'
                               ' {"name": "refused", "extra_args": ["--no-such-flag"]}]')
     assert result.returncode == 0, result.stderr[-4000:]

@@ -39,8 +39,11 @@ def test_e4_end_to_end(tmp_path):
     html = (run / "report.html").read_text()
     assert comparison["winner"] in html and "per CPU core set" in html
     for name in ("e4_probes.csv", "e4_goodput.csv", "e4_slo_scale.csv", "e4_misses.csv", "e4_attainment.svg",
-                 "e4_goodput_per_device.svg"):
+                 "e4_goodput_per_device.svg", "e4_server_timeline_aggregated-x2.svg",
+                 "e4_server_timeline_1P1D-example.svg"):
         assert (run / "artifacts" / name).is_file(), name
+    gauges = pd.read_csv(run / "artifacts/e4_server_timeline.csv")      # every probe's servers, scraped through it
+    assert set(zip(gauges["topology"], gauges["probe"])) == set(zip(probes["topology"], probes["index"]))
     seen = probe_report(run / "report.html")
     assert seen["errors"] == [] and seen["wide_tables"] == [], seen
 

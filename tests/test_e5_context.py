@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from browser import probe_report
-from conftest import run_cli
+from conftest import ROOT, run_cli
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
@@ -17,6 +18,7 @@ pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 # (16 blocks). By bytes: 32 and 8 requests. vLLM keeps one block aside (its null block): 127 // 4 = 31, 127 // 16 = 7.
 ANALYTICAL = {448: 32.0, 1984: 8.0}
 BLOCKS = {448: 31.0, 1984: 7.0}
+TRACE = ROOT / "tests/data/prefix_trace.jsonl"
 
 
 def test_e5_kv_capacity_against_the_predictions(tmp_path):
@@ -74,16 +76,20 @@ def test_e5_kv_capacity_against_the_predictions(tmp_path):
     assert seen["errors"] == [] and seen["wide_tables"] == [], seen
 
 
-def test_e5_capacity_hold_levels(tmp_path):
+def test_e5_capacity_hold_levels_then_a_trace_on_one_server_timeline(tmp_path):
     """Hold levels (the GPU setting) on the CPU tier: c requests at once, each asking for 448 tokens beyond its
     1,600-token prompt (16 blocks a request in the end, 13 at admission), ended by the hold rule or by the requests
     themselves. The capacity is measured from the levels without preemption and lies within 25% of the analytical
-    8 requests; the level past it is held back; nothing fails (cancellations are the design, counted apart)."""
-    result = run_cli("--runs-dir", str(tmp_path), "run", "e5_context", "--set", "parts=[capacity]",
+    8 requests; the level past it is held back; nothing fails (cancellations are the design, counted apart).
+    Then part trace on the same server: the ten-row trace replayed on its timestamps, lengths exact, the server's
+    prefix hits at least 80% of what the trace implies; the server's gauges through both levels and the trace on
+    one timeline, each span's scrapes bracketing its requests."""
+    result = run_cli("--runs-dir", str(tmp_path), "run", "e5_context", "--set", "parts=[capacity, trace]",
                      "--set", "capacity_hold=true", "--set", "context_lens=[1600]", "--set", "output_len=448",
-                     "--set", "concurrency_factors=[1.0,1.5]", timeout=600)
+                     "--set", "concurrency_factors=[1.0,1.5]", "--set", f"trace.dataset_path={TRACE}", timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
-    summary = json.loads((Path(result.stdout.strip().splitlines()[-1]) / "summary.json").read_text())
+    run = Path(result.stdout.strip().splitlines()[-1])
+    summary = json.loads((run / "summary.json").read_text())
     assert all(c["passed"] for c in summary["checks"].values()), summary["checks"]
     (cap,) = summary["capacity"]
     assert cap["analytical"] == 8.0 and cap["cache_config"] == 7.0
@@ -93,3 +99,21 @@ def test_e5_capacity_hold_levels(tmp_path):
     assert levels[0]["held"] and levels[0]["peak_running"] == 7
     assert levels[1]["peak_running"] < 10 and (levels[1]["peak_waiting"] > 0 or levels[1]["preemptions"] > 0)
     assert all(lv["failed"] == 0 and lv["requests"] == lv["concurrency"] for lv in levels)
+    trace = summary["trace"]
+    fid = trace["fidelity"]
+    assert trace["requests"] == 10 and trace["failed"] == 0 and fid["lengths_exact"] and fid["on_trace_timestamps"]
+    assert fid["implied_reusable_tokens"] > 0 and fid["measured_prefix_hits"] >= 0.8 * fid["implied_reusable_tokens"]
+    assert summary["checks"]["trace_lengths_exact"]["passed"]
+    timeline = pd.read_csv(run / "artifacts/e5_server_timeline.csv")
+    records = [json.loads(line) for line in (run / "requests.jsonl").read_text().splitlines()]
+    spans = {"L=1600 c=7", "L=1600 c=10", "trace"}
+    assert set(timeline["span"]) == spans
+    for span in spans:
+        mine = [r for r in records if r["tags"].get("span") == span]
+        scraped = timeline[timeline["span"] == span]["t_ns"]
+        assert mine and scraped.min() <= min(r["t_send_ns"] for r in mine), span
+        assert scraped.max() >= max(r["t_end_ns"] for r in mine if r["t_end_ns"]), span
+    assert (timeline[timeline["span"] == "trace"]["num_requests_running"] > 0).any()
+    assert (run / "artifacts/e5_server_timeline.svg").is_file() and (run / "artifacts/e5_trace.csv").is_file()
+    assert summary["profiling"]["gpu"]["available"] is False         # no GPU here: said, not sampled
+    assert "Trace replay: 10 requests" in (run / "report.html").read_text()     # the conclusion, from the numbers

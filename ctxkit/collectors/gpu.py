@@ -45,7 +45,10 @@ class GPUSampler:
             while not self._stop.is_set():
                 now = time.monotonic() - t0
                 for i, h in enumerate(handles):
-                    row: dict[str, Any] = {**self.tags, "t_s": round(now, 3), "gpu": i, "role": self.roles.get(i, "")}
+                    # t_ns: the client's clock (perf_counter_ns, as request records and server scrapes), so that
+                    # memory and utilization line up with the requests and the server's KV usage
+                    row: dict[str, Any] = {**self.tags, "t_s": round(now, 3), "t_ns": time.perf_counter_ns(), "gpu": i,
+                                           "role": self.roles.get(i, "")}
                     for key, fn in (("memory", pynvml.nvmlDeviceGetMemoryInfo),
                                     ("util", pynvml.nvmlDeviceGetUtilizationRates)):
                         try:

@@ -116,7 +116,9 @@ class ServerMetricsCollector:
         time), so the gauges line up with the requests sent and answered; t_s (wall clock) with other hosts' logs."""
         if samples:
             self.timeline.append({"t_s": time.time(), "t_ns": time.perf_counter_ns(), "server": self.name,
-                                  **{g: value(samples, f"vllm:{g}") for g in GAUGES}})
+                                  **{g: value(samples, f"vllm:{g}") for g in GAUGES},
+                                  # a counter, kept as it stands: where it grows, the server preempted
+                                  "num_preemptions": value(samples, "vllm:num_preemptions_total")})
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):

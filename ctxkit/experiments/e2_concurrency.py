@@ -267,7 +267,8 @@ def write_artifacts(run: RunFolder, table: pd.DataFrame) -> dict[str, Any]:
 
 def server_timeline_figure(run: RunFolder):
     """The servers' gauges beside the client's requests in flight over the whole sweep (every attempt's points on
-    one monotonic clock), or None when no gauges were scraped (metrics_interval_s null)."""
+    one monotonic clock), with NVML's view of the GPUs under them where sampled; None when no gauges were scraped
+    (metrics_interval_s null)."""
     files = sorted(run.artifacts.glob("e2_server_timeline*.csv"))
     frames = [f for f in (pd.read_csv(p) for p in files) if "t_ns" in f and not f.empty]
     if not frames:
@@ -279,4 +280,6 @@ def server_timeline_figure(run: RunFolder):
                              if not r.warmup and r.tags.get("point") in points])
     if requests.empty:
         return None
-    return plots.server_timeline(timeline, requests, run.artifacts / "e2_server_timeline.svg")
+    gpu = [f for f in (pd.read_csv(p) for p in sorted(run.artifacts.glob("e2_gpu_timeline*.csv"))) if "t_ns" in f]
+    return plots.server_timeline(timeline, requests, run.artifacts / "e2_server_timeline.svg",
+                                 gpu=pd.concat(gpu, ignore_index=True) if gpu else None)

@@ -51,6 +51,7 @@ class ModeResult:
     link: Optional[dict[str, Any]] = None     # the prefill -> decode link, measured before the servers start
     block_size: Optional[int] = None          # KV block size of a disaggregated pool
     error: Optional[str] = None               # a variant that could not run: why (the sweep goes on)
+    timeline: list[dict[str, Any]] = field(default_factory=list)   # its servers' gauges through the load window
 
 
 def correctness_set(params: E3Params, card: ModelCard) -> list[CompletionRequest]:
@@ -145,14 +146,16 @@ def run_mode(params: E3Params, run: RunFolder, mode: str, out: JsonlWriter, log=
         log(f"[e3] {label}: measuring {len(items)} requests ({params.load.arrival}, "
             f"concurrency {params.load.concurrency})")
         records, prof = measure(pool, items, params.load, seed=params.seed, timeout_s=params.request_timeout_s,
-                                slo=slo_of(params.slo), out=out, label=f"e3 {label}", tags={"mode": label})
+                                slo=slo_of(params.slo), out=out, label=f"e3 {label}", tags={"mode": label},
+                                metrics_interval_s=params.metrics_interval_s)
         servers = prof["server"]
         handoffs = pool.handoffs(expect=n_handoffs + len(records))[n_handoffs:] if mode == "disaggregated" else []
         describe = pool.describe()
     enforce_error_policy(label, records, params.on_request_error)
     return ModeResult(label, records, correctness, prof["latency"], servers, describe, handoffs,
                       correctness_handoffs, external, devices=devices_used(describe["placement"]), gpu=sampler,
-                      link=measured_link, block_size=getattr(pool, "block_size", None))
+                      link=measured_link, block_size=getattr(pool, "block_size", None),
+                      timeline=[{"mode": label, **row} for row in prof["timeline"]])
 
 
 def variant_params(params: E3Params, v: E3Variant) -> E3Params:
@@ -392,6 +395,9 @@ def write_artifacts(run: RunFolder, agg: ModeResult, dis: ModeResult, summary: d
         run.artifacts / "e3_handoffs.csv", index=False)
     write_timeline([res.gpu for res in (agg, dis, *(variants or [])) if res.gpu],
                    run.artifacts / "e3_gpu_timeline.csv")
+    gauges = [row for res in (agg, dis, *(variants or [])) for row in res.timeline]
+    if gauges:
+        pd.DataFrame(gauges).to_csv(run.artifacts / "e3_server_timeline.csv", index=False)
     br = breakdown(dis)
     br.to_csv(run.artifacts / "e3_ttft_breakdown.csv", index=False)
     req = []
@@ -408,7 +414,20 @@ def write_artifacts(run: RunFolder, agg: ModeResult, dis: ModeResult, summary: d
         figs.append(plots.stacked_breakdown(br, ["router_ms", "prefill_ms", "kv_transfer_ms", "first_decode_step_ms",
                                                  "other_ms"], run.artifacts / "e3_ttft_breakdown.svg",
                                             "E3: TTFT breakdown per disaggregated request"))
+    figs += [f for f in (mode_timeline(res, run) for res in (agg, dis)) if f is not None]
     return figs
+
+
+def mode_timeline(res: ModeResult, run: RunFolder):
+    """One mode's servers through its load window: their gauges beside the client's requests in flight, with NVML's
+    view of its GPUs where sampled (e3_server_timeline_<mode>.svg); None without scrapes."""
+    requests = pd.DataFrame([{"mode": res.mode, "t_send_ns": r.t_send_ns, "t_end_ns": r.t_end_ns}
+                             for r in res.records if r.t_send_ns])
+    if not res.timeline or requests.empty:
+        return None
+    gpu = pd.DataFrame(res.gpu.rows) if res.gpu is not None and res.gpu.rows else None
+    return plots.server_timeline(pd.DataFrame(res.timeline), requests,
+                                 run.artifacts / f"e3_server_timeline_{res.mode}.svg", gpu=gpu, span="mode")
 
 
 def conclusions(summary: dict[str, Any]) -> str:

@@ -11,6 +11,7 @@ for disaggregated topologies the router's per-request breakdown of the missed re
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -354,11 +355,32 @@ def write_artifacts(params: E4Params, run: RunFolder, results: list[TopologyResu
     scale.to_csv(run.artifacts / "e4_slo_scale.csv", index=False)
     misses.to_csv(run.artifacts / "e4_misses.csv", index=False)
     write_timeline([r.gpu for r in results if r.gpu], run.artifacts / "e4_gpu_timeline.csv")
+    gauges = [{"topology": r.topology, "slo": slo, "probe": p.index, "rate": p.rate, **row}
+              for r in results for slo, res in r.searches.items() for p in res.probes for row in p.timeline]
+    if gauges:
+        pd.DataFrame(gauges).to_csv(run.artifacts / "e4_server_timeline.csv", index=False)
     figs = [plots.attainment_vs_rate(probes, params.search.target, run.artifacts / "e4_attainment.svg"),
             plots.goodput_bars(goodput, run.artifacts / "e4_goodput_per_device.svg")]
     if len(scale):
         figs.append(plots.slo_scale(scale, params.search.target, run.artifacts / "e4_slo_scale.svg"))
+    figs += [f for f in (topology_timeline(r, run) for r in results) if f is not None]
     return figs
+
+
+def topology_timeline(result: TopologyResult, run: RunFolder):
+    """One topology's servers through its probes (kept up between them): their gauges beside the client's requests
+    in flight, each probe shaded and named by its rate, NVML under them where sampled
+    (e4_server_timeline_<topology>.svg); None without scrapes."""
+    probes = [p for res in result.searches.values() for p in res.probes]
+    gauges = pd.DataFrame([row for p in probes for row in p.timeline])
+    requests = pd.DataFrame([{"probe": f"{p.rate:.3g}/s", "t_send_ns": r.t_send_ns, "t_end_ns": r.t_end_ns}
+                             for p in probes for r in p.records if r.t_send_ns])
+    if gauges.empty or requests.empty:
+        return None
+    gpu = pd.DataFrame(result.gpu.rows) if result.gpu is not None and result.gpu.rows else None
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", result.topology).strip("-")
+    return plots.server_timeline(gauges, requests, run.artifacts / f"e4_server_timeline_{name}.svg", gpu=gpu,
+                                 span="probe")
 
 
 def _styled(frame: pd.DataFrame, decimals: dict[str, int]):

@@ -36,8 +36,9 @@ import pandas as pd
 
 from ctxkit import plots
 from ctxkit.backends.base import ServingBackend
+from ctxkit.collectors.gpu import GPUSampler
 from ctxkit.collectors.server_metrics import parse
-from ctxkit.experiments import e5_chunked, e5_cost, e5_prefix
+from ctxkit.experiments import e5_chunked, e5_cost, e5_prefix, e5_trace
 from ctxkit.experiments.common import check, make_backend
 from ctxkit.load.arrivals import StopFn
 from ctxkit.load.engine import measure
@@ -45,7 +46,7 @@ from ctxkit.load.search import settle
 from ctxkit.load.workloads import LengthDist, synthetic
 from ctxkit.models import ModelCard
 from ctxkit.params import E5Params, LoadParams
-from ctxkit.records import CANCELLED, OK, JsonlWriter, RequestRecord
+from ctxkit.records import CANCELLED, OK, JsonlWriter, RequestRecord, read_records
 from ctxkit.runs.folder import RunFolder
 
 LOG_CONCURRENCY = re.compile(r"Maximum concurrency for ([\d,]+) tokens per request: ([\d.]+)x")
@@ -90,13 +91,14 @@ def levels(params: E5Params, predicted: float) -> list[int]:
 
 
 def measure_level(params: E5Params, backend: ServingBackend, card: ModelCard, length: int, c: int, k: int,
-                  out: JsonlWriter, log=print) -> dict[str, Any]:
+                  out: JsonlWriter, timeline: list[dict[str, Any]], log=print) -> dict[str, Any]:
     """c x requests_per_slot fresh prompts of `length` tokens in a closed loop of c (a hold level: c of them at
-    once, see the module's docstring); the server's peaks."""
+    once, see the module's docstring); the server's peaks. Its scrapes are added to `timeline`."""
     n = c if params.capacity_hold else c * params.requests_per_slot
     items = synthetic(n, LengthDist("fixed", length), LengthDist("fixed", params.output_len),
                       vocab_size=card.vocab_size, seed=params.seed * 1000 + k, id_prefix=f"L{length}c{c}")
-    label, tags = f"e5 L={length} c={c}", {"context_len": length, "concurrency": c}
+    span = f"L={length} c={c}"
+    label, tags = f"e5 {span}", {"context_len": length, "concurrency": c, "part": "capacity", "span": span}
     if params.capacity_hold:
         records, prof = hold_level(params, backend, items, c, out, label, tags, params.seed + k)
     else:
@@ -116,6 +118,7 @@ def measure_level(params: E5Params, backend: ServingBackend, card: ModelCard, le
     row["held"] = bool(row["peak_running"] is not None and row["peak_running"] >= c and not row["preemptions"])
     log(f"[e5] L={length} c={c}: peak running {row['peak_running']}, waiting {row['peak_waiting']}, "
         f"preemptions {row['preemptions']:g}, KV usage {row['peak_kv_usage']}")
+    timeline += [{"span": span, **r} for r in prof["timeline"]]
     return row
 
 
@@ -153,15 +156,23 @@ def past_capacity(top: dict[str, Any]) -> bool:
 
 
 def sweep(params: E5Params, run: RunFolder, log=print) -> dict[str, Any]:
-    """The parts switched on: `capacity`, `cost` (ctxkit.experiments.e5_cost) and `prefix` (e5_prefix) on one
-    server, whose cache is read first; then `chunked` (e5_chunked), a server per setting. Returns view, capacity,
-    levels, cost, prefix and chunked."""
+    """The parts switched on: `capacity`, `cost` (ctxkit.experiments.e5_cost), `prefix` (e5_prefix) and `trace`
+    (e5_trace) on one server, whose cache is read first, with NVML sampling its GPU and its gauges scraped through
+    the capacity levels and the trace (e5_server_timeline.csv, e5_gpu_timeline.csv); then `chunked` (e5_chunked), a
+    server per setting. Returns view, capacity, levels, cost, prefix, trace, chunked and gpu."""
     card = ModelCard.load(params.server.model)
-    result: dict[str, Any] = {"view": {}, "capacity": [], "levels": [], "cost": None, "prefix": None, "chunked": None}
+    result: dict[str, Any] = {"view": {}, "capacity": [], "levels": [], "cost": None, "prefix": None, "chunked": None,
+                              "trace": None, "gpu": {"available": False, "reason": "no part ran on the main server"}}
     with JsonlWriter(run.path / "requests.jsonl") as out:
-        if {"capacity", "cost", "prefix"} & set(params.parts):
-            with make_backend(params, "server", run) as backend:
+        if {"capacity", "cost", "prefix", "trace"} & set(params.parts):
+            sampler = GPUSampler(params.gpu_sample_interval_s, roles={0: "aggregated"})
+            with make_backend(params, "server", run) as backend, sampler:
                 result.update(one_server_parts(params, backend, card, out, log))
+            result["gpu"] = sampler.stop()
+            sampler.write_timeline(run.artifacts / "e5_gpu_timeline.csv")
+            timeline = result.pop("timeline")
+            if timeline:
+                pd.DataFrame(timeline).to_csv(run.artifacts / "e5_server_timeline.csv", index=False)
         if "chunked" in params.parts:       # after the main server is gone: each setting starts one of its own
             result["chunked"] = e5_chunked.measure_chunked(params, run, card, out, log)
     return result
@@ -175,11 +186,12 @@ def one_server_parts(params: E5Params, backend: ServingBackend, card: ModelCard,
                            "nothing to predict the capacity from (see its /metrics)")
     log(f"[e5] server up; KV cache: {view['num_blocks']} blocks of {view['block_size']} tokens; log: "
         f"{view['log_tokens']} tokens, {view['log_concurrency']}")
-    rows, capacity, cost, prefix = [], [], None, None
+    rows, capacity, cost, prefix, trace = [], [], None, None, None
+    timeline: list[dict[str, Any]] = []          # the server's gauges through capacity levels and the trace
     for length in (params.context_lens if "capacity" in params.parts else []):
         pred = predictions(view, card, params.server.dtype, length + params.output_len)
         for c in levels(params, pred["cache_config"]):
-            rows.append(measure_level(params, backend, card, length, c, len(rows), out, log))
+            rows.append(measure_level(params, backend, card, length, c, len(rows), out, timeline, log))
         mine = [r for r in rows if r["context_len"] == length]
         held = [r["concurrency"] for r in mine if r["held"]]
         # vLLM admits a request on its prompt's blocks and preempts when decodes outgrow the cache: a level
@@ -196,17 +208,22 @@ def one_server_parts(params: E5Params, backend: ServingBackend, card: ModelCard,
     if "prefix" in params.parts:
         prefix = {"context_len": params.prefix_context_len, "block_size": view["block_size"],
                   "rows": e5_prefix.measure_prefix(params, backend, card, view["block_size"], out, log)}
-    return {"view": view, "capacity": capacity, "levels": rows, "cost": cost, "prefix": prefix}
+    if "trace" in params.parts:
+        trace, scraped = e5_trace.measure_trace(params, backend, card, out, log)
+        timeline += scraped
+    return {"view": view, "capacity": capacity, "levels": rows, "cost": cost, "prefix": prefix, "trace": trace,
+            "timeline": timeline}
 
 
 def summarize(params: E5Params, run: RunFolder, result: dict[str, Any]) -> dict[str, Any]:
     view, capacity, rows, cost = result["view"], result["capacity"], result["levels"], result["cost"]
-    prefix, chunked = result["prefix"], result["chunked"]
+    prefix, chunked, trace = result["prefix"], result["chunked"], result.get("trace")
     for c in capacity:
         c["measured_over_analytical"] = c["measured"] / c["analytical"] if c["analytical"] else None
     within = [abs(c["measured_over_analytical"] - 1) <= params.tolerance for c in capacity
               if c["measured_over_analytical"] is not None]
-    every = rows + (cost["rows"] if cost else []) + (prefix["rows"] if prefix else []) + (chunked or [])
+    every = rows + (cost["rows"] if cost else []) + (prefix["rows"] if prefix else []) + (chunked or []) + \
+        ([trace] if trace else [])
     checks = {"every_request_completed": check(all(r["failed"] == 0 for r in every),
                                                f"{sum(r['failed'] for r in every)} failed of "
                                                f"{sum(r['requests'] for r in every)}")}
@@ -230,9 +247,15 @@ def summarize(params: E5Params, run: RunFolder, result: dict[str, Any]) -> dict[
         checks["itl_around_every_arrival"] = check(len(spiked) == len(chunked),
                                                    f"{len(spiked)}/{len(chunked)} settings have decode gaps inside "
                                                    "every long prefill's window")
+    if trace:
+        checks["trace_lengths_exact"] = check(trace["fidelity"]["lengths_exact"],
+                                              f"{trace['requests']} requests, every prompt as long as its row says"
+                                              if trace["fidelity"]["lengths_exact"] else
+                                              f"mismatches: {trace['fidelity']['length_mismatches']}")
     summary = {"experiment": "e5_context", "run_id": run.run_id, "parts": list(params.parts), "cache": view,
                "checks": checks, "capacity": capacity, "levels": rows, "cost": cost, "prefix": prefix,
-               "chunked": [{k: v for k, v in r.items() if k != "gaps"} for r in chunked] if chunked else None}
+               "chunked": [{k: v for k, v in r.items() if k != "gaps"} for r in chunked] if chunked else None,
+               "trace": trace, "profiling": {"gpu": result.get("gpu")}}
     run.write_json("summary.json", summary)
     return summary
 
@@ -263,7 +286,29 @@ def write_artifacts(run: RunFolder, summary: dict[str, Any],
         prefix = pd.DataFrame(summary["prefix"]["rows"])
         prefix.to_csv(run.artifacts / "e5_prefix.csv", index=False)
         figs["prefix"] = plots.prefix_reuse(prefix, run.artifacts / "e5_prefix.svg")
+    if summary.get("trace"):
+        pd.json_normalize(summary["trace"], sep="_").to_csv(run.artifacts / "e5_trace.csv", index=False)
+    timeline = server_timeline_figure(run)
+    if timeline is not None:
+        figs["server_timeline"] = timeline
     return figs
+
+
+def server_timeline_figure(run: RunFolder):
+    """The main server's gauges through the capacity levels and the trace, beside the client's requests in flight
+    and, on a GPU, NVML's memory and utilization; None when nothing was scraped."""
+    path = run.artifacts / "e5_server_timeline.csv"
+    if not path.is_file():
+        return None
+    timeline = pd.read_csv(path)
+    requests = pd.DataFrame([{"span": r.tags["span"], "t_send_ns": r.t_send_ns, "t_end_ns": r.t_end_ns}
+                             for r in read_records(run.path / "requests.jsonl")
+                             if not r.warmup and r.t_send_ns and r.tags.get("span") in set(timeline["span"])])
+    if requests.empty:
+        return None
+    gpu_path = run.artifacts / "e5_gpu_timeline.csv"
+    gpu = pd.read_csv(gpu_path) if gpu_path.is_file() else None
+    return plots.server_timeline(timeline, requests, run.artifacts / "e5_server_timeline.svg", gpu=gpu, span="span")
 
 
 def capacity_view(summary: dict[str, Any]):
@@ -295,6 +340,25 @@ def prefix_view(summary: dict[str, Any]):
     return frame.style.hide(axis="index").format(precision=3, na_rep="-")
 
 
+def trace_view(summary: dict[str, Any]):
+    """The replay's fidelity and the server's view of it, one row of named quantities."""
+    t = summary.get("trace")
+    if not t:
+        return "part `trace` is off"
+    fid, lag = t["fidelity"], t["fidelity"].get("send_lag") or {}
+    rows = {"requests (failed)": f"{t['requests']} ({t['failed']})", "speedup": f"{t['speedup']:g}x",
+            "prompt tokens (longest)": f"{t['prompt_tokens']:,} ({t['longest_prompt']:,})",
+            "lengths exact": fid["lengths_exact"],
+            "reuse the trace implies": f"{fid['implied_reusable_tokens']:,} tokens ({fid['implied_reuse'] or 0:.2f})",
+            "server's prefix hits": f"{fid['measured_prefix_hits'] or 0:,.0f} tokens",
+            "p50 / p99 TTFT ms": f"{t['p50_ttft_ms'] or 0:,.0f} / {t['p99_ttft_ms'] or 0:,.0f}",
+            "p50 / p99 TPOT ms": f"{t['p50_tpot_ms'] or 0:,.1f} / {t['p99_tpot_ms'] or 0:,.1f}",
+            "peak running / waiting": f"{t['peak_running']} / {t['peak_waiting']}",
+            "peak KV usage": f"{100 * (t['peak_kv_usage'] or 0):.0f}%", "preemptions": f"{t['preemptions']:g}",
+            "send lag p50 / p99 / max ms": " / ".join(f"{lag.get(k, 0):.1f}" for k in ("p50_ms", "p99_ms", "max_ms"))}
+    return pd.DataFrame({"quantity": list(rows), "value": [str(v) for v in rows.values()]}).style.hide(axis="index")
+
+
 def chunked_view(summary: dict[str, Any]):
     if not summary.get("chunked"):
         return "part `chunked` is off"
@@ -322,6 +386,8 @@ def conclusions(summary: dict[str, Any]) -> str:
         parts.append(e5_prefix.conclusion(summary["prefix"]["rows"]))
     if summary.get("chunked"):
         parts.append(e5_chunked.conclusion(summary["chunked"]))
+    if summary.get("trace"):
+        parts.append(e5_trace.conclusion(summary["trace"]))
     failed = [k for k, v in summary["checks"].items() if not v["passed"]]
     parts.append("All checks passed." if not failed else f"Checks FAILED: {', '.join(failed)}.")
     return " ".join(parts)

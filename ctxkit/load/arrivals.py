@@ -156,14 +156,22 @@ async def _run(base_url: str, model: str, items: list[WorkItem], arrivals: Arriv
             if stop is not None and stop(records, list(live.values()), time.perf_counter_ns()):
                 break
             tasks.append(asyncio.create_task(capped(it, due)))
-        await _drain(tasks, live, records, stop, drain_s)
+        by_id = {it.request_id: it for it in items}
+        for rec in await _drain(tasks, live, records, stop, drain_s):
+            # cut off in flight: kept as the finished ones are (their item's tags, the caller's on_record: E5's
+            # hold levels and E4's backlogs reach requests.jsonl too)
+            rec.tags.update(by_id[rec.request_id].tags if rec.request_id in by_id else {})
+            done[0] += 0 if rec.warmup else 1
+            if on_record:
+                on_record(rec, done[0], total)
     return records
 
 
 async def _drain(tasks: list[asyncio.Task], live: dict[int, RequestRecord], records: list[RequestRecord],
-                 stop: Optional[StopFn], drain_s: Optional[float]) -> None:
+                 stop: Optional[StopFn], drain_s: Optional[float]) -> list[RequestRecord]:
     """Wait for the requests in flight; with a stop rule, until it says stop or drain_s has passed, then cancel
-    the rest. Cancelled requests are kept (status cancelled, partial times): they are the backlog."""
+    the rest. Cancelled requests are kept (status cancelled, partial times): they are the backlog, added to
+    `records` and returned."""
     pending = {t for t in tasks if not t.done()}
     deadline = time.perf_counter_ns() + int(drain_s * 1e9) if drain_s is not None else None
     while pending:
@@ -176,7 +184,9 @@ async def _drain(tasks: list[asyncio.Task], live: dict[int, RequestRecord], reco
     for task in pending:
         task.cancel()
     await asyncio.gather(*pending, return_exceptions=True)
-    records.extend(r for r in cut if r.status == CANCELLED)
+    cancelled = [r for r in cut if r.status == CANCELLED]
+    records.extend(cancelled)
+    return cancelled
 
 
 def run_load(base_url: str, model: str, items: list[WorkItem], arrivals: Arrivals, *,

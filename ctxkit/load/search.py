@@ -54,6 +54,7 @@ class SearchPolicy:
     lag_bound_ms: float = 100.0          # p99 send lag above which a probe's load was paced by the client, not
                                          # its schedule: its offered rate is below the nominal one (flagged)
     arrival: str = "poisson"             # poisson | trace (the items' own timestamps, scaled to the rate)
+    metrics_interval_s: Optional[float] = None   # scrape the servers' gauges this often through a probe
     seed: int = 0
 
     @classmethod
@@ -102,6 +103,7 @@ class Probe:
     records: list[RequestRecord] = field(default_factory=list, repr=False)
     speedup: Optional[float] = None      # trace arrivals: the probe's rate / the trace's own over the same rows
     replay: dict[str, Any] = field(default_factory=dict)   # trace arrivals: ctxkit.collectors.replay.fidelity
+    timeline: list[dict[str, Any]] = field(default_factory=list, repr=False)   # the servers' gauges through it
 
     def row(self) -> dict[str, Any]:
         """The probe as one table row (no records)."""
@@ -200,7 +202,8 @@ def run_probe(backend: ServingBackend, index: int, rate: float, items_fn: ItemsF
     ones, ended early by the rule above; its verdict from everything that finished."""
     probe, t0 = Probe(index, rate), time.monotonic()
     settle(backend, policy.drain_s)
-    collectors = [ServerMetricsCollector(name, fetch).start() for name, fetch in backend.metric_sources().items()]
+    collectors = [ServerMetricsCollector(name, fetch, policy.metrics_interval_s).start()
+                  for name, fetch in backend.metric_sources().items()]
     probe.planned = policy.planned(rate)
     n_warm = policy.warmup(rate)
     items = items_fn(index, 0, n_warm + probe.planned)
@@ -231,6 +234,7 @@ def run_probe(backend: ServingBackend, index: int, rate: float, items_fn: ItemsF
         on_records(records)
     _score(probe, slo, policy)
     probe.server = {c.name: c.stop() for c in collectors}
+    probe.timeline = [row for c in collectors for row in c.timeline]
     if policy.arrival == "trace":                 # over the whole probe: its server counters cover the warmup too
         every = [dataclasses.replace(r, warmup=False) for r in records]
         probe.replay = replay.fidelity(items, every, probe.server, "trace")

@@ -1,0 +1,42 @@
+"""The run timeline figure (E2, E5): NVML's view of each GPU under the server's KV usage on the client's clock, and a
+tick where the server's preemption counter grew. Drawn from rows made here: the GPU path has no GPU in CI."""
+from __future__ import annotations
+
+import pandas as pd
+
+from ctxkit import plots
+
+S = 1_000_000_000          # ns in a second; the client's perf_counter clock starts anywhere
+T0 = 50 * S
+
+
+def gauges(preemptions: list[int]) -> pd.DataFrame:
+    return pd.DataFrame([{"t_ns": T0 + i * S // 2, "server": "server", "kv_cache_usage_perc": 0.1 * i,
+                          "num_requests_running": i, "num_requests_waiting": 0, "num_preemptions": p}
+                         for i, p in enumerate(preemptions)])
+
+
+REQUESTS = pd.DataFrame([{"span": "L=1600 c=7", "t_send_ns": T0 + S // 10, "t_end_ns": T0 + 2 * S},
+                         {"span": "trace", "t_send_ns": T0 + 2 * S, "t_end_ns": T0 + 3 * S}])
+
+
+def test_gpu_memory_and_utilization_sit_under_the_kv_usage_on_the_same_clock():
+    gpu = pd.DataFrame([{"t_ns": T0 + k * S, "gpu": 0, "role": "aggregated", "memory_used_bytes": 40 << 30,
+                         "memory_total_bytes": 80 << 30, "utilization_pct": 90} for k in range(4)]
+                       + [{"t_ns": T0 - 100 * S, "gpu": 0, "role": "aggregated", "memory_used_bytes": 0,
+                           "memory_total_bytes": 80 << 30, "utilization_pct": 0}])    # before the run: left out
+    fig = plots.server_timeline(gauges([0] * 7), REQUESTS, gpu=gpu, span="span")
+    top, kv, panel = fig.axes[:3]
+    lines = {line.get_label(): line for line in panel.get_lines()}
+    memory, util = lines["GPU 0 (aggregated) memory"], lines["GPU 0 (aggregated) utilization"]
+    assert list(memory.get_ydata()) == [50.0] * 4 and list(util.get_ydata()) == [90] * 4
+    assert list(memory.get_xdata()) == [0.0, 1.0, 2.0, 3.0]          # seconds from the first scrape, as KV usage
+    assert list(kv.get_lines()[0].get_xdata())[:3] == [0.0, 0.5, 1.0]
+    assert [t.get_text() for t in top.texts] == ["L=1600 c=7", "trace"]
+
+
+def test_without_gpu_rows_two_panels_and_preemption_ticks_where_the_counter_grew():
+    fig = plots.server_timeline(gauges([0, 0, 2, 2, 5, 5, 5]), REQUESTS, gpu=None, span="span")
+    assert len(fig.axes) == 2
+    (ticks,) = [line for line in fig.axes[0].get_lines() if line.get_label() == "preemptions grew"]
+    assert list(ticks.get_xdata()) == [1.0, 2.0]                    # the scrapes at 1.0 s (0 -> 2), 2.0 s (2 -> 5)

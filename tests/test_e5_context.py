@@ -117,3 +117,7 @@ def test_e5_capacity_hold_levels_then_a_trace_on_one_server_timeline(tmp_path):
     assert (run / "artifacts/e5_server_timeline.svg").is_file() and (run / "artifacts/e5_trace.csv").is_file()
     assert summary["profiling"]["gpu"]["available"] is False         # no GPU here: said, not sampled
     assert "Trace replay: 10 requests" in (run / "report.html").read_text()     # the conclusion, from the numbers
+    packet = run_cli("packet", str(run), "--out", str(tmp_path / "packet"), "--allow-no-commit")
+    assert packet.returncode == 0, packet.stderr[-2000:]
+    readme = (tmp_path / "packet/README.md").read_text()
+    assert "| 10 (0) | 1.00x |" in readme and "| trace | 10 | True |" in readme    # the server's view, the fidelity

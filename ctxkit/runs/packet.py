@@ -160,8 +160,22 @@ def extra(run: PacketRun) -> list[str]:
     if run.experiment == "e5_context":
         return (cost_tables(run.summary["cost"]) if run.summary.get("cost") else []) + \
             (prefix_table(run.summary["prefix"]) if run.summary.get("prefix") else []) + \
-            (chunked_table(run.summary["chunked"]) if run.summary.get("chunked") else [])
+            (chunked_table(run.summary["chunked"]) if run.summary.get("chunked") else []) + \
+            (trace_tables(run.summary["trace"]) if run.summary.get("trace") else [])
     return []
+
+
+def trace_tables(trace: dict[str, Any]) -> list[str]:
+    """E5's trace part: what the server did under the trace, then how faithfully it was replayed."""
+    row = [f"{num(0)(trace['requests'])} ({trace['failed']})", f"{num(2)(trace['speedup'])}x",
+           f"{num(0)(trace['prompt_tokens'])} ({num(0)(trace['longest_prompt'])})",
+           f"{num(0)(trace.get('p50_ttft_ms'))} / {num(0)(trace.get('p99_ttft_ms'))}",
+           f"{num(1)(trace.get('p50_tpot_ms'))} / {num(1)(trace.get('p99_tpot_ms'))}",
+           f"{num(0)(trace.get('peak_running'))} / {num(0)(trace.get('peak_waiting'))}",
+           num(1, pct=True)(trace.get("peak_kv_usage")), num(0)(trace.get("preemptions"))]
+    return table(["trace requests (failed)", "speed", "prompt tokens (longest)", "TTFT p50 / p99 ms",
+                  "TPOT p50 / p99 ms", "peak running / waiting", "peak KV used", "preemptions"], [row]) + [""] + \
+        replay_table({"trace": trace["fidelity"]})
 
 
 def replay_table(replay: dict[str, Any]) -> list[str]:

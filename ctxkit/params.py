@@ -372,7 +372,7 @@ class TopologyParams(Params):
 
 
 class SearchParams(Params):
-    """The goodput search (ctxkit.load.search): bracket by doubling, bisect to `tolerance`, 95% Wilson verdicts."""
+    """The goodput search (ctxkit.load.search): bracket by doubling, narrow to `tolerance`, 95% Wilson verdicts."""
     target: float = Field(0.9, gt=0, lt=1)            # SLO attainment a rate must reach
     start_rate: float = Field(1.0, gt=0)              # req/s of the first probe
     tolerance: float = Field(0.05, gt=0, le=1)        # stop when lowest failing / highest passing <= 1 + tolerance
@@ -507,8 +507,7 @@ class E5Params(ExperimentParams):
 
     @model_validator(mode="after")
     def _lengths_and_levels(self) -> "E5Params":
-        if self.backend != "vllm":
-            raise ValueError("e5_context reads its server's startup log and cache config: backend must be vllm")
+        self._attached_parts()
         if "capacity" in self.parts:
             self._fits("context_lens", max(self.context_lens), self.output_len, "output_len")
             if max(self.concurrency_factors) <= 1.0:
@@ -526,6 +525,24 @@ class E5Params(ExperimentParams):
         if "trace" in self.parts and (self.trace is None or self.trace.dataset != "trace"):
             raise ValueError("part trace replays a trace: set trace.dataset_path to a Mooncake-format JSONL file")
         return self
+
+    def _attached_parts(self) -> None:
+        """A server someone else started (backend endpoint, or topology: an attached deployment) takes the parts
+        that only send to it; part chunked starts a server per setting, and part capacity reads one server's KV
+        cache (a topology of one instance; its startup log, for vLLM's own prediction, only where ctxkit started
+        it)."""
+        if self.backend == "simulated":
+            raise ValueError("e5_context measures vLLM's KV cache and scheduler: backend must be vllm, endpoint or "
+                             "topology")
+        if self.backend == "vllm":
+            return
+        if "chunked" in self.parts:
+            raise ValueError("e5_context part chunked starts a server per chunked-prefill setting: with backend "
+                             f"{self.backend} (a server ctxkit does not start), leave it out of parts")
+        if "capacity" in self.parts and self.backend == "topology" and \
+                len(deployment.load(self.topology_file or "").instances) != 1:
+            raise ValueError("e5_context part capacity reads one server's KV cache: a topology of several "
+                             "instances would mix theirs; measure one instance (a topology file that lists it alone)")
 
 
 BenchParams.model_rebuild()

@@ -26,8 +26,8 @@
 # Poisson schedule (the first few unscored, so queues are in steady state) and decides from a 95% Wilson interval on
 # its attainment; it stops early, cancelling what is in flight, once its misses exceed what the target allows, and
 # fails when misses are still rising through it (a queue that keeps growing). The rate doubles until a probe fails,
-# then bisects until the highest passing and lowest failing rates are within the tolerance: the goodput and its
-# bracket. Per GPU means per distinct GPU (two servers on one GPU use one); on the CPU tier, per core set.
+# then narrows (toward where the measured attainments cross the target, or by bisection) until the highest passing
+# and lowest failing rates are within the tolerance: the goodput and its bracket. Per GPU means per distinct GPU (two servers on one GPU use one); on the CPU tier, per core set.
 
 # %% tags=["parameters"]
 # Parameters: a profile (params/profiles/<name>.yaml), parameter files, and `key=value` overrides, layered as

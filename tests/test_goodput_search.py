@@ -227,3 +227,24 @@ def test_a_probe_paced_by_its_client_is_flagged_with_the_rate_it_offered():
     assert [r["rate"] for r in pace["lagged_probes"]] == [20.0]
     text = e4_goodput.conclusions({"comparison": [], "goodput": [], "client": pace, "checks": {}})
     assert "fell behind its schedule in 1 probe(s)" in text and "at 20 req/s, aggregated x2" in text
+
+
+def test_inside_a_bracket_the_next_rate_follows_the_measured_attainments():
+    """Where the attainments at the bracket's ends cross the target, the next probe goes near the crossing (not to
+    the geometric middle), at least one tolerance step inside each end; halving where the line cannot be drawn or
+    an interpolated step only crept up from the pass end."""
+    import math
+
+    from ctxkit.load.search import Probe, next_rate
+    policy = SearchPolicy(target=0.9, tolerance=0.05)
+    passed, failed = Probe(0, 80.0, attainment=0.98, verdict="pass"), Probe(1, 160.0, attainment=0.10, verdict="fail")
+    middle = math.sqrt(80 * 160)                                       # 113: where bisection would go
+    guess = next_rate([passed, failed], 80.0, 160.0, policy)
+    assert 80 * 1.05 <= guess < 90 < middle                            # near the pass end: 0.98 is close to 0.9
+    near = Probe(0, 80.0, attainment=0.901, verdict="pass")
+    assert next_rate([near, failed], 80.0, 160.0, policy) == 80 * 1.05   # one step up: a fail there closes it
+    crept = Probe(2, 84.0, attainment=0.95, verdict="pass")             # that step passed: halve the rest
+    assert next_rate([near, failed, crept], 84.0, 160.0, policy) == math.sqrt(84 * 160)
+    noisy = Probe(1, 160.0, attainment=0.93, verdict="fail")           # failed on its trend, not its attainment
+    assert next_rate([passed, noisy], 80.0, 160.0, policy) == middle
+    assert next_rate([passed, failed], 80.0, 86.0, policy) == math.sqrt(80 * 86)   # two steps do not fit

@@ -13,11 +13,11 @@ import yaml
 
 from ctxkit import deployment
 from ctxkit import params as P
-from ctxkit.backends import AttachedTopology, Simulated, TopologyError, VLLMServer
+from ctxkit.backends import AttachedTopology, Simulated, TopologyError
 from ctxkit.backends.process import free_port
 from ctxkit.schedulers.router import RouterProcess
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, profile_server, run_cli
 
 SIM = {"CTXKIT_ALLOW_SIMULATED_BACKEND": "1"}
 
@@ -161,8 +161,7 @@ def test_e2_measures_through_an_attached_topology_of_real_vllm_servers(vllm_serv
     """Two real tiny vLLM servers (the shared one and one more, started alike) behind ctxkit's router as the
     deployment's gateway: E2 as a user types it, every instance scraped at every point, what each instance answered
     in run_metadata.json."""
-    second = VLLMServer("tiny-llama", name="second", log_dir=tmp_path, kv_cache_space_gib=1, max_model_len=4096,
-                        extra_args=["--no-enable-prefix-caching"])
+    second = profile_server("second", tmp_path, ["--no-enable-prefix-caching"])
     with second, router_over([vllm_server, second], tmp_path) as gw:
         topo = write_topology(tmp_path / "t.yaml", gw.base_url, [      # "second" known by its metrics alone
             {"name": "shared", "role": "aggregated", "url": vllm_server.base_url},
@@ -191,6 +190,41 @@ def test_e2_measures_through_an_attached_topology_of_real_vllm_servers(vllm_serv
     assert set(timeline["server"]) == {"shared", "second"} and set(timeline["point"]) == {"c1", "c2"}
 
 
+@pytest.mark.vllm
+def test_e5_cost_and_a_trace_through_an_attached_deployment(vllm_server, tmp_path):
+    """E5's parts that only send (cost, trace) through an attached deployment of one real tiny vLLM server: the
+    server's gauges on the run's timeline under the instance's name, no GPU sampled here (said), the trace exact."""
+    topo = write_topology(tmp_path / "t.yaml", vllm_server.base_url, [
+        {"name": "only", "role": "aggregated", "url": vllm_server.base_url}], unit="CPU core set")
+    result = run_cli("--runs-dir", str(tmp_path / "runs"), "run", "e5_context", "--set", "backend=topology",
+                     "--set", f"topology_file={topo}", "--set", "parts=[cost, trace]",
+                     "--set", f"trace.dataset_path={ROOT / 'tests/data/prefix_trace.jsonl'}")
+    assert result.returncode == 0, result.stderr[-4000:]
+    run = Path(result.stdout.strip().splitlines()[-1])
+    summary = json.loads((run / "summary.json").read_text())
+    assert all(c["passed"] for c in summary["checks"].values()), summary["checks"]
+    assert summary["trace"]["requests"] == 10 and summary["trace"]["fidelity"]["lengths_exact"]
+    assert {r["context_len"] for r in summary["cost"]["rows"]} == {128, 512, 1024, 1984}
+    assert "backend topology" in summary["profiling"]["gpu"]["reason"]
+    timeline = pd.read_csv(run / "artifacts/e5_server_timeline.csv")
+    assert set(timeline["server"]) == {"only"} and set(timeline["span"]) == {"trace"}
+    assert json.loads((run / "run_metadata.json").read_text())["topology"]["instances"][0]["models"] == ["tiny-llama"]
+
+
+def test_e5_on_an_attached_deployment_refuses_what_needs_its_own_servers(tmp_path):
+    one = write_topology(tmp_path / "one.yaml", "http://gw:8000", [{"name": "a", "role": "aggregated",
+                                                                    "url": "http://h:1"}])
+    two = write_topology(tmp_path / "two.yaml", "http://gw:8000", [
+        {"name": "a", "role": "aggregated", "url": "http://h:1"}, {"name": "b", "role": "aggregated", "url": "http://h:2"}])
+    with pytest.raises(P.ParamError, match="part chunked starts a server per chunked-prefill setting"):
+        P.resolve("e5_context", sets=["backend=topology", f"topology_file={one}"])     # the default parts
+    with pytest.raises(P.ParamError, match="part capacity reads one server's KV cache"):
+        P.resolve("e5_context", sets=["backend=topology", f"topology_file={two}", "parts=[capacity]"])
+    assert P.resolve("e5_context", sets=["backend=topology", f"topology_file={one}", "parts=[capacity, cost]"])
+    with pytest.raises(P.ParamError, match="backend must be vllm, endpoint or topology"):
+        P.resolve("e5_context", sets=["backend=simulated", "parts=[cost]"])
+
+
 FEDERATED = """# TYPE vllm:num_requests_running gauge
 vllm:num_requests_running{engine="0",model_name="m",pod="decode-0",job="vllm"} 3
 vllm:num_requests_running{engine="0",model_name="m",pod="decode-1",job="vllm"} 1
@@ -206,7 +240,7 @@ def test_a_federation_answer_is_one_instances_and_names_its_model():
     assert value(parse(one), "vllm:num_requests_running") == 3            # Prometheus' pod/job labels dropped
 
 
-@pytest.mark.parametrize("experiment", ["e0_smoke", "e1_latency", "e3_disagg", "e5_context"])
+@pytest.mark.parametrize("experiment", ["e0_smoke", "e1_latency", "e3_disagg", "e5_context"])   # E5: its defaults
 def test_experiments_that_cannot_measure_an_attached_deployment_refuse_it(tmp_path, experiment):
     topo = write_topology(tmp_path / "t.yaml", "http://gw:8000", [{"name": "a", "role": "aggregated",
                                                                    "url": "http://h:1"}])

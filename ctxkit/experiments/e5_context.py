@@ -166,6 +166,8 @@ def sweep(params: E5Params, run: RunFolder, log=print) -> dict[str, Any]:
     with JsonlWriter(run.path / "requests.jsonl") as out:
         if {"capacity", "cost", "prefix", "trace"} & set(params.parts):
             sampler = GPUSampler(params.gpu_sample_interval_s, roles={0: "aggregated"})
+            if params.backend != "vllm":    # its GPUs need not be on this host: NVML here says nothing of them
+                sampler.unavailable = f"backend {params.backend}: ctxkit samples only GPUs of servers it starts"
             with make_backend(params, "server", run) as backend, sampler:
                 result.update(one_server_parts(params, backend, card, out, log))
             result["gpu"] = sampler.stop()

@@ -316,10 +316,29 @@ def _score(probe: Probe, slo: SLO, policy: SearchPolicy) -> None:
             probe.decided_by = "point estimate at the request cap"
 
 
+def next_rate(probes: list[Probe], low: float, high: float, policy: SearchPolicy) -> float:
+    """The next rate inside a bracket (a pass at `low`, a fail at `high`): where the attainments measured at its
+    ends cross the target, interpolated on log rate, kept at least one tolerance step inside each end so that a
+    probe there can close the bracket; bisection (on log rate) where no interpolation is possible, where the two
+    steps do not fit, or after an interpolated step that moved the pass end by only that step (the curve is then
+    flatter than the line assumes, and halving is faster). Attainment falls with the rate near capacity, so this
+    needs fewer probes than bisection for the same bracket; the bracket and its verdicts are as before."""
+    step = 1 + policy.tolerance
+    mid = math.sqrt(low * high)
+    at = {p.rate: p for p in probes}
+    a_lo, a_hi = (at[r].attainment if r in at else None for r in (low, high))
+    earlier = [p.rate for p in probes[:-1] if p.verdict == "pass"]
+    crept = probes[-1].verdict == "pass" and bool(earlier) and math.isclose(probes[-1].rate, max(earlier) * step)
+    if a_lo is None or a_hi is None or not a_lo > policy.target > a_hi or high / low <= step * step or crept:
+        return mid
+    guess = low * (high / low) ** ((a_lo - policy.target) / (a_lo - a_hi))
+    return min(max(guess, low * step), high / step)
+
+
 def search(backend: ServingBackend, items_fn: ItemsFn, slo: SLO, policy: SearchPolicy, *, timeout_s: float,
            on_probe: Optional[Callable[[Probe], None]] = None,
            on_records: Optional[Callable[[list[RequestRecord]], None]] = None) -> SearchResult:
-    """Bracket, then bisect, the highest rate whose probe passes."""
+    """Bracket by doubling (or halving), then narrow (next_rate), the highest rate whose probe passes."""
     low: Optional[float] = None
     high: Optional[float] = None
     rate, probes, t0 = policy.start_rate, [], time.monotonic()
@@ -349,7 +368,7 @@ def search(backend: ServingBackend, items_fn: ItemsFn, slo: SLO, policy: SearchP
         if low is not None and high is not None and high / low <= 1 + policy.tolerance:
             stopped = f"bracket within {100 * policy.tolerance:g}%"
             break
-        rate = rate * 2 if high is None else (rate / 2 if low is None else math.sqrt(low * high))
+        rate = rate * 2 if high is None else (rate / 2 if low is None else next_rate(probes, low, high, policy))
         if low is None and rate < floor:
             stopped = f"no rate down to {floor:.3g} req/s met the target"
             break

@@ -231,8 +231,8 @@ def test_a_probe_paced_by_its_client_is_flagged_with_the_rate_it_offered():
 
 def test_inside_a_bracket_the_next_rate_follows_the_measured_attainments():
     """Where the attainments at the bracket's ends cross the target, the next probe goes near the crossing (not to
-    the geometric middle), at least one tolerance step inside each end; halving where the line cannot be drawn or
-    an interpolated step only crept up from the pass end."""
+    the geometric middle), at least one tolerance step inside each end; when probes inside the bracket keep moving
+    the same end, each next one reaches farther toward the other (Illinois); halving where no line can be drawn."""
     import math
 
     from ctxkit.load.search import Probe, next_rate
@@ -243,8 +243,9 @@ def test_inside_a_bracket_the_next_rate_follows_the_measured_attainments():
     assert 80 * 1.05 <= guess < 90 < middle                            # near the pass end: 0.98 is close to 0.9
     near = Probe(0, 80.0, attainment=0.901, verdict="pass")
     assert next_rate([near, failed], 80.0, 160.0, policy) == 80 * 1.05   # one step up: a fail there closes it
-    crept = Probe(2, 84.0, attainment=0.95, verdict="pass")             # that step passed: halve the rest
-    assert next_rate([near, failed, crept], 84.0, 160.0, policy) == math.sqrt(84 * 160)
+    up = [Probe(2 + i, r, attainment=0.95, verdict="pass") for i, r in enumerate((84.0, 86.0, 88.0))]
+    once, twice, thrice = (next_rate([passed, failed, *up[3 - k:]], 88.0, 160.0, policy) for k in (1, 2, 3))
+    assert 88 * 1.05 <= once < twice < thrice <= 160 / 1.05             # the same ends, a longer creep: farther
     noisy = Probe(1, 160.0, attainment=0.93, verdict="fail")           # failed on its trend, not its attainment
     assert next_rate([passed, noisy], 80.0, 160.0, policy) == middle
     assert next_rate([passed, failed], 80.0, 86.0, policy) == math.sqrt(80 * 86)   # two steps do not fit

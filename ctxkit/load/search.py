@@ -318,19 +318,27 @@ def _score(probe: Probe, slo: SLO, policy: SearchPolicy) -> None:
 
 def next_rate(probes: list[Probe], low: float, high: float, policy: SearchPolicy) -> float:
     """The next rate inside a bracket (a pass at `low`, a fail at `high`): where the attainments measured at its
-    ends cross the target, interpolated on log rate, kept at least one tolerance step inside each end so that a
-    probe there can close the bracket; bisection (on log rate) where no interpolation is possible, where the two
-    steps do not fit, or after an interpolated step that moved the pass end by only that step (the curve is then
-    flatter than the line assumes, and halving is faster). Attainment falls with the rate near capacity, so this
-    needs fewer probes than bisection for the same bracket; the bracket and its verdicts are as before."""
+    ends cross the target, interpolated on log rate (regula falsi), kept at least one tolerance step inside each
+    end so that a probe there can close the bracket. Attainment stays near 1 until close to capacity and then
+    drops, so the line through the ends lands short of the crossing, and the pass end would creep up by small
+    steps: when the last k >= 2 probes inside the bracket all moved the same end, the other end's distance from the
+    target counts 1/2^(k-1) (the Illinois rule). Bisection (on log rate) where the ends' attainments do not straddle
+    the target or two steps do not fit. The bracket and its verdicts are as before; only where it probes moves."""
     step = 1 + policy.tolerance
     mid = math.sqrt(low * high)
     at = {p.rate: p for p in probes}
     a_lo, a_hi = (at[r].attainment if r in at else None for r in (low, high))
-    earlier = [p.rate for p in probes[:-1] if p.verdict == "pass"]
-    crept = probes[-1].verdict == "pass" and bool(earlier) and math.isclose(probes[-1].rate, max(earlier) * step)
-    if a_lo is None or a_hi is None or not a_lo > policy.target > a_hi or high / low <= step * step or crept:
+    if a_lo is None or a_hi is None or not a_lo > policy.target > a_hi or high / low <= step * step:
         return mid
+    verdicts = [p.verdict for p in probes]
+    formed = next(i for i in range(len(verdicts)) if {"pass", "fail"} <= set(verdicts[:i + 1]))
+    narrowing = verdicts[formed + 1:]           # the probes since the bracket was first formed
+    same = next((i for i, v in enumerate(reversed(narrowing)) if v != narrowing[-1]), len(narrowing))
+    weight = 0.5 ** max(0, same - 1)
+    if narrowing and narrowing[-1] == "pass":
+        a_hi = policy.target - (policy.target - a_hi) * weight
+    else:
+        a_lo = policy.target + (a_lo - policy.target) * weight
     guess = low * (high / low) ** ((a_lo - policy.target) / (a_lo - a_hi))
     return min(max(guess, low * step), high / step)
 

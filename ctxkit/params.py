@@ -462,8 +462,8 @@ def _default_chunked() -> list[ChunkedSetting]:
 class E5Params(ExperimentParams):
     """E5 long context, in parts: `capacity` (how many requests of each context length the KV cache holds, against
     predictions), `cost` (TTFT and TPOT against L, fitted), `prefix` (TTFT and prefix-cache hits against the
-    shared share of each prompt, cache used and isolated) and `chunked` (running decodes' inter-token gaps as long
-    prefills arrive, chunked prefill at two budgets and off)."""
+    shared share of each prompt, cache used and isolated), `chunked` (running decodes' inter-token gaps as long
+    prefills arrive, chunked prefill at two budgets and off) and `trace` (a trace on its timestamps)."""
     context_lens: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [448, 1984], min_length=1)
     output_len: int = Field(64, ge=2)                 # tokens each request generates (ignore_eos): its KV grows
     concurrency_factors: list[Annotated[float, Field(gt=0)]] = Field(
@@ -500,8 +500,10 @@ class E5Params(ExperimentParams):
     @model_validator(mode="before")
     @classmethod
     def _trace_is_a_trace(cls, data: Any) -> Any:
-        """`trace.dataset_path=FILE` alone names a trace: its dataset need not be spelled out."""
-        if isinstance(data, dict) and isinstance(data.get("trace"), dict):
+        """`trace.dataset_path=FILE` alone names a trace: its dataset need not be spelled out (where part trace
+        runs or a file is named: a profile's trace window on a run without part trace demands no file)."""
+        if isinstance(data, dict) and isinstance(data.get("trace"), dict) and \
+                ("trace" in (data.get("parts") or []) or data["trace"].get("dataset_path")):
             data = {**data, "trace": {"dataset": "trace", **data["trace"]}}
         return data
 

@@ -353,8 +353,10 @@ def server_timeline(timeline: pd.DataFrame, requests: pd.DataFrame, path: Option
     where they happened, and each instance's KV cache usage; with `gpu` (NVML rows with t_ns), each GPU's memory
     used and utilization under it. Each span (a point, a level) shaded and named. `timeline`: t_ns, server and the
     gauges; `requests`: the `span` column, t_send_ns, t_end_ns; all times on the client's clock."""
-    gpu = gpu if gpu is not None and not gpu.empty and "t_ns" in gpu else None
     t0 = min(int(requests["t_send_ns"].min()), int(timeline["t_ns"].min()))
+    t1 = max(int(timeline["t_ns"].max()), int(requests["t_end_ns"].max()))
+    gpu = gpu[gpu["t_ns"].between(t0, t1)] if gpu is not None and "t_ns" in gpu else None
+    gpu = gpu if gpu is not None and not gpu.empty else None
     sec = lambda ns: (pd.Series(ns, dtype="float64") - t0) / 1e9   # noqa: E731 - one conversion, used throughout
     fig = Figure(figsize=(7.2, 4.6 if gpu is None else 6.2), layout="constrained")
     axes = fig.subplots(2 if gpu is None else 3, 1, sharex=True, height_ratios=[2, 1] if gpu is None else [2, 1, 1])
@@ -365,8 +367,7 @@ def server_timeline(timeline: pd.DataFrame, requests: pd.DataFrame, path: Option
     kv.set_ylabel("KV cache used %")
     kv.legend(fontsize=7, loc="upper left", title="instance", title_fontsize=7)
     if gpu is not None:
-        _gpu_panel(axes[2], gpu[gpu["t_ns"].between(t0, max(timeline["t_ns"].max(), requests["t_end_ns"].max()))],
-                   sec)
+        _gpu_panel(axes[2], gpu, sec)
     for i, (name, g) in enumerate(requests.groupby(span, sort=False)):
         lo, hi = sec([g["t_send_ns"].min(), g["t_end_ns"].max()])
         for ax in axes:
@@ -379,12 +380,19 @@ def server_timeline(timeline: pd.DataFrame, requests: pd.DataFrame, path: Option
     return _save(fig, path)
 
 
+def summed_over_instances(timeline: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """Gauges summed over instances at every scrape time: each instance is scraped by its own thread, so no two
+    rows share a time; an instance's last scraped value holds until its next scrape (before its first, nothing)."""
+    wide = timeline.pivot_table(index="t_ns", columns="server", values=columns, aggfunc="last").sort_index().ffill()
+    return pd.DataFrame({c: wide[c].sum(axis=1, min_count=1) for c in columns})
+
+
 def _in_flight_and_queue(ax, timeline: pd.DataFrame, requests: pd.DataFrame, sec) -> None:
     """The client's requests in flight, the servers' running and waiting, and a tick where preemptions grew."""
     steps = pd.concat([pd.Series(1, index=requests["t_send_ns"]),
                        pd.Series(-1, index=requests["t_end_ns"].dropna())]).sort_index().cumsum()
     ax.step(sec(steps.index), steps.values, where="post", color="C0", lw=1.2, label="client: in flight")
-    summed = timeline.groupby("t_ns")[["num_requests_running", "num_requests_waiting"]].sum().sort_index()
+    summed = summed_over_instances(timeline, ["num_requests_running", "num_requests_waiting"])
     ax.plot(sec(summed.index), summed["num_requests_running"], ".-", color="C1", ms=3, lw=0.8,
             label="servers: running")
     ax.plot(sec(summed.index), summed["num_requests_waiting"], ".-", color="C3", ms=3, lw=0.8,

@@ -159,3 +159,9 @@ def test_e5_part_trace_needs_a_trace_file_and_takes_its_path_alone(tmp_path):
     trace = Path(__file__).parent / "data/prefix_trace.jsonl"
     p = P.resolve("e5_context", sets=["parts=[trace]", f"trace.dataset_path={trace}", "trace.trace_speedup=2"])
     assert p.trace.dataset == "trace" and p.trace.dataset_path == str(trace) and p.trace.trace_speedup == 2
+    # a parameter file's trace window on a run without part trace asks for no file
+    gpu = Path(__file__).parent.parent / "params/gpu/e5-trace-chunked-h100.yaml"
+    p = P.resolve("e5_context", "h100-llama8b", [gpu], sets=["parts=[chunked]"])
+    assert p.parts == ["chunked"] and p.trace.trace_duration_ms == 30000
+    with pytest.raises(P.ParamError, match="dataset=trace needs a file"):
+        P.resolve("e5_context", "h100-llama8b", [gpu])                 # its own parts include trace

@@ -50,6 +50,16 @@ def running(pids: list[int]) -> list[int]:
     return out
 
 
+def describe(pids: list[int]) -> list[str]:
+    out = []
+    for pid in pids:
+        try:
+            out.append(f"{pid}: {' '.join(psutil.Process(pid).cmdline())[:200]}")
+        except psutil.Error:
+            out.append(f"{pid}: gone")
+    return out
+
+
 def still_running_after(pids: list[int], deadline_s: float) -> list[int]:
     """The pids still running once they have all ended or deadline_s has passed."""
     end = time.monotonic() + deadline_s
@@ -88,7 +98,10 @@ def test_ray_places_a_1p1d_pool_with_local_outputs_and_nothing_survives_a_killed
         driver.send_signal(signal.SIGKILL)
         driver.wait(timeout=30)
     assert still_running_after(server_pids, 60) == [], "vLLM servers outlived the killed driver"
-    assert still_running_after(descendants, 60) == [], "processes the driver started outlived it"
+    # 120 s: Ray's own daemons notice a dead driver on their own schedule, slower on a busy 2-core CI machine (a
+    # fresh-clone run once saw two of them at 60 s); the survivors are named, not just counted
+    left = still_running_after(descendants, 120)
+    assert left == [], f"processes the driver started outlived it: {describe(left)}"
 
 
 def test_bundles_hold_the_gpus_this_hosts_placement_gives_or_those_asked_for():

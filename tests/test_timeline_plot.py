@@ -40,3 +40,16 @@ def test_without_gpu_rows_two_panels_and_preemption_ticks_where_the_counter_grew
     assert len(fig.axes) == 2
     (ticks,) = [line for line in fig.axes[0].get_lines() if line.get_label() == "preemptions grew"]
     assert list(ticks.get_xdata()) == [1.0, 2.0]                    # the scrapes at 1.0 s (0 -> 2), 2.0 s (2 -> 5)
+
+
+def test_running_and_waiting_are_summed_over_instances_scraped_at_their_own_times():
+    """Two instances, each scraped by its own thread (no two rows share a time): the servers' line is their sum,
+    each instance's last value held until its next scrape."""
+    rows = [{"t_ns": T0 + k * S, "server": "a", "num_requests_running": 3, "num_requests_waiting": 1} for k in range(3)]
+    rows += [{"t_ns": T0 + k * S + S // 4, "server": "b", "num_requests_running": 4, "num_requests_waiting": 0}
+             for k in range(3)]
+    for r in rows:
+        r["kv_cache_usage_perc"] = 0.5
+    fig = plots.server_timeline(pd.DataFrame(rows), REQUESTS, span="span")
+    (running,) = [line for line in fig.axes[0].get_lines() if line.get_label() == "servers: running"]
+    assert list(running.get_ydata()) == [3, 7, 7, 7, 7, 7]           # b not yet scraped at the first time

@@ -371,10 +371,12 @@ def topology_timeline(result: TopologyResult, run: RunFolder):
     """One topology's servers through its probes (kept up between them): their gauges beside the client's requests
     in flight, each probe shaded and named by its rate, NVML under them where sampled
     (e4_server_timeline_<topology>.svg); None without scrapes."""
-    probes = [p for res in result.searches.values() for p in res.probes]
-    gauges = pd.DataFrame([row for p in probes for row in p.timeline])
-    requests = pd.DataFrame([{"probe": f"{p.rate:.3g}/s", "t_send_ns": r.t_send_ns, "t_end_ns": r.t_end_ns}
-                             for p in probes for r in p.records if r.t_send_ns])
+    probes = [(slo, p) for slo, res in result.searches.items() for p in res.probes]
+    gauges = pd.DataFrame([row for _, p in probes for row in p.timeline])
+    many = len(result.searches) > 1             # one label per probe: rates repeat across SLO settings
+    requests = pd.DataFrame([{"probe": (f"{slo} " if many else "") + f"#{p.index} {p.rate:.3g}/s",
+                              "t_send_ns": r.t_send_ns, "t_end_ns": r.t_end_ns}
+                             for slo, p in probes for r in p.records if r.t_send_ns])
     if gauges.empty or requests.empty:
         return None
     gpu = pd.DataFrame(result.gpu.rows) if result.gpu is not None and result.gpu.rows else None

@@ -164,12 +164,13 @@ def sweep(params: E5Params, run: RunFolder, log=print) -> dict[str, Any]:
     result: dict[str, Any] = {"view": {}, "capacity": [], "levels": [], "cost": None, "prefix": None, "chunked": None,
                               "trace": None, "gpu": {"available": False, "reason": "no part ran on the main server"}}
     with JsonlWriter(run.path / "requests.jsonl") as out:
+        trace = e5_trace.trace_items(params, card) if "trace" in params.parts else []
         if {"capacity", "cost", "prefix", "trace"} & set(params.parts):
             sampler = GPUSampler(params.gpu_sample_interval_s, roles={0: "aggregated"})
             if params.backend != "vllm":    # its GPUs need not be on this host: NVML here says nothing of them
                 sampler.unavailable = f"backend {params.backend}: ctxkit samples only GPUs of servers it starts"
             with make_backend(params, "server", run) as backend, sampler:
-                result.update(one_server_parts(params, backend, card, out, log))
+                result.update(one_server_parts(params, backend, card, out, trace, log))
             result["gpu"] = sampler.stop()
             sampler.write_timeline(run.artifacts / "e5_gpu_timeline.csv")
             timeline = result.pop("timeline")
@@ -181,7 +182,7 @@ def sweep(params: E5Params, run: RunFolder, log=print) -> dict[str, Any]:
 
 
 def one_server_parts(params: E5Params, backend: ServingBackend, card: ModelCard, out: JsonlWriter,
-                     log=print) -> dict[str, Any]:
+                     trace_items: list, log=print) -> dict[str, Any]:
     view = cache_view(backend, getattr(backend, "log_path", None))
     if "capacity" in params.parts and (view["num_blocks"] is None or view["block_size"] is None):
         raise RuntimeError("the server exposes no vllm:cache_config_info with its blocks and block size: "
@@ -211,7 +212,7 @@ def one_server_parts(params: E5Params, backend: ServingBackend, card: ModelCard,
         prefix = {"context_len": params.prefix_context_len, "block_size": view["block_size"],
                   "rows": e5_prefix.measure_prefix(params, backend, card, view["block_size"], out, log)}
     if "trace" in params.parts:
-        trace, scraped = e5_trace.measure_trace(params, backend, card, out, log)
+        trace, scraped = e5_trace.measure_trace(params, backend, trace_items, out, log)
         timeline += scraped
     return {"view": view, "capacity": capacity, "levels": rows, "cost": cost, "prefix": prefix, "trace": trace,
             "timeline": timeline}

@@ -24,11 +24,17 @@ from ctxkit.records import OK, JsonlWriter, RequestRecord
 SPAN = "trace"
 
 
-def measure_trace(params: E5Params, backend: ServingBackend, card: ModelCard, out: JsonlWriter,
+def trace_items(params: E5Params, card: ModelCard) -> list:
+    """The window's requests, built before any server starts: a window with no rows, or rows longer than
+    max_model_len, is refused then (WorkloadError), not after the other parts have run."""
+    assert params.trace is not None                     # E5Params refuses part trace without one
+    return build_workload(params.trace, card, params.server.max_model_len, params.seed + 4_242, id_prefix="trace")
+
+
+def measure_trace(params: E5Params, backend: ServingBackend, items: list, out: JsonlWriter,
                   log=print) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The replay's row (fidelity, latency, the server's peaks) and its timeline rows."""
-    assert params.trace is not None                     # E5Params refuses part trace without one
-    items = build_workload(params.trace, card, params.server.max_model_len, params.seed + 4_242, id_prefix="trace")
+    assert params.trace is not None
     log(f"[e5] trace: {len(items)} requests over {items[-1].arrival_ms / 1000:.1f} s (speedup "
         f"{params.trace.trace_speedup:g}), {sum(len(it.prompt) for it in items):,} prompt tokens")
     records, prof = measure(backend, items, LoadParams(arrival="trace", warmup_requests=0), seed=params.seed,

@@ -11,7 +11,7 @@ from tqdm import tqdm
 from tqdm.auto import tqdm as tqdm_auto
 
 from ctxkit import env
-from ctxkit.records import RequestRecord
+from ctxkit.records import CANCELLED, RequestRecord
 
 # Set by `ctxkit run` (and by anything that executes notebooks headless): no widgets, plain lines.
 BATCH_ENV = env.BATCH
@@ -54,7 +54,7 @@ class Progress:
     def update(self, rec: RequestRecord) -> None:
         if rec.warmup:
             return
-        if not rec.ok:
+        if not rec.ok and rec.status != CANCELLED:   # cut off by a stop rule: by design, not a failure
             self.failed += 1
             self.bar.set_postfix(failed=self.failed, refresh=False)
         self.bar.update(1)

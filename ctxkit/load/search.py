@@ -202,8 +202,6 @@ def run_probe(backend: ServingBackend, index: int, rate: float, items_fn: ItemsF
     ones, ended early by the rule above; its verdict from everything that finished."""
     probe, t0 = Probe(index, rate), time.monotonic()
     settle(backend, policy.drain_s)
-    collectors = [ServerMetricsCollector(name, fetch, policy.metrics_interval_s).start()
-                  for name, fetch in backend.metric_sources().items()]
     probe.planned = policy.planned(rate)
     n_warm = policy.warmup(rate)
     items = items_fn(index, 0, n_warm + probe.planned)
@@ -224,9 +222,17 @@ def run_probe(backend: ServingBackend, index: int, rate: float, items_fn: ItemsF
     else:
         arrivals = Arrivals("poisson", rate, seed=policy.seed * 100_003 + index * 101)
     rule = _rule(slo, policy, probe.planned)
-    records = run_load(backend.base_url, backend.model, items, arrivals,
-                       timeout_s=timeout_s, stop=lambda d, live, now: rule(mark(d), mark(live), now),
-                       drain_s=policy.drain_s)
+    # after the trace window's check above: a probe refused there leaves no scraping thread behind
+    collectors = [ServerMetricsCollector(name, fetch, policy.metrics_interval_s).start()
+                  for name, fetch in backend.metric_sources().items()]
+    try:
+        records = run_load(backend.base_url, backend.model, items, arrivals,
+                           timeout_s=timeout_s, stop=lambda d, live, now: rule(mark(d), mark(live), now),
+                           drain_s=policy.drain_s)
+    except BaseException:
+        for c in collectors:
+            c.stop()
+        raise
     for rec in mark(records):
         rec.tags.update({"probe": index, "rate": rate})
     probe.records = records

@@ -116,3 +116,13 @@ def ms_text(v: Optional[float], digits: int = 2) -> str:
 
 def check(passed: bool, reason: str) -> dict[str, Any]:
     return {"passed": bool(passed), "reason": reason}
+
+
+def server_peaks(prof: dict[str, Any]) -> dict[str, Any]:
+    """One server's view of a measured window (its first metric source): peak running and waiting requests,
+    peak KV cache use, and the preemptions counted over the window (labelled counters summed)."""
+    srv = next(iter(prof["server"].values()), {})
+    preempted = srv.get("num_preemptions", 0.0)
+    preempted = sum(preempted.values()) if isinstance(preempted, dict) else preempted
+    return {"peak_running": srv.get("peak_num_requests_running"), "peak_waiting": srv.get("peak_num_requests_waiting"),
+            "peak_kv_usage": srv.get("peak_kv_cache_usage_perc"), "preemptions": preempted or 0.0}

@@ -39,7 +39,7 @@ from ctxkit.backends.base import ServingBackend
 from ctxkit.collectors.gpu import GPUSampler
 from ctxkit.collectors.server_metrics import parse
 from ctxkit.experiments import e5_chunked, e5_cost, e5_prefix, e5_trace
-from ctxkit.experiments.common import check, make_backend
+from ctxkit.experiments.common import check, make_backend, server_peaks
 from ctxkit.load.arrivals import StopFn
 from ctxkit.load.engine import measure
 from ctxkit.load.search import settle
@@ -105,15 +105,11 @@ def measure_level(params: E5Params, backend: ServingBackend, card: ModelCard, le
         records, prof = measure(backend, items, LoadParams(arrival="concurrency", concurrency=c, warmup_requests=0),
                                 seed=params.seed + k, timeout_s=params.request_timeout_s, slo=None, out=out,
                                 metrics_interval_s=params.metrics_interval_s, label=label, tags=tags)
-    srv = next(iter(prof["server"].values()), {})
-    preempted = srv.get("num_preemptions", 0.0)
-    preempted = sum(preempted.values()) if isinstance(preempted, dict) else preempted   # labelled: summed
     lat = prof["latency"]                         # the window's client-side numbers, as every experiment has them
     cancelled = sum(1 for r in records if r.status == CANCELLED)     # a hold level's, by design
     failed = sum(1 for r in records if r.status not in (OK, CANCELLED))
     row = {"context_len": length, "concurrency": c, "requests": len(records), "failed": failed, "cancelled": cancelled,
-           "peak_running": srv.get("peak_num_requests_running"), "peak_waiting": srv.get("peak_num_requests_waiting"),
-           "peak_kv_usage": srv.get("peak_kv_cache_usage_perc"), "preemptions": preempted or 0.0,
+           **server_peaks(prof),
            "p50_ttft_ms": lat["ttft_ms"]["p50"], "p50_tpot_ms": lat["tpot_ms"]["p50"]}
     row["held"] = bool(row["peak_running"] is not None and row["peak_running"] >= c and not row["preemptions"])
     log(f"[e5] L={length} c={c}: peak running {row['peak_running']}, waiting {row['peak_waiting']}, "

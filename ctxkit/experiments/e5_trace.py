@@ -14,7 +14,7 @@ from typing import Any
 
 from ctxkit.backends.base import ServingBackend
 from ctxkit.collectors import replay
-from ctxkit.experiments.common import ms_text
+from ctxkit.experiments.common import ms_text, server_peaks
 from ctxkit.load.engine import measure
 from ctxkit.load.workloads import build_workload
 from ctxkit.models import ModelCard
@@ -50,9 +50,6 @@ def measure_trace(params: E5Params, backend: ServingBackend, items: list, out: J
 
 def trace_row(params: E5Params, items: list, records: list[RequestRecord], prof: dict[str, Any]) -> dict[str, Any]:
     assert params.trace is not None
-    srv = next(iter(prof["server"].values()), {})
-    preempted = srv.get("num_preemptions", 0.0)
-    preempted = sum(preempted.values()) if isinstance(preempted, dict) else preempted
     lat = prof["latency"]
     return {"requests": len(records), "failed": sum(r.status != OK for r in records),
             "file": params.trace.dataset_path, "start_ms": params.trace.trace_start_ms,
@@ -61,8 +58,7 @@ def trace_row(params: E5Params, items: list, records: list[RequestRecord], prof:
             "longest_prompt": max(len(it.prompt) for it in items),
             "p50_ttft_ms": lat["ttft_ms"]["p50"], "p99_ttft_ms": lat["ttft_ms"]["p99"],
             "p50_tpot_ms": lat["tpot_ms"]["p50"], "p99_tpot_ms": lat["tpot_ms"]["p99"],
-            "peak_running": srv.get("peak_num_requests_running"), "peak_waiting": srv.get("peak_num_requests_waiting"),
-            "peak_kv_usage": srv.get("peak_kv_cache_usage_perc"), "preemptions": preempted or 0.0,
+            **server_peaks(prof),
             "fidelity": replay.fidelity(items, records, prof["server"], "trace")}
 
 

@@ -79,6 +79,67 @@ def _consume_chunk(rec: RequestRecord, obj: dict[str, Any], now_ns: int) -> None
             rec.chunk_tokens.append(n)
 
 
+class _StaleConnection(Exception):
+    """The server closed a kept-alive connection as the request went out on it: it never saw the request."""
+
+
+async def _exchange(session: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str],
+                    rec: RequestRecord) -> bool:
+    """One POST and its stream into `rec`; True when [DONE] arrived. A connection lost before any response byte
+    raises _StaleConnection."""
+    try:
+        resp = await session.post(url, data=body, headers=headers)
+    except aiohttp.ClientConnectorError:
+        raise                              # no connection at all (refused): nothing was stale
+    except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError) as exc:
+        raise _StaleConnection() from exc
+    async with resp:
+        rec.http_status = resp.status
+        rec.route = resp.headers.get("X-Ctxkit-Route")
+        if "X-Sim-Handler-Start-Ns" in resp.headers:
+            rec.tags["server_start_ns"] = int(resp.headers["X-Sim-Handler-Start-Ns"])
+        if resp.status != 200:
+            rec.status = HTTP_ERROR
+            rec.error = f"HTTP {resp.status}: {(await resp.text())[:500]}"
+            return True
+        async for raw in sse.lines(resp.content):
+            now = time.perf_counter_ns()
+            line = raw.strip()
+            if not line.startswith(b"data:"):
+                continue
+            data = line[5:].strip()
+            if data == b"[DONE]":
+                return True
+            obj = json.loads(data)
+            if not isinstance(obj, dict):
+                raise ValueError("chunk is not a JSON object")
+            if "error" in obj:
+                rec.status = HTTP_ERROR
+                rec.error = f"error in stream: {json.dumps(obj['error'])[:500]}"
+                return True
+            _consume_chunk(rec, obj, now)
+    return False
+
+
+async def _send(session: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str],
+                rec: RequestRecord) -> bool:
+    """_exchange, once more on a connection of its own when the first went stale: a server closes an idle
+    kept-alive connection (uvicorn after 5 s) and a request reusing it at that moment fails before the server has
+    read it (aiohttp "Can not write request body"): a race of the client's connection pool, not a server failure.
+    Counted in the record's tags (send_retries); its send time stays the first attempt's, so the latency includes
+    the lost attempt."""
+    try:
+        return await _exchange(session, url, body, headers, rec)
+    except _StaleConnection:
+        rec.tags["send_retries"] = 1
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True),
+                                     timeout=aiohttp.ClientTimeout(total=None)) as fresh:
+        try:
+            return await _exchange(fresh, url, body, headers, rec)
+        except _StaleConnection as again:
+            raise again.__cause__ from None     # the server's own failure now: reported as a disconnect
+
+
 async def stream_request(session: aiohttp.ClientSession, base_url: str, model: str, req: CompletionRequest,
                          timeout_s: float = 120.0,
                          started: Optional[Callable[[RequestRecord], None]] = None) -> RequestRecord:
@@ -90,38 +151,12 @@ async def stream_request(session: aiohttp.ClientSession, base_url: str, model: s
     # Serialized before t_send, so the clock starts when the request is handed to the connection.
     body = json.dumps(completion_payload(model, req), separators=(",", ":")).encode()
     headers = {"Content-Type": "application/json", "X-Request-Id": req.request_id}
-    done = False
     rec.t_send_ns = time.perf_counter_ns()
     if started is not None:
         started(rec)
     try:
         async with asyncio.timeout(timeout_s):
-            async with session.post(url, data=body, headers=headers) as resp:
-                rec.http_status = resp.status
-                rec.route = resp.headers.get("X-Ctxkit-Route")
-                if "X-Sim-Handler-Start-Ns" in resp.headers:
-                    rec.tags["server_start_ns"] = int(resp.headers["X-Sim-Handler-Start-Ns"])
-                if resp.status != 200:
-                    rec.status = HTTP_ERROR
-                    rec.error = f"HTTP {resp.status}: {(await resp.text())[:500]}"
-                    return rec
-                async for raw in sse.lines(resp.content):
-                    now = time.perf_counter_ns()
-                    line = raw.strip()
-                    if not line.startswith(b"data:"):
-                        continue
-                    data = line[5:].strip()
-                    if data == b"[DONE]":
-                        done = True
-                        break
-                    obj = json.loads(data)
-                    if not isinstance(obj, dict):
-                        raise ValueError("chunk is not a JSON object")
-                    if "error" in obj:
-                        rec.status = HTTP_ERROR
-                        rec.error = f"error in stream: {json.dumps(obj['error'])[:500]}"
-                        return rec
-                    _consume_chunk(rec, obj, now)
+            done = await _send(session, url, body, headers, rec)
         if not done:
             rec.status = TRUNCATED
             rec.error = "stream ended before [DONE]"
@@ -130,7 +165,8 @@ async def stream_request(session: aiohttp.ClientSession, base_url: str, model: s
         rec.error = f"no complete answer within {timeout_s:g} s"
     except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, ConnectionError) as exc:
         rec.status = DISCONNECT
-        rec.error = f"{type(exc).__name__}: {exc}"
+        cause = exc.__cause__ or exc.__context__     # aiohttp wraps the OS-level error: keep what it was
+        rec.error = f"{type(exc).__name__}: {exc}" + (f" (from {type(cause).__name__}: {cause})" if cause else "")
     except ValueError as exc:  # JSON decoding or an unexpected shape
         rec.status = PROTOCOL_ERROR
         rec.error = f"not an OpenAI completions stream: {exc}"

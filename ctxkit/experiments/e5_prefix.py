@@ -53,7 +53,7 @@ def measure_prefix(params: E5Params, backend: ServingBackend, card: ModelCard, b
             queries = sum(float(d.get("prefix_cache_queries") or 0) for d in srv)
             lat = prof["latency"]
             row = {"prefix_ratio": ratio, "cache": arm, "shared_tokens": shared, "requests": lat["requests"],
-                   "failed": lat["failed"], "p50_ttft_ms": lat["ttft_ms"]["p50"], "hit_tokens": hits,
+                   "failed": lat["failed"], "errors": lat["first_errors"], "p50_ttft_ms": lat["ttft_ms"]["p50"], "hit_tokens": hits,
                    "query_tokens": queries, "hit_rate": hits / queries if queries else None,
                    "implied_hit_rate": (implied_hit_rate(ratio, length, block) if arm == "on" else 0.0)
                    if block else None}

@@ -19,7 +19,7 @@ from ctxkit.load.engine import measure
 from ctxkit.load.workloads import build_workload
 from ctxkit.models import ModelCard
 from ctxkit.params import E5Params, LoadParams
-from ctxkit.records import OK, JsonlWriter, RequestRecord
+from ctxkit.records import OK, JsonlWriter, RequestRecord, failures
 
 SPAN = "trace"
 
@@ -51,7 +51,7 @@ def measure_trace(params: E5Params, backend: ServingBackend, items: list, out: J
 def trace_row(params: E5Params, items: list, records: list[RequestRecord], prof: dict[str, Any]) -> dict[str, Any]:
     assert params.trace is not None
     lat = prof["latency"]
-    return {"requests": len(records), "failed": sum(r.status != OK for r in records),
+    return {"requests": len(records), "failed": sum(r.status != OK for r in records), "errors": failures(records),
             "file": params.trace.dataset_path, "start_ms": params.trace.trace_start_ms,
             "duration_ms": params.trace.trace_duration_ms, "speedup": params.trace.trace_speedup,
             "prompt_tokens": sum(len(it.prompt) for it in items),

@@ -94,7 +94,10 @@ def _serve(cfg: dict[str, Any], host: str, port: int) -> None:
     state: dict[str, Any] = {"in_flight": 0}
 
     async def on_startup(app: web.Application) -> None:
-        state["session"] = aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=0))
+        # idle connections dropped after 4 s, before vLLM's server (uvicorn) drops them after 5 s: a request sent
+        # on one the server is closing at that moment fails before the server has read it
+        state["session"] = aiohttp.ClientSession(timeout=timeout,
+                                                 connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=4.0))
 
     async def on_cleanup(app: web.Application) -> None:
         await state["session"].close()

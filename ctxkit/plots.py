@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
@@ -363,7 +364,7 @@ def server_timeline(timeline: pd.DataFrame, requests: pd.DataFrame, path: Option
     top, kv = axes[0], axes[1]
     _in_flight_and_queue(top, timeline, requests, sec)
     for name, g in timeline.groupby("server"):
-        kv.plot(sec(g["t_ns"]), 100 * g["kv_cache_usage_perc"], ".-", ms=3, lw=0.8, label=str(name))
+        kv.plot(*unbridged(sec(g["t_ns"]), 100 * g["kv_cache_usage_perc"]), ".-", ms=3, lw=0.8, label=str(name))
     kv.set_ylabel("KV cache used %")
     kv.legend(fontsize=7, loc="upper left", title="instance", title_fontsize=7)
     if gpu is not None:
@@ -380,6 +381,20 @@ def server_timeline(timeline: pd.DataFrame, requests: pd.DataFrame, path: Option
     return _save(fig, path)
 
 
+GAP_FACTOR = 5     # a gap between samples over this many times their median one: sampling paused there
+
+
+def unbridged(x: pd.Series, y: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """x and y with a NaN put in where sampling paused (between E5's parts, between E4's probes, while a server
+    started), so that no line is drawn across time in which nothing was measured."""
+    xs, ys = np.asarray(x, dtype="float64"), np.asarray(y, dtype="float64")
+    if len(xs) < 3:
+        return xs, ys
+    steps = np.diff(xs)
+    cut = np.flatnonzero(steps > GAP_FACTOR * np.median(steps)) + 1
+    return np.insert(xs, cut, np.nan), np.insert(ys, cut, np.nan)
+
+
 def summed_over_instances(timeline: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     """Gauges summed over instances at every scrape time: each instance is scraped by its own thread, so no two
     rows share a time; an instance's last scraped value holds until its next scrape (before its first, nothing)."""
@@ -393,9 +408,9 @@ def _in_flight_and_queue(ax, timeline: pd.DataFrame, requests: pd.DataFrame, sec
                        pd.Series(-1, index=requests["t_end_ns"].dropna())]).sort_index().cumsum()
     ax.step(sec(steps.index), steps.values, where="post", color="C0", lw=1.2, label="client: in flight")
     summed = summed_over_instances(timeline, ["num_requests_running", "num_requests_waiting"])
-    ax.plot(sec(summed.index), summed["num_requests_running"], ".-", color="C1", ms=3, lw=0.8,
+    ax.plot(*unbridged(sec(summed.index), summed["num_requests_running"]), ".-", color="C1", ms=3, lw=0.8,
             label="servers: running")
-    ax.plot(sec(summed.index), summed["num_requests_waiting"], ".-", color="C3", ms=3, lw=0.8,
+    ax.plot(*unbridged(sec(summed.index), summed["num_requests_waiting"]), ".-", color="C3", ms=3, lw=0.8,
             label="servers: waiting")
     if "num_preemptions" in timeline:      # a counter: a tick at each scrape where it grew
         grew = [t for _, g in timeline.sort_values("t_ns").groupby("server")
@@ -412,10 +427,11 @@ def _gpu_panel(ax, gpu: pd.DataFrame, sec) -> None:
         name = f"GPU {index}" + (f" ({g['role'].iloc[0]})" if isinstance(g["role"].iloc[0], str)
                                  and g["role"].iloc[0] else "")
         if {"memory_used_bytes", "memory_total_bytes"} <= set(g):
-            ax.plot(sec(g["t_ns"]), 100 * g["memory_used_bytes"] / g["memory_total_bytes"], "-", color=f"C{i}",
-                    lw=1.0, label=f"{name} memory")
+            ax.plot(*unbridged(sec(g["t_ns"]), 100 * g["memory_used_bytes"] / g["memory_total_bytes"]), "-",
+                    color=f"C{i}", lw=1.0, label=f"{name} memory")
         if "utilization_pct" in g:
-            ax.plot(sec(g["t_ns"]), g["utilization_pct"], ":", color=f"C{i}", lw=1.0, label=f"{name} utilization")
+            ax.plot(*unbridged(sec(g["t_ns"]), g["utilization_pct"]), ":", color=f"C{i}", lw=1.0,
+                    label=f"{name} utilization")
     ax.set_ylabel("GPU %")
     ax.set_ylim(0, 105)
     ax.legend(fontsize=7, loc="lower left", ncol=2)

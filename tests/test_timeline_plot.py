@@ -53,3 +53,17 @@ def test_running_and_waiting_are_summed_over_instances_scraped_at_their_own_time
     fig = plots.server_timeline(pd.DataFrame(rows), REQUESTS, span="span")
     (running,) = [line for line in fig.axes[0].get_lines() if line.get_label() == "servers: running"]
     assert list(running.get_ydata()) == [3, 7, 7, 7, 7, 7]           # b not yet scraped at the first time
+
+
+def test_no_line_is_drawn_across_a_pause_in_scraping():
+    """Scrapes every 0.5 s, then none for 18.5 s (E5 between parts, a server starting), then again: each gauge's line
+    breaks in the pause instead of joining its two sides."""
+    before, after = gauges([0] * 4), gauges([0] * 4)
+    after["t_ns"] += 20 * S
+    fig = plots.server_timeline(pd.concat([before, after], ignore_index=True), REQUESTS, span="span")
+    top, kv = fig.axes[:2]
+    running = next(line for line in top.get_lines() if line.get_label() == "servers: running")
+    for line in (kv.get_lines()[0], running):
+        x = list(line.get_xdata())
+        assert len(x) == 9 and pd.isna(x[4]), x                  # 4 scrapes, the break, 4 scrapes
+        assert x[3] == 1.5 and x[5] == 20.0

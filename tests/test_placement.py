@@ -79,6 +79,18 @@ def test_cuda_visible_devices_limits_the_gpus_used(monkeypatch):
     assert [s.env["CUDA_VISIBLE_DEVICES"] for s in slots] == ["3", "3"] and slots[0].gpu_memory_utilization == 0.45
 
 
+def test_one_servers_gpu_roles_follow_its_visible_devices(monkeypatch):
+    """E1, E2 and E5 tag the NVML rows of the GPU their one server runs on, not GPU 0 whatever it is given."""
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert placement.server_gpu_roles({}, []) == {0: "aggregated"}
+    assert placement.server_gpu_roles({"CUDA_VISIBLE_DEVICES": "3"}, []) == {3: "aggregated"}
+    assert placement.server_gpu_roles({"CUDA_VISIBLE_DEVICES": "2,5"}, ["--tensor-parallel-size", "2"]) == \
+        {2: "aggregated", 5: "aggregated"}
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1,0")               # ctxkit's own environment, when the server's
+    assert placement.server_gpu_roles({}, []) == {1: "aggregated"}  # parameters say nothing
+    assert placement.server_gpu_roles({"CUDA_VISIBLE_DEVICES": "GPU-8f2a"}, []) == {}   # a UUID names no index
+
+
 def test_cpu_cores_split(monkeypatch):
     monkeypatch.setattr(placement, "gpu_inventory",
                         lambda: {"available": False, "reason": "no NVML", "devices": []})

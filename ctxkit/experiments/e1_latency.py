@@ -22,6 +22,7 @@ from ctxkit.models import ModelCard
 from ctxkit.params import E1Params, LoadParams
 from ctxkit.records import JsonlWriter, RequestRecord
 from ctxkit.runs.folder import RunFolder
+from ctxkit.schedulers.placement import server_gpu_roles
 
 
 def floors(card: ModelCard) -> Optional[dict[str, Any]]:
@@ -46,7 +47,7 @@ def sweep(params: E1Params, run: RunFolder, log=print) -> tuple[list[RequestReco
     """Start the server, warm up, then each length in turn; records stream to requests.jsonl."""
     card = ModelCard.load(params.server.model)
     backend = make_backend(params, "server", run)
-    sampler = GPUSampler(params.gpu_sample_interval_s, roles={0: "aggregated"})
+    sampler = GPUSampler(params.gpu_sample_interval_s, roles=server_gpu_roles(params.server.env, params.server.extra_args))
     records: list[RequestRecord] = []
     server_deltas: dict[str, Any] = {}
     one_at_a_time = LoadParams(arrival="concurrency", concurrency=1, warmup_requests=0)

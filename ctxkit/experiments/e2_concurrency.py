@@ -25,6 +25,7 @@ from ctxkit.models import ModelCard
 from ctxkit.params import E2Params, LoadParams
 from ctxkit.records import JsonlWriter, read_records
 from ctxkit.runs.folder import RunFolder, atomic_write_json
+from ctxkit.schedulers.placement import server_gpu_roles
 
 POINTS_DIR = "e2_points"
 
@@ -83,7 +84,7 @@ def sweep(params: E2Params, run: RunFolder, log=print) -> dict[str, Any]:
     attempt = len(list(run.path.glob("notebook.attempt-*.ipynb")))
     slo = slo_of(params.slo)
     backend = make_backend(params, "server", run)
-    sampler = GPUSampler(params.gpu_sample_interval_s, roles={0: "aggregated"})
+    sampler = GPUSampler(params.gpu_sample_interval_s, roles=server_gpu_roles(params.server.env, params.server.extra_args))
     if isinstance(backend, AttachedTopology):   # its GPUs need not be on this host: NVML here says nothing of them
         sampler.unavailable = "an attached deployment: ctxkit samples only GPUs of the servers it starts"
     timeline: list[dict[str, Any]] = []      # every instance's gauges, scraped every metrics_interval_s

@@ -48,6 +48,7 @@ from ctxkit.models import ModelCard
 from ctxkit.params import E5Params, LoadParams
 from ctxkit.records import CANCELLED, OK, JsonlWriter, RequestRecord, failures, read_records
 from ctxkit.runs.folder import RunFolder
+from ctxkit.schedulers.placement import server_gpu_roles
 
 LOG_CONCURRENCY = re.compile(r"Maximum concurrency for ([\d,]+) tokens per request: ([\d.]+)x")
 LOG_SIZE = re.compile(r"KV cache size: ([\d,]+) tokens")
@@ -163,7 +164,7 @@ def sweep(params: E5Params, run: RunFolder, log=print) -> dict[str, Any]:
     with JsonlWriter(run.path / "requests.jsonl") as out:
         trace = e5_trace.trace_items(params, card) if "trace" in params.parts else []
         if {"capacity", "cost", "prefix", "trace"} & set(params.parts):
-            sampler = GPUSampler(params.gpu_sample_interval_s, roles={0: "aggregated"})
+            sampler = GPUSampler(params.gpu_sample_interval_s, roles=server_gpu_roles(params.server.env, params.server.extra_args))
             if params.backend != "vllm":    # its GPUs need not be on this host: NVML here says nothing of them
                 sampler.unavailable = f"backend {params.backend}: ctxkit samples only GPUs of servers it starts"
             with make_backend(params, "server", run) as backend, sampler:

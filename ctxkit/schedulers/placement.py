@@ -109,6 +109,19 @@ def devices_used(record: dict[str, Any]) -> int:
     return max(1, len(sets))
 
 
+def server_gpu_roles(env: dict[str, str], extra_args: list[str], role: str = "aggregated") -> dict[int, str]:
+    """GPU index -> `role` for the one server an experiment starts (E1, E2, E5): the GPUs CUDA_VISIBLE_DEVICES gives
+    it (its own env first, then ctxkit's), as many as its --tensor-parallel-size; GPU 0 when nothing limits it.
+    Indices only: a UUID list names no NVML index here, and then no GPU gets a role."""
+    visible = env.get("CUDA_VISIBLE_DEVICES", os.environ.get("CUDA_VISIBLE_DEVICES"))
+    ids = [g.strip() for g in visible.split(",") if g.strip()] if visible is not None else ["0"]
+    if not all(g.isdigit() for g in ids):
+        return {}
+    tp = next((int(extra_args[i + 1]) for i, a in enumerate(extra_args[:-1])
+               if a in ("--tensor-parallel-size", "-tp") and extra_args[i + 1].isdigit()), 1)
+    return {int(g): role for g in ids[:tp]}
+
+
 def gpu_roles(record: dict[str, Any]) -> dict[int, str]:
     """GPU index -> the roles of the servers placed on it ("prefill", "decode", "aggregated", or "prefill+decode"
     when shared), for tagging GPU telemetry; empty on the CPU tier."""

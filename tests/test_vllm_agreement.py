@@ -3,6 +3,7 @@ vLLM CPU server and one schedule; and `ctxkit bench` starting its own server fro
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from vllm_agreement import TRACE, alternate, ratios
@@ -54,6 +55,8 @@ def test_bench_starts_its_own_backend_from_a_profile(runs_dir):
     assert summary["backend"]["mode"] == "real" and summary["backend"]["version"]["version"].startswith("0.")
     assert summary["profiling"]["latency"]["completed"] == 8 and summary["vllm"]["completed"] == 8
     assert summary["profiling"]["server"]["bench-server"]["generation_tokens"] == 8 * 8
+    assert Path(run, "artifacts/bench_server_timeline.csv").stat().st_size > 0      # --metrics-interval: the
+    assert "<svg" in Path(run, "artifacts/bench_server_timeline.svg").read_text()   # scrapes, and their figure
     assert "bench: 100%" in result.stderr and "8/8" in result.stderr         # progress on screen
 
 

@@ -41,14 +41,13 @@ class GPUSampler:
         pynvml.nvmlInit()
         try:
             handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
-            t0 = time.monotonic()
             while not self._stop.is_set():
-                now = time.monotonic() - t0
                 for i, h in enumerate(handles):
                     # t_ns: the client's clock (perf_counter_ns, as request records and server scrapes), so that
-                    # memory and utilization line up with the requests and the server's KV usage
-                    row: dict[str, Any] = {**self.tags, "t_s": round(now, 3), "t_ns": time.perf_counter_ns(), "gpu": i,
-                                           "role": self.roles.get(i, "")}
+                    # memory and utilization line up with the requests and the server's KV usage; t_wall_s (the
+                    # wall clock, as the scrapes') for other hosts' logs
+                    row: dict[str, Any] = {**self.tags, "t_wall_s": time.time(), "t_ns": time.perf_counter_ns(),
+                                           "gpu": i, "role": self.roles.get(i, "")}
                     for key, fn in (("memory", pynvml.nvmlDeviceGetMemoryInfo),
                                     ("util", pynvml.nvmlDeviceGetUtilizationRates)):
                         try:

@@ -113,9 +113,9 @@ class ServerMetricsCollector:
 
     def _keep(self, samples: dict[Sample, float]) -> None:
         """A timeline row of the gauges. t_ns is on the client's clock (perf_counter_ns, as every RequestRecord
-        time), so the gauges line up with the requests sent and answered; t_s (wall clock) with other hosts' logs."""
+        time), so the gauges line up with the requests sent and answered; t_wall_s (wall clock) with other hosts' logs."""
         if samples:
-            self.timeline.append({"t_s": time.time(), "t_ns": time.perf_counter_ns(), "server": self.name,
+            self.timeline.append({"t_wall_s": time.time(), "t_ns": time.perf_counter_ns(), "server": self.name,
                                   **{g: value(samples, f"vllm:{g}") for g in GAUGES},
                                   # a counter, kept as it stands: where it grows, the server preempted
                                   "num_preemptions": value(samples, "vllm:num_preemptions_total")})

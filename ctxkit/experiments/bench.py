@@ -11,6 +11,7 @@ from typing import Any, Callable, Optional
 
 import pandas as pd
 
+from ctxkit import plots
 from ctxkit.backends import ServingBackend
 from ctxkit.collectors import replay
 from ctxkit.collectors.latency import requests_frame, slo_of
@@ -101,7 +102,12 @@ def run(params: BenchParams, run: RunFolder, backend: ServingBackend, log: Log =
         describe = backend.describe()
     requests_frame(records).to_csv(run.artifacts / "bench_requests.csv", index=False)
     if profiling["timeline"]:
-        pd.DataFrame(profiling["timeline"]).to_csv(run.artifacts / "bench_server_timeline.csv", index=False)
+        timeline = pd.DataFrame(profiling["timeline"])
+        timeline.to_csv(run.artifacts / "bench_server_timeline.csv", index=False)
+        sent = pd.DataFrame([{"span": "bench", "t_send_ns": r.t_send_ns, "t_end_ns": r.t_end_ns} for r in records
+                             if not r.warmup and r.t_send_ns])
+        if not sent.empty:      # the servers' queue and KV use beside the client's requests in flight
+            plots.server_timeline(timeline, sent, run.artifacts / "bench_server_timeline.svg", span="span")
     latency = profiling["latency"]
     summary = {
         "experiment": "bench",

@@ -282,7 +282,7 @@ def write_artifacts(run: RunFolder, summary: dict[str, Any],
         pd.DataFrame(summary["chunked"]).drop(columns=["windows_s", "spikes_ms", "prefill_ms"], errors="ignore") \
             .to_csv(run.artifacts / "e5_chunked.csv", index=False)
     if chunked_series:
-        pd.DataFrame([{"setting": r["setting"], "t_s": t, "gap_ms": g} for r in chunked_series
+        pd.DataFrame([{"setting": r["setting"], "t_from_start_s": t, "gap_ms": g} for r in chunked_series
                       for t, g in r.get("gaps", [])]).to_csv(run.artifacts / "e5_chunked_itl.csv", index=False)
         figs["chunked"] = plots.itl_around_prefills(chunked_series, run.artifacts / "e5_chunked.svg")
     if summary.get("prefix"):

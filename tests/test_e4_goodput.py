@@ -63,3 +63,6 @@ def test_bench_search_rate_against_a_running_server(vllm_server, runs_dir):
     assert search["goodput"] == (search["low"] or 0.0)
     probes = pd.read_csv(run / "artifacts/bench_probes.csv")
     assert len(probes) == search["probes"]
+    gauges = pd.read_csv(run / "artifacts/bench_server_timeline.csv")        # scraped through every probe (0.5 s)
+    assert set(gauges["probe"]) == set(probes["index"]) and "t_wall_s" in gauges
+    assert "<svg" in (run / "artifacts/bench_server_timeline.svg").read_text()

@@ -66,6 +66,7 @@ def run_search(params: BenchParams, run: RunFolder, backend: ServingBackend, log
         describe = backend.describe()
     probes = pd.DataFrame([p.row() for p in result.probes])
     probes.to_csv(run.artifacts / "bench_probes.csv", index=False)
+    probe_timeline(result.probes, run)
     log(f"[bench] goodput {result.goodput:.3f} req/s (passed at {result.low}, failed at {result.high}; "
         f"{result.stopped_because})")
     summary = {"experiment": "bench", "run_id": run.run_id, "backend": describe,
@@ -77,6 +78,19 @@ def run_search(params: BenchParams, run: RunFolder, backend: ServingBackend, log
                              for p in result.probes if p.replay]
     run.write_json("summary.json", summary)
     return summary
+
+
+def probe_timeline(probes: list, run: RunFolder) -> None:
+    """With search.metrics_interval_s: the servers' gauges through every probe (bench_server_timeline.csv) and the
+    figure of them beside the client's requests in flight, each probe shaded and named (.svg)."""
+    gauges = pd.DataFrame([{"probe": p.index, "rate": p.rate, **row} for p in probes for row in p.timeline])
+    if gauges.empty:
+        return
+    gauges.to_csv(run.artifacts / "bench_server_timeline.csv", index=False)
+    sent = pd.DataFrame([{"probe": f"#{p.index} {p.rate:.3g}/s", "t_send_ns": r.t_send_ns, "t_end_ns": r.t_end_ns}
+                         for p in probes for r in p.records if r.t_send_ns])
+    if not sent.empty:
+        plots.server_timeline(gauges, sent, run.artifacts / "bench_server_timeline.svg", span="probe")
 
 
 def run(params: BenchParams, run: RunFolder, backend: ServingBackend, log: Log = print,

@@ -80,19 +80,33 @@ def _consume_chunk(rec: RequestRecord, obj: dict[str, Any], now_ns: int) -> None
 
 
 class _StaleConnection(Exception):
-    """The server closed a kept-alive connection as the request went out on it: it never saw the request."""
+    """A kept-alive connection the client reused was lost before the server answered: the server had closed it
+    (idle) as the request went out on it."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+async def _mark_reused(session: aiohttp.ClientSession, ctx: Any, params: Any) -> None:
+    """aiohttp trace hook: this request went out on a pooled connection (see _exchange)."""
+    if isinstance(ctx.trace_request_ctx, dict):
+        ctx.trace_request_ctx["reused"] = True
 
 
 async def _exchange(session: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str],
                     rec: RequestRecord) -> bool:
     """One POST and its stream into `rec`; True when [DONE] arrived. A connection lost before any response byte
-    raises _StaleConnection."""
+    raises _StaleConnection when it was a reused one (new_session's sessions say so), the aiohttp error otherwise."""
+    marks: dict[str, bool] = {}
     try:
-        resp = await session.post(url, data=body, headers=headers)
+        resp = await session.post(url, data=body, headers=headers, trace_request_ctx=marks)
     except aiohttp.ClientConnectorError:
         raise                              # no connection at all (refused): nothing was stale
     except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError) as exc:
-        raise _StaleConnection() from exc
+        if marks.get("reused"):
+            raise _StaleConnection(exc) from exc
+        raise
     async with resp:
         rec.http_status = resp.status
         rec.route = resp.headers.get("X-Ctxkit-Route")
@@ -123,21 +137,21 @@ async def _exchange(session: aiohttp.ClientSession, url: str, body: bytes, heade
 
 async def _send(session: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str],
                 rec: RequestRecord) -> bool:
-    """_exchange, once more on a connection of its own when the first went stale: a server closes an idle
-    kept-alive connection (uvicorn after 5 s) and a request reusing it at that moment fails before the server has
-    read it (aiohttp "Can not write request body"): a race of the client's connection pool, not a server failure.
-    Counted in the record's tags (send_retries); its send time stays the first attempt's, so the latency includes
-    the lost attempt."""
+    """_exchange, once more on a new connection when the first attempt went out on a kept-alive connection that was
+    lost before any answer: a server closes an idle connection (uvicorn after 5 s), and a request reusing it at that
+    moment fails (aiohttp "Can not write request body", or "Server disconnected"), a race of the connection pool.
+    A failure on a new connection is not retried: that server may have read the request. The retry is counted in the
+    record's tags (send_retries, first_attempt_error); its send time stays the first attempt's, so the latency
+    includes the lost attempt."""
     try:
         return await _exchange(session, url, body, headers, rec)
-    except _StaleConnection:
-        rec.tags["send_retries"] = 1
+    except _StaleConnection as stale:
+        first = stale.cause
+    rec.tags["send_retries"] = 1
+    rec.tags["first_attempt_error"] = f"{type(first).__name__}: {first}"
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True),
                                      timeout=aiohttp.ClientTimeout(total=None)) as fresh:
-        try:
-            return await _exchange(fresh, url, body, headers, rec)
-        except _StaleConnection as again:
-            raise again.__cause__ from None     # the server's own failure now: reported as a disconnect
+        return await _exchange(fresh, url, body, headers, rec)     # a new connection: its failure is the server's
 
 
 async def stream_request(session: aiohttp.ClientSession, base_url: str, model: str, req: CompletionRequest,
@@ -165,7 +179,8 @@ async def stream_request(session: aiohttp.ClientSession, base_url: str, model: s
         rec.error = f"no complete answer within {timeout_s:g} s"
     except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, ConnectionError) as exc:
         rec.status = DISCONNECT
-        cause = exc.__cause__ or exc.__context__     # aiohttp wraps the OS-level error: keep what it was
+        # aiohttp wraps the OS-level error: keep what it was
+        cause = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
         rec.error = f"{type(exc).__name__}: {exc}" + (f" (from {type(cause).__name__}: {cause})" if cause else "")
     except ValueError as exc:  # JSON decoding or an unexpected shape
         rec.status = PROTOCOL_ERROR
@@ -182,10 +197,16 @@ async def stream_request(session: aiohttp.ClientSession, base_url: str, model: s
     return rec
 
 
+KEEPALIVE_S = 4.0   # idle connections dropped before vLLM's server (uvicorn) drops them, after 5 s
+
+
 def new_session(limit: int = 0) -> aiohttp.ClientSession:
-    """One session per run: keep-alive connections, no connection cap (the arrival process caps concurrency)."""
-    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=limit, force_close=False),
-                                 timeout=aiohttp.ClientTimeout(total=None))
+    """One session per run: keep-alive connections (idle ones closed after KEEPALIVE_S), no connection cap (the
+    arrival process caps concurrency); it marks requests sent on a reused connection (see _send)."""
+    reuse = aiohttp.TraceConfig()
+    reuse.on_connection_reuseconn.append(_mark_reused)
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=limit, keepalive_timeout=KEEPALIVE_S),
+                                 timeout=aiohttp.ClientTimeout(total=None), trace_configs=[reuse])
 
 
 def run_coro(factory: Callable[[], Awaitable[T]]) -> T:

@@ -384,15 +384,24 @@ def server_timeline(timeline: pd.DataFrame, requests: pd.DataFrame, path: Option
 GAP_FACTOR = 5     # a gap between samples over this many times their median one: sampling paused there
 
 
-def unbridged(x: pd.Series, y: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+def unbridged(x: pd.Series, y: pd.Series, step: Optional[float] = None) -> tuple[np.ndarray, np.ndarray]:
     """x and y with a NaN put in where sampling paused (between E5's parts, between E4's probes, while a server
-    started), so that no line is drawn across time in which nothing was measured."""
+    started), so that no line is drawn across time in which nothing was measured. A pause: a gap over GAP_FACTOR
+    sampling steps (`step`: the sampler's own; by default the median gap of x, right for one sampler's rows)."""
     xs, ys = np.asarray(x, dtype="float64"), np.asarray(y, dtype="float64")
     if len(xs) < 3:
         return xs, ys
-    steps = np.diff(xs)
-    cut = np.flatnonzero(steps > GAP_FACTOR * np.median(steps)) + 1
+    gaps = np.diff(xs)
+    cut = np.flatnonzero(gaps > GAP_FACTOR * (np.median(gaps) if step is None else step)) + 1
     return np.insert(xs, cut, np.nan), np.insert(ys, cut, np.nan)
+
+
+def scrape_step(timeline: pd.DataFrame, sec) -> Optional[float]:
+    """The usual time between two scrapes of one instance, in the units of `sec`: the step of a series merged from
+    several instances, each scraped by its own thread (their merged rows fall a few ms apart)."""
+    steps = [float(np.median(np.diff(sec(g["t_ns"].sort_values())))) for _, g in timeline.groupby("server")
+             if len(g) > 2]
+    return max(steps) if steps else None
 
 
 def summed_over_instances(timeline: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
@@ -408,9 +417,10 @@ def _in_flight_and_queue(ax, timeline: pd.DataFrame, requests: pd.DataFrame, sec
                        pd.Series(-1, index=requests["t_end_ns"].dropna())]).sort_index().cumsum()
     ax.step(sec(steps.index), steps.values, where="post", color="C0", lw=1.2, label="client: in flight")
     summed = summed_over_instances(timeline, ["num_requests_running", "num_requests_waiting"])
-    ax.plot(*unbridged(sec(summed.index), summed["num_requests_running"]), ".-", color="C1", ms=3, lw=0.8,
+    step = scrape_step(timeline, sec)
+    ax.plot(*unbridged(sec(summed.index), summed["num_requests_running"], step), ".-", color="C1", ms=3, lw=0.8,
             label="servers: running")
-    ax.plot(*unbridged(sec(summed.index), summed["num_requests_waiting"]), ".-", color="C3", ms=3, lw=0.8,
+    ax.plot(*unbridged(sec(summed.index), summed["num_requests_waiting"], step), ".-", color="C3", ms=3, lw=0.8,
             label="servers: waiting")
     if "num_preemptions" in timeline:      # a counter: a tick at each scrape where it grew
         grew = [t for _, g in timeline.sort_values("t_ns").groupby("server")

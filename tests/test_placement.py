@@ -83,6 +83,7 @@ def test_one_servers_gpu_roles_follow_its_visible_devices(monkeypatch):
     """E1, E2 and E5 tag the NVML rows of the GPU their one server runs on, not GPU 0 whatever it is given."""
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     assert placement.server_gpu_roles({}, []) == {0: "aggregated"}
+    assert placement.server_gpu_roles({}, ["--tensor-parallel-size=2"]) == {0: "aggregated", 1: "aggregated"}
     assert placement.server_gpu_roles({"CUDA_VISIBLE_DEVICES": "3"}, []) == {3: "aggregated"}
     assert placement.server_gpu_roles({"CUDA_VISIBLE_DEVICES": "2,5"}, ["--tensor-parallel-size", "2"]) == \
         {2: "aggregated", 5: "aggregated"}

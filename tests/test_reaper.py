@@ -103,8 +103,8 @@ def test_a_server_with_cpu_nice_runs_its_whole_tree_below_the_client(tmp_path):
         while not leader.children() and time.monotonic() < deadline:
             time.sleep(0.05)
         tree = [leader] + leader.children(recursive=True)
-        assert len(tree) == 2 and all(p.nice() == nice for p in tree), [(p.pid, p.nice()) for p in tree]
-        assert psutil.Process().nice() == 0                     # the client itself keeps its priority
+        expected = max(nice, psutil.Process().nice())           # never above the client's own priority
+        assert len(tree) == 2 and all(p.nice() == expected for p in tree), [(p.pid, p.nice()) for p in tree]
         group = Path(f"/proc/{leader.pid}/autogroup")
         if group.exists():                                      # CONFIG_SCHED_AUTOGROUP kernels: the group's nice
             assert group.read_text().split()[-1] == str(nice), group.read_text()

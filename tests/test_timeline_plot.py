@@ -67,3 +67,13 @@ def test_no_line_is_drawn_across_a_pause_in_scraping():
         x = list(line.get_xdata())
         assert len(x) == 9 and pd.isna(x[4]), x                  # 4 scrapes, the break, 4 scrapes
         assert x[3] == 1.5 and x[5] == 20.0
+
+
+def test_instances_scraped_in_step_draw_one_unbroken_line():
+    """Four instances, each scraped every 0.5 s by its own thread, a few ms apart: their summed line has no break
+    (the pause rule goes by one instance's step, not the merged rows' ms gaps)."""
+    rows = [{"t_ns": T0 + i * S // 2 + k * 3_000_000, "server": f"i{k}", "kv_cache_usage_perc": 0.1,
+             "num_requests_running": 1, "num_requests_waiting": 0} for i in range(20) for k in range(4)]
+    fig = plots.server_timeline(pd.DataFrame(rows), REQUESTS, span="span")
+    running = next(line for line in fig.axes[0].get_lines() if line.get_label() == "servers: running")
+    assert not pd.isna(list(running.get_ydata())).any() and len(running.get_xdata()) == 80

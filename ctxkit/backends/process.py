@@ -66,15 +66,25 @@ def die_with_parent() -> None:  # runs in the child between fork and exec
         pass
 
 
-def lower_priority(pid: int, nice: int) -> None:
-    """Give a server started in a session of its own (setsid) less CPU than the client measuring it, when both
-    share cores. Its processes run at `nice` (set before exec, inherited by the engine core and workers); and where
-    the kernel groups by session (CONFIG_SCHED_AUTOGROUP), a task's nice counts only inside its group, so the
-    group's nice is set too (best effort: not every kernel has /proc/PID/autogroup)."""
-    try:
-        Path(f"/proc/{pid}/autogroup").write_text(str(nice))
-    except OSError:
-        pass
+def lower_group_priority(pid: int, nice: int) -> None:
+    """Where the kernel schedules by session (CONFIG_SCHED_AUTOGROUP, for tasks in the root cgroup), a task's nice
+    counts only against tasks of its own session, and a server runs in a session of its own (setsid): its session's
+    group gets `nice` too, so that the client, in another session, is not left unscheduled behind a busy server.
+    Best effort: no /proc/PID/autogroup (another kernel), or a container's cgroup where the group does not apply.
+    The kernel takes one such write per 100 ms from an unprivileged user (EAGAIN otherwise): tried again then."""
+    for _ in range(3):
+        try:
+            Path(f"/proc/{pid}/autogroup").write_text(str(nice))
+            return
+        except BlockingIOError:
+            time.sleep(0.11)
+        except OSError:
+            return
+
+
+def at_least_nice(nice: int) -> None:  # runs in the child between fork and exec
+    """This process (and what it starts later) at niceness `nice`, or at its parent's if that is higher already."""
+    os.setpriority(os.PRIO_PROCESS, 0, max(os.getpriority(os.PRIO_PROCESS, 0), nice))
 
 
 def tail(path: Path, lines: int = 25) -> str:
@@ -186,12 +196,12 @@ class ManagedServer(ServingBackend):
                                          preexec_fn=self._in_child)
         register_pgid(self.proc.pid)
         if self.cpu_nice:
-            lower_priority(self.proc.pid, self.cpu_nice)
+            lower_group_priority(self.proc.pid, self.cpu_nice)
 
     def _in_child(self) -> None:  # between fork and exec
         die_with_parent()
         if self.cpu_nice:
-            os.nice(self.cpu_nice)
+            at_least_nice(self.cpu_nice)
 
     def wait_ready(self) -> None:
         """Wait for /health (safe from any thread); stops the process if it never becomes ready."""

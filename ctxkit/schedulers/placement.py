@@ -111,14 +111,19 @@ def devices_used(record: dict[str, Any]) -> int:
 
 def server_gpu_roles(env: dict[str, str], extra_args: list[str], role: str = "aggregated") -> dict[int, str]:
     """GPU index -> `role` for the one server an experiment starts (E1, E2, E5): the GPUs CUDA_VISIBLE_DEVICES gives
-    it (its own env first, then ctxkit's), as many as its --tensor-parallel-size; GPU 0 when nothing limits it.
+    it (its own env first, then ctxkit's), as many as its --tensor-parallel-size; the first ones when nothing limits
+    it.
     Indices only: a UUID list names no NVML index here, and then no GPU gets a role."""
+    tp = 1
+    for i, a in enumerate(extra_args):          # the last one given, as argparse takes it: `--x N` or `--x=N`
+        value = extra_args[i + 1] if a in ("--tensor-parallel-size", "-tp") and i + 1 < len(extra_args) else \
+            a.split("=", 1)[1] if a.startswith("--tensor-parallel-size=") else None
+        tp = int(value) if value is not None and value.isdigit() else tp
     visible = env.get("CUDA_VISIBLE_DEVICES", os.environ.get("CUDA_VISIBLE_DEVICES"))
-    ids = [g.strip() for g in visible.split(",") if g.strip()] if visible is not None else ["0"]
+    ids = [g.strip() for g in visible.split(",") if g.strip()] if visible is not None else \
+        [str(g) for g in range(tp)]
     if not all(g.isdigit() for g in ids):
         return {}
-    tp = next((int(extra_args[i + 1]) for i, a in enumerate(extra_args[:-1])
-               if a in ("--tensor-parallel-size", "-tp") and extra_args[i + 1].isdigit()), 1)
     return {int(g): role for g in ids[:tp]}
 
 

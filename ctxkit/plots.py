@@ -217,14 +217,17 @@ def goodput_bars(goodput: pd.DataFrame, path: Optional[Path] = None) -> Figure:
 
 
 def slo_scale(scale: pd.DataFrame, target: float, path: Optional[Path] = None) -> Figure:
-    """Attainment against SLO scale (every objective times s) at each topology's goodput rate."""
+    """Attainment against SLO scale (every objective times s) at each topology's goodput rate (or, where none
+    passed, at its lowest rate probed, marked so)."""
     slos = list(dict.fromkeys(scale["slo"]))
     fig = Figure(figsize=(6.0 * len(slos), 4.0), layout="constrained")
     axes = fig.subplots(1, len(slos), squeeze=False)[0]
     for ax, slo in zip(axes, slos):
         for k, (topo, g) in enumerate(scale[scale["slo"] == slo].groupby("topology", sort=False)):
+            failed = "probe_verdict" in g and g["probe_verdict"].iloc[0] != "pass"
             ax.plot(g["slo_scale"], g["attainment"], "o-", color=f"C{k}",
-                    label=f"{topo} at {g['rate'].iloc[0]:.3g} req/s")
+                    label=f"{topo} at {g['rate'].iloc[0]:.3g} req/s" + (" (lowest rate probed; failed)" if failed
+                                                                         else ""))
         _attainment_axes(ax, target, "SLO scale (objectives x s)", "SLO attainment",
                          f"{slo}: attainment against SLO scale")
     return _save(fig, path)

@@ -27,7 +27,9 @@
 # its attainment; it stops early, cancelling what is in flight, once its misses exceed what the target allows, and
 # fails when misses are still rising through it (a queue that keeps growing). The rate doubles until a probe fails,
 # then narrows (toward where the measured attainments cross the target, or by bisection) until the highest passing
-# and lowest failing rates are within the tolerance: the goodput and its bracket. Per GPU means per distinct GPU (two servers on one GPU use one); on the CPU tier, per core set.
+# and lowest failing rates are within the tolerance: the goodput and its bracket. Going down from a failing start,
+# a search over a trace stops once halving the rate rescued none of the rows that missed: a trace's bursts (rows
+# sharing a timestamp) do not shrink with its rate, and a request that misses unloaded misses at any rate. Per GPU means per distinct GPU (two servers on one GPU use one); on the CPU tier, per core set.
 
 # %% tags=["parameters"]
 # Parameters: a profile (params/profiles/<name>.yaml), parameter files, and `key=value` overrides, layered as
@@ -96,6 +98,17 @@ if e4_goodput.replay_view(summary) is not None:     # a trace workload: how fait
 # %% tags=["remove_input"]
 for table in e4_goodput.misses_view(pd.read_csv(run.artifacts / "e4_misses.csv")):
     display(table)
+
+# %% [markdown]
+# The requests that missed at the rate nearest each goodput (the goodput's own probe, or the lowest rate probed where
+# none passed), longest prompts first: which objective each missed, and the prompt tokens of other requests that
+# were waiting for their first token while it waited for its own and while it decoded. On an aggregated server a
+# decode step shares its batch with those prefills; that interference is what disaggregation removes. All missed
+# requests of every probe are in e4_missed_requests.csv.
+
+# %% tags=["remove_input"]
+if (view := e4_goodput.missed_view(pd.read_csv(run.artifacts / "e4_missed_requests.csv"), summary)) is not None:
+    display(view)
 
 # %% [markdown]
 # ## 6. Conclusion

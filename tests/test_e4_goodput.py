@@ -9,6 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from ctxkit.runs import packet
+
 from browser import probe_report
 from conftest import run_cli
 
@@ -33,12 +35,16 @@ def test_e4_end_to_end(tmp_path):
     records = [json.loads(line) for line in (run / "requests.jsonl").read_text().splitlines()]
     scored = [r for r in records if not r["warmup"] and "probe" in r["tags"]]
     assert len(scored) == int(probes["sent"].sum())                       # every probe's requests recorded
+    missed = pd.read_csv(run / "artifacts/e4_missed_requests.csv")       # one row per missed request, per probe
+    assert missed.groupby(["topology", "probe"]).size().to_dict() == \
+        {(t, i): n for t, i, n in zip(probes["topology"], probes["index"], probes["missed"]) if n}
     (comparison,) = summary["comparison"]
     best = goodput.sort_values("goodput_per_device", ascending=False).iloc[0]
     assert comparison["winner"] == best["topology"]                       # the winner is read off the numbers
     html = (run / "report.html").read_text()
     assert comparison["winner"] in html and "per CPU core set" in html
-    for name in ("e4_probes.csv", "e4_goodput.csv", "e4_slo_scale.csv", "e4_misses.csv", "e4_attainment.svg",
+    for name in ("e4_probes.csv", "e4_goodput.csv", "e4_slo_scale.csv", "e4_misses.csv", "e4_missed_requests.csv",
+                 "e4_attainment.svg",
                  "e4_goodput_per_device.svg", "e4_server_timeline_aggregated-x2.svg",
                  "e4_server_timeline_1P1D-example.svg"):
         assert (run / "artifacts" / name).is_file(), name
@@ -46,6 +52,9 @@ def test_e4_end_to_end(tmp_path):
     assert set(zip(gauges["topology"], gauges["probe"])) == set(zip(probes["topology"], probes["index"]))
     seen = probe_report(run / "report.html")
     assert seen["errors"] == [] and seen["wide_tables"] == [], seen
+    text = (packet.build([run], tmp_path / "packet") / "README.md").read_text()   # a packet lists every probe
+    for _, p in probes.iterrows():
+        assert f"| {p['topology']} | {p['slo']} | {p['rate']:.3f} | {p['met']}/{p['decided']} |" in text
 
 
 def test_bench_search_rate_against_a_running_server(vllm_server, runs_dir):

@@ -114,3 +114,106 @@ def test_a_random_workload_ignores_a_stale_path_and_a_trace_search_sets_its_own_
     trace = f"workload.dataset_path={ROOT / 'tests/data/prefix_trace.jsonl'}"
     with pytest.raises(P.ParamError, match="the search over a trace sets the speedup itself"):
         P.resolve("e4_goodput", sets=["workload.dataset=trace", trace, "workload.trace_speedup=2"])
+
+
+def long_every_eighth(path, rows=40):
+    """A steady trace (one row every 50 ms) whose every eighth row has a 3,000-token prompt, the rest 100."""
+    with open(path, "w") as f:
+        for i in range(rows):
+            f.write(json.dumps({"timestamp": 50 * i, "input_length": 3000 if i % 8 == 7 else 100,
+                                "output_length": 2, "hash_ids": []}) + "\n")
+    return path
+
+
+def test_a_search_down_stops_once_halving_the_rate_rescues_no_missed_row(tmp_path, monkeypatch):
+    """Long prompts miss their TTFT unloaded (0.1 ms a prompt token: 300 ms against 100 ms): the same rows miss at
+    every rate, so the search stops after the first halving instead of halving down to its floor."""
+    monkeypatch.setenv("CTXKIT_ALLOW_SIMULATED_BACKEND", "1")
+    trace = long_every_eighth(tmp_path / "trace.jsonl")
+    sim = Simulated(ttft_ms=0, tpot_ms=1, prefill_ms_per_token=0.1, log_dir=tmp_path, seed=0).start()
+    try:
+        policy = SearchPolicy(target=0.9, start_rate=16, min_requests=10, max_requests=38, warmup_requests=2,
+                              drain_s=5, max_wall_s=60, arrival="trace")
+        result = search(sim, lambda p, b, n: from_trace(trace, vocab_size=4096, seed=p, limit=n),
+                        SLO(ttft_ms=100), policy, timeout_s=30)
+    finally:
+        sim.stop()
+    assert [p.rate for p in result.probes] == [16, 8], result.stopped_because
+    assert [p.verdict for p in result.probes] == ["fail", "fail"]
+    assert result.goodput == 0.0 and result.low is None
+    # a miss is a first token after 100 ms, or none by then (cut off when the probe had seen enough misses)
+    missed = {rec.tags["trace_row"] for rec in result.probes[1].records
+              if not rec.warmup and ((rec.t_first_ns or rec.t_end_ns) - rec.t_send_ns) / 1e6 > 100}
+    assert missed and all(row % 8 == 0 for row in missed)      # file lines are 1-based: rows 8, 16, ... are long
+    assert result.stopped_because.startswith(f"the same {len(missed)} trace rows missed at 16 and 8 req/s")
+    # what E4 makes of a search that found no passing rate: its conclusion and its SLO-scale curve
+    from ctxkit.experiments import e4_goodput as e4
+    params = P.resolve("e4_goodput", sets=["slos=[{name: s, ttft_ms: 100}]"])
+    results = [e4.TopologyResult("sim", "aggregated", 1, "CPU core set", {}, searches={"s": result})]
+    goodput = e4.goodput_table(params, results)
+    text = e4.conclusions({"target": 0.9, "goodput": goodput.to_dict("records"), "comparison": e4.compare(goodput),
+                           "probes": e4.probes_table(results).to_dict("records"), "checks": {},
+                           "replay": e4.replay_rows(results)})
+    assert "no topology met the 90% target at any rate probed; sim at its lowest, 8 req/s" in text
+    assert "serves the most" not in text and "the same" in text
+    scale = e4.slo_scale_table(params, results)        # drawn at the lowest rate probed, and marked as failed
+    assert set(scale["rate"]) == {8} and set(scale["probe_verdict"]) == {"fail"}
+    assert scale.sort_values("slo_scale")["attainment"].iloc[-1] < 1.0   # x1.6 is 160 ms: the long rows take 300
+    table = e4.missed_requests(params, results)            # each miss, at every probe: the long prompts, on TTFT
+    assert len(table) == sum(p.missed for p in result.probes)
+    assert set(table["prompt_tokens"]) == {3000} and set(table["missed"]) == {"ttft"}
+    assert set(table[table["probe"] == 1]["trace_row"]) == missed
+
+
+def _probe(rate: float, missed_rows: set[int], rows: range, verdict: str = "fail", tag: bool = True):
+    """A probe whose scored requests (one per trace row) met a 100 ms TTFT objective except `missed_rows`."""
+    from ctxkit.load.search import Probe
+    from ctxkit.records import RequestRecord
+    records = []
+    for row in rows:
+        ttft_ns = (300 if row in missed_rows else 10) * 1_000_000
+        records.append(RequestRecord(f"r{row}", 100, 2, t_sched_ns=1, t_send_ns=1, t_first_ns=1 + ttft_ns,
+                                     t_last_ns=2 + ttft_ns, t_end_ns=2 + ttft_ns, chunk_times_ns=[1 + ttft_ns],
+                                     chunk_tokens=[2], n_out=2, tags={"trace_row": row} if tag else {}))
+    return Probe(0, rate, verdict=verdict, records=records)
+
+
+def test_the_stop_rule_holds_only_when_no_missed_row_was_rescued():
+    from ctxkit.load.search import same_rows_missed
+    slo, policy = SLO(ttft_ms=100), SearchPolicy(min_requests=10)
+    rows = range(1, 21)
+    assert same_rows_missed(_probe(2, {3, 9}, rows), _probe(1, {3, 9}, rows), slo, policy)
+    # one row rescued by the lower rate: the load matters, go on down
+    assert same_rows_missed(_probe(2, {3, 9}, rows), _probe(1, {3}, rows), slo, policy) is None
+    # a row that met at the higher rate misses at the lower: not the same rows either
+    assert same_rows_missed(_probe(2, {3}, rows), _probe(1, {3, 9}, rows), slo, policy) is None
+    # too few rows decided in both probes
+    assert same_rows_missed(_probe(2, {3}, range(1, 8)), _probe(1, {3}, range(1, 8)), slo, policy) is None
+    # a Poisson probe has no trace rows to compare
+    assert same_rows_missed(_probe(2, {3}, rows, tag=False), _probe(1, {3}, rows, tag=False), slo, policy) is None
+    # the lower probe passed: nothing to stop
+    assert same_rows_missed(_probe(2, {3}, rows), _probe(1, {3}, rows, verdict="pass"), slo, policy) is None
+
+
+def test_the_fidelity_block_says_how_the_rows_group_in_time(tmp_path):
+    from ctxkit.collectors.replay import arrival_bursts
+    items = from_trace(bursty_trace(tmp_path / "t.jsonl"), vocab_size=4096, seed=0)   # 4 rows 5 ms apart: no two equal
+    assert arrival_bursts(items) == {"timestamps": ROWS, "largest": 1, "rows_in_bursts": 0.0}
+    with open(tmp_path / "b.jsonl", "w") as f:      # Mooncake-like: rows at the same timestamp
+        for ts, n in ((0, 3), (3000, 1), (6000, 4)):
+            for _ in range(n):
+                f.write(json.dumps({"timestamp": ts, "input_length": 10, "output_length": 2}) + "\n")
+    b = arrival_bursts(from_trace(tmp_path / "b.jsonl", vocab_size=4096, seed=0))
+    assert b == {"timestamps": 3, "largest": 4, "rows_in_bursts": 7 / 8}
+
+
+def test_a_missed_request_counts_the_prefill_beside_it():
+    """Prompt tokens of other requests awaiting their first token while one awaited its own, and while it decoded."""
+    from ctxkit.experiments.e4_goodput import others_prefilling
+    ms = 1_000_000
+    windows = [(0, 100 * ms, 50, "a"), (50 * ms, 60 * ms, 700, "b"), (150 * ms, 400 * ms, 9000, "c"),
+               (500 * ms, 510 * ms, 3, "d")]
+    assert others_prefilling(windows, 0, 100 * ms, "a") == 700              # b's prefill inside a's wait
+    assert others_prefilling(windows, 100 * ms, 300 * ms, "a") == 9000      # c's beside a's decode
+    assert others_prefilling(windows, 100 * ms, 300 * ms, "c") == 0         # not its own
+    assert others_prefilling(windows, None, 300 * ms, "a") == 0             # no first token: no decode window

@@ -4,10 +4,12 @@
 - prefix reuse: the tokens the trace implies a prefix cache can reuse (a request's leading 512-token blocks whose
   hash ids were sent earlier in the replay: equal ids are equal token blocks, see load/workloads.from_trace), against
   the prefix-cache hits the servers measured over the same window (vllm:prefix_cache_hits / _queries);
-- timing: the send lag against the trace's timestamps (send time - scheduled time), when replayed on them.
+- timing: the send lag against the trace's timestamps (send time - scheduled time), when replayed on them, and how
+  the rows group in time (rows sharing a timestamp are sent together: a burst, which scaling the rate keeps).
 """
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any, Iterable, Optional
 
 import numpy as np
@@ -49,6 +51,15 @@ def _server_prefix(server: dict[str, Any]) -> tuple[float, float]:
     return hits, queries
 
 
+def arrival_bursts(items: list[Any]) -> dict[str, Any]:
+    """How the rows' timestamps group: rows sharing one timestamp arrive as a burst. Scaling a trace's rate divides
+    the gaps between timestamps, never a burst, so a burst's own contention is there at every rate."""
+    counts = Counter(it.arrival_ms for it in items if it.arrival_ms is not None)
+    in_bursts = sum(c for c in counts.values() if c > 1)
+    return {"timestamps": len(counts), "largest": max(counts.values(), default=0),
+            "rows_in_bursts": in_bursts / sum(counts.values()) if counts else None}
+
+
 def fidelity(items: list[Any], records: list[RequestRecord], server: dict[str, Any], arrival: str) -> dict[str, Any]:
     """The replay's fidelity block; `server`: each server's metric deltas over the measured window."""
     by_id = {r.request_id: r for r in records if not r.warmup}
@@ -77,4 +88,5 @@ def fidelity(items: list[Any], records: list[RequestRecord], server: dict[str, A
         "measured_prefix_queries": queries,
         "measured_over_implied": hits / reusable if reusable else None,
         "send_lag": lag,
+        "arrival_bursts": arrival_bursts(sent) if arrival == "trace" else None,
     }

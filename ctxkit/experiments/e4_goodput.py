@@ -22,7 +22,7 @@ from ctxkit.backends.topology import AttachedTopology
 from ctxkit.collectors import kv_transfer
 from ctxkit.collectors.attainment import outcome, slo_scale_curve
 from ctxkit.collectors.gpu import GPUSampler, write_timeline
-from ctxkit.collectors.latency import SLO
+from ctxkit.collectors.latency import SLO, request_latency
 from ctxkit.experiments.common import check
 from ctxkit.load.search import Probe, SearchPolicy, SearchResult, search, trace_window_fits
 from ctxkit.load.workloads import build_workload
@@ -170,9 +170,12 @@ def goodput_table(params: E4Params, results: list[TopologyResult]) -> pd.DataFra
 
 
 def at_goodput(res: SearchResult) -> Optional[Probe]:
-    """The passing probe at the goodput rate (the records the SLO-scale curve is drawn from)."""
+    """The passing probe at the goodput rate (the records the SLO-scale curve is drawn from); when no probe passed,
+    the one at the lowest rate probed: how far its objectives would have to stretch to meet the target."""
     passing = [p for p in res.probes if p.verdict == "pass" and p.rate == res.low]
-    return passing[-1] if passing else None
+    if passing:
+        return passing[-1]
+    return min(res.probes, key=lambda p: p.rate) if res.probes and res.low is None else None
 
 
 def slo_scale_table(params: E4Params, results: list[TopologyResult]) -> pd.DataFrame:
@@ -184,7 +187,8 @@ def slo_scale_table(params: E4Params, results: list[TopologyResult]) -> pd.DataF
             if probe is None:
                 continue
             for row in slo_scale_curve(probe.records, slo_of(named), params.slo_scales):
-                rows.append({"topology": r.topology, "slo": named.name, "rate": probe.rate, **row})
+                rows.append({"topology": r.topology, "slo": named.name, "rate": probe.rate,
+                             "probe_verdict": probe.verdict, **row})
     return pd.DataFrame(rows)
 
 
@@ -216,6 +220,58 @@ def miss_table(params: E4Params, results: list[TopologyResult]) -> pd.DataFrame:
                         row[f"missed_mean_{col}"] = float(frame[col].mean())
                 rows.append(row)
     return pd.DataFrame(rows)
+
+
+def others_prefilling(windows: list[tuple[int, int, int, str]], start: Optional[int], end: Optional[int],
+                      own: str) -> int:
+    """Prompt tokens of the other requests waiting for their first token (sent, no first token yet) at some time in
+    [start, end]: the prefill work that ran, or queued, beside this request's own."""
+    if start is None or end is None:
+        return 0
+    return sum(tokens for s, f, tokens, rid in windows if rid != own and s < end and f > start)
+
+
+def missed_requests(params: E4Params, results: list[TopologyResult]) -> pd.DataFrame:
+    """Every scored request that missed, per probe: which objective, its own size and latencies, and where its time
+    went as the client sees it: the prompt tokens of other requests awaiting their first token while it awaited its
+    own (TTFT) and while it decoded (TPOT: a decode step shares the batch with their prefill chunks on an aggregated
+    server), and for disaggregated topologies the router's breakdown of it (router, prefill, KV check, decode's
+    first token)."""
+    rows = []
+    for r in results:
+        breakdown = kv_transfer.handoff_frame(r.handoffs)
+        by_request = breakdown.set_index("request_id") if len(breakdown) else None
+        for name, res in r.searches.items():
+            slo = slo_of(next(s for s in params.slos if s.name == name))
+            for p in res.probes:
+                scored = [rec for rec in p.records if not rec.warmup and rec.t_send_ns]
+                windows = [(rec.t_send_ns, rec.t_first_ns or rec.t_end_ns or rec.t_send_ns, rec.prompt_tokens,
+                            rec.request_id) for rec in scored]
+                for rec in scored:
+                    o = outcome(rec, slo)
+                    if o.met is not False:
+                        continue
+                    lat = request_latency(rec)
+                    row: dict[str, Any] = {
+                        "topology": r.topology, "slo": name, "probe": p.index, "rate": p.rate,
+                        "request_id": rec.request_id, "trace_row": rec.tags.get("trace_row"), "missed": o.cause,
+                        "status": rec.status, "prompt_tokens": rec.prompt_tokens, "output_tokens": rec.n_out,
+                        "ttft_ms": lat.ttft_ms, "tpot_ms": lat.tpot_ms,
+                        "others_prefill_tokens_during_ttft": others_prefilling(windows, rec.t_send_ns,
+                                                                               rec.t_first_ns or rec.t_end_ns,
+                                                                               rec.request_id),
+                        "others_prefill_tokens_during_decode": others_prefilling(windows, rec.t_first_ns,
+                                                                                 rec.t_last_ns, rec.request_id)}
+                    if by_request is not None and rec.request_id in by_request.index:
+                        h = by_request.loc[rec.request_id]
+                        row |= {k: h[k] for k in ("router_ms", "prefill_ms", "kv_check_ms", "decode_first_ms")}
+                    rows.append(row)
+    return pd.DataFrame(rows) if rows else pd.DataFrame(columns=MISSED_COLUMNS)   # the header, for a reader
+
+
+MISSED_COLUMNS = ["topology", "slo", "probe", "rate", "request_id", "trace_row", "missed", "status", "prompt_tokens",
+                  "output_tokens", "ttft_ms", "tpot_ms", "others_prefill_tokens_during_ttft",
+                  "others_prefill_tokens_during_decode"]
 
 
 def _role(server: str, placement: dict[str, Any]) -> str:
@@ -275,7 +331,7 @@ def replay_rows(results: list[TopologyResult]) -> list[dict[str, Any]]:
     """Each trace probe's fidelity (ctxkit.collectors.replay): lengths, the prefix reuse the trace implies against
     the servers' hits over the probe, send lag against the scaled timestamps."""
     keep = ("requests", "lengths_exact", "implied_reusable_tokens", "measured_prefix_hits", "measured_over_implied",
-            "send_lag")
+            "send_lag", "arrival_bursts")
     return [{"topology": r.topology, "slo": name, "probe": p.index, "rate": p.rate, "speedup": p.speedup,
              **{k: p.replay.get(k) for k in keep}}
             for r in results for name, res in r.searches.items() for p in res.probes if p.replay]
@@ -319,11 +375,39 @@ def compare(goodput: pd.DataFrame) -> list[dict[str, Any]]:
     return out
 
 
+def none_passed(summary: dict[str, Any], slo: str) -> str:
+    """The conclusion for an SLO setting no topology met at any rate probed: each one's lowest probe and why its
+    search stopped."""
+    text = f"**{slo}**: no topology met the {summary['target']:.0%} target at any rate probed"
+    for g in (r for r in summary["goodput"] if r["slo"] == slo and "error" not in r):
+        probes = [p for p in summary["probes"] if p["slo"] == slo and p["topology"] == g["topology"]]
+        if probes:
+            p = min(probes, key=lambda p: p["rate"])
+            text += (f"; {g['topology']} at its lowest, {p['rate']:.3g} req/s: {p['attainment']:.1%} met "
+                     f"(95% interval {p['wilson_low']:.1%}-{p['wilson_high']:.1%}), stopped: {g['stopped_because']}")
+    return text + ". The SLO-scale figure, drawn at that rate, shows how far the objectives would have to stretch."
+
+
+def burst_note(summary: dict[str, Any]) -> Optional[str]:
+    """A trace whose rows come in bursts (rows sharing a timestamp): a rate search scales the gaps between bursts,
+    never a burst, which a reader of its goodput should know."""
+    bursts = [r["arrival_bursts"] for r in summary.get("replay") or [] if r.get("arrival_bursts")]
+    if not bursts or max(b["largest"] for b in bursts) < 2:
+        return None
+    share = max(b["rows_in_bursts"] or 0.0 for b in bursts)
+    return (f"The trace's rows arrive in bursts (up to {max(b['largest'] for b in bursts)} rows at one timestamp; "
+            f"{share:.0%} of a probe's rows share their timestamp with another): scaling the rate stretches the gaps "
+            "between bursts, not the bursts, so each burst's own contention is there at every rate.")
+
+
 def conclusions(summary: dict[str, Any]) -> str:
     parts = []
     for c in summary["comparison"]:
         g = {(r["slo"], r["topology"]): r for r in summary["goodput"]}
         winner = g[(c["slo"], c["winner"])]
+        if not c["winner_per_device"]:
+            parts.append(none_passed(summary, c["slo"]))
+            continue
         text = (f"**{c['slo']}**: {c['winner']} serves the most per {winner['unit']}: "
                 f"{c['winner_per_device']:.3g} req/s (bracket {winner['per_device_low']:.3g}-"
                 f"{'-' if pd.isna(winner['per_device_high']) else format(winner['per_device_high'], '.3g')})")
@@ -333,6 +417,8 @@ def conclusions(summary: dict[str, Any]) -> str:
         if "disaggregated_over_aggregated" in c:
             text += f". Disaggregated / aggregated per {winner['unit']}: {c['disaggregated_over_aggregated']:.2f}"
         parts.append(text + ".")
+    if note := burst_note(summary):
+        parts.append(note)
     lagged = (summary.get("client") or {}).get("lagged_probes") or []
     if lagged:
         worst = max(lagged, key=lambda r: r["send_lag_p99_ms"] or 0)
@@ -354,6 +440,7 @@ def write_artifacts(params: E4Params, run: RunFolder, results: list[TopologyResu
     goodput.to_csv(run.artifacts / "e4_goodput.csv", index=False)
     scale.to_csv(run.artifacts / "e4_slo_scale.csv", index=False)
     misses.to_csv(run.artifacts / "e4_misses.csv", index=False)
+    missed_requests(params, results).to_csv(run.artifacts / "e4_missed_requests.csv", index=False)
     write_timeline([r.gpu for r in results if r.gpu], run.artifacts / "e4_gpu_timeline.csv")
     gauges = [{"topology": r.topology, "slo": slo, "probe": p.index, "rate": p.rate, **row}
               for r in results for slo, res in r.searches.items() for p in res.probes for row in p.timeline]
@@ -416,9 +503,35 @@ def replay_view(summary: dict[str, Any]):
     """Each trace probe's fidelity; None without a trace."""
     if not summary.get("replay"):
         return None
-    frame = pd.DataFrame([{**{k: v for k, v in r.items() if k != "send_lag"},
-                           "send lag p99 ms": (r.get("send_lag") or {}).get("p99_ms")} for r in summary["replay"]])
-    return _styled(frame, {"rate": 2, "speedup": 2, "measured_over_implied": 2, "send lag p99 ms": 2})
+    frame = pd.DataFrame([{**{k: v for k, v in r.items() if k not in ("send_lag", "arrival_bursts")},
+                           "send lag p99 ms": (r.get("send_lag") or {}).get("p99_ms"),
+                           "largest burst": (r.get("arrival_bursts") or {}).get("largest"),
+                           "rows in bursts": (r.get("arrival_bursts") or {}).get("rows_in_bursts")}
+                          for r in summary["replay"]])
+    return _styled(frame, {"rate": 2, "speedup": 2, "measured_over_implied": 2, "send lag p99 ms": 2,
+                           "rows in bursts": 2})
+
+
+def missed_view(missed: pd.DataFrame, summary: dict[str, Any], limit: int = 20):
+    """The missed requests of each search's probe nearest its goodput (the passing probe at the goodput rate, else
+    the lowest rate probed), longest prompts first; None when nothing missed there."""
+    if missed.empty:
+        return None
+    def nearest(g: dict[str, Any]) -> Optional[float]:
+        if pd.notna(g.get("low")):
+            return g["low"]
+        rates = [p["rate"] for p in summary["probes"] if (p["topology"], p["slo"]) == (g["topology"], g["slo"])]
+        return min(rates, default=None)
+
+    at = {(g["topology"], g["slo"]): nearest(g) for g in summary["goodput"] if "error" not in g}
+    keep = missed[[at.get((t, s)) == rate for t, s, rate in zip(missed["topology"], missed["slo"], missed["rate"])]]
+    if keep.empty:
+        return None
+    keep = keep.sort_values("prompt_tokens", ascending=False).head(limit).dropna(axis=1, how="all")
+    keep = keep.drop(columns=[c for c in ("request_id", "status") if c in keep])
+    return _styled(keep.rename(columns=lambda c: c.replace("_", " ")),
+                   {"rate": 2, "ttft ms": 0, "tpot ms": 1, "router ms": 1, "prefill ms": 1, "kv check ms": 1,
+                    "decode first ms": 1})
 
 
 def misses_view(misses: pd.DataFrame) -> list:

@@ -349,6 +349,34 @@ def next_rate(probes: list[Probe], low: float, high: float, policy: SearchPolicy
     return min(max(guess, low * step), high / step)
 
 
+def _trace_outcomes(probe: Probe, slo: SLO) -> dict[int, bool]:
+    """A trace probe's decided scored requests by trace row: met or not."""
+    out = {}
+    for rec in probe.records:
+        row, met = rec.tags.get("trace_row"), att.outcome(rec, slo).met
+        if not rec.warmup and row is not None and met is not None:
+            out[int(row)] = met
+    return out
+
+
+def same_rows_missed(higher: Probe, lower: Probe, slo: SLO, policy: SearchPolicy) -> Optional[str]:
+    """Why a trace search going down should stop: two failing probes, the second at a lower rate, in which the
+    same trace rows missed (over the rows both decided, at least min_requests of them). Scaling a trace's rate
+    stretches the gaps between its rows; rows that share a timestamp (a burst) stay together, and a request that
+    misses unloaded misses at any rate. When halving the rate rescued no row, lower rates will not either: the
+    misses come from the trace's bursts or from the requests themselves, not from the load."""
+    if higher.verdict != "fail" or lower.verdict != "fail" or lower.rate >= higher.rate:
+        return None
+    a, b = _trace_outcomes(higher, slo), _trace_outcomes(lower, slo)
+    common = a.keys() & b.keys()
+    missed = sorted(r for r in common if not b[r])
+    if len(common) < policy.min_requests or not missed or any(a[r] != b[r] for r in common):
+        return None
+    return (f"the same {len(missed)} trace rows missed at {higher.rate:.3g} and {lower.rate:.3g} req/s: halving the "
+            "rate rescued none, so the misses do not come from the load (a burst of rows at one timestamp, or "
+            "requests that miss unloaded)")
+
+
 def search(backend: ServingBackend, items_fn: ItemsFn, slo: SLO, policy: SearchPolicy, *, timeout_s: float,
            on_probe: Optional[Callable[[Probe], None]] = None,
            on_records: Optional[Callable[[list[RequestRecord]], None]] = None) -> SearchResult:
@@ -381,6 +409,9 @@ def search(backend: ServingBackend, items_fn: ItemsFn, slo: SLO, policy: SearchP
             high = rate if high is None else min(high, rate)
         if low is not None and high is not None and high / low <= 1 + policy.tolerance:
             stopped = f"bracket within {100 * policy.tolerance:g}%"
+            break
+        if low is None and len(probes) >= 2 and (same := same_rows_missed(probes[-2], probes[-1], slo, policy)):
+            stopped = same
             break
         rate = rate * 2 if high is None else (rate / 2 if low is None else next_rate(probes, low, high, policy))
         if low is None and rate < floor:

@@ -126,7 +126,7 @@ def from_trace(path: Path, *, vocab_size: int, seed: int = 0, limit: Optional[in
         if ts - first < start_ms or (duration_ms is not None and ts - first >= start_ms + duration_ms):
             continue
         items.append(WorkItem(f"{id_prefix}-{len(items)}", prompt, n_out, arrival_ms=ts,
-                              tags={"hash_ids": hash_ids, "input_length": n_in}))
+                              tags={"hash_ids": hash_ids, "input_length": n_in, "trace_row": n}))
         if limit and len(items) >= limit:
             break
     if not items:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+import pandas as pd
 import yaml
 
 from ctxkit.runs import placements
@@ -78,7 +79,8 @@ HEADLINES: dict[str, tuple[str, list[tuple[str, str, Fmt]]]] = {
     "e4_goodput": ("goodput", [("topology", "topology", None), ("SLO", "slo", None), ("devices", "devices", num(0)),
                                ("goodput req/s", "goodput", num(2)), ("per device", "goodput_per_device", num(2)),
                                ("per device low", "per_device_low", num(2)),
-                               ("per device high", "per_device_high", num(2))]),
+                               ("per device high", "per_device_high", num(2)),
+                               ("search stopped", "stopped_because", None)]),
     "e5_context": ("capacity", [("context", "context_len", num(0)), ("tokens a request", "tokens_per_request", num(0)),
                                 ("analytical", "analytical", num(1)), ("vLLM log", "vllm_log", num(1)),
                                 ("cache config", "cache_config", num(0)), ("measured", "measured", num(0)),
@@ -154,7 +156,7 @@ def extra(run: PacketRun) -> list[str]:
         rows = [[c["slo"], c["winner"] if c.get("runner_up") else "- (one topology measured)", num(2)(c.get("ratio")), num(2)(c.get("disaggregated_over_aggregated")),
                  str(c.get("intervals_separate", "-"))] for c in run.summary.get("comparison", [])]
         return table(["SLO", "winner", "ratio to runner-up", "disaggregated / aggregated", "intervals separate"],
-                     rows) + [""]
+                     rows) + [""] + probes_table(run.summary.get("probes") or []) + missed_table(run)
     if run.experiment == "e2_concurrency" and run.summary.get("replay"):
         return replay_table(run.summary["replay"])
     if run.experiment == "e5_context":
@@ -163,6 +165,39 @@ def extra(run: PacketRun) -> list[str]:
             (chunked_table(run.summary["chunked"]) if run.summary.get("chunked") else []) + \
             (trace_tables(run.summary["trace"]) if run.summary.get("trace") else [])
     return []
+
+
+def probes_table(probes: list[dict[str, Any]]) -> list[str]:
+    """E4's probes, in the order the searches made them: what each rate's verdict rests on."""
+    rows = [[p["topology"], p["slo"], num(3)(p["rate"]), f"{p['met']}/{p['decided']}", num(1, pct=True)(p["attainment"]),
+             f"{num(1, pct=True)(p['wilson_low'])}-{num(1, pct=True)(p['wilson_high'])}", p["verdict"],
+             p["decided_by"], " / ".join(num(0)(p.get(f"missed_{k}")) for k in ("ttft", "tpot")),
+             num(0)(p.get("send_lag_p99_ms"))] for p in probes]
+    return table(["topology", "SLO", "rate req/s", "met", "attainment", "95% interval", "verdict", "decided by",
+                  "missed TTFT / TPOT", "send lag p99 ms"], rows) + [""] if rows else []
+
+
+def missed_table(run: PacketRun, limit: int = 12) -> list[str]:
+    """E4's missed requests at the rate nearest each goodput (its passing probe's, else the lowest rate probed),
+    longest prompts first (the run's e4_missed_requests.csv; runs before it was written have none)."""
+    path = run.src / "artifacts" / "e4_missed_requests.csv"
+    if not path.is_file() or (missed := pd.read_csv(path)).empty:
+        return []
+    probed: dict[tuple[str, str], list[float]] = {}
+    for p in run.summary.get("probes") or []:
+        probed.setdefault((p["topology"], p["slo"]), []).append(p["rate"])
+    nearest = {(g["topology"], g["slo"]): g["low"] if g.get("low") is not None and g["low"] == g["low"]
+               else min(probed.get((g["topology"], g["slo"]), [None]) or [None])
+               for g in run.summary.get("goodput") or [] if "error" not in g}
+    here = missed[[nearest.get((t, s)) == r for t, s, r in zip(missed["topology"], missed["slo"], missed["rate"])]]
+    rows = [[m["topology"], m["slo"], num(3)(m["rate"]), str(m["missed"]), num(0)(m["prompt_tokens"]),
+             num(0)(m["output_tokens"]), num(0)(m["ttft_ms"]), num(1)(m["tpot_ms"]),
+             num(0)(m["others_prefill_tokens_during_ttft"]), num(0)(m["others_prefill_tokens_during_decode"])]
+            for _, m in here.sort_values("prompt_tokens", ascending=False).head(limit).iterrows()]
+    if not rows:
+        return []
+    return table(["topology", "SLO", "rate req/s", "missed", "prompt tokens", "output tokens", "TTFT ms", "TPOT ms",
+                  "others' prefill tokens during its TTFT", "... during its decode"], rows) + [""]
 
 
 def trace_tables(trace: dict[str, Any]) -> list[str]:

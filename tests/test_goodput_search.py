@@ -249,3 +249,24 @@ def test_inside_a_bracket_the_next_rate_follows_the_measured_attainments():
     noisy = Probe(1, 160.0, attainment=0.93, verdict="fail")           # failed on its trend, not its attainment
     assert next_rate([passed, noisy], 80.0, 160.0, policy) == middle
     assert next_rate([passed, failed], 80.0, 86.0, policy) == math.sqrt(80 * 86)   # two steps do not fit
+
+
+def test_the_stop_rule_computes_each_finished_requests_latency_once(monkeypatch):
+    """The rule runs before every send over every record so far; a finished record's latencies (its inter-token
+    gaps) are computed once, not at every check (that cost grew with the probe and delayed a burst's later sends)."""
+    from ctxkit.load import search as search_mod
+    from ctxkit.records import RequestRecord
+    calls: list[str] = []
+    real = search_mod.request_latency
+    monkeypatch.setattr(search_mod, "request_latency", lambda rec: calls.append(rec.request_id) or real(rec))
+    ms = 1_000_000
+    recs = [RequestRecord(f"r{i}", 100, 50, t_sched_ns=i * ms, t_send_ns=i * ms, t_first_ns=(i + 50) * ms,
+                          t_last_ns=(i + 99) * ms, t_end_ns=(i + 100) * ms,
+                          chunk_times_ns=[(i + 50 + k) * ms for k in range(50)], chunk_tokens=[1] * 50, n_out=50)
+            for i in range(20)]
+    stop = search_mod._rule(SLO(ttft_ms=100, tpot_ms=10), search_mod.SearchPolicy(min_requests=10), 40)
+    answers = {stop(recs, [], 200 * ms) for _ in range(10)}
+    assert len(answers) == 1 and sorted(calls) == sorted(r.request_id for r in recs)      # once each
+    recs[0].t_end_ns += ms                                    # a record that changed is computed again
+    stop(recs, [], 200 * ms)
+    assert calls.count("r0") == 2 and len(calls) == 21

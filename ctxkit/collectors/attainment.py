@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
-from ctxkit.collectors.latency import SLO, request_latency
+from ctxkit.collectors.latency import SLO, RequestLatency, request_latency
 from ctxkit.records import CANCELLED, RequestRecord
+
+LatencyFn = Callable[[RequestRecord], RequestLatency]
 
 Z95 = 1.959963984540054
 
@@ -58,9 +60,11 @@ class Outcome:
         return "+".join(misses) if misses else "met"
 
 
-def outcome(rec: RequestRecord, slo: SLO, now_ns: Optional[int] = None) -> Outcome:
+def outcome(rec: RequestRecord, slo: SLO, now_ns: Optional[int] = None,
+            latency_of: LatencyFn = request_latency) -> Outcome:
     """A finished request's outcome; for one in flight (or cancelled), a miss only once it is certain: no first
-    token by the TTFT objective, or no last token by the E2E objective."""
+    token by the TTFT objective, or no last token by the E2E objective. `latency_of`: request_latency, or a
+    memo of it (ctxkit.load.search: a stop rule asks again before every send)."""
     if rec.status == CANCELLED or (now_ns is not None and rec.t_end_ns is None):
         now = rec.t_end_ns if rec.status == CANCELLED and rec.t_end_ns else now_ns
         age_ms = (now - rec.t_send_ns) / 1e6 if now and rec.t_send_ns else 0.0
@@ -69,13 +73,14 @@ def outcome(rec: RequestRecord, slo: SLO, now_ns: Optional[int] = None) -> Outco
         return Outcome(False, ttft_miss=ttft_late, e2e_miss=e2e_late) if ttft_late or e2e_late else Outcome(None)
     if not rec.ok:
         return Outcome(False, failed=True)
-    ttft, tpot, e2e = slo.misses(request_latency(rec))
+    ttft, tpot, e2e = slo.misses(latency_of(rec))
     return Outcome(not (ttft or tpot or e2e), ttft, tpot, e2e)
 
 
-def tally(records: list[RequestRecord], slo: SLO, now_ns: Optional[int] = None) -> dict[str, Any]:
+def tally(records: list[RequestRecord], slo: SLO, now_ns: Optional[int] = None,
+          latency_of: LatencyFn = request_latency) -> dict[str, Any]:
     """Met, missed (by cause) and undecided counts over measured records, with the Wilson interval."""
-    outs = [outcome(r, slo, now_ns) for r in records if not r.warmup]
+    outs = [outcome(r, slo, now_ns, latency_of) for r in records if not r.warmup]
     decided = [o for o in outs if o.met is not None]
     met = sum(1 for o in decided if o.met)
     lo, hi = wilson(met, len(decided))

@@ -21,7 +21,7 @@ import numpy as np
 from ctxkit.backends import ServingBackend
 from ctxkit.collectors import attainment as att
 from ctxkit.collectors import replay
-from ctxkit.collectors.latency import SLO, request_latency
+from ctxkit.collectors.latency import SLO, RequestLatency, request_latency
 from ctxkit.collectors.server_metrics import ServerMetricsCollector, parse, value
 from ctxkit.load.arrivals import Arrivals, run_load
 from ctxkit.load.workloads import WorkItem, WorkloadError, build_workload
@@ -141,7 +141,8 @@ def offered_rate(records: list[RequestRecord]) -> Optional[float]:
     return (len(sends) - 1) / span_s if span_s > 0 else None
 
 
-def rising(records: list[RequestRecord], slo: SLO, target: Optional[float] = None) -> bool:
+def rising(records: list[RequestRecord], slo: SLO, target: Optional[float] = None,
+           latency_of: att.LatencyFn = request_latency) -> bool:
     """The probe is not in steady state: misses rise (the second half of its scored requests, in send order, misses
     significantly more often than the first: two-proportion z > 2, and, given the `target`, its share met is below
     it: a queue's misses come in bursts, so halves that differ but both meet the target are noise, not growth),
@@ -149,9 +150,9 @@ def rising(records: list[RequestRecord], slo: SLO, target: Optional[float] = Non
     or TPOT is over 1.5 times the first third's and over half its objective). A queue that is still growing is not
     a rate the servers sustain, whatever the share met so far: a short probe above capacity can look fine."""
     scored = sorted((r for r in records if not r.warmup), key=lambda r: r.t_send_ns)
-    if _latency_climbs(scored, slo):
+    if _latency_climbs(scored, slo, latency_of):
         return True
-    outs = [att.outcome(r, slo) for r in scored]
+    outs = [att.outcome(r, slo, latency_of=latency_of) for r in scored]
     halves = [[o for o in outs[:len(outs) // 2] if o.met is not None],
               [o for o in outs[len(outs) // 2:] if o.met is not None]]
     if min(len(h) for h in halves) < 10:
@@ -164,8 +165,8 @@ def rising(records: list[RequestRecord], slo: SLO, target: Optional[float] = Non
     return z > 2.0 and (target is None or 1 - m2 / n2 < target)
 
 
-def _latency_climbs(scored: list[RequestRecord], slo: SLO) -> bool:
-    lats = [request_latency(r) for r in scored if r.ok]
+def _latency_climbs(scored: list[RequestRecord], slo: SLO, latency_of: att.LatencyFn = request_latency) -> bool:
+    lats = [latency_of(r) for r in scored if r.ok]
     third = len(lats) // 3
     if third < 5:
         return False
@@ -179,18 +180,40 @@ def _latency_climbs(scored: list[RequestRecord], slo: SLO) -> bool:
     return False
 
 
+def finished_latency_memo() -> att.LatencyFn:
+    """request_latency, computed once for each finished record (a record is final once it has its end time). A
+    stop rule asks before every send about every record so far; recomputing each one's inter-token gaps every time
+    grew with the probe and, in a burst of trace rows due at once, held the later sends back (the probe's own
+    bookkeeping showing up as send lag)."""
+    cache: dict[int, tuple[RequestRecord, int, RequestLatency]] = {}
+
+    def latency(rec: RequestRecord) -> RequestLatency:
+        if rec.t_end_ns is None:
+            return request_latency(rec)
+        hit = cache.get(id(rec))
+        if hit is not None and hit[0] is rec and hit[1] == rec.t_end_ns:
+            return hit[2]
+        lat = request_latency(rec)
+        cache[id(rec)] = (rec, rec.t_end_ns, lat)
+        return lat
+    return latency
+
+
 def _rule(slo: SLO, policy: SearchPolicy, planned: int) -> Callable[[list, list, int], Optional[str]]:
     """When a probe's single stream ends: cancel once its certain misses exceed what the target allows; stop
     sending (and let what is in flight finish) once at least min_requests are decided and the Wilson interval has
     a verdict, unless misses are rising (then it goes on, up to max_requests)."""
+    latency_of = finished_latency_memo()
+
     def stop(done: list[RequestRecord], live: list[RequestRecord], now_ns: int) -> Optional[str]:
-        t = att.tally(done + live, slo, now_ns)
+        t = att.tally(done + live, slo, now_ns, latency_of)
         if t["missed"] > policy.allowed_misses(planned):
             return "cancel"
         sends = [r.t_send_ns for r in done + live if not r.warmup and r.t_send_ns]
         long_enough = bool(sends) and (now_ns - min(sends)) / 1e9 >= policy.min_duration_s
         if policy.mode == "joint" and long_enough and t["decided"] >= policy.min_requests and \
-                att.verdict(t["met"], t["decided"], policy.target) != "undecided" and not rising(done, slo, policy.target):
+                att.verdict(t["met"], t["decided"], policy.target) != "undecided" and \
+                not rising(done, slo, policy.target, latency_of):
             return "drain"
         return None
     return stop

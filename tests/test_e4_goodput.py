@@ -36,8 +36,8 @@ def test_e4_end_to_end(tmp_path):
     scored = [r for r in records if not r["warmup"] and "probe" in r["tags"]]
     assert len(scored) == int(probes["sent"].sum())                       # every probe's requests recorded
     missed = pd.read_csv(run / "artifacts/e4_missed_requests.csv")       # one row per missed request, per probe
-    assert missed.groupby(["topology", "probe"]).size().to_dict() == \
-        {(t, i): n for t, i, n in zip(probes["topology"], probes["index"], probes["missed"]) if n}
+    assert missed.groupby(["topology", "slo", "probe"]).size().to_dict() == \
+        {(t, s, i): n for t, s, i, n in zip(probes["topology"], probes["slo"], probes["index"], probes["missed"]) if n}
     (comparison,) = summary["comparison"]
     best = goodput.sort_values("goodput_per_device", ascending=False).iloc[0]
     assert comparison["winner"] == best["topology"]                       # the winner is read off the numbers

@@ -88,3 +88,32 @@ def test_a_packet_is_not_packed_over_itself_and_a_stray_folder_is_not_a_run(tmp_
     (stray / "status.json").unlink()
     again = run_cli("packet", str(stray), "--out", str(tmp_path / "other"))
     assert again.returncode == 2 and "status '?'" in again.stderr
+
+
+def test_an_e4_packet_lists_the_misses_of_each_searchs_slo_scale_probe(tmp_path):
+    """The probe table shows every probe with its misses by cause; the missed-requests table only those of the
+    probe each search drew its SLO-scale curve from (curve_probe), longest prompt first, also beside a topology
+    that failed to start (whose row's error makes the others' NaN once read back from JSON)."""
+    import pandas as pd
+    run = e4_run(tmp_path, "a", [("aggregated x1", 0.0, 0.0, 0.25)], failed="1P1D nixl")
+    summary = json.loads((run / "summary.json").read_text())
+    summary["goodput"][0] |= {"curve_probe": 1, "low": None}
+    summary["goodput"][0]["error"] = float("nan")
+    summary["probes"] = [{"topology": "aggregated x1", "slo": "tpot-tight", "index": i, "rate": rate, "met": 49,
+                          "decided": 56, "attainment": 0.875, "wilson_low": 0.764, "wilson_high": 0.938,
+                          "verdict": "fail", "decided_by": "misses beyond what the target allows",
+                          "missed_ttft": 3, "missed_tpot": 4, "missed_e2e": float("nan"), "send_lag_p99_ms": 20.0}
+                         for i, rate in enumerate((0.5, 0.25))]
+    (run / "summary.json").write_text(json.dumps(summary))
+    rows = [("aggregated x1", 0, 0.5, "ttft", 87169), ("aggregated x1", 1, 0.25, "ttft", 45922),
+            ("aggregated x1", 1, 0.25, "tpot", 7324), ("aggregated x1", 1, 0.25, "ttft", 87169)]
+    pd.DataFrame([{"topology": t, "slo": "tpot-tight", "probe": i, "rate": r, "missed": m, "prompt_tokens": n,
+                   "output_tokens": 14, "ttft_ms": 900.0, "tpot_ms": 240.0, "others_prefill_tokens_during_ttft": 0,
+                   "others_prefill_tokens_during_decode": 131091} for t, i, r, m, n in rows]) \
+        .to_csv(run / "artifacts/e4_missed_requests.csv", index=False)
+    text = (packet.build([run], tmp_path / "packet") / "README.md").read_text()
+    assert "| aggregated x1 | tpot-tight | 0.500 | 49/56 | 87.5% | 76.4%-93.8% | fail |" in text
+    assert "| ttft 3, tpot 4 | 20 |" in text
+    missed = [line for line in text.splitlines() if line.startswith("| aggregated x1 | tpot-tight | 0.250 | t")]
+    assert [line.split("|")[5].strip() for line in missed] == ["87,169", "45,922", "7,324"]   # probe 1 only
+    assert not any(line.startswith("| aggregated x1 | tpot-tight | 0.500 | ttft |") for line in text.splitlines())

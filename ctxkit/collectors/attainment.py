@@ -110,13 +110,17 @@ def percentile_verdict(records: list[RequestRecord], slo: SLO, target: float) ->
 
 
 def slo_scale_curve(records: list[RequestRecord], slo: SLO, scales: list[float]) -> list[dict[str, Any]]:
-    """Attainment when every objective is multiplied by s (DistServe's SLO-scale figure), over finished records."""
-    done = [r for r in records if not r.warmup and r.status != CANCELLED]
+    """Attainment when every objective is multiplied by s (DistServe's SLO-scale figure), over the records decided
+    at that scale: a request cancelled when its probe was cut off counts as a miss where it was already late for the
+    scaled objective, and is left out where it was not (a cut-off probe cancels its certain misses: leaving them
+    all out would draw it better than its verdict)."""
+    scored = [r for r in records if not r.warmup]
     rows = []
     for s in scales:
         scaled = SLO(*(None if v is None else v * s for v in (slo.ttft_ms, slo.tpot_ms, slo.e2e_ms)))
-        met = sum(1 for r in done if outcome(r, scaled).met)
-        lo, hi = wilson(met, len(done))
-        rows.append({"slo_scale": s, "attainment": met / len(done) if done else None, "wilson_low": lo,
-                     "wilson_high": hi, "n": len(done)})
+        decided = [o for o in (outcome(r, scaled) for r in scored) if o.met is not None]
+        met = sum(1 for o in decided if o.met)
+        lo, hi = wilson(met, len(decided))
+        rows.append({"slo_scale": s, "attainment": met / len(decided) if decided else None, "wilson_low": lo,
+                     "wilson_high": hi, "n": len(decided)})
     return rows

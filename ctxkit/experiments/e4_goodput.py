@@ -165,7 +165,8 @@ def goodput_table(params: E4Params, results: list[TopologyResult]) -> pd.DataFra
                          "per_device_low": (res.low or 0.0) / r.devices,
                          "per_device_high": res.high / r.devices if res.high is not None else None,
                          "converged": res.converged, "stopped_because": res.stopped_because,
-                         "probes": len(res.probes), "target": params.search.target})
+                         "probes": len(res.probes), "target": params.search.target,
+                         "curve_probe": probe.index if (probe := at_goodput(res)) else None})
     return pd.DataFrame(rows)
 
 
@@ -239,15 +240,16 @@ def missed_requests(params: E4Params, results: list[TopologyResult]) -> pd.DataF
     first token)."""
     rows = []
     for r in results:
-        breakdown = kv_transfer.handoff_frame(r.handoffs)
-        by_request = breakdown.set_index("request_id") if len(breakdown) else None
+        breakdown = kv_transfer.handoff_frame(r.handoffs)      # a request sent again has its last handoff here
+        by_request = breakdown.drop_duplicates("request_id", keep="last").set_index("request_id") \
+            if len(breakdown) else None
         for name, res in r.searches.items():
             slo = slo_of(next(s for s in params.slos if s.name == name))
             for p in res.probes:
-                scored = [rec for rec in p.records if not rec.warmup and rec.t_send_ns]
+                sent = [rec for rec in p.records if rec.t_send_ns]       # the warmup's prefill counts beside it
                 windows = [(rec.t_send_ns, rec.t_first_ns or rec.t_end_ns or rec.t_send_ns, rec.prompt_tokens,
-                            rec.request_id) for rec in scored]
-                for rec in scored:
+                            rec.request_id) for rec in sent]
+                for rec in (rec for rec in sent if not rec.warmup):
                     o = outcome(rec, slo)
                     if o.met is not False:
                         continue
@@ -379,12 +381,13 @@ def none_passed(summary: dict[str, Any], slo: str) -> str:
     """The conclusion for an SLO setting no topology met at any rate probed: each one's lowest probe and why its
     search stopped."""
     text = f"**{slo}**: no topology met the {summary['target']:.0%} target at any rate probed"
-    for g in (r for r in summary["goodput"] if r["slo"] == slo and "error" not in r):
+    for g in (r for r in summary["goodput"] if r["slo"] == slo and searched(r)):
         probes = [p for p in summary["probes"] if p["slo"] == slo and p["topology"] == g["topology"]]
         if probes:
             p = min(probes, key=lambda p: p["rate"])
-            text += (f"; {g['topology']} at its lowest, {p['rate']:.3g} req/s: {p['attainment']:.1%} met "
-                     f"(95% interval {p['wilson_low']:.1%}-{p['wilson_high']:.1%}), stopped: {g['stopped_because']}")
+            share = "no request decided" if pd.isna(p.get("attainment")) else \
+                f"{p['attainment']:.1%} met (95% interval {p['wilson_low']:.1%}-{p['wilson_high']:.1%})"
+            text += f"; {g['topology']} at its lowest, {p['rate']:.3g} req/s: {share}, stopped: {g['stopped_because']}"
     return text + ". The SLO-scale figure, drawn at that rate, shows how far the objectives would have to stretch."
 
 
@@ -512,19 +515,17 @@ def replay_view(summary: dict[str, Any]):
                            "rows in bursts": 2})
 
 
-def missed_view(missed: pd.DataFrame, summary: dict[str, Any], limit: int = 20):
-    """The missed requests of each search's probe nearest its goodput (the passing probe at the goodput rate, else
-    the lowest rate probed), longest prompts first; None when nothing missed there."""
-    if missed.empty:
-        return None
-    def nearest(g: dict[str, Any]) -> Optional[float]:
-        if pd.notna(g.get("low")):
-            return g["low"]
-        rates = [p["rate"] for p in summary["probes"] if (p["topology"], p["slo"]) == (g["topology"], g["slo"])]
-        return min(rates, default=None)
+def searched(goodput_row: dict[str, Any]) -> bool:
+    """A goodput row of a topology that was searched (a failed one's row carries its error; in a summary read back
+    from JSON the others carry NaN there)."""
+    return not isinstance(goodput_row.get("error"), str)
 
-    at = {(g["topology"], g["slo"]): nearest(g) for g in summary["goodput"] if "error" not in g}
-    keep = missed[[at.get((t, s)) == rate for t, s, rate in zip(missed["topology"], missed["slo"], missed["rate"])]]
+
+def missed_view(missed: pd.DataFrame, summary: dict[str, Any], limit: int = 20):
+    """The missed requests of each search's SLO-scale probe (the passing probe at the goodput rate, else the lowest
+    rate probed: `curve_probe`), longest prompts first; None when nothing missed there."""
+    at = {(g["topology"], g["slo"]): g.get("curve_probe") for g in summary["goodput"] if searched(g)}
+    keep = missed[[at.get((t, s)) == i for t, s, i in zip(missed["topology"], missed["slo"], missed["probe"])]]
     if keep.empty:
         return None
     keep = keep.sort_values("prompt_tokens", ascending=False).head(limit).dropna(axis=1, how="all")

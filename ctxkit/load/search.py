@@ -31,6 +31,7 @@ from ctxkit.records import CANCELLED, RequestRecord
 
 # fresh prompts for a probe: (probe index, batch index, number of requests) -> items
 ItemsFn = Callable[[int, int, int], list[WorkItem]]
+RISING = "misses rising through the probe (not in steady state)"     # a probe's decided_by
 
 
 @dataclass(frozen=True)
@@ -336,7 +337,7 @@ def _score(probe: Probe, slo: SLO, policy: SearchPolicy) -> None:
         probe.percentile = att.percentile_verdict(probe.records, slo, policy.target)
         probe.verdict, probe.decided_by = probe.percentile["verdict"], "percentile SLOs"
     elif rising(probe.records, slo, policy.target):
-        probe.verdict, probe.decided_by = "fail", "misses rising through the probe (not in steady state)"
+        probe.verdict, probe.decided_by = "fail", RISING
     else:
         probe.verdict = att.verdict(probe.met, probe.decided, policy.target)
         probe.decided_by = "95% Wilson interval"
@@ -373,31 +374,37 @@ def next_rate(probes: list[Probe], low: float, high: float, policy: SearchPolicy
 
 
 def _trace_outcomes(probe: Probe, slo: SLO) -> dict[int, bool]:
-    """A trace probe's decided scored requests by trace row: met or not."""
+    """A trace probe's finished scored requests by trace row: met or not. Cancelled ones are left out: the misses a
+    cut-off probe cancels are certain by age alone, which is what a queue above capacity produces."""
     out = {}
     for rec in probe.records:
-        row, met = rec.tags.get("trace_row"), att.outcome(rec, slo).met
-        if not rec.warmup and row is not None and met is not None:
+        row = rec.tags.get("trace_row")
+        if rec.warmup or row is None or rec.status == CANCELLED:
+            continue
+        met = att.outcome(rec, slo).met
+        if met is not None:
             out[int(row)] = met
     return out
 
 
 def same_rows_missed(higher: Probe, lower: Probe, slo: SLO, policy: SearchPolicy) -> Optional[str]:
-    """Why a trace search going down should stop: two failing probes, the second at a lower rate, in which the
-    same trace rows missed (over the rows both decided, at least min_requests of them). Scaling a trace's rate
-    stretches the gaps between its rows; rows that share a timestamp (a burst) stay together, and a request that
-    misses unloaded misses at any rate. When halving the rate rescued no row, lower rates will not either: the
-    misses come from the trace's bursts or from the requests themselves, not from the load."""
-    if higher.verdict != "fail" or lower.verdict != "fail" or lower.rate >= higher.rate:
+    """Why a search replaying a trace on its timestamps, going down, should stop: two failing probes, the second at
+    a lower rate, in which exactly the same trace rows missed and the same rows met (over the finished rows both
+    decided: at least min_requests, with at least one miss and one met). Scaling a trace's rate stretches the gaps
+    between its rows; rows that share a timestamp (a burst) stay together, and a request that misses unloaded misses
+    at any rate. When halving the rate rescued no row, lower rates will not either. Not for a queue still growing
+    (rising misses), nor where nothing met: a backlog above capacity makes every row miss at both rates."""
+    if policy.arrival != "trace" or higher.verdict != "fail" or lower.verdict != "fail" or \
+            lower.rate >= higher.rate or lower.decided_by == RISING:
         return None
     a, b = _trace_outcomes(higher, slo), _trace_outcomes(lower, slo)
     common = a.keys() & b.keys()
-    missed = sorted(r for r in common if not b[r])
-    if len(common) < policy.min_requests or not missed or any(a[r] != b[r] for r in common):
+    missed = [r for r in common if not b[r]]
+    if len(common) < policy.min_requests or not missed or len(missed) == len(common) or \
+            any(a[r] != b[r] for r in common):
         return None
-    return (f"the same {len(missed)} trace rows missed at {higher.rate:.3g} and {lower.rate:.3g} req/s: halving the "
-            "rate rescued none, so the misses do not come from the load (a burst of rows at one timestamp, or "
-            "requests that miss unloaded)")
+    return (f"the same {len(missed)} trace rows missed at {higher.rate:.3g} and {lower.rate:.3g} req/s "
+            "(misses not from the load)")
 
 
 def search(backend: ServingBackend, items_fn: ItemsFn, slo: SLO, policy: SearchPolicy, *, timeout_s: float,

@@ -167,29 +167,32 @@ def extra(run: PacketRun) -> list[str]:
     return []
 
 
+def causes(probe: dict[str, Any]) -> str:
+    """A probe's misses by cause (its missed_<cause> columns: ttft, tpot, ttft+tpot, e2e, failed), e.g. 'ttft 3'."""
+    counts = {k[len("missed_"):]: v for k, v in probe.items() if k.startswith("missed_")}
+    return ", ".join(f"{cause} {int(n)}" for cause, n in counts.items() if n and not pd.isna(n)) or "-"
+
+
 def probes_table(probes: list[dict[str, Any]]) -> list[str]:
     """E4's probes, in the order the searches made them: what each rate's verdict rests on."""
     rows = [[p["topology"], p["slo"], num(3)(p["rate"]), f"{p['met']}/{p['decided']}", num(1, pct=True)(p["attainment"]),
              f"{num(1, pct=True)(p['wilson_low'])}-{num(1, pct=True)(p['wilson_high'])}", p["verdict"],
-             p["decided_by"], " / ".join(num(0)(p.get(f"missed_{k}")) for k in ("ttft", "tpot")),
+             p["decided_by"], causes(p),
              num(0)(p.get("send_lag_p99_ms"))] for p in probes]
     return table(["topology", "SLO", "rate req/s", "met", "attainment", "95% interval", "verdict", "decided by",
-                  "missed TTFT / TPOT", "send lag p99 ms"], rows) + [""] if rows else []
+                  "missed by cause", "send lag p99 ms"], rows) + [""] if rows else []
 
 
 def missed_table(run: PacketRun, limit: int = 12) -> list[str]:
-    """E4's missed requests at the rate nearest each goodput (its passing probe's, else the lowest rate probed),
-    longest prompts first (the run's e4_missed_requests.csv; runs before it was written have none)."""
+    """E4's missed requests in each search's SLO-scale probe (summary goodput `curve_probe`: the passing probe at the
+    goodput rate, else the lowest rate probed), longest prompts first, from the run's e4_missed_requests.csv (runs
+    before it was written have none)."""
     path = run.src / "artifacts" / "e4_missed_requests.csv"
     if not path.is_file() or (missed := pd.read_csv(path)).empty:
         return []
-    probed: dict[tuple[str, str], list[float]] = {}
-    for p in run.summary.get("probes") or []:
-        probed.setdefault((p["topology"], p["slo"]), []).append(p["rate"])
-    nearest = {(g["topology"], g["slo"]): g["low"] if g.get("low") is not None and g["low"] == g["low"]
-               else min(probed.get((g["topology"], g["slo"]), [None]) or [None])
-               for g in run.summary.get("goodput") or [] if "error" not in g}
-    here = missed[[nearest.get((t, s)) == r for t, s, r in zip(missed["topology"], missed["slo"], missed["rate"])]]
+    at = {(g["topology"], g["slo"]): g.get("curve_probe") for g in run.summary.get("goodput") or []
+          if not isinstance(g.get("error"), str)}
+    here = missed[[at.get((t, s)) == i for t, s, i in zip(missed["topology"], missed["slo"], missed["probe"])]]
     rows = [[m["topology"], m["slo"], num(3)(m["rate"]), str(m["missed"]), num(0)(m["prompt_tokens"]),
              num(0)(m["output_tokens"]), num(0)(m["ttft_ms"]), num(1)(m["tpot_ms"]),
              num(0)(m["others_prefill_tokens_during_ttft"]), num(0)(m["others_prefill_tokens_during_decode"])]

@@ -117,39 +117,42 @@ def test_a_random_workload_ignores_a_stale_path_and_a_trace_search_sets_its_own_
 
 
 def long_every_eighth(path, rows=40):
-    """A steady trace (one row every 50 ms) whose every eighth row has a 3,000-token prompt, the rest 100."""
+    """A steady trace (one row every 50 ms) whose every eighth row has a 2,000-token prompt, the rest 100."""
     with open(path, "w") as f:
         for i in range(rows):
-            f.write(json.dumps({"timestamp": 50 * i, "input_length": 3000 if i % 8 == 7 else 100,
+            f.write(json.dumps({"timestamp": 50 * i, "input_length": 2000 if i % 8 == 7 else 100,
                                 "output_length": 2, "hash_ids": []}) + "\n")
     return path
 
 
 def test_a_search_down_stops_once_halving_the_rate_rescues_no_missed_row(tmp_path, monkeypatch):
-    """Long prompts miss their TTFT unloaded (0.1 ms a prompt token: 300 ms against 150 ms; the short ones take
-    10 ms): the same rows miss at every rate, so the search stops after the first halving instead of halving down
-    to its floor."""
+    """Long prompts miss their TTFT unloaded (1 ms a prompt token: 2 s against 1 s; the short ones take 100 ms, far
+    inside it on a busy machine too): the same rows miss at every rate, so the search stops after the first halving
+    instead of halving down to its floor. (The first long rows finish before the probe is cut off at its fourth
+    miss: the rule compares finished rows only.)"""
     monkeypatch.setenv("CTXKIT_ALLOW_SIMULATED_BACKEND", "1")
     trace = long_every_eighth(tmp_path / "trace.jsonl")
-    sim = Simulated(ttft_ms=0, tpot_ms=1, prefill_ms_per_token=0.1, log_dir=tmp_path, seed=0).start()
+    sim = Simulated(ttft_ms=0, tpot_ms=1, prefill_ms_per_token=1.0, log_dir=tmp_path, seed=0).start()
     try:
         policy = SearchPolicy(target=0.9, start_rate=16, min_requests=10, max_requests=38, warmup_requests=2,
                               drain_s=5, max_wall_s=60, arrival="trace")
         result = search(sim, lambda p, b, n: from_trace(trace, vocab_size=4096, seed=p, limit=n),
-                        SLO(ttft_ms=150), policy, timeout_s=30)
+                        SLO(ttft_ms=1000), policy, timeout_s=30)
     finally:
         sim.stop()
     assert [p.rate for p in result.probes] == [16, 8], result.stopped_because
     assert [p.verdict for p in result.probes] == ["fail", "fail"]
     assert result.goodput == 0.0 and result.low is None
-    # a miss is a first token after 150 ms (the rule leaves out requests cancelled when the probe was cut off)
-    missed = {rec.tags["trace_row"] for rec in result.probes[1].records
-              if not rec.warmup and rec.t_first_ns and (rec.t_first_ns - rec.t_send_ns) / 1e6 > 150}
-    assert missed and all(row % 8 == 0 for row in missed)      # file lines are 1-based: rows 8, 16, ... are long
-    assert result.stopped_because.startswith(f"the same {len(missed)} trace rows missed at 16 and 8 req/s")
+    # a miss is a first token after 1 s (the rule leaves out requests cancelled when the probe was cut off)
+    missed_at = [{rec.tags["trace_row"] for rec in p.records
+                  if not rec.warmup and rec.t_first_ns and (rec.t_first_ns - rec.t_send_ns) / 1e6 > 1000}
+                 for p in result.probes]
+    both = missed_at[0] & missed_at[1]
+    assert both and all(row % 8 == 0 for row in both)         # file lines are 1-based: rows 8, 16, ... are long
+    assert result.stopped_because.startswith(f"the same {len(both)} trace rows missed at 16 and 8 req/s")
     # what E4 makes of a search that found no passing rate: its conclusion and its SLO-scale curve
     from ctxkit.experiments import e4_goodput as e4
-    params = P.resolve("e4_goodput", sets=["slos=[{name: s, ttft_ms: 150}]"])
+    params = P.resolve("e4_goodput", sets=["slos=[{name: s, ttft_ms: 1000}]"])
     results = [e4.TopologyResult("sim", "aggregated", 1, "CPU core set", {}, searches={"s": result})]
     goodput = e4.goodput_table(params, results)
     text = e4.conclusions({"target": 0.9, "goodput": goodput.to_dict("records"), "comparison": e4.compare(goodput),
@@ -164,11 +167,11 @@ def test_a_search_down_stops_once_halving_the_rate_rescues_no_missed_row(tmp_pat
                                                            "probes": e4.probes_table(results).to_dict("records")}, "s")
     scale = e4.slo_scale_table(params, results)        # drawn at the lowest rate probed, and marked as failed
     assert set(scale["rate"]) == {8} and set(scale["probe_verdict"]) == {"fail"}
-    assert scale.sort_values("slo_scale")["attainment"].iloc[-1] < 1.0   # x1.6 is 240 ms: the long rows take 300
+    assert scale.sort_values("slo_scale")["attainment"].iloc[-1] < 1.0   # x1.6 is 1.6 s: the long rows take 2
     table = e4.missed_requests(params, results)            # each miss, at every probe: the long prompts, on TTFT
     assert len(table) == sum(p.missed for p in result.probes)
-    assert set(table["prompt_tokens"]) == {3000} and set(table["missed"]) == {"ttft"}
-    assert set(table[(table["probe"] == 1) & (table["status"] == "ok")]["trace_row"]) == missed
+    assert set(table["prompt_tokens"]) == {2000} and set(table["missed"]) == {"ttft"}
+    assert set(table[(table["probe"] == 1) & (table["status"] == "ok")]["trace_row"]) == missed_at[1]
 
 
 def _probe(rate: float, missed_rows: set[int], rows: range, verdict: str = "fail", tag: bool = True,

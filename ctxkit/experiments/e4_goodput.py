@@ -251,24 +251,27 @@ def missed_requests(params: E4Params, results: list[TopologyResult]) -> pd.DataF
                             rec.request_id) for rec in sent]
                 for rec in (rec for rec in sent if not rec.warmup):
                     o = outcome(rec, slo)
-                    if o.met is not False:
-                        continue
-                    lat = request_latency(rec)
-                    row: dict[str, Any] = {
-                        "topology": r.topology, "slo": name, "probe": p.index, "rate": p.rate,
-                        "request_id": rec.request_id, "trace_row": rec.tags.get("trace_row"), "missed": o.cause,
-                        "status": rec.status, "prompt_tokens": rec.prompt_tokens, "output_tokens": rec.n_out,
-                        "ttft_ms": lat.ttft_ms, "tpot_ms": lat.tpot_ms,
-                        "others_prefill_tokens_during_ttft": others_prefilling(windows, rec.t_send_ns,
-                                                                               rec.t_first_ns or rec.t_end_ns,
-                                                                               rec.request_id),
-                        "others_prefill_tokens_during_decode": others_prefilling(windows, rec.t_first_ns,
-                                                                                 rec.t_last_ns, rec.request_id)}
-                    if by_request is not None and rec.request_id in by_request.index:
-                        h = by_request.loc[rec.request_id]
-                        row |= {k: h[k] for k in ("router_ms", "prefill_ms", "kv_check_ms", "decode_first_ms")}
-                    rows.append(row)
+                    if o.met is False:
+                        rows.append({"topology": r.topology, "slo": name, "probe": p.index, "rate": p.rate,
+                                     **missed_row(rec, o.cause, windows, by_request)})
     return pd.DataFrame(rows) if rows else pd.DataFrame(columns=MISSED_COLUMNS)   # the header, for a reader
+
+
+def missed_row(rec: RequestRecord, cause: str, windows: list[tuple[int, int, int, str]],
+               by_request: Optional[pd.DataFrame]) -> dict[str, Any]:
+    """One missed request's row of e4_missed_requests.csv (after its topology, SLO, probe and rate)."""
+    lat = request_latency(rec)
+    row: dict[str, Any] = {
+        "request_id": rec.request_id, "trace_row": rec.tags.get("trace_row"), "missed": cause, "status": rec.status,
+        "prompt_tokens": rec.prompt_tokens, "output_tokens": rec.n_out, "ttft_ms": lat.ttft_ms, "tpot_ms": lat.tpot_ms,
+        "others_prefill_tokens_during_ttft": others_prefilling(windows, rec.t_send_ns, rec.t_first_ns or rec.t_end_ns,
+                                                               rec.request_id),
+        "others_prefill_tokens_during_decode": others_prefilling(windows, rec.t_first_ns, rec.t_last_ns,
+                                                                 rec.request_id)}
+    if by_request is not None and rec.request_id in by_request.index:
+        h = by_request.loc[rec.request_id]
+        row |= {k: h[k] for k in ("router_ms", "prefill_ms", "kv_check_ms", "decode_first_ms")}
+    return row
 
 
 MISSED_COLUMNS = ["topology", "slo", "probe", "rate", "request_id", "trace_row", "missed", "status", "prompt_tokens",
@@ -544,5 +547,6 @@ def misses_view(misses: pd.DataFrame) -> list:
     times = m[keys + [c for c in m if c.endswith("_ms")]]
     times = times.rename(columns=lambda c: c.replace("_mean_", " ").replace("missed_mean_", "missed: ")
                          .replace("_ms", "").replace("_", " "))
-    return [_styled(causes.rename(columns=lambda c: c.replace("missed_", "missed ")), {"rate": 2}),
+    counts = {c.replace("missed_", "missed "): 0 for c in causes.columns if c.startswith("missed")}
+    return [_styled(causes.rename(columns=lambda c: c.replace("missed_", "missed ")), {"rate": 2} | counts),
             _styled(times, {c: 1 for c in times.columns if c not in keys} | {"rate": 2})]

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from ctxkit.backends import BackendError, ServerStartTimeout, Simulated, VLLMServer
+from ctxkit.backends.base import ServerDied
 from ctxkit.backends.process import ManagedServer, group_members
 from ctxkit.collectors.latency import SLO, summarize
 from ctxkit.records import TIMEOUT
@@ -159,3 +160,39 @@ def test_report_on_damaged_run_folder_says_what_is_missing(tmp_path):
     assert "Traceback" not in result.stderr
     result = run_cli("report", str(tmp_path / "nothing-here"))
     assert result.returncode == 1 and "no such directory" in result.stderr
+
+
+class DyingBackend:
+    """A backend whose leader process is still exiting for `exits_after` more looks (alive() answers True), and
+    whose health check answers `healthy`."""
+    name = "server"
+
+    def __init__(self, exits_after: int, healthy: bool) -> None:
+        self.looks, self.exits_after, self._healthy = 0, exits_after, healthy
+
+    def alive(self) -> bool:
+        self.looks += 1
+        return self.looks <= self.exits_after
+
+    def healthy(self) -> bool:
+        return self._healthy
+
+    def death_note(self) -> str:
+        return "exit code -9"
+
+
+def test_a_window_that_lost_its_requests_waits_for_the_server_to_be_gone_or_healthy(monkeypatch):
+    """A killed server's requests fail before its leader process has exited: the window is not taken for a
+    finished one (E2 would save the point, and --resume skip it) while the server neither answers nor is gone."""
+    from ctxkit.load import engine
+    from ctxkit.records import DISCONNECT, OK, RequestRecord
+    lost = [RequestRecord("a", 8, 4, status=OK), RequestRecord("b", 8, 4, status=DISCONNECT)]
+    with pytest.raises(ServerDied, match="died during the measured window: exit code -9"):
+        engine.check_alive(DyingBackend(exits_after=3, healthy=False), lost)      # alive at the first look
+    engine.check_alive(DyingBackend(exits_after=10**6, healthy=True), lost)       # alive and answering: a blip
+    quiet = DyingBackend(exits_after=10**6, healthy=False)
+    engine.check_alive(quiet, lost[:1])                 # nothing lost: it looks, and does not wait on the health check
+    assert quiet.looks == 2
+    monkeypatch.setattr(engine, "DEATH_GRACE_S", 0.5)
+    with pytest.raises(ServerDied, match="stopped answering during the measured window"):
+        engine.check_alive(DyingBackend(exits_after=10**6, healthy=False), lost)

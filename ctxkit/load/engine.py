@@ -7,6 +7,7 @@ JSONL writer as they complete, so a crash loses at most the requests in flight.
 """
 from __future__ import annotations
 
+import time
 from typing import Any, Optional
 
 from ctxkit.backends import ServingBackend
@@ -18,7 +19,7 @@ from ctxkit.load.progress import Progress
 from ctxkit.load.workers import lag_by_worker, run_load_workers
 from ctxkit.load.workloads import WorkItem
 from ctxkit.params import LoadParams
-from ctxkit.records import JsonlWriter, RequestRecord
+from ctxkit.records import DISCONNECT, HTTP_ERROR, TRUNCATED, JsonlWriter, RequestRecord
 
 
 def measure(backend: ServingBackend, items: list[WorkItem], load: LoadParams, *, seed: int, timeout_s: float,
@@ -57,7 +58,7 @@ def measure(backend: ServingBackend, items: list[WorkItem], load: LoadParams, *,
     finally:
         progress.close()
         server = {c.name: c.stop() for c in collectors}
-    check_alive(backend)
+    check_alive(backend, records)
     latency = summarize(records, slo)
     timeline = [row for c in collectors for row in c.timeline]
     prof = {"latency": latency, "server": server, "timeline": timeline,
@@ -67,9 +68,27 @@ def measure(backend: ServingBackend, items: list[WorkItem], load: LoadParams, *,
     return records, prof
 
 
-def check_alive(backend: ServingBackend) -> None:
+DEATH_GRACE_S = 10.0
+LOST = (DISCONNECT, HTTP_ERROR, TRUNCATED)    # what a server dying mid-window does to its requests
+
+
+def check_alive(backend: ServingBackend, records: list[RequestRecord]) -> None:
     """A managed server (or pool) that died during the window ends the experiment here, quoting its log: the
-    records of the window are already in requests.jsonl, and the caller's context manager stops what is left."""
+    records of the window are already in requests.jsonl, and the caller's context manager stops what is left.
+    A window that lost requests (connections broken, errors, streams cut short) asks until the server answers its
+    health check again or is gone (up to DEATH_GRACE_S): a killed server's workers drop the connections at once,
+    but its leader process, the one ctxkit watches, can take a moment longer to exit (releasing its memory), and a
+    window checked in between passed for a finished point whose requests had failed (E2's --resume then skipped
+    it)."""
     alive = getattr(backend, "alive", None)
-    if callable(alive) and not alive():
+    if not callable(alive):
+        return
+    if alive() and any(r.status in LOST for r in records):
+        deadline = time.monotonic() + DEATH_GRACE_S
+        while alive() and not backend.healthy():
+            if time.monotonic() >= deadline:
+                raise ServerDied(f"{backend.name} stopped answering during the measured window: connections lost and "
+                                 f"no answer to /health for {DEATH_GRACE_S:g} s")
+            time.sleep(0.2)
+    if not alive():
         raise ServerDied(f"{backend.name} died during the measured window: {backend.death_note()}")

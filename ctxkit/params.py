@@ -326,19 +326,47 @@ class E3Params(ExperimentParams):
     metrics_interval_s: Optional[float] = Field(0.5, gt=0)
     variants: list[E3Variant] = Field(default_factory=list)   # KV path settings, each a disaggregated pool of its own
     ray: Optional[RayParams] = None           # set: every pool's servers placed through Ray (docs/scale-out.md)
+    # backend=topology: the disaggregated arm is the attached deployment of topology_file (prefill and decode
+    # instances; `connector` says which vLLM connector it runs); the aggregated arm is this attached aggregated
+    # deployment, or, null, a pool ctxkit starts here from `server` (as many replicas as the file's instances)
+    aggregated_topology_file: Optional[str] = None
 
     @model_validator(mode="after")
     def _servers_and_lengths(self) -> "E3Params":
         names = [v.name for v in self.variants]
         if len(set(names)) != len(names) or {"aggregated", "disaggregated"} & set(names):
             raise ValueError(f"variant names must be distinct and not 'aggregated'/'disaggregated': {names}")
-        if self.backend != "vllm":
-            raise ValueError("e3_disagg starts its own vLLM servers: backend must be vllm")
+        if self.backend == "topology":
+            self._attached_arms()
+        elif self.backend != "vllm":
+            raise ValueError("e3_disagg starts its own vLLM servers or attaches to a disaggregated deployment: "
+                             "backend must be vllm or topology")
+        elif self.aggregated_topology_file:
+            raise ValueError("aggregated_topology_file: the aggregated arm of an attached deployment "
+                             "(backend topology); with backend vllm ctxkit starts both arms")
         if self.correctness_prompt_lens:
             self._fits("correctness_prompt_lens", max(self.correctness_prompt_lens), self.correctness_max_tokens,
                        "correctness_max_tokens")
         _workload_fits(self, self.workload, self.load)
         return self
+
+    def _attached_arms(self) -> None:
+        """backend=topology: a disaggregated deployment to measure, an aggregated one (or none) to compare."""
+        if not deployment.load(self.topology_file or "").disaggregated:
+            raise ValueError("e3_disagg with backend topology measures a disaggregated deployment: topology_file "
+                             "lists aggregated instances (give its prefill and decode instances)")
+        if self.variants or self.ray is not None:
+            raise ValueError("e3_disagg with backend topology: variants and ray start pools of ctxkit's own; an "
+                             "attached deployment is set up by someone else")
+        if self.aggregated_topology_file:
+            self.aggregated_topology_file = str(Path(self.aggregated_topology_file).expanduser().resolve())
+            try:
+                agg = deployment.load(self.aggregated_topology_file)
+            except deployment.TopologyFileError as exc:
+                raise ValueError(f"aggregated_topology_file: {exc}") from None
+            if agg.disaggregated:
+                raise ValueError("aggregated_topology_file: the aggregated arm's deployment lists prefill/decode "
+                                 "instances (give aggregated ones)")
 
 
 class RayParams(Params):

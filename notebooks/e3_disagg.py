@@ -24,7 +24,10 @@
 # decode instances joined by a vLLM KV connector, both behind ctxkit's router, so one client measures both.
 # Before measuring, a greedy correctness set goes through each topology one request at a time: outputs must be
 # identical, and the decode servers' `prompt_tokens_by_source{source="external_kv_transfer"}` must grow by exactly
-# the KV tokens handed over, which shows the KV was loaded, not recomputed.
+# the KV tokens handed over, which shows the KV was loaded, not recomputed. With `backend: topology` the
+# disaggregated arm is a deployment someone else runs (a topology file: its entry point, prefill and decode
+# instances); its decode servers' counters are read the same way, and what ctxkit's own broker would have shown
+# per handoff is listed under the checks as not applicable.
 
 # %% tags=["parameters"]
 # Parameters: a profile (params/profiles/<name>.yaml), parameter files, and `key=value` overrides, layered as
@@ -84,6 +87,8 @@ with JsonlWriter(run.path / "requests.jsonl") as out:
 summary = e3_disagg.summarize(P, run, agg, dis, variants)
 figs = e3_disagg.write_artifacts(run, agg, dis, summary, variants)
 display(pd.DataFrame([{"check": k, **v} for k, v in summary["checks"].items()]).style.hide(axis="index"))
+for name, why in summary["not_checked"].items():
+    print(f"not checked: {name}: {why}")
 display(e3_disagg.headline_table(summary))
 print("placement:", {m: a["reason"] for m, a in summary["gpu_assignment"].items()})
 

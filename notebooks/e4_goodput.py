@@ -109,6 +109,8 @@ for table in e4_goodput.misses_view(pd.read_csv(run.artifacts / "e4_misses.csv")
 # %% tags=["remove_input"]
 if (view := e4_goodput.missed_view(pd.read_csv(run.artifacts / "e4_missed_requests.csv"), summary)) is not None:
     display(view)
+else:     # the paragraph above announces a table: say why there is none
+    print("No request missed at the rate nearest any goodput (e4_missed_requests.csv holds every probe's misses).")
 
 # %% [markdown]
 # ## 6. Conclusion

@@ -264,3 +264,64 @@ def test_the_topology_files_in_the_docs_are_valid(tmp_path):
     for i, block in enumerate(blocks):
         (tmp_path / f"{i}.yaml").write_text(block)
         assert deployment.load(tmp_path / f"{i}.yaml").instances
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_e3_measures_an_attached_disaggregated_deployment(vllm_server, tmp_path):
+    """E3's disaggregated arm through an attached deployment, its aggregated arm a second one: a 1P1D
+    ExampleConnector pool that ctxkit starts here stands for a deployment someone else runs (ctxkit's run only
+    reads its topology file), and the shared tiny server is the aggregated deployment. Greedy outputs equal, the
+    decode server loaded the KV tokens the connector stores at the block size it reports, the broker's per-handoff
+    checks said not applicable, every instance scraped, both deployments in run_metadata.json."""
+    from ctxkit.schedulers.topology import build_pool
+    server = P.resolve("e3_disagg").server
+    spec = P.TopologyParams(kind="disaggregated", prefill=1, decode=1, connector="example")
+    with build_pool(server, spec, seed=0, log_dir=tmp_path) as pool:
+        dis = write_topology(tmp_path / "dis.yaml", pool.base_url, [
+            {"name": s.name, "role": role, "url": s.base_url} for role in ("prefill", "decode")
+            for s in pool.by_role(role)], unit="CPU core set")
+        agg = write_topology(tmp_path / "agg.yaml", vllm_server.base_url, [
+            {"name": "shared", "role": "aggregated", "url": vllm_server.base_url}], unit="CPU core set")
+        result = run_cli("--runs-dir", str(tmp_path / "runs"), "run", "e3_disagg", "--set", "backend=topology",
+                         "--set", f"topology_file={dis}", "--set", f"aggregated_topology_file={agg}",
+                         "--set", "workload.num_prompts=6", "--set", "correctness_prompt_lens=[100, 300, 700]")
+        assert result.returncode == 0, result.stderr[-4000:]
+        handoffs = pool.handoffs()                       # what the deployment's own router saw
+    run = Path(result.stdout.strip().splitlines()[-1])
+    summary = json.loads((run / "summary.json").read_text())
+    assert set(summary["checks"]) == {"success", "greedy_outputs_equal", "kv_loaded_not_recomputed"}
+    assert all(c["passed"] for c in summary["checks"].values()), summary["checks"]
+    assert set(summary["not_checked"]) == {"kv_bytes_within_2pct", "broker_completed_handoffs"}
+    corr = summary["correctness"]
+    # the deployment's router handed over these correctness prompts' KV (3 of them, after its warmup request)
+    handed = sum(h["kv_tokens"] for h in handoffs if "correct-" in h["request_id"])
+    assert corr["external_kv_tokens"] == corr["expected_external_kv_tokens"] == handed > 0
+    assert [h["servers"] for h in summary["headline"]] == [1, 2]         # the files' instances
+    assert summary["gpu_assignment"]["disaggregated"]["kind"] == "attached"
+    scraped = summary["profiling"]["server"]
+    assert set(scraped["disaggregated"]) == {s.name for s in pool.servers} and set(scraped["aggregated"]) == {"shared"}
+    assert "attached deployment" in summary["profiling"]["kv_transfer"]["link"]["reason"]
+    meta = json.loads((run / "run_metadata.json").read_text())
+    assert meta["backend_mode"] == "real"
+    assert {i["role"] for i in meta["topology"]["instances"]} == {"prefill", "decode"}
+    assert [i["name"] for i in meta["aggregated_topology"]["instances"]] == ["shared"]
+    assert "not checked: kv_bytes_within_2pct" in (run / "report.html").read_text()
+
+
+def test_e3_on_an_attached_deployment_takes_a_disaggregated_one(tmp_path):
+    agg = write_topology(tmp_path / "agg.yaml", "http://gw:8000", [{"name": "a", "role": "aggregated",
+                                                                    "url": "http://h:1"}])
+    dis = write_topology(tmp_path / "dis.yaml", "http://gw:8000", [
+        {"name": "p", "role": "prefill", "url": "http://h:1"}, {"name": "d", "role": "decode", "url": "http://h:2"}])
+    with pytest.raises(P.ParamError, match="measures a disaggregated deployment: topology_file lists aggregated"):
+        P.resolve("e3_disagg", sets=["backend=topology", f"topology_file={agg}"])
+    with pytest.raises(P.ParamError, match="aggregated_topology_file: the aggregated arm's deployment lists"):
+        P.resolve("e3_disagg", sets=["backend=topology", f"topology_file={dis}", f"aggregated_topology_file={dis}"])
+    with pytest.raises(P.ParamError, match="variants and ray start pools"):
+        P.resolve("e3_disagg", sets=["backend=topology", f"topology_file={dis}", "variants=[{name: b32, block_size: 32}]"])
+    with pytest.raises(P.ParamError, match="with backend vllm ctxkit starts both arms"):
+        P.resolve("e3_disagg", sets=[f"aggregated_topology_file={agg}"])
+    resolved = P.resolve("e3_disagg", sets=["backend=topology", f"topology_file={dis}",
+                                            f"aggregated_topology_file={agg}"])
+    assert resolved.aggregated_topology_file == str(agg.resolve())

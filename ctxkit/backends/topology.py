@@ -8,6 +8,7 @@ model, and every metrics URL answers Prometheus text. Stopping it does nothing: 
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -38,6 +39,14 @@ def metric_targets(text: str) -> set[str]:
             found |= {f"{s.labels.get('pod', '')}/{s.labels.get('instance', '')}" for s in family.samples
                       if "pod" in s.labels or "instance" in s.labels}
     return found
+
+
+@dataclass(frozen=True)
+class ScrapedInstance:
+    """One instance of an attached deployment, as far as ctxkit reaches it: its name, role and metrics."""
+    name: str
+    role: str
+    metrics: Callable[[], str]
 
 
 def _fetcher(url: str) -> Callable[[], str]:
@@ -117,6 +126,11 @@ class AttachedTopology(ServingBackend):
 
     def metric_sources(self) -> dict[str, Any]:
         return {i.name: _fetcher(i.metrics) for i in self.spec.instances}
+
+    def by_role(self, role: str) -> list[ScrapedInstance]:
+        """The instances of one role (aggregated, prefill, decode), each with its metrics, as ctxkit's own pools
+        give theirs (E3 reads the decode servers' KV counters)."""
+        return [ScrapedInstance(i.name, i.role, _fetcher(i.metrics)) for i in self.spec.instances if i.role == role]
 
     def version(self) -> dict[str, Any]:
         """The first instance's /version that answers one (the entry point may be a gateway that does not)."""

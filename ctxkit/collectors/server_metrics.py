@@ -44,6 +44,12 @@ def parse(text: str) -> dict[Sample, float]:
     return out
 
 
+def cache_config(samples: dict[Sample, float]) -> dict[str, str]:
+    """vLLM's cache_config_info gauge: its labels are the KV cache's configuration (block_size, num_gpu_blocks, ...);
+    empty when the server exposes none."""
+    return next((dict(labels) for (name, labels) in samples if name == "vllm:cache_config_info"), {})
+
+
 def value(samples: dict[Sample, float], name: str, **labels: str) -> float:
     """Sum of the samples of `name` whose labels include `labels`."""
     want = set(labels.items())

@@ -5,9 +5,16 @@ D decode instances joined by a vLLM KV connector behind the same router (N = P +
 resources). Before each measurement, a greedy correctness set of several prompt lengths goes through, one request
 at a time: disaggregated outputs must equal aggregated ones token for token, and the decode servers'
 prompt_tokens_by_source{source="external_kv_transfer"} must grow by exactly the KV tokens the broker handed over.
+
+With backend=topology the disaggregated arm is a deployment ctxkit attaches to (ctxkit.backends.topology): its
+entry point takes the requests, its decode instances' counters are read as a pool's are, and the KV tokens they
+must load come from the connector the parameters name and the decode servers' block size (cache_config_info): no
+broker of ctxkit's sees its handoffs, so the per-handoff byte and broker checks are recorded as not applicable. The
+aggregated arm is a second attached deployment (aggregated_topology_file) or a pool ctxkit starts here.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -18,7 +25,8 @@ from ctxkit import plots
 from ctxkit.collectors import kv_transfer, link
 from ctxkit.collectors.gpu import GPUSampler, write_timeline
 from ctxkit.collectors.latency import request_latency, slo_of
-from ctxkit.collectors.server_metrics import parse, value
+from ctxkit.backends.topology import AttachedTopology
+from ctxkit.collectors.server_metrics import cache_config, parse, value
 from ctxkit.completions import CompletionRequest
 from ctxkit.experiments.common import check, token_prompts
 from ctxkit.load.engine import measure
@@ -28,7 +36,7 @@ from ctxkit.params import E3Params, E3Variant, TopologyParams
 from ctxkit.records import JsonlWriter, RequestRecord
 from ctxkit.runs.folder import RunFolder
 from ctxkit.schedulers.broker import cross_layer_blocks
-from ctxkit.schedulers.kv_store import stored_tokens
+from ctxkit.schedulers.kv_store import loaded_tokens, stored_tokens
 from ctxkit.schedulers.placement import devices_used, gpu_roles
 from ctxkit.schedulers.topology import build_pool
 
@@ -52,18 +60,34 @@ class ModeResult:
     block_size: Optional[int] = None          # KV block size of a disaggregated pool
     error: Optional[str] = None               # a variant that could not run: why (the sweep goes on)
     timeline: list[dict[str, Any]] = field(default_factory=list)   # its servers' gauges through the load window
+    attached: bool = False                    # a deployment ctxkit attached to (backend topology), not its own pool
+    expected_external_kv_tokens: Optional[int] = None   # attached: what its decode servers must load (see module)
 
 
-def correctness_set(params: E3Params, card: ModelCard) -> list[CompletionRequest]:
-    prompts = token_prompts(np.random.default_rng(params.seed + 31_337), params.correctness_prompt_lens,
+def correctness_set(params: E3Params, card: ModelCard, salt: str = "") -> list[CompletionRequest]:
+    """Greedy prompts of correctness_prompt_lens tokens. `salt` (the run id, for an attached deployment) makes them
+    new to servers that outlive the run: a decode server that cached them in an earlier run would load fewer KV
+    tokens from its prefill server and fail the check for no fault of the KV path."""
+    seed = params.seed + 31_337 + (int.from_bytes(hashlib.sha256(salt.encode()).digest()[:4], "big") if salt else 0)
+    prompts = token_prompts(np.random.default_rng(seed), params.correctness_prompt_lens,
                             card.vocab_size, card.config.get("bos_token_id"))
     return [CompletionRequest(f"correct-{i}-len{len(p)}", p, params.correctness_max_tokens) for i, p in enumerate(prompts)]
 
 
+def is_attached(params: E3Params, mode: str) -> bool:
+    """Whether this arm is a deployment ctxkit attaches to rather than a pool it starts."""
+    return params.backend == "topology" and (mode == "disaggregated" or bool(params.aggregated_topology_file))
+
+
 def make_pool(params: E3Params, run: RunFolder, mode: str, name: Optional[str] = None):
+    if is_attached(params, mode):
+        path = params.topology_file if mode == "disaggregated" else params.aggregated_topology_file
+        return AttachedTopology.from_file(str(path), name=name or mode)
     if mode == "aggregated":
-        spec = TopologyParams(name="aggregated", kind="aggregated", policy=params.policy,
-                              replicas=params.aggregated_replicas or params.prefill_instances + params.decode_instances)
+        replicas = params.aggregated_replicas or (
+            len(AttachedTopology.from_file(str(params.topology_file)).spec.instances) if params.backend == "topology"
+            else params.prefill_instances + params.decode_instances)
+        spec = TopologyParams(name="aggregated", kind="aggregated", policy=params.policy, replicas=replicas)
     else:
         spec = TopologyParams(name=name or "disaggregated", kind="disaggregated", prefill=params.prefill_instances,
                               decode=params.decode_instances, connector=params.connector, policy=params.policy,
@@ -85,30 +109,62 @@ def _external_kv(servers) -> float:
                for s in servers)
 
 
+def measure_link(params: E3Params, pool, card: ModelCard, attached: bool, log=print) -> dict[str, Any]:
+    """The prefill -> decode link, before the servers start (every GPU's memory free); an attached deployment's
+    GPUs are not this host's to probe."""
+    if attached:
+        return {"available": False, "reason": "attached deployment: its prefill and decode devices are not this "
+                                              "host's to probe"}
+    measured = link.probe(pool.placement, card, pool.block_size,
+                          stored_tokens(params.workload.input_len, pool.block_size), pool.storage,
+                          cross_layers=cross_layer_blocks(params.connector_extra))
+    rate = kv_transfer.link_rate(measured)
+    log(f"[e3] link: {measured.get('path', measured.get('reason'))}"
+        + (f": {rate:.2f} GB/s one buffer, {measured['descriptor']['gb_per_s']:.2f} GB/s in "
+           f"{measured['descriptor']['piece_bytes']} B pieces" if rate else ""))
+    return measured
+
+
+def expected_external(params: E3Params, decoders, records: list[RequestRecord]) -> Optional[int]:
+    """KV tokens an attached deployment's decode servers must load for the correctness requests that completed: by
+    the connector the parameters name, at the block size the decode servers report (None where they report none)."""
+    sizes = {cache_config(parse(d.metrics())).get("block_size") for d in decoders}
+    if len(sizes) != 1 or not str(next(iter(sizes))).isdigit():
+        return None
+    size = int(next(iter(sizes)))
+    return sum(loaded_tokens(params.connector, r.prompt_tokens, size)[0] for r in records if r.ok)
+
+
+def describe_pool(pool) -> dict[str, Any]:
+    """What a pool (ctxkit's own, or an attached deployment) records of itself, its placement included."""
+    return {**pool.describe(), "placement": pool.placement}
+
+
+def servers_of(describe: dict[str, Any]) -> int:
+    """Its servers: those ctxkit started, or the instances an attached deployment's topology file lists."""
+    return len(describe.get("servers") or describe["placement"]["servers"])
+
+
 def run_mode(params: E3Params, run: RunFolder, mode: str, out: JsonlWriter, log=print,
              name: Optional[str] = None) -> ModeResult:
     """One pool (`mode`: aggregated | disaggregated) through warmup, the greedy correctness set and the load;
     `name` labels a variant's pool, records and logs (default: the mode)."""
     card = ModelCard.load(params.server.model)
-    label = name or mode
+    label, attached = name or mode, is_attached(params, mode)
+    brokered = mode == "disaggregated" and not attached      # ctxkit's router hands the KV over and records it
     pool = make_pool(params, run, mode, label)
-    measured_link = None
-    if mode == "disaggregated":   # before the servers start: the link alone, with every GPU's memory free
-        measured_link = link.probe(pool.placement, card, pool.block_size,
-                                   stored_tokens(params.workload.input_len, pool.block_size), pool.storage,
-                                   cross_layers=cross_layer_blocks(params.connector_extra))
-        rate = kv_transfer.link_rate(measured_link)
-        log(f"[e3] link: {measured_link.get('path', measured_link.get('reason'))}"
-            + (f": {rate:.2f} GB/s one buffer, {measured_link['descriptor']['gb_per_s']:.2f} GB/s in "
-               f"{measured_link['descriptor']['piece_bytes']} B pieces" if rate else ""))
-    log(f"[e3] {label}: starting {len(pool.servers)} vLLM server(s) and the router ...")
-    sampler = GPUSampler(params.gpu_sample_interval_s, roles=gpu_roles(pool.placement), tags={"mode": label})
-    if params.ray is not None:      # Ray chose the servers' nodes and GPUs: this host's NVML says nothing of them
-        sampler.unavailable = "servers placed through Ray: ctxkit samples only GPUs of servers it starts on this host"
+    measured_link = measure_link(params, pool, card, attached, log) if mode == "disaggregated" else None
+    log(f"[e3] {label}: " + ("checking the attached deployment ..." if attached
+                             else f"starting {len(pool.servers)} vLLM server(s) and the router ..."))
+    sampler = GPUSampler(params.gpu_sample_interval_s, roles={} if attached else gpu_roles(pool.placement),
+                         tags={"mode": label})
+    if attached or params.ray is not None:   # its GPUs may be on other hosts: this host's NVML says nothing of them
+        sampler.unavailable = ("attached deployment" if attached else "servers placed through Ray") + \
+            ": ctxkit samples only GPUs of servers it starts on this host"
     with pool, sampler:
-        log(f"[e3] {label}: router at {pool.base_url}; placement: {pool.placement['reason']}")
+        log(f"[e3] {label}: entry point {pool.base_url}; placement: {pool.placement['reason']}")
         warm = build_workload(params.workload, card, params.server.max_model_len, params.seed + 99_991,
-                              count=max(1, len(pool.servers)), id_prefix=f"{label}-warmup")
+                              count=max(1, servers_of(describe_pool(pool))), id_prefix=f"{label}-warmup")
         for it in warm:
             rec = pool.generate(it.prompt, it.max_tokens, request_id=it.request_id,
                                 timeout_s=params.request_timeout_s)
@@ -116,10 +172,11 @@ def run_mode(params: E3Params, run: RunFolder, mode: str, out: JsonlWriter, log=
             out.write(rec)
         decoders = pool.by_role("decode") if mode == "disaggregated" else []
         before = _external_kv(decoders) if decoders else None
-        n_handoffs = len(pool.handoffs(expect=len(warm))) if mode == "disaggregated" else 0
+        n_handoffs = len(pool.handoffs(expect=len(warm))) if brokered else 0
         correctness: dict[str, list[int]] = {}
-        corr_requests = correctness_set(params, card)
+        corr_requests = correctness_set(params, card, salt=run.run_id if params.backend == "topology" else "")
         nixl_per_request: dict[str, tuple[float, float]] = {}
+        corr_records = []
         for req in corr_requests:
             rid = f"{label}-{req.request_id}"
             nixl_before = _nixl(decoders) if decoders and params.connector == "nixl" else None
@@ -129,12 +186,13 @@ def run_mode(params: E3Params, run: RunFolder, mode: str, out: JsonlWriter, log=
                 nixl_per_request[rid] = (after[0] - nixl_before[0], after[1] - nixl_before[1])
             rec.warmup, rec.tags = True, {"mode": label, "set": "correctness"}   # never in the latency numbers
             out.write(rec)
+            corr_records.append(rec)
             correctness[req.request_id] = rec.output_token_ids if rec.ok else []
             if not rec.ok:
                 log(f"[e3] {label}: correctness request {req.request_id} failed: {rec.error}")
         external = _external_kv(decoders) - before if decoders else None
         correctness_handoffs = pool.handoffs(expect=n_handoffs + len(corr_requests))[n_handoffs:] \
-            if mode == "disaggregated" else []
+            if brokered else []
         n_handoffs += len(correctness_handoffs)
         for h in correctness_handoffs:
             if h["request_id"] in nixl_per_request:
@@ -149,13 +207,15 @@ def run_mode(params: E3Params, run: RunFolder, mode: str, out: JsonlWriter, log=
                                 slo=slo_of(params.slo), out=out, label=f"e3 {label}", tags={"mode": label},
                                 metrics_interval_s=params.metrics_interval_s)
         servers = prof["server"]
-        handoffs = pool.handoffs(expect=n_handoffs + len(records))[n_handoffs:] if mode == "disaggregated" else []
-        describe = pool.describe()
+        handoffs = pool.handoffs(expect=n_handoffs + len(records))[n_handoffs:] if brokered else []
+        describe = describe_pool(pool)
+        expected = expected_external(params, decoders, corr_records) if attached and decoders else None
     enforce_error_policy(label, records, params.on_request_error)
     return ModeResult(label, records, correctness, prof["latency"], servers, describe, handoffs,
                       correctness_handoffs, external, devices=devices_used(describe["placement"]), gpu=sampler,
                       link=measured_link, block_size=getattr(pool, "block_size", None),
-                      timeline=[{"mode": label, **row} for row in prof["timeline"]])
+                      timeline=[{"mode": label, **row} for row in prof["timeline"]], attached=attached,
+                      expected_external_kv_tokens=expected)
 
 
 def variant_params(params: E3Params, v: E3Variant) -> E3Params:
@@ -299,7 +359,7 @@ def breakdown(result: ModeResult) -> pd.DataFrame:
 
 def headline(result: ModeResult) -> dict[str, Any]:
     lat = result.latency
-    return {"mode": result.mode, "servers": len(result.describe["servers"]), "devices": result.devices,
+    return {"mode": result.mode, "servers": servers_of(result.describe), "devices": result.devices,
             "completed": lat["completed"], "failed": lat["failed"],
             "request_throughput": lat["request_throughput"], "output_throughput": lat["output_throughput"],
             "p50_ttft_ms": lat["ttft_ms"]["p50"], "p95_ttft_ms": lat["ttft_ms"]["p95"],
@@ -341,7 +401,15 @@ def summarize(params: E3Params, run: RunFolder, agg: ModeResult, dis: ModeResult
     all_frame = pd.concat([corr_frame, handoff_frame], ignore_index=True)
     moved = [r for r in all_frame.to_dict("records") if r["status"] == "ok" and r["kv_tokens"]]
     within = [abs(r["bytes_ratio"] - 1) <= 0.02 for r in moved if r["bytes_ratio"] is not None]
-    expected_external = int(corr_frame["kv_tokens"].sum()) if not corr_frame.empty else 0
+    if dis.attached:
+        expected_external = dis.expected_external_kv_tokens or 0
+        handed = (f"vLLM's {params.connector} connector loads {expected_external} KV tokens for the correctness "
+                  "set at the decode servers' block size (cache_config_info)" if dis.expected_external_kv_tokens
+                  is not None else "the decode servers report no single block size (cache_config_info): nothing "
+                                   "to expect")
+    else:
+        expected_external = int(corr_frame["kv_tokens"].sum()) if not corr_frame.empty else 0
+        handed = f"the broker handed over {expected_external} KV tokens in the correctness set"
     total_failed = agg.latency["failed"] + dis.latency["failed"]
     checks = {
         "success": check(total_failed == 0, f"aggregated {agg.latency['completed']}/{agg.latency['requests']}, "
@@ -354,8 +422,7 @@ def summarize(params: E3Params, run: RunFolder, agg: ModeResult, dis: ModeResult
         "kv_loaded_not_recomputed": check(
             dis.external_kv_tokens is not None and dis.external_kv_tokens == expected_external
             and expected_external > 0,
-            f"decode prompt_tokens_by_source{{external_kv_transfer}} grew by {dis.external_kv_tokens}; the broker "
-            f"handed over {expected_external} KV tokens in the correctness set"),
+            f"decode prompt_tokens_by_source{{external_kv_transfer}} grew by {dis.external_kv_tokens}; {handed}"),
         "kv_bytes_within_2pct": check(bool(within) and all(within),
                                       f"{sum(within)}/{len(within)} handoffs with measured KV bytes within 2% of "
                                       f"expected ({card.kv_bytes_per_token()} B/token, block-aligned)"),
@@ -363,10 +430,17 @@ def summarize(params: E3Params, run: RunFolder, agg: ModeResult, dis: ModeResult
                                            f"{kv['broker_completed_handoffs']} handoffs for "
                                            f"{dis.latency['completed']} completed requests"),
     }
+    not_checked = {}
+    if dis.attached:     # ctxkit's broker saw no handoff of the attached deployment: nothing to compare per handoff
+        for name in ("kv_bytes_within_2pct", "broker_completed_handoffs"):
+            del checks[name]
+            not_checked[name] = ("attached deployment: its KV handoffs pass no broker of ctxkit's, so no per-handoff "
+                                 "bytes or handoff count to check")
     summary = {
         "experiment": "e3_disagg",
         "run_id": run.run_id,
         "checks": checks,
+        "not_checked": not_checked,
         "headline": [headline(agg), headline(dis)],
         "profiling": {"latency": {"aggregated": agg.latency, "disaggregated": dis.latency},
                       "kv_transfer": kv, "server": {"aggregated": agg.servers, "disaggregated": dis.servers},
@@ -433,7 +507,8 @@ def mode_timeline(res: ModeResult, run: RunFolder):
 def conclusions(summary: dict[str, Any]) -> str:
     a, d = summary["headline"]
     kv = summary["profiling"]["kv_transfer"]
-    unit = "GPU" if summary["gpu_assignment"]["disaggregated"]["kind"] == "gpu" else "CPU core set"
+    placed = summary["gpu_assignment"]["disaggregated"]
+    unit = placed.get("unit") or ("GPU" if placed["kind"] == "gpu" else "CPU core set")   # attached: its file's
 
     def pct(x: float, y: float) -> str:
         return f"{100 * (x - y) / y:+.0f}%" if y else "n/a"

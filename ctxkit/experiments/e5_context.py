@@ -37,7 +37,7 @@ import pandas as pd
 from ctxkit import plots
 from ctxkit.backends.base import ServingBackend
 from ctxkit.collectors.gpu import GPUSampler
-from ctxkit.collectors.server_metrics import parse
+from ctxkit.collectors.server_metrics import cache_config, parse
 from ctxkit.experiments import e5_chunked, e5_cost, e5_prefix, e5_trace
 from ctxkit.experiments.common import check, make_backend, server_peaks
 from ctxkit.load.arrivals import StopFn
@@ -59,14 +59,12 @@ def cache_view(backend: ServingBackend, log_path: Optional[Path]) -> dict[str, A
     cache size and maximum concurrency."""
     view: dict[str, Any] = {"num_blocks": None, "block_size": None, "log_tokens": None, "log_concurrency": None}
     for fetch in backend.metric_sources().values():
-        for (name, labels), _ in parse(fetch()).items():
-            if name == "vllm:cache_config_info":
-                info = dict(labels)
-                blocks = next((info[k] for k in ("num_gpu_blocks_override", "num_gpu_blocks")
-                               if str(info.get(k, "None")).isdigit()), None)
-                size = info.get("block_size")
-                view.update(num_blocks=int(blocks) if blocks else None,
-                            block_size=int(size) if str(size).isdigit() else None, cache_config=info)
+        if info := cache_config(parse(fetch())):
+            blocks = next((info[k] for k in ("num_gpu_blocks_override", "num_gpu_blocks")
+                           if str(info.get(k, "None")).isdigit()), None)
+            size = info.get("block_size")
+            view.update(num_blocks=int(blocks) if blocks else None,
+                        block_size=int(size) if str(size).isdigit() else None, cache_config=info)
     text = log_path.read_text(errors="replace") if log_path and log_path.is_file() else ""
     if (m := LOG_SIZE.search(text)):
         view["log_tokens"] = int(m.group(1).replace(",", ""))

@@ -12,6 +12,8 @@ def check(experiment: str, params: ExperimentParams) -> None:
         from ctxkit.backends.topology import AttachedTopology
         assert params.topology_file, "checked by params"
         AttachedTopology.from_file(params.topology_file).check()
+        if getattr(params, "aggregated_topology_file", None):     # E3's aggregated arm, attached as well
+            AttachedTopology.from_file(params.aggregated_topology_file).check()   # type: ignore[attr-defined]
     if experiment == "e4_goodput":
         from ctxkit.experiments import e4_goodput
         e4_goodput.check_workload(params)         # type: ignore[arg-type]

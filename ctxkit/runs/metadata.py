@@ -103,7 +103,10 @@ def collect(*, run_id: str, experiment: str, config_hash: str, params: dict[str,
     except ValueError as exc:
         card = {"error": str(exc)}
     attached = attached_topology(params.get("topology_file")) if backend == "topology" else None
-    simulated = backend == "simulated" or (attached or {}).get("mode") == "simulated"
+    # E3's aggregated arm may be a second attached deployment
+    reference = attached_topology(params["aggregated_topology_file"]) \
+        if backend == "topology" and params.get("aggregated_topology_file") else None
+    simulated = backend == "simulated" or "simulated" in {(t or {}).get("mode") for t in (attached, reference)}
     return {
         "run_id": run_id,
         "experiment": experiment,
@@ -114,6 +117,7 @@ def collect(*, run_id: str, experiment: str, config_hash: str, params: dict[str,
         "backend": backend,
         "backend_mode": "simulated" if simulated else "real",
         **({"topology": attached} if attached is not None else {}),
+        **({"aggregated_topology": reference} if reference is not None else {}),
         "git": git_commit(source_checkout()),
         "versions": {
             "ctxkit": __version__,

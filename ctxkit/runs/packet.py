@@ -273,6 +273,9 @@ def pool_settings(run: PacketRun) -> list[str]:
     if not p:
         return []
     server = p.get("server") or {}
+    if p.get("backend") == "topology":        # a deployment ctxkit attached to: its file says what it is
+        return [f"Disaggregated arm: the attached deployment of {p.get('topology_file')} (connector "
+                f"{p.get('connector', '?')}, as the parameters state).", ""]
     parts = [f"connector {p.get('connector', '?')}", f"KV buffer {p.get('kv_buffer_device', '?')}",
              f"{p.get('prefill_instances', '?')}P{p.get('decode_instances', '?')}D"]
     parts += [f"connector options {p['connector_extra']}"] if p.get("connector_extra") else []

@@ -35,6 +35,17 @@ def stored_tokens(prompt_len: int, block_size: int) -> int:
     return max(0, (n - 1) // block_size * block_size) if n > 0 else 0
 
 
+def loaded_tokens(connector: str, prompt_len: int, block_size: int) -> tuple[int, int]:
+    """(tokens, token slots of bytes) of a prompt's KV the decode server loads through `connector`: its
+    prompt_tokens_by_source{external_kv_transfer} grows by the first, and the bytes moved are the second x the
+    card's bytes a token. ExampleConnector stores whole blocks short of the last token; NixlConnector moves every
+    prompt token's KV as whole blocks (the last one partial)."""
+    if connector == "example":
+        n = stored_tokens(prompt_len, block_size)
+        return n, n
+    return prompt_len, -(-prompt_len // block_size) * block_size
+
+
 def kv_folder(storage: Path, prompt: list[int], block_size: int) -> Path:
     n = stored_tokens(len(prompt), block_size)
     digest = hashlib.md5(np.asarray(prompt[:n], dtype=np.int64).tobytes(), usedforsecurity=False).hexdigest()

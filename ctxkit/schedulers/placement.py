@@ -99,10 +99,12 @@ def visible(gpus: list[int]) -> tuple[list[int], str]:
     return [int(g) for g in wanted], f"CUDA_VISIBLE_DEVICES={raw} limits ctxkit to GPUs {','.join(wanted)}"
 
 
-def devices_used(record: dict[str, Any]) -> int:
+def devices_used(record: dict[str, Any]) -> float:
     """What a placement occupies, for per-GPU numbers: distinct GPUs (two servers sharing one GPU use one), or on
     the CPU tier distinct core sets (servers sharing all cores use one set)."""
     servers = record.get("servers") or []
+    if record.get("kind") == "attached":      # a deployment ctxkit attached to: what its topology file states
+        return record["devices"]
     if record.get("kind") == "gpu":
         gpus = {g for s in servers for g in str(s["env"].get("CUDA_VISIBLE_DEVICES", "")).split(",") if g != ""}
         return max(1, len(gpus))

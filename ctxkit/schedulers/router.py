@@ -180,12 +180,7 @@ def _serve(cfg: dict[str, Any], host: str, port: int) -> None:
         # disaggregated: prefill, then decode
         p, d = pools["prefill"].pick(), pools["decode"].pick()
         bs = cfg["block_size"]
-        if connector == "example":
-            kv_tokens = kv_store.stored_tokens(n_prompt, bs)
-            kv_bytes_tokens = kv_tokens
-        else:  # NIXL: decode loads every prompt token's KV, moved as whole blocks (the last one partial)
-            kv_tokens = n_prompt
-            kv_bytes_tokens = -(-n_prompt // bs) * bs
+        kv_tokens, kv_bytes_tokens = kv_store.loaded_tokens(connector, n_prompt, bs)
         h = new_handoff(rid, p["name"], d["name"], connector or "none", n_prompt, kv_tokens,
                         cfg["kv_bytes_per_token"], t_recv)
         h.kv_bytes_expected = kv_bytes_tokens * cfg["kv_bytes_per_token"]

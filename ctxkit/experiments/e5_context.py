@@ -125,6 +125,8 @@ def hold_rule(c: int, settle_s: float, dwell_s: float) -> StopFn:
         if len(recs) < c:
             return None                               # still sending
         marks = [min(r.t_send_ns for r in recs)] + sorted(r.t_first_ns for r in recs if r.t_first_ns)
+        if len(marks) == 1:      # nothing prefilled yet: one long prompt's prefill can outlast settle_s
+            return None
         if len(marks) == c + 1:                       # every request admitted and prefilled
             return "cancel" if now_ns - marks[-1] >= dwell_s * 1e9 else None
         longest = max((b - a for a, b in zip(marks, marks[1:])), default=0)

@@ -82,7 +82,7 @@ HEADLINES: dict[str, tuple[str, list[tuple[str, str, Fmt]]]] = {
                                ("per device high", "per_device_high", num(2)),
                                ("search stopped", "stopped_because", None)]),
     "e5_context": ("capacity", [("context", "context_len", num(0)), ("tokens a request", "tokens_per_request", num(0)),
-                                ("analytical", "analytical", num(1)), ("vLLM log", "vllm_log", num(1)),
+                                ("analytical", "analytical", num(2)), ("vLLM log", "vllm_log", num(2)),
                                 ("cache config", "cache_config", num(0)), ("measured", "measured", num(0)),
                                 ("measured / analytical", "measured_over_analytical", num(2))]),
 }

@@ -328,7 +328,9 @@ class E3Params(ExperimentParams):
     ray: Optional[RayParams] = None           # set: every pool's servers placed through Ray (docs/scale-out.md)
     # backend=topology: the disaggregated arm is the attached deployment of topology_file (prefill and decode
     # instances; `connector` says which vLLM connector it runs); the aggregated arm is this attached aggregated
-    # deployment, or, null, a pool ctxkit starts here from `server` (as many replicas as the file's instances)
+    # deployment, or, null, a pool ctxkit starts here from `server` (as many replicas as the file's instances).
+    # prefill/decode_instances, kv_buffer_device, connector_extra and the visible devices describe ctxkit's own
+    # pools: an attached deployment is what its file lists, set up as its operators chose
     aggregated_topology_file: Optional[str] = None
 
     @model_validator(mode="after")

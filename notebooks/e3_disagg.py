@@ -108,7 +108,9 @@ for fig in figs:
 #
 # Per handoff: bytes, transfer time, GB/s and the share of TTFT spent waiting on KV. Below, the link itself,
 # measured in this run before the disaggregated servers started (one large buffer, and the handoff's own
-# descriptor size), against the load window's achieved rate: the KV path's efficiency.
+# descriptor size), against the load window's achieved rate: the KV path's efficiency. An attached deployment has
+# neither per-handoff records nor a link probe here; NixlConnector's own counters on its decode instances give the
+# window's rate.
 
 # %% tags=["remove_input"]
 kv = summary["profiling"]["kv_transfer"]

@@ -31,6 +31,14 @@ def test_kv_store_layout():
     assert kv_store.stored_tokens(8192, 16) == 8176        # GPU blocks: 1,071,647,488 B / 131,072 B a token
 
 
+def test_the_kv_tokens_each_connector_loads():
+    from ctxkit.schedulers.kv_store import loaded_tokens
+    # ExampleConnector: whole blocks of all but the last prompt token, bytes alike
+    assert loaded_tokens("example", 100, 16) == (96, 96) and loaded_tokens("example", 17, 16) == (0, 0)
+    # NixlConnector: every prompt token, moved as whole blocks (the last one partial)
+    assert loaded_tokens("nixl", 100, 16) == (100, 112) and loaded_tokens("nixl", 32, 16) == (32, 32)
+
+
 def test_block_size_follows_the_servers_arguments():
     assert kv_store.block_size_of([], "gpu") == 16 and kv_store.block_size_of([], "cpu") == 128
     assert kv_store.block_size_of(["--enforce-eager", "--block-size", "64"], "gpu") == 64

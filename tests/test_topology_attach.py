@@ -292,11 +292,14 @@ def test_e3_measures_an_attached_disaggregated_deployment(vllm_server, tmp_path)
     summary = json.loads((run / "summary.json").read_text())
     assert set(summary["checks"]) == {"success", "greedy_outputs_equal", "kv_loaded_not_recomputed"}
     assert all(c["passed"] for c in summary["checks"].values()), summary["checks"]
-    assert set(summary["not_checked"]) == {"kv_bytes_within_2pct", "broker_completed_handoffs"}
+    assert set(summary["not_checked"]) == {"kv_bytes_within_2pct", "broker_completed_handoffs", "ttft_breakdown"}
+    assert not (run / "artifacts/e3_handoffs.csv").exists()     # no broker of ctxkit's saw the handoffs
     corr = summary["correctness"]
-    # the deployment's router handed over these correctness prompts' KV (3 of them, after its warmup request)
-    handed = sum(h["kv_tokens"] for h in handoffs if "correct-" in h["request_id"])
-    assert corr["external_kv_tokens"] == corr["expected_external_kv_tokens"] == handed > 0
+    # vLLM's own counter on the decode instance against the connector's rule at the block size it reports
+    assert corr["external_kv_tokens"] == corr["expected_external_kv_tokens"] > 0
+    assert corr["decode_block_size"] == pool.block_size
+    # ... and the requests went through the deployment's own router: it handed the three prompts over
+    assert len([h for h in handoffs if "correct-" in h["request_id"]]) == 3
     assert [h["servers"] for h in summary["headline"]] == [1, 2]         # the files' instances
     assert summary["gpu_assignment"]["disaggregated"]["kind"] == "attached"
     scraped = summary["profiling"]["server"]
@@ -325,3 +328,62 @@ def test_e3_on_an_attached_deployment_takes_a_disaggregated_one(tmp_path):
     resolved = P.resolve("e3_disagg", sets=["backend=topology", f"topology_file={dis}",
                                             f"aggregated_topology_file={agg}"])
     assert resolved.aggregated_topology_file == str(agg.resolve())
+
+
+class _Decode:
+    """An attached decode instance as E3 reads it: its metrics text."""
+    def __init__(self, block_size):
+        self.text = ("# TYPE vllm:cache_config_info gauge\n"
+                     f'vllm:cache_config_info{{block_size="{block_size}",model_name="m"}} 1.0\n'
+                     if block_size else "# TYPE vllm:num_requests_running gauge\nvllm:num_requests_running 0\n")
+
+    def metrics(self):
+        return self.text
+
+
+def _ok(prompt_tokens):
+    from ctxkit.records import RequestRecord
+    return RequestRecord(request_id=f"p{prompt_tokens}", prompt_tokens=prompt_tokens, max_tokens=4, status="ok")
+
+
+def test_e3_expects_the_kv_tokens_an_attached_connector_loads_at_the_reported_block_size():
+    from ctxkit.experiments.e3_disagg import expected_external, reported_block_size
+    assert reported_block_size([_Decode(16), _Decode(16)]) == 16
+    assert reported_block_size([_Decode(16), _Decode(32)]) is None          # two sizes: nothing to expect
+    assert reported_block_size([_Decode(None)]) is None
+    failed = _ok(900)
+    failed.status = "http_error"
+    records = [_ok(100), _ok(300), failed]
+    # ExampleConnector: whole blocks short of the last token (100 -> 96, 300 -> 288); NIXL: every prompt token
+    assert expected_external("example", 16, records) == 96 + 288
+    assert expected_external("nixl", 16, records) == 100 + 300
+    assert expected_external("example", None, records) is None
+
+
+def test_e3_without_an_aggregated_deployment_starts_as_many_replicas_as_the_file_lists(tmp_path, monkeypatch):
+    from ctxkit.experiments import e3_disagg
+    dis = write_topology(tmp_path / "dis.yaml", "http://gw:8000", [
+        {"name": "p0", "role": "prefill", "url": "http://h:1"}, {"name": "p1", "role": "prefill", "url": "http://h:2"},
+        {"name": "d0", "role": "decode", "url": "http://h:3"}])
+    params = P.resolve("e3_disagg", sets=["backend=topology", f"topology_file={dis}"])
+    built = []
+    monkeypatch.setattr(e3_disagg, "build_pool", lambda server, spec, **kw: built.append(spec) or spec)
+    run = type("Run", (), {"logs": tmp_path, "run_id": "r"})()
+    assert isinstance(e3_disagg.make_pool(params, run, "disaggregated"), AttachedTopology)
+    assert e3_disagg.make_pool(params, run, "aggregated").replicas == 3 and built[0].kind == "aggregated"
+
+
+def test_e3_refuses_two_attached_arms_serving_different_models(tmp_path, monkeypatch):
+    """Greedy outputs compared across arms need one model: refused before a run folder is made or a request sent."""
+    monkeypatch.setenv("CTXKIT_ALLOW_SIMULATED_BACKEND", "1")
+    with Simulated(name="a", model="tiny-llama", log_dir=tmp_path) as a, \
+            Simulated(name="b", model="another-model", log_dir=tmp_path) as b:
+        dis = write_topology(tmp_path / "dis.yaml", a.base_url, [
+            {"name": "p", "role": "prefill", "url": a.base_url}, {"name": "d", "role": "decode", "url": a.base_url}])
+        agg = write_topology(tmp_path / "agg.yaml", b.base_url, [{"name": "r", "role": "aggregated", "url": b.base_url}])
+        result = run_cli("--runs-dir", str(tmp_path / "runs"), "run", "e3_disagg", "--set", "backend=topology",
+                         "--set", f"topology_file={dis}", "--set", f"aggregated_topology_file={agg}", env=SIM)
+        assert result.returncode == 2, result.stderr[-2000:]
+        assert "serves 'another-model'" in result.stderr and "one model served two ways" in result.stderr
+        assert sim_requests(a) == sim_requests(b) == 0
+        assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("run-*"))

@@ -64,12 +64,19 @@ class ModeResult:
     expected_external_kv_tokens: Optional[int] = None   # attached: what its decode servers must load (see module)
 
 
-def correctness_set(params: E3Params, card: ModelCard, salt: str = "") -> list[CompletionRequest]:
-    """Greedy prompts of correctness_prompt_lens tokens. `salt` (the run id, for an attached deployment) makes them
-    new to servers that outlive the run: a decode server that cached them in an earlier run would load fewer KV
-    tokens from its prefill server and fail the check for no fault of the KV path."""
-    seed = params.seed + 31_337 + (int.from_bytes(hashlib.sha256(salt.encode()).digest()[:4], "big") if salt else 0)
-    prompts = token_prompts(np.random.default_rng(seed), params.correctness_prompt_lens,
+def run_seed(params: E3Params, run: RunFolder) -> int:
+    """The seed of the run's prompts. With an attached deployment, mixed with the run id: its servers outlive the
+    run, and prompts they cached in an earlier run would meet their prefix caches (a decode server would load fewer
+    KV tokens from its prefill server and fail the check for no fault of the KV path; TTFTs would favour the arm
+    that kept its cache). Both arms of one run draw the same prompts."""
+    if params.backend != "topology":
+        return params.seed
+    return params.seed + int.from_bytes(hashlib.sha256(run.run_id.encode()).digest()[:4], "big")
+
+
+def correctness_set(params: E3Params, card: ModelCard, seed: int) -> list[CompletionRequest]:
+    """Greedy prompts of correctness_prompt_lens tokens, from `seed` (run_seed)."""
+    prompts = token_prompts(np.random.default_rng(seed + 31_337), params.correctness_prompt_lens,
                             card.vocab_size, card.config.get("bos_token_id"))
     return [CompletionRequest(f"correct-{i}-len{len(p)}", p, params.correctness_max_tokens) for i, p in enumerate(prompts)]
 
@@ -125,14 +132,19 @@ def measure_link(params: E3Params, pool, card: ModelCard, attached: bool, log=pr
     return measured
 
 
-def expected_external(params: E3Params, decoders, records: list[RequestRecord]) -> Optional[int]:
-    """KV tokens an attached deployment's decode servers must load for the correctness requests that completed: by
-    the connector the parameters name, at the block size the decode servers report (None where they report none)."""
+def reported_block_size(decoders) -> Optional[int]:
+    """The KV block size the decode servers report in cache_config_info; None unless all report one and the same."""
     sizes = {cache_config(parse(d.metrics())).get("block_size") for d in decoders}
-    if len(sizes) != 1 or not str(next(iter(sizes))).isdigit():
+    size = next(iter(sizes)) if len(sizes) == 1 else None
+    return int(size) if str(size).isdigit() else None
+
+
+def expected_external(connector: str, block_size: Optional[int], records: list[RequestRecord]) -> Optional[int]:
+    """KV tokens an attached deployment's decode servers must load for the correctness requests that completed: by
+    the connector the parameters name, at the block size they report (None without one)."""
+    if block_size is None:
         return None
-    size = int(next(iter(sizes)))
-    return sum(loaded_tokens(params.connector, r.prompt_tokens, size)[0] for r in records if r.ok)
+    return sum(loaded_tokens(connector, r.prompt_tokens, block_size)[0] for r in records if r.ok)
 
 
 def describe_pool(pool) -> dict[str, Any]:
@@ -163,7 +175,7 @@ def run_mode(params: E3Params, run: RunFolder, mode: str, out: JsonlWriter, log=
             ": ctxkit samples only GPUs of servers it starts on this host"
     with pool, sampler:
         log(f"[e3] {label}: entry point {pool.base_url}; placement: {pool.placement['reason']}")
-        warm = build_workload(params.workload, card, params.server.max_model_len, params.seed + 99_991,
+        warm = build_workload(params.workload, card, params.server.max_model_len, run_seed(params, run) + 99_991,
                               count=max(1, servers_of(describe_pool(pool))), id_prefix=f"{label}-warmup")
         for it in warm:
             rec = pool.generate(it.prompt, it.max_tokens, request_id=it.request_id,
@@ -174,7 +186,7 @@ def run_mode(params: E3Params, run: RunFolder, mode: str, out: JsonlWriter, log=
         before = _external_kv(decoders) if decoders else None
         n_handoffs = len(pool.handoffs(expect=len(warm))) if brokered else 0
         correctness: dict[str, list[int]] = {}
-        corr_requests = correctness_set(params, card, salt=run.run_id if params.backend == "topology" else "")
+        corr_requests = correctness_set(params, card, run_seed(params, run))
         nixl_per_request: dict[str, tuple[float, float]] = {}
         corr_records = []
         for req in corr_requests:
@@ -199,7 +211,7 @@ def run_mode(params: E3Params, run: RunFolder, mode: str, out: JsonlWriter, log=
                 nbytes, seconds = nixl_per_request[h["request_id"]]
                 h["kv_bytes_measured"], h["transfer_ms"] = int(nbytes), 1000.0 * seconds
                 h["extra"]["measured_by"] = "decode vllm:nixl_bytes_transferred / vllm:nixl_xfer_time_seconds"
-        items = build_workload(params.workload, card, params.server.max_model_len, params.seed,
+        items = build_workload(params.workload, card, params.server.max_model_len, run_seed(params, run),
                                id_prefix=f"{label}")
         log(f"[e3] {label}: measuring {len(items)} requests ({params.load.arrival}, "
             f"concurrency {params.load.concurrency})")
@@ -209,11 +221,12 @@ def run_mode(params: E3Params, run: RunFolder, mode: str, out: JsonlWriter, log=
         servers = prof["server"]
         handoffs = pool.handoffs(expect=n_handoffs + len(records))[n_handoffs:] if brokered else []
         describe = describe_pool(pool)
-        expected = expected_external(params, decoders, corr_records) if attached and decoders else None
+        block_size = reported_block_size(decoders) if attached and decoders else getattr(pool, "block_size", None)
+        expected = expected_external(params.connector, block_size, corr_records) if attached and decoders else None
     enforce_error_policy(label, records, params.on_request_error)
     return ModeResult(label, records, correctness, prof["latency"], servers, describe, handoffs,
                       correctness_handoffs, external, devices=devices_used(describe["placement"]), gpu=sampler,
-                      link=measured_link, block_size=getattr(pool, "block_size", None),
+                      link=measured_link, block_size=block_size,
                       timeline=[{"mode": label, **row} for row in prof["timeline"]], attached=attached,
                       expected_external_kv_tokens=expected)
 
@@ -288,6 +301,10 @@ def window_kv(dis: ModeResult, kv: dict[str, Any], link_gb_per_s: Optional[float
                                "transfer_s": seconds,
                                "descriptors": sum(v.get("nixl_num_descriptors") or 0 for v in counters) or None,
                                "post_s": sum(v.get("nixl_post_time_seconds") or 0 for v in counters) or None}
+    elif dis.attached:   # ExampleConnector's files lie on the deployment's hosts, and no broker of ctxkit's saw them
+        return {"measured_by": None, "bytes": None, "transfer_s": None, "gb_per_s": None, "efficiency": None,
+                "reason": "attached deployment: no NixlConnector counters on its decode instances, and its "
+                          "handoffs pass no broker of ctxkit's"}
     else:
         ms = [h.get("transfer_ms") or 0 for h in dis.handoffs if h.get("status") == "ok"]
         out = {"measured_by": "router: safetensors files per handoff, time to the decode's first token",
@@ -357,9 +374,15 @@ def breakdown(result: ModeResult) -> pd.DataFrame:
     return out
 
 
+def unit_of(placement: dict[str, Any]) -> str:
+    """What a placement's devices count: GPUs, CPU core sets, or what an attached deployment's file states."""
+    return placement.get("unit") or ("GPU" if placement.get("kind") == "gpu" else "CPU core set")
+
+
 def headline(result: ModeResult) -> dict[str, Any]:
     lat = result.latency
     return {"mode": result.mode, "servers": servers_of(result.describe), "devices": result.devices,
+            "unit": unit_of(result.describe["placement"]),
             "completed": lat["completed"], "failed": lat["failed"],
             "request_throughput": lat["request_throughput"], "output_throughput": lat["output_throughput"],
             "p50_ttft_ms": lat["ttft_ms"]["p50"], "p95_ttft_ms": lat["ttft_ms"]["p95"],
@@ -373,7 +396,7 @@ HEADLINE = [("mode", "mode", None), ("servers", "servers", 0), ("completed", "do
             ("request_throughput", "req/s", 2), ("output_throughput", "out tok/s", 0),
             ("p50_ttft_ms", "TTFT p50 ms", 1), ("p95_ttft_ms", "TTFT p95 ms", 1), ("p50_tpot_ms", "TPOT p50 ms", 2),
             ("p95_tpot_ms", "TPOT p95 ms", 2), ("p50_e2e_ms", "E2E p50 ms", 0), ("slo_attainment", "in SLO %", 0),
-            ("devices", "devices", 0), ("request_goodput", "goodput req/s", 2),
+            ("devices", "devices", None), ("request_goodput", "goodput req/s", 2),
             ("goodput_per_device", "goodput/device", 2)]
 
 
@@ -383,8 +406,19 @@ def headline_table(summary: dict[str, Any]):
     cols = [(c, h, d) for c, h, d in HEADLINE if c in frame]
     frame = frame[[c for c, _, _ in cols]].rename(columns={c: h for c, h, _ in cols})
     frame["in SLO %"] = 100 * frame["in SLO %"].astype(float)
-    return frame.style.hide(axis="index").format({h: f"{{:.{d}f}}" for _, h, d in cols if d is not None},
-                                                 na_rep="-")
+    formats: dict[str, Any] = {h: f"{{:.{d}f}}" for _, h, d in cols if d is not None}
+    formats["devices"] = "{:g}"                   # an attached deployment's file may state a fraction of a GPU
+    return frame.style.hide(axis="index").format(formats, na_rep="-")
+
+
+NOT_CHECKED = {   # what only ctxkit's own broker sees, so an attached deployment's run does not check it
+    "kv_bytes_within_2pct": "attached deployment: its handoffs pass no broker of ctxkit's, which measures each one's "
+                            "bytes (ExampleConnector's files; NixlConnector's counters per request are not yet "
+                            "compared for attached deployments)",
+    "broker_completed_handoffs": "attached deployment: its handoffs pass no broker of ctxkit's to count them",
+    "ttft_breakdown": "attached deployment: the per-request split of TTFT (router, prefill, KV transfer, first decode "
+                      "step) is ctxkit's router's record; e3_ttft_breakdown.csv is not written",
+}
 
 
 def summarize(params: E3Params, run: RunFolder, agg: ModeResult, dis: ModeResult,
@@ -434,8 +468,7 @@ def summarize(params: E3Params, run: RunFolder, agg: ModeResult, dis: ModeResult
     if dis.attached:     # ctxkit's broker saw no handoff of the attached deployment: nothing to compare per handoff
         for name in ("kv_bytes_within_2pct", "broker_completed_handoffs"):
             del checks[name]
-            not_checked[name] = ("attached deployment: its KV handoffs pass no broker of ctxkit's, so no per-handoff "
-                                 "bytes or handoff count to check")
+        not_checked = dict(NOT_CHECKED)
     summary = {
         "experiment": "e3_disagg",
         "run_id": run.run_id,
@@ -450,7 +483,7 @@ def summarize(params: E3Params, run: RunFolder, agg: ModeResult, dis: ModeResult
         "gpu_assignment": {"aggregated": agg.describe["placement"], "disaggregated": dis.describe["placement"]},
         "correctness": {"prompt_lens": params.correctness_prompt_lens, "aggregated": agg.correctness,
                         "disaggregated": dis.correctness, "external_kv_tokens": dis.external_kv_tokens,
-                        "expected_external_kv_tokens": expected_external},
+                        "expected_external_kv_tokens": expected_external, "decode_block_size": dis.block_size},
         "servers": [agg.describe, dis.describe] + [v.describe for v in variants if not v.error],
         "variants": [variant_row(params, agg.correctness, dis, None)]
         + [variant_row(params, agg.correctness, res, v) for res, v in zip(variants, params.variants)]
@@ -465,15 +498,17 @@ def write_artifacts(run: RunFolder, agg: ModeResult, dis: ModeResult, summary: d
     pd.DataFrame(summary["headline"]).to_csv(run.artifacts / "e3_headline.csv", index=False)
     if summary.get("variants"):
         pd.DataFrame(summary["variants"]).to_csv(run.artifacts / "e3_variants.csv", index=False)
-    kv_transfer.handoff_frame(dis.handoffs, dis.records, kv_transfer.link_rate(dis.link)).to_csv(
-        run.artifacts / "e3_handoffs.csv", index=False)
+    if not dis.attached:     # an attached deployment's handoffs pass no broker of ctxkit's (summary.not_checked)
+        kv_transfer.handoff_frame(dis.handoffs, dis.records, kv_transfer.link_rate(dis.link)).to_csv(
+            run.artifacts / "e3_handoffs.csv", index=False)
     write_timeline([res.gpu for res in (agg, dis, *(variants or [])) if res.gpu],
                    run.artifacts / "e3_gpu_timeline.csv")
     gauges = [row for res in (agg, dis, *(variants or [])) for row in res.timeline]
     if gauges:
         pd.DataFrame(gauges).to_csv(run.artifacts / "e3_server_timeline.csv", index=False)
     br = breakdown(dis)
-    br.to_csv(run.artifacts / "e3_ttft_breakdown.csv", index=False)
+    if not dis.attached:
+        br.to_csv(run.artifacts / "e3_ttft_breakdown.csv", index=False)
     req = []
     for res in (agg, dis):
         for r in res.records:
@@ -507,8 +542,7 @@ def mode_timeline(res: ModeResult, run: RunFolder):
 def conclusions(summary: dict[str, Any]) -> str:
     a, d = summary["headline"]
     kv = summary["profiling"]["kv_transfer"]
-    placed = summary["gpu_assignment"]["disaggregated"]
-    unit = placed.get("unit") or ("GPU" if placed["kind"] == "gpu" else "CPU core set")   # attached: its file's
+    unit = d.get("unit") or unit_of(summary["gpu_assignment"]["disaggregated"])   # runs before "unit" was kept
 
     def pct(x: float, y: float) -> str:
         return f"{100 * (x - y) / y:+.0f}%" if y else "n/a"
@@ -516,10 +550,16 @@ def conclusions(summary: dict[str, Any]) -> str:
             f"({a['p50_ttft_ms']:.1f} -> {d['p50_ttft_ms']:.1f} ms) and median TPOT by "
             f"{pct(d['p50_tpot_ms'], a['p50_tpot_ms'])} ({a['p50_tpot_ms']:.2f} -> {d['p50_tpot_ms']:.2f} ms) against "
             f"an aggregated pool of {a['servers']} replicas. Goodput per device ({unit}): aggregated "
-            f"{a['goodput_per_device']:.3f} req/s on {a['devices']}, disaggregated {d['goodput_per_device']:.3f} "
-            f"req/s on {d['devices']}. ")
+            f"{a['goodput_per_device']:.3f} req/s on {a['devices']:g}, disaggregated {d['goodput_per_device']:.3f} "
+            f"req/s on {d['devices']:g}. ")
+    if a.get("unit", unit) != unit:
+        text += (f"The aggregated arm's devices are {a['unit']}s, not {unit}s: its per-device goodput does not "
+                 "compare with the disaggregated arm's. ")
+    win = kv.get("window") or {}
+    if not kv.get("broker_completed_handoffs") and win.get("gb_per_s"):     # an attached deployment's counters
+        text += (f"The decode instances' NixlConnector counters show {win['bytes'] / 1e6:.1f} MB of KV moved at "
+                 f"{win['gb_per_s']:.2f} GB/s over the window. ")
     if kv.get("broker_completed_handoffs"):
-        win = kv.get("window") or {}
         text += (f"{kv['broker_completed_handoffs']} KV handoffs moved {(win.get('bytes') or 0) / 1e6:.1f} MB "
                  f"through {kv['connector']} at {win.get('gb_per_s') or 0:.2f} GB/s over the window "
                  f"({win.get('measured_by', 'n/a')}); KV waiting was a median "

@@ -143,7 +143,7 @@ def extra(run: PacketRun) -> list[str]:
             for name in ("large", "descriptor"):
                 r = link[name]
                 rows.append([f"link, {r['pieces']:,} x {r['piece_bytes']:,} B", num(2)(r["gb_per_s"]), "-"])
-        if win:
+        if win.get("measured_by"):          # an attached deployment without NIXL counters measured none
             rows.append([f"KV path ({win.get('measured_by')})", num(2)(win.get("gb_per_s")),
                          num(1, pct=True)(win.get("efficiency"))])
         if win.get("step_level_gb_per_s"):

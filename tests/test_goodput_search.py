@@ -13,7 +13,7 @@ import pytest
 from ctxkit.backends import Simulated
 from ctxkit.collectors import attainment as att
 from ctxkit.collectors.latency import SLO
-from ctxkit.load.search import SearchPolicy, run_probe, search
+from ctxkit.load.search import Probe, SearchPolicy, run_probe, search
 from ctxkit.load.workloads import LengthDist, synthetic
 
 # 8 slots, 80 ms mean service, TTFT objective 300 ms, target 90%: capacity 89.1 req/s at utilization 0.89.
@@ -149,6 +149,22 @@ def test_a_climbing_queue_is_not_steady_even_within_its_slo():
     # misses rise from 0 to 7 in 30 (z 2.8): growth when the later half misses the target, noise when it meets it
     burst = steady(60, lambda i: 2000 if i >= 30 and i % 4 == 0 else 100)
     assert rising(burst, slo, target=0.9) and not rising(burst, slo, target=0.7)
+
+
+def test_a_probe_that_is_not_steady_says_which_sign_it_showed():
+    """decided_by tells a climbing latency (every request may still have met its SLO: an H100 trace probe failed at
+    60/60 met) from rising misses, so a report never shows "misses rising" beside no miss at all."""
+    from ctxkit.load.search import CLIMBING, RISING, _score
+    slo = SLO(ttft_ms=1000, tpot_ms=50)
+    policy = SearchPolicy(target=0.9, min_requests=40, max_requests=60)
+    climbing = Probe(0, 10.0)
+    climbing.records, climbing.planned = steady(60, lambda i: 50 + 12 * i), 60         # 50 -> 760 ms, all met
+    _score(climbing, slo, policy)
+    assert (climbing.verdict, climbing.decided_by, climbing.missed) == ("fail", CLIMBING, 0)
+    burst = Probe(1, 10.0)
+    burst.records, burst.planned = steady(60, lambda i: 2000 if i >= 30 and i % 4 == 0 else 100), 200
+    _score(burst, slo, policy)
+    assert (burst.verdict, burst.decided_by) == ("fail", RISING)
 
 
 def test_misses_allowed_scale_with_the_probes_planned_size():

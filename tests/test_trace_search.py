@@ -216,7 +216,7 @@ def test_the_stop_rule_does_not_take_a_backlog_for_rows_that_miss_unloaded():
     """Above capacity every row misses at both rates, and a cut-off probe's cancelled requests are misses by age
     alone: neither says the misses are not from the load. Nor does a queue still growing, or Poisson arrivals over
     a trace's rows (their timestamps, and so their bursts, are not replayed)."""
-    from ctxkit.load.search import RISING, same_rows_missed
+    from ctxkit.load.search import CLIMBING, RISING, same_rows_missed
     slo, policy = SLO(ttft_ms=100), SearchPolicy(min_requests=10, arrival="trace")
     rows = range(1, 21)
     every = set(rows)
@@ -228,6 +228,7 @@ def test_the_stop_rule_does_not_take_a_backlog_for_rows_that_miss_unloaded():
     assert same_rows_missed(_probe(4, {3}, rows, cancelled=fewer), _probe(2, {3}, rows, cancelled=fewer), slo,
                             policy) is None
     assert same_rows_missed(_probe(2, {3}, rows), _probe(1, {3}, rows, decided_by=RISING), slo, policy) is None
+    assert same_rows_missed(_probe(2, {3}, rows), _probe(1, {3}, rows, decided_by=CLIMBING), slo, policy) is None
     poisson = SearchPolicy(min_requests=10, arrival="poisson")
     assert same_rows_missed(_probe(2, {3}, rows), _probe(1, {3}, rows), slo, poisson) is None
 

@@ -31,7 +31,10 @@ from ctxkit.records import CANCELLED, RequestRecord
 
 # fresh prompts for a probe: (probe index, batch index, number of requests) -> items
 ItemsFn = Callable[[int, int, int], list[WorkItem]]
-RISING = "misses rising through the probe (not in steady state)"     # a probe's decided_by
+# a probe's decided_by when it is not in steady state (see not_steady): which of the two signs it showed
+RISING = "misses rising through the probe (not in steady state)"
+CLIMBING = "latency climbing through the probe (not in steady state)"
+NOT_STEADY = (RISING, CLIMBING)
 
 
 @dataclass(frozen=True)
@@ -144,26 +147,32 @@ def offered_rate(records: list[RequestRecord]) -> Optional[float]:
 
 def rising(records: list[RequestRecord], slo: SLO, target: Optional[float] = None,
            latency_of: att.LatencyFn = request_latency) -> bool:
-    """The probe is not in steady state: misses rise (the second half of its scored requests, in send order, misses
-    significantly more often than the first: two-proportion z > 2, and, given the `target`, its share met is below
-    it: a queue's misses come in bursts, so halves that differ but both meet the target are noise, not growth),
-    or latency climbs (the last third's median TTFT
-    or TPOT is over 1.5 times the first third's and over half its objective). A queue that is still growing is not
+    """The probe is not in steady state (not_steady names the sign)."""
+    return not_steady(records, slo, target, latency_of) is not None
+
+
+def not_steady(records: list[RequestRecord], slo: SLO, target: Optional[float] = None,
+               latency_of: att.LatencyFn = request_latency) -> Optional[str]:
+    """Whether the probe is not in steady state, and by which sign (None when it is). CLIMBING: latency climbs (the
+    last third's median TTFT or TPOT is over 1.5 times the first third's and over half its objective). RISING:
+    misses rise (the second half of its scored requests, in send order, misses significantly more often than the
+    first: two-proportion z > 2, and, given the `target`, its share met is below it: a queue's misses come in
+    bursts, so halves that differ but both meet the target are noise, not growth). A queue that is still growing is not
     a rate the servers sustain, whatever the share met so far: a short probe above capacity can look fine."""
     scored = sorted((r for r in records if not r.warmup), key=lambda r: r.t_send_ns)
     if _latency_climbs(scored, slo, latency_of):
-        return True
+        return CLIMBING           # said apart from rising misses: such a probe may have met every request so far
     outs = [att.outcome(r, slo, latency_of=latency_of) for r in scored]
     halves = [[o for o in outs[:len(outs) // 2] if o.met is not None],
               [o for o in outs[len(outs) // 2:] if o.met is not None]]
     if min(len(h) for h in halves) < 10:
-        return False
+        return None
     (n1, m1), (n2, m2) = [(len(h), sum(1 for o in h if not o.met)) for h in halves]
     p = (m1 + m2) / (n1 + n2)
     if p in (0.0, 1.0):
-        return False
+        return None
     z = (m2 / n2 - m1 / n1) / math.sqrt(p * (1 - p) * (1 / n1 + 1 / n2))
-    return z > 2.0 and (target is None or 1 - m2 / n2 < target)
+    return RISING if z > 2.0 and (target is None or 1 - m2 / n2 < target) else None
 
 
 def _latency_climbs(scored: list[RequestRecord], slo: SLO, latency_of: att.LatencyFn = request_latency) -> bool:
@@ -336,8 +345,8 @@ def _score(probe: Probe, slo: SLO, policy: SearchPolicy) -> None:
     elif policy.mode == "percentile":
         probe.percentile = att.percentile_verdict(probe.records, slo, policy.target)
         probe.verdict, probe.decided_by = probe.percentile["verdict"], "percentile SLOs"
-    elif rising(probe.records, slo, policy.target):
-        probe.verdict, probe.decided_by = "fail", RISING
+    elif (sign := not_steady(probe.records, slo, policy.target)):
+        probe.verdict, probe.decided_by = "fail", sign
     else:
         probe.verdict = att.verdict(probe.met, probe.decided, policy.target)
         probe.decided_by = "95% Wilson interval"
@@ -393,9 +402,10 @@ def same_rows_missed(higher: Probe, lower: Probe, slo: SLO, policy: SearchPolicy
     decided: at least min_requests, with at least one miss and one met). Scaling a trace's rate stretches the gaps
     between its rows; rows that share a timestamp (a burst) stay together, and a request that misses unloaded misses
     at any rate. When halving the rate rescued no row, lower rates will not either. Not for a queue still growing
-    (rising misses), nor where nothing met: a backlog above capacity makes every row miss at both rates."""
+    (rising misses or climbing latency), nor where nothing met: a backlog above capacity makes every row miss at
+    both rates."""
     if policy.arrival != "trace" or higher.verdict != "fail" or lower.verdict != "fail" or \
-            lower.rate >= higher.rate or lower.decided_by == RISING:
+            lower.rate >= higher.rate or lower.decided_by in NOT_STEADY:
         return None
     a, b = _trace_outcomes(higher, slo), _trace_outcomes(lower, slo)
     common = a.keys() & b.keys()

@@ -87,15 +87,15 @@ def mmk(tmp_path, monkeypatch):
         s.stop()
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_search_finds_the_known_capacity(mmk, seed):
+@pytest.mark.parametrize("seed, start", [(0, 20.0), (1, 40.0)])    # another seed, another bracket
+def test_search_finds_the_known_capacity(mmk, seed, start):
     import os
     import threading
 
     import psutil
     sim = mmk(seed)
     cpu0, sys0 = psutil.Process().cpu_times(), psutil.cpu_times()
-    policy = SearchPolicy(target=TARGET, start_rate=20.0, tolerance=TOLERANCE, min_requests=300, max_requests=600,
+    policy = SearchPolicy(target=TARGET, start_rate=start, tolerance=TOLERANCE, min_requests=300, max_requests=600,
                           warmup_requests=20, warmup_s=6.0, min_duration_s=4.0, max_probes=12, seed=seed)
     result = search(sim, items(seed), SLO(ttft_ms=1000 * S), policy, timeout_s=30)
     truth = capacity()

@@ -4,8 +4,9 @@
 
 A simulated server with a capacity known in closed form (8 FCFS prefill slots, exponential 80 ms service: an M/M/8
 queue; 90% of TTFTs within 300 ms up to lambda* = 89.1 req/s; the test's queue, tests/test_goodput_search.py). Both methods use the same probes (the same Poisson
-streams, Wilson verdicts, steady-state checks). The search brackets by doubling and bisects to 5%, once from 20 req/s (a start
-far below capacity, as a user without a guess would pick) and once from the sweep's own lowest level.
+streams, Wilson verdicts, steady-state checks). The search brackets by doubling with scouts (probes that may pass on 40 requests) and narrows to 5% with full
+probes, once from 20 req/s (a start far below capacity, as a user without a guess would pick) and once from the
+sweep's own lowest level.
 The sweep, in the style of vLLM's serve workload sweeps, probes 10 evenly spaced rates up to twice the capacity
 (an informed range: it favours the sweep), then 10 evenly spaced rates between the last pass and the first fail,
 a resolution of about 2% of the range. Prints each method's answer, probes, requests and wall time, and the

@@ -416,6 +416,9 @@ class SearchParams(Params):
     warmup_requests: int = Field(20, ge=0)            # unscored requests at the head of each probe's stream
     warmup_s: float = Field(0.0, ge=0)                # ... covering at least this many seconds at the probe's rate
     min_duration_s: float = Field(0.0, ge=0)          # score for at least this long before a verdict stops a probe
+    # probes before the bracket forms only pick a direction: they decide on this many scored requests, without
+    # min_duration_s (the warmup stays); the bracket's ends are full probes. null: every probe full
+    scout_requests: Optional[int] = Field(40, ge=10)
     max_probes: int = Field(12, ge=1)                 # per topology and SLO setting
     max_wall_s: float = Field(900.0, gt=0)            # per topology and SLO setting
     drain_s: float = Field(30.0, gt=0)                # wait for requests in flight at most this long

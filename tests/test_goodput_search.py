@@ -246,25 +246,84 @@ def test_a_probe_paced_by_its_client_is_flagged_with_the_rate_it_offered():
 
 
 def test_inside_a_bracket_the_next_rate_follows_the_measured_attainments():
-    """Where the attainments at the bracket's ends cross the target, the next probe goes near the crossing (not to
-    the geometric middle), at least one tolerance step inside each end; when probes inside the bracket keep moving
-    the same end, each next one reaches farther toward the other (Illinois); halving where no line can be drawn."""
+    """Where the pass end's attainment lies on the knee, the next probe goes near where the ends' attainments cross
+    the target (not to the geometric middle), at least one tolerance step inside each end; when probes inside the
+    bracket keep moving the same end, each next one reaches farther toward the other (Illinois). A pass end on the
+    flat part (above 0.95 at a 0.9 target) says nothing of where the knee is: there, and where no line can be drawn,
+    the middle."""
     import math
 
     from ctxkit.load.search import Probe, next_rate
     policy = SearchPolicy(target=0.9, tolerance=0.05)
-    passed, failed = Probe(0, 80.0, attainment=0.98, verdict="pass"), Probe(1, 160.0, attainment=0.10, verdict="fail")
-    middle = math.sqrt(80 * 160)                                       # 113: where bisection would go
-    guess = next_rate([passed, failed], 80.0, 160.0, policy)
-    assert 80 * 1.05 <= guess < 90 < middle                            # near the pass end: 0.98 is close to 0.9
+    middle = math.sqrt(80 * 160)                                       # 113: where bisection goes
+    failed = Probe(1, 160.0, attainment=0.10, verdict="fail")
+    flat = Probe(0, 80.0, attainment=0.98, verdict="pass")
+    assert next_rate([flat, failed], 80.0, 160.0, policy) == middle    # 0.98: no line from the flat part
+    knee = Probe(0, 80.0, attainment=0.93, verdict="pass")
+    guess = next_rate([knee, failed], 80.0, 160.0, policy)
+    assert 80 * 1.05 <= guess < 90 < middle                            # near the pass end: 0.93 is close to 0.9
     near = Probe(0, 80.0, attainment=0.901, verdict="pass")
     assert next_rate([near, failed], 80.0, 160.0, policy) == 80 * 1.05   # one step up: a fail there closes it
     up = [Probe(2 + i, r, attainment=0.95, verdict="pass") for i, r in enumerate((84.0, 86.0, 88.0))]
-    once, twice, thrice = (next_rate([passed, failed, *up[3 - k:]], 88.0, 160.0, policy) for k in (1, 2, 3))
+    once, twice, thrice = (next_rate([knee, failed, *up[3 - k:]], 88.0, 160.0, policy) for k in (1, 2, 3))
     assert 88 * 1.05 <= once < twice < thrice <= 160 / 1.05             # the same ends, a longer creep: farther
     noisy = Probe(1, 160.0, attainment=0.93, verdict="fail")           # failed on its trend, not its attainment
-    assert next_rate([passed, noisy], 80.0, 160.0, policy) == middle
-    assert next_rate([passed, failed], 80.0, 86.0, policy) == math.sqrt(80 * 86)   # two steps do not fit
+    assert next_rate([knee, noisy], 80.0, 160.0, policy) == middle
+    assert next_rate([knee, failed], 80.0, 86.0, policy) == math.sqrt(80 * 86)   # two steps do not fit
+
+
+def fake_probes(monkeypatch, scout_up_to: float, full_up_to: float) -> list[tuple[float, bool]]:
+    """run_probe replaced by a server whose scouts pass up to `scout_up_to` req/s and whose full probes pass up to
+    `full_up_to` (a scout may be optimistic: a short probe sees less of a queue). Returns (rate, scout) as asked."""
+    from ctxkit.load import search as search_mod
+    asked: list[tuple[float, bool]] = []
+
+    def probe(backend, index, rate, items_fn, slo, policy, *, timeout_s, on_records=None, scout=False):
+        asked.append((rate, scout))
+        passed = rate <= (scout_up_to if scout else full_up_to)
+        return Probe(index, rate, attainment=1.0 if passed else 0.5, verdict="pass" if passed else "fail",
+                     scout=scout and passed)
+    monkeypatch.setattr(search_mod, "run_probe", probe)
+    return asked
+
+
+def test_the_bracket_is_found_by_scouts_and_its_ends_rest_on_full_probes(monkeypatch):
+    """Probes before the bracket forms are scouts; inside it every probe is full; a bracket that closes on a
+    scout's pass measures that rate again in full before the search stops."""
+    asked = fake_probes(monkeypatch, scout_up_to=41.0, full_up_to=41.0)
+    policy = SearchPolicy(start_rate=10.0, tolerance=0.05, min_requests=300, max_probes=20)
+    result = search(None, items(0), SLO(ttft_ms=300), policy, timeout_s=30)
+    assert asked[:4] == [(10.0, True), (20.0, True), (40.0, True), (80.0, True)]     # doubling: scouts
+    assert all(not scout for _, scout in asked[4:-1])                                 # narrowing: full
+    assert asked[-1] == (40.0, False)           # the bracket closed on 40's scout pass: 40 again, in full
+    assert result.converged and result.goodput == 40.0 and result.high / result.low <= 1.05
+
+
+def test_a_scouts_optimistic_pass_never_becomes_the_answer(monkeypatch):
+    """A scout that passed where a full probe fails: the full probe at its rate replaces it, and the search goes on
+    below it to an answer that full probes passed."""
+    asked = fake_probes(monkeypatch, scout_up_to=45.0, full_up_to=33.0)
+    policy = SearchPolicy(start_rate=10.0, tolerance=0.05, min_requests=300, max_probes=20)
+    result = search(None, items(0), SLO(ttft_ms=300), policy, timeout_s=30)
+    assert (40.0, False) in asked                                  # the scout's pass at 40, measured in full: fail
+    assert result.converged and 33.0 / 1.05 <= result.goodput <= 33.0
+    assert not result.probes[-1].scout and all(r <= 33.0 for r, scout in asked if not scout and r == result.goodput)
+
+
+def test_a_scout_passes_early_on_its_wilson_verdict_but_never_fails_early():
+    """A scout may stop sending once scout_requests are decided and the Wilson interval passes, before a full
+    probe's min_requests and min_duration_s; on a fail it goes on (misses near capacity come in bursts)."""
+    from ctxkit.load.search import _rule
+    slo = SLO(ttft_ms=1000, tpot_ms=50)
+    policy = SearchPolicy(target=0.9, min_requests=300, max_requests=600, min_duration_s=4.0, scout_requests=40)
+    met = steady(40, lambda i: 100)                                # 40 of 40 met: Wilson low 0.912, over 4 s
+    now = met[-1].t_end_ns
+    assert _rule(slo, policy, 600, scout=True)(met, [], now) == "drain"
+    assert _rule(slo, policy, 600, scout=False)(met, [], now) is None     # a full probe goes on to its floors
+    missed = steady(40, lambda i: 2000 if i < 12 else 100)         # 28 of 40: a Wilson fail, under the cut-off
+    assert _rule(slo, policy, 600, scout=True)(missed, [], missed[-1].t_end_ns) is None
+    assert not SearchPolicy(min_requests=40, scout_requests=40).scouts()   # no cheaper than a full probe
+    assert SearchPolicy(min_requests=40, min_duration_s=4.0, scout_requests=40).scouts()
 
 
 def test_the_stop_rule_computes_each_finished_requests_latency_once(monkeypatch):

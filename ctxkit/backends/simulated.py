@@ -6,7 +6,9 @@ Opt-in only: it starts when CTXKIT_ALLOW_SIMULATED_BACKEND=1, and every artifact
 Latency model, per request, on an absolute schedule from the request's arrival (no drift from relative sleeps):
 first token at ttft_ms + prefill_ms_per_token x prompt tokens, then one token every tpot_ms.
 With a capacity (`queue_servers` > 0): before its first token each request also waits, first come first served,
-for one of `queue_servers` prefill slots and holds it for an exponential service time of mean `service_ms` (seeded).
+for one of `queue_servers` prefill slots and holds it for an exponential service time of mean `service_ms`, drawn
+from the seed and the request's own prompt: a request's service time does not depend on which requests came before
+it, so a probe sees the same queue however many requests earlier probes sent.
 With one slot and ttft_ms 0 that is an M/M/1 queue under Poisson arrivals: time to first token is exponential with
 rate mu - lambda, so the highest rate with a share q of TTFTs within s is lambda* = mu + ln(1 - q) / s, a capacity
 known in closed form (tests of the goodput search use it).
@@ -136,7 +138,6 @@ def _serve(args: argparse.Namespace) -> None:
     # machine's monotonic clock (the same clock as the client's perf_counter_ns on Linux).
     truth = open(args.truth_log, "a", buffering=1) if args.truth_log else None
     slots = _FifoSlots(args.queue_servers) if args.queue_servers else None
-    service_rng = random.Random(args.seed)
 
     def chunk(head: str, token: int, finish: Optional[str], prompt_ids: str = "") -> bytes:
         # Formatted by hand (not json.dumps): at 64 streams x 100 tokens/s the simulator must stay far from busy,
@@ -180,7 +181,8 @@ def _serve(args: argparse.Namespace) -> None:
         await resp.prepare(request)
         first = t0 + (args.ttft_ms + args.prefill_ms_per_token * len(prompt)) / 1000.0
         if slots is not None:     # wait for a prefill slot, hold it for an exponential service time
-            service_s = service_rng.expovariate(1000.0 / args.service_ms)
+            # hash of a tuple of ints: the same in every process (only str and bytes hashes are salted)
+            service_s = random.Random(hash((args.seed, len(prompt), *prompt[:64]))).expovariate(1000.0 / args.service_ms)
             start = await slots.acquire()
             done_at: Optional[float] = None
             try:

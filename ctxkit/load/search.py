@@ -59,6 +59,9 @@ class SearchPolicy:
                                          # its schedule: its offered rate is below the nominal one (flagged)
     arrival: str = "poisson"             # poisson | trace (the items' own timestamps, scaled to the rate)
     metrics_interval_s: Optional[float] = None   # scrape the servers' gauges this often through a probe
+    scout_requests: Optional[int] = 40   # a probe before the bracket forms (doubling or halving) only picks the
+                                         # direction: it may pass on a Wilson verdict after this many decided,
+                                         # before min_requests and min_duration_s (see _rule). None: none do
     seed: int = 0
 
     @classmethod
@@ -74,6 +77,10 @@ class SearchPolicy:
     def warmup(self, rate: float) -> int:
         """Unscored requests at the head of a probe at `rate`."""
         return max(self.warmup_requests, math.ceil(rate * self.warmup_s))
+
+    def scouts(self) -> bool:
+        """Whether a scouting probe can cost less than a full one (see scout_requests)."""
+        return self.scout_requests is not None and (self.scout_requests < self.min_requests or self.min_duration_s > 0)
 
     def allowed_misses(self, planned: int) -> int:
         """Misses beyond which a probe of `planned` scored requests fails whatever its remaining requests do."""
@@ -101,6 +108,7 @@ class Probe:
     offered_rate: Optional[float] = None # scored requests per second between the first and the last scored send
     client_lagged: bool = False          # p99 send lag over the policy's bound: the client set the pace
     wall_s: float = 0.0
+    scout: bool = False                  # a bracketing probe that passed early, on scout_requests (see _rule)
     misses_by_cause: dict[str, int] = field(default_factory=dict)
     server: dict[str, Any] = field(default_factory=dict)   # each server's metric deltas over the probe
     percentile: dict[str, Any] = field(default_factory=dict)
@@ -113,7 +121,7 @@ class Probe:
         """The probe as one table row (no records)."""
         keep = ("index", "rate", "planned", "sent", "decided", "met", "missed", "undecided", "attainment", "wilson_low",
                 "wilson_high", "verdict", "decided_by", "early_stop", "backlog", "send_lag_p99_ms", "offered_rate",
-                "client_lagged", "wall_s", "speedup")
+                "client_lagged", "wall_s", "speedup", "scout")
         return {k: getattr(self, k) for k in keep} | {f"missed_{k}": v for k, v in self.misses_by_cause.items()}
 
 
@@ -209,30 +217,40 @@ def finished_latency_memo() -> att.LatencyFn:
     return latency
 
 
-def _rule(slo: SLO, policy: SearchPolicy, planned: int) -> Callable[[list, list, int], Optional[str]]:
+def _rule(slo: SLO, policy: SearchPolicy, planned: int, scout: bool = False) -> Callable[[list, list, int], Optional[str]]:
     """When a probe's single stream ends: cancel once its certain misses exceed what the target allows; stop
-    sending (and let what is in flight finish) once at least min_requests are decided and the Wilson interval has
-    a verdict, unless misses are rising (then it goes on, up to max_requests)."""
+    sending (and let what is in flight finish) once at least min_requests are decided over min_duration_s and the
+    Wilson interval has a verdict, unless misses are rising (then it goes on, up to max_requests). A scout also
+    stops on a pass after scout_requests decided: far below capacity that is all a direction needs. Never on an
+    early fail: near capacity misses come in bursts, and a short window that caught one would set the bracket's
+    fail end below capacity (a scout at 0.9 x capacity on the simulated M/M/8 queue did, where the full probe on
+    the same stream passed); it goes on as a full probe instead, or is cut off above capacity by its misses."""
     latency_of = finished_latency_memo()
 
     def stop(done: list[RequestRecord], live: list[RequestRecord], now_ns: int) -> Optional[str]:
         t = att.tally(done + live, slo, now_ns, latency_of)
         if t["missed"] > policy.allowed_misses(planned):
             return "cancel"
+        if policy.mode != "joint":
+            return None
         sends = [r.t_send_ns for r in done + live if not r.warmup and r.t_send_ns]
         long_enough = bool(sends) and (now_ns - min(sends)) / 1e9 >= policy.min_duration_s
-        if policy.mode == "joint" and long_enough and t["decided"] >= policy.min_requests and \
-                att.verdict(t["met"], t["decided"], policy.target) != "undecided" and \
-                not rising(done, slo, policy.target, latency_of):
+        verdict = att.verdict(t["met"], t["decided"], policy.target)
+        full = long_enough and t["decided"] >= policy.min_requests and verdict != "undecided"
+        early = scout and t["decided"] >= (policy.scout_requests or policy.min_requests) and verdict == "pass"
+        if (full or early) and not rising(done, slo, policy.target, latency_of):
             return "drain"
         return None
     return stop
 
 
 def run_probe(backend: ServingBackend, index: int, rate: float, items_fn: ItemsFn, slo: SLO, policy: SearchPolicy,
-              *, timeout_s: float, on_records: Optional[Callable[[list[RequestRecord]], None]] = None) -> Probe:
+              *, timeout_s: float, on_records: Optional[Callable[[list[RequestRecord]], None]] = None,
+              scout: bool = False) -> Probe:
     """One probe at `rate`: one Poisson stream of policy.warmup(rate) unscored requests, then up to max_requests scored
-    ones, ended early by the rule above; its verdict from everything that finished."""
+    ones, ended early by the rule above; its verdict from everything that finished. `scout`: it may pass early
+    (_rule); `probe.scout` says whether it did, short of a full probe's floors."""
+    scouting = scout and policy.scouts()
     probe, t0 = Probe(index, rate), time.monotonic()
     settle(backend, policy.drain_s)
     probe.planned = policy.planned(rate)
@@ -254,7 +272,7 @@ def run_probe(backend: ServingBackend, index: int, rate: float, items_fn: ItemsF
         arrivals = Arrivals("trace")
     else:
         arrivals = Arrivals("poisson", rate, seed=policy.seed * 100_003 + index * 101)
-    rule = _rule(slo, policy, probe.planned)
+    rule = _rule(slo, policy, probe.planned, scouting)
     # after the trace window's check above: a probe refused there leaves no scraping thread behind
     collectors = [ServerMetricsCollector(name, fetch, policy.metrics_interval_s).start()
                   for name, fetch in backend.metric_sources().items()]
@@ -272,6 +290,7 @@ def run_probe(backend: ServingBackend, index: int, rate: float, items_fn: ItemsF
     if on_records:
         on_records(records)
     _score(probe, slo, policy)
+    probe.scout = scouting and probe.verdict == "pass" and not _full_sized(probe, policy)
     probe.server = {c.name: c.stop() for c in collectors}
     probe.timeline = [row for c in collectors for row in c.timeline]
     if policy.arrival == "trace":                 # over the whole probe: its server counters cover the warmup too
@@ -279,6 +298,13 @@ def run_probe(backend: ServingBackend, index: int, rate: float, items_fn: ItemsF
         probe.replay = replay.fidelity(items, every, probe.server, "trace")
     probe.wall_s = time.monotonic() - t0
     return probe
+
+
+def _full_sized(probe: Probe, full: SearchPolicy) -> bool:
+    """Whether a probe met a full probe's floors: min_requests decided over at least min_duration_s of sends."""
+    sends = sorted(r.t_send_ns for r in probe.records if not r.warmup and r.t_send_ns)
+    span_s = (sends[-1] - sends[0]) / 1e9 if sends else 0.0
+    return probe.decided >= full.min_requests and span_s >= full.min_duration_s
 
 
 def trace_window_fits(workload: WorkloadParams, search: SearchParams, card: ModelCard, max_model_len: int,
@@ -356,18 +382,22 @@ def _score(probe: Probe, slo: SLO, policy: SearchPolicy) -> None:
 
 
 def next_rate(probes: list[Probe], low: float, high: float, policy: SearchPolicy) -> float:
-    """The next rate inside a bracket (a pass at `low`, a fail at `high`): where the attainments measured at its
-    ends cross the target, interpolated on log rate (regula falsi), kept at least one tolerance step inside each
-    end so that a probe there can close the bracket. Attainment stays near 1 until close to capacity and then
-    drops, so the line through the ends lands short of the crossing, and the pass end would creep up by small
-    steps: when the last k >= 2 probes inside the bracket all moved the same end, the other end's distance from the
-    target counts 1/2^(k-1) (the Illinois rule). Bisection (on log rate) where the ends' attainments do not straddle
-    the target or two steps do not fit. The bracket and its verdicts are as before; only where it probes moves."""
+    """The next rate inside a bracket (a pass at `low`, a fail at `high`). Attainment stays near 1 until close to
+    capacity and then drops steeply: a pass end above 1 - (1 - target)/2 (0.95 at 0.9) lies on the flat part and says
+    nothing of how far the knee is, and a line from it lands next to it, so the bracket shrinks from below by a small
+    step at a time (a search on a simulated M/M/8 queue crept 40 -> 47 -> 52 -> 59 -> 67 -> 75 -> 78 -> 80): there the
+    next probe is the geometric midpoint, which halves the bracket (on log rate) whatever the curve. A pass end on
+    the knee is informative: the next probe goes where the attainments at the ends cross the target, interpolated
+    on log rate (regula falsi), at least one tolerance step inside each end so that a probe there can close the
+    bracket; when the last k >= 2 probes inside the bracket all moved the same end, the other end's distance from
+    the target counts 1/2^(k-1) (the Illinois rule). Midpoint too where the ends do not straddle the target or two
+    steps do not fit."""
     step = 1 + policy.tolerance
     mid = math.sqrt(low * high)
     at = {p.rate: p for p in probes}
     a_lo, a_hi = (at[r].attainment if r in at else None for r in (low, high))
-    if a_lo is None or a_hi is None or not a_lo > policy.target > a_hi or high / low <= step * step:
+    if a_lo is None or a_hi is None or not a_lo > policy.target > a_hi or high / low <= step * step or \
+            a_lo > 1 - (1 - policy.target) / 2:
         return mid
     verdicts = [p.verdict for p in probes]
     formed = next(i for i in range(len(verdicts)) if {"pass", "fail"} <= set(verdicts[:i + 1]))
@@ -417,10 +447,20 @@ def same_rows_missed(higher: Probe, lower: Probe, slo: SLO, policy: SearchPolicy
             "(misses not from the load)")
 
 
+def bracket(probes: list[Probe]) -> tuple[Optional[float], Optional[float]]:
+    """The highest passing rate and the lowest failing rate above it, from each rate's last probe (a full probe at a
+    scout's rate replaces the scout; a fail below a later pass was noise)."""
+    last = {p.rate: p for p in probes}
+    low = max((r for r, p in last.items() if p.verdict == "pass"), default=None)
+    high = min((r for r, p in last.items() if p.verdict != "pass" and (low is None or r > low)), default=None)
+    return low, high
+
+
 def search(backend: ServingBackend, items_fn: ItemsFn, slo: SLO, policy: SearchPolicy, *, timeout_s: float,
            on_probe: Optional[Callable[[Probe], None]] = None,
            on_records: Optional[Callable[[list[RequestRecord]], None]] = None) -> SearchResult:
-    """Bracket by doubling (or halving), then narrow (next_rate), the highest rate whose probe passes."""
+    """Bracket by doubling (or halving) with scouts, then narrow (next_rate) with full probes, the highest rate whose
+    probe passes; a bracket within tolerance whose end is a scout measures that end again in full."""
     low: Optional[float] = None
     high: Optional[float] = None
     rate, probes, t0 = policy.start_rate, [], time.monotonic()
@@ -434,28 +474,29 @@ def search(backend: ServingBackend, items_fn: ItemsFn, slo: SLO, policy: SearchP
             break
         try:
             probe = run_probe(backend, len(probes), rate, items_fn, slo, policy, timeout_s=timeout_s,
-                              on_records=on_records)
+                              on_records=on_records, scout=low is None or high is None)
         except TraceWindowShort as exc:         # at a higher rate the unscored head (warmup_s) needs more rows
             stopped = f"trace window too short at {rate:.3g} req/s ({exc})"
             break
         probes.append(probe)
         if on_probe:
             on_probe(probe)
-        if probe.verdict == "pass":
-            low = rate if low is None else max(low, rate)
-            if high is not None and high <= low:    # a pass above an earlier fail: that fail was noise
-                high = None
-        else:
-            high = rate if high is None else min(high, rate)
+        low, high = bracket(probes)
         if low is not None and high is not None and high / low <= 1 + policy.tolerance:
-            stopped = f"bracket within {100 * policy.tolerance:g}%"
-            break
+            last = {p.rate: p for p in probes}
+            if not (last[low].scout or last[high].scout):
+                stopped = f"bracket within {100 * policy.tolerance:g}%"
+                break
+            rate = low if last[low].scout else high        # measured again in full: the answer rests on it
+            continue
         if low is None and len(probes) >= 2 and (same := same_rows_missed(probes[-2], probes[-1], slo, policy)):
             stopped = same
             break
-        rate = rate * 2 if high is None else (rate / 2 if low is None else next_rate(probes, low, high, policy))
+        rate = 2 * low if high is None else (high / 2 if low is None else next_rate(probes, low, high, policy))
         if low is None and rate < floor:
             stopped = f"no rate down to {floor:.3g} req/s met the target"
             break
-    converged = low is not None and high is not None and high / low <= 1 + policy.tolerance
+    last = {p.rate: p for p in probes}
+    converged = low is not None and high is not None and high / low <= 1 + policy.tolerance and \
+        not (last[low].scout or last[high].scout)
     return SearchResult(low or 0.0, low, high, converged, stopped, probes)

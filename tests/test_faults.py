@@ -66,9 +66,15 @@ def test_server_killed_mid_sweep(tmp_path):
     assert failure["error_type"] == "ServerDied" and "died during the measured window" in failure["message"], failure
     assert "ServerDied" in err, said
     assert_clean(run)
-    # the next run works: the sweep resumes in the same folder and completes
-    result = run_cli("--runs-dir", str(tmp_path), "run", "e2_concurrency", "--resume", str(run))
-    assert result.returncode == 0, result.stderr[-3000:]
+    # the failed run can be resumed: reopened with its own parameters, its finished point kept for the resume to
+    # skip, the failed attempt set aside. (Resuming runs the same code for a failed and an interrupted run; the
+    # whole resume, servers and all, is test_e1_e2_end_to_end's interrupted-then-resumed run.)
+    from ctxkit.experiments.e2_concurrency import done_points
+    from ctxkit.runs.execute import reopen_for_resume
+    reopened, params = reopen_for_resume("e2_concurrency", run)
+    assert reopened.path == run and params.requests_per_point == 40
+    assert "c1" in done_points(reopened)
+    assert (run / "failure.attempt-0.json").is_file() and not (run / "failure.json").exists()
 
 
 @pytest.mark.vllm

@@ -345,3 +345,15 @@ def test_the_stop_rule_computes_each_finished_requests_latency_once(monkeypatch)
     recs[0].t_end_ns += ms                                    # a record that changed is computed again
     stop(recs, [], 200 * ms)
     assert calls.count("r0") == 2 and len(calls) == 21
+
+
+def test_the_packet_says_which_probes_were_scouts_and_what_each_search_cost():
+    from ctxkit.runs.packet import probes_table
+    row = dict(topology="aggregated x1", slo="default", met=40, decided=40, attainment=1.0, wilson_low=0.91,
+               wilson_high=1.0, decided_by="95% Wilson interval", send_lag_p99_ms=3.0)
+    probes = [{**row, "rate": 2.0, "verdict": "pass", "scout": True, "sent": 40, "wall_s": 20.5},
+              {**row, "rate": 4.0, "verdict": "fail", "scout": False, "sent": 110, "wall_s": 31.0}]
+    lines = probes_table(probes)
+    assert sum("pass (scout)" in line for line in lines) == 1 and sum("| fail |" in line for line in lines) == 1
+    assert "- search cost, aggregated x1 / default: 2 probes (1 scouts), 150 scored requests, 51.5 s of probes" \
+        in lines

@@ -174,13 +174,21 @@ def causes(probe: dict[str, Any]) -> str:
 
 
 def probes_table(probes: list[dict[str, Any]]) -> list[str]:
-    """E4's probes, in the order the searches made them: what each rate's verdict rests on."""
+    """E4's probes, in the order the searches made them: what each rate's verdict rests on, and what each search
+    cost (its probes' wall time and requests; scouts: probes that passed early, before the bracket formed)."""
     rows = [[p["topology"], p["slo"], num(3)(p["rate"]), f"{p['met']}/{p['decided']}", num(1, pct=True)(p["attainment"]),
-             f"{num(1, pct=True)(p['wilson_low'])}-{num(1, pct=True)(p['wilson_high'])}", p["verdict"],
-             p["decided_by"], causes(p),
-             num(0)(p.get("send_lag_p99_ms"))] for p in probes]
+             f"{num(1, pct=True)(p['wilson_low'])}-{num(1, pct=True)(p['wilson_high'])}",
+             p["verdict"] + (" (scout)" if p.get("scout") is True else ""), p["decided_by"], causes(p),
+             num(0)(p.get("send_lag_p99_ms")), num(1)(p.get("wall_s"))] for p in probes]
+    if not rows:
+        return []
+    cost = []
+    for (topology, slo), ps in pd.DataFrame(probes).groupby(["topology", "slo"], sort=False):
+        scouts = int((ps["scout"] == True).sum()) if "scout" in ps else 0  # noqa: E712 - NaN in runs before scouts
+        cost.append(f"- search cost, {topology} / {slo}: {len(ps)} probes ({scouts} scouts), "
+                    f"{int(ps['sent'].sum()):,} scored requests, {ps['wall_s'].sum():.1f} s of probes")
     return table(["topology", "SLO", "rate req/s", "met", "attainment", "95% interval", "verdict", "decided by",
-                  "missed by cause", "send lag p99 ms"], rows) + [""] if rows else []
+                  "missed by cause", "send lag p99 ms", "s"], rows) + [""] + cost + [""]
 
 
 def missed_table(run: PacketRun, limit: int = 12) -> list[str]:

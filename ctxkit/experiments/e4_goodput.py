@@ -496,10 +496,11 @@ def goodput_view(summary: dict[str, Any]):
 def probes_view(probes: pd.DataFrame):
     cols = {"topology": "topology", "slo": "SLO", "index": "probe", "rate": "rate", "sent": "sent",
             "decided": "decided", "attainment": "attained", "wilson_low": "low", "wilson_high": "high",
-            "verdict": "verdict", "decided_by": "decided by", "backlog": "backlog", "send_lag_p99_ms": "lag p99 ms",
-            "offered_rate": "offered", "speedup": "trace speedup",
-            "wall_s": "s"}
-    p = probes[[c for c in cols if c in probes and not (c == "speedup" and probes[c].isna().all())]]
+            "verdict": "verdict", "scout": "scout", "decided_by": "decided by", "backlog": "backlog",
+            "send_lag_p99_ms": "lag p99 ms", "offered_rate": "offered", "speedup": "trace speedup", "wall_s": "s"}
+    shown = {"speedup": probes["speedup"].notna().any() if "speedup" in probes else False,   # a trace's only
+             "scout": (probes["scout"] == True).any() if "scout" in probes else False}   # noqa: E712 - scouts passed
+    p = probes[[c for c in cols if c in probes and shown.get(c, True)]]
     p = p.rename(columns=cols)
     return _styled(p, {"rate": 2, "offered": 2, "attained": 3, "low": 3, "high": 3, "lag p99 ms": 2, "s": 1,
                        "trace speedup": 2})

@@ -116,7 +116,8 @@ for fig in figs:
 kv = summary["profiling"]["kv_transfer"]
 display(pd.DataFrame({k: v for k, v in kv.items() if isinstance(v, dict) and "p50" in v}).T.round(4))
 print({k: v for k, v in kv.items() if not isinstance(v, dict)})
-display(e3_disagg.link_table(kv))
+link = e3_disagg.link_table(kv)
+print(link) if isinstance(link, str) else display(link)
 if summary["variants"]:
     display(pd.DataFrame(summary["variants"]).round(3))
 

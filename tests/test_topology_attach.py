@@ -309,7 +309,9 @@ def test_e3_measures_an_attached_disaggregated_deployment(vllm_server, tmp_path)
     assert meta["backend_mode"] == "real"
     assert {i["role"] for i in meta["topology"]["instances"]} == {"prefill", "decode"}
     assert [i["name"] for i in meta["aggregated_topology"]["instances"]] == ["shared"]
-    assert "not checked: kv_bytes_within_2pct" in (run / "report.html").read_text()
+    html = (run / "report.html").read_text()
+    assert "not checked: kv_bytes_within_2pct" in html
+    assert "No link or KV rate measured: attached deployment" in html     # a sentence, not an empty table header
 
 
 def test_e3_on_an_attached_deployment_takes_a_disaggregated_one(tmp_path):

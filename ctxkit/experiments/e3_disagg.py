@@ -338,7 +338,8 @@ def step_level(win: dict[str, Any], dis: ModeResult) -> dict[str, Any]:
 
 def link_table(kv: dict[str, Any]):
     """The link (one buffer, the handoff's descriptor size) beside the KV path's achieved rate in the window, as a
-    Styler (no index, whole bytes, '-' where a column does not apply)."""
+    Styler (no index, whole bytes, '-' where a column does not apply); where neither was measured, a sentence
+    saying why (an attached deployment without NIXL counters), not an empty header."""
     rows, link_ = [], kv.get("link") or {}
     if link_.get("available"):
         for name, what in (("large", "link: one buffer"), ("descriptor", "link: descriptor-size pieces")):
@@ -354,6 +355,8 @@ def link_table(kv: dict[str, Any]):
         rows.append({"what": "polling level: bytes per handoff / decode step", "pieces": None, "piece bytes": None,
                      "GB/s": win["step_level_gb_per_s"],
                      "of link %": 100 * win["step_level_gb_per_s"] / link_["large"]["gb_per_s"]})
+    if not rows:
+        return f"No link or KV rate measured: {link_.get('reason') or 'no KV path in this run'}."
     frame = pd.DataFrame(rows, columns=["what", "pieces", "piece bytes", "GB/s", "of link %"])
     return frame.style.hide(axis="index").format({"pieces": "{:,.0f}", "piece bytes": "{:,.0f}", "GB/s": "{:.3f}",
                                                   "of link %": "{:.1f}"}, na_rep="-")
@@ -549,7 +552,7 @@ def conclusions(summary: dict[str, Any]) -> str:
     text = (f"Disaggregated serving changed median TTFT by {pct(d['p50_ttft_ms'], a['p50_ttft_ms'])} "
             f"({a['p50_ttft_ms']:.1f} -> {d['p50_ttft_ms']:.1f} ms) and median TPOT by "
             f"{pct(d['p50_tpot_ms'], a['p50_tpot_ms'])} ({a['p50_tpot_ms']:.2f} -> {d['p50_tpot_ms']:.2f} ms) against "
-            f"an aggregated pool of {a['servers']} replicas. Goodput per device ({unit}): aggregated "
+            f"an aggregated pool of {a['servers']} replica{'' if a['servers'] == 1 else 's'}. Goodput per device ({unit}): aggregated "
             f"{a['goodput_per_device']:.3f} req/s on {a['devices']:g}, disaggregated {d['goodput_per_device']:.3f} "
             f"req/s on {d['devices']:g}. ")
     if a.get("unit", unit) != unit:

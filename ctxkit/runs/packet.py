@@ -182,8 +182,10 @@ def probes_table(probes: list[dict[str, Any]]) -> list[str]:
              num(0)(p.get("send_lag_p99_ms")), num(1)(p.get("wall_s"))] for p in probes]
     if not rows:
         return []
-    cost = []
-    for (topology, slo), ps in pd.DataFrame(probes).groupby(["topology", "slo"], sort=False):
+    cost, frame = [], pd.DataFrame(probes)
+    if not {"sent", "wall_s"} <= set(frame):                # a summary written before probes kept them
+        frame = frame.iloc[0:0]
+    for (topology, slo), ps in frame.groupby(["topology", "slo"], sort=False):
         scouts = int((ps["scout"] == True).sum()) if "scout" in ps else 0  # noqa: E712 - NaN in runs before scouts
         cost.append(f"- search cost, {topology} / {slo}: {len(ps)} probes ({scouts} scouts), "
                     f"{int(ps['sent'].sum()):,} scored requests, {ps['wall_s'].sum():.1f} s of probes")

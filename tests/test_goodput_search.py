@@ -264,7 +264,7 @@ def test_inside_a_bracket_the_next_rate_follows_the_measured_attainments():
     assert 80 * 1.05 <= guess < 90 < middle                            # near the pass end: 0.93 is close to 0.9
     near = Probe(0, 80.0, attainment=0.901, verdict="pass")
     assert next_rate([near, failed], 80.0, 160.0, policy) == 80 * 1.05   # one step up: a fail there closes it
-    up = [Probe(2 + i, r, attainment=0.95, verdict="pass") for i, r in enumerate((84.0, 86.0, 88.0))]
+    up = [Probe(2 + i, r, attainment=0.94, verdict="pass") for i, r in enumerate((84.0, 86.0, 88.0))]
     once, twice, thrice = (next_rate([knee, failed, *up[3 - k:]], 88.0, 160.0, policy) for k in (1, 2, 3))
     assert 88 * 1.05 <= once < twice < thrice <= 160 / 1.05             # the same ends, a longer creep: farther
     noisy = Probe(1, 160.0, attainment=0.93, verdict="fail")           # failed on its trend, not its attainment
@@ -272,17 +272,22 @@ def test_inside_a_bracket_the_next_rate_follows_the_measured_attainments():
     assert next_rate([knee, failed], 80.0, 86.0, policy) == math.sqrt(80 * 86)   # two steps do not fit
 
 
-def fake_probes(monkeypatch, scout_up_to: float, full_up_to: float) -> list[tuple[float, bool]]:
+def fake_probes(monkeypatch, scout_up_to: float, full_up_to: float,
+                turned: float | None = None) -> list[tuple[float, bool]]:
     """run_probe replaced by a server whose scouts pass up to `scout_up_to` req/s and whose full probes pass up to
-    `full_up_to` (a scout may be optimistic: a short probe sees less of a queue). Returns (rate, scout) as asked."""
+    `full_up_to` (a scout may be optimistic: a short probe sees less of a queue); a scout at `turned` stops on its
+    pass and what was in flight then turns it into a fail. Returns (rate, scout) as asked."""
     from ctxkit.load import search as search_mod
     asked: list[tuple[float, bool]] = []
 
     def probe(backend, index, rate, items_fn, slo, policy, *, timeout_s, on_records=None, scout=False):
         asked.append((rate, scout))
         passed = rate <= (scout_up_to if scout else full_up_to)
+        early = scout and (passed or rate == turned)        # what the stop rule's scout pass sets
+        if early and rate == turned:
+            passed = False
         return Probe(index, rate, attainment=1.0 if passed else 0.5, verdict="pass" if passed else "fail",
-                     scout=scout and passed)
+                     scout=early)
     monkeypatch.setattr(search_mod, "run_probe", probe)
     return asked
 
@@ -291,23 +296,49 @@ def test_the_bracket_is_found_by_scouts_and_its_ends_rest_on_full_probes(monkeyp
     """Probes before the bracket forms are scouts; inside it every probe is full; a bracket that closes on a
     scout's pass measures that rate again in full before the search stops."""
     asked = fake_probes(monkeypatch, scout_up_to=41.0, full_up_to=41.0)
-    policy = SearchPolicy(start_rate=10.0, tolerance=0.05, min_requests=300, max_probes=20)
+    policy = SearchPolicy(start_rate=10.0, tolerance=0.05, min_requests=300)
     result = search(None, items(0), SLO(ttft_ms=300), policy, timeout_s=30)
     assert asked[:4] == [(10.0, True), (20.0, True), (40.0, True), (80.0, True)]     # doubling: scouts
-    assert all(not scout for _, scout in asked[4:-1])                                 # narrowing: full
-    assert asked[-1] == (40.0, False)           # the bracket closed on 40's scout pass: 40 again, in full
+    assert all(not scout for _, scout in asked[4:])                                   # narrowing: full
+    assert (40.0, False) in asked               # the bracket's pass end, 40, measured again in full
     assert result.converged and result.goodput == 40.0 and result.high / result.low <= 1.05
+    assert not {p.rate: p for p in result.probes}[result.low].scout
 
 
 def test_a_scouts_optimistic_pass_never_becomes_the_answer(monkeypatch):
-    """A scout that passed where a full probe fails: the full probe at its rate replaces it, and the search goes on
-    below it to an answer that full probes passed."""
+    """A scout that passed where a full probe fails: once three probes in a row failed in full above it, the full
+    probe at its rate replaces it, and the search goes on below it, within the default probe cap, to an answer that
+    full probes passed."""
     asked = fake_probes(monkeypatch, scout_up_to=45.0, full_up_to=33.0)
-    policy = SearchPolicy(start_rate=10.0, tolerance=0.05, min_requests=300, max_probes=20)
+    policy = SearchPolicy(start_rate=10.0, tolerance=0.05, min_requests=300)
     result = search(None, items(0), SLO(ttft_ms=300), policy, timeout_s=30)
-    assert (40.0, False) in asked                                  # the scout's pass at 40, measured in full: fail
+    assert asked.index((40.0, False)) == 6      # 80, 56.6, 47.6 failed in full: 40 measured again at once (fails)
     assert result.converged and 33.0 / 1.05 <= result.goodput <= 33.0
-    assert not result.probes[-1].scout and all(r <= 33.0 for r, scout in asked if not scout and r == result.goodput)
+
+
+def test_a_scout_whose_pass_turned_into_a_fail_is_measured_again_in_full(monkeypatch):
+    """A scout stops sending on a pass; the requests still in flight may then miss and turn its verdict. Such a
+    probe never sets the bracket's fail end (a scout never fails early): its rate is measured again in full."""
+    asked = fake_probes(monkeypatch, scout_up_to=41.0, full_up_to=41.0, turned=40.0)
+    policy = SearchPolicy(start_rate=10.0, tolerance=0.05, min_requests=300)
+    result = search(None, items(0), SLO(ttft_ms=300), policy, timeout_s=30)
+    assert asked[2:5] == [(40.0, True), (40.0, False), (80.0, True)]   # 40 again in full (a pass), then on up
+    assert result.converged and result.goodput == 40.0
+
+
+def test_a_re_measure_is_not_a_halving_step():
+    """Two failing trace probes a few percent apart (a fail, then a scout's rate measured again just below it)
+    say nothing about whether halving the rate rescues rows: only a halving step may stop a trace search."""
+    from ctxkit.load.search import same_rows_missed
+    policy, slo = SearchPolicy(arrival="trace", min_requests=10), SLO(ttft_ms=300, tpot_ms=50)
+
+    def failed(rate: float) -> Probe:                  # the same rows miss (every fourth) and the same rows meet
+        records = steady(20, lambda i: 2000 if i % 4 == 0 else 100)
+        for i, rec in enumerate(records):
+            rec.tags["trace_row"] = i
+        return Probe(0, rate, verdict="fail", records=records)
+    assert same_rows_missed(failed(10.44), failed(5.22), slo, policy)        # halving rescued none: stop
+    assert same_rows_missed(failed(5.22), failed(5.0), slo, policy) is None  # a re-measure just below: no step
 
 
 def test_a_scout_passes_early_on_its_wilson_verdict_but_never_fails_early():
@@ -315,7 +346,7 @@ def test_a_scout_passes_early_on_its_wilson_verdict_but_never_fails_early():
     probe's min_requests and min_duration_s; on a fail it goes on (misses near capacity come in bursts)."""
     from ctxkit.load.search import _rule
     slo = SLO(ttft_ms=1000, tpot_ms=50)
-    policy = SearchPolicy(target=0.9, min_requests=300, max_requests=600, min_duration_s=4.0, scout_requests=40)
+    policy = SearchPolicy(target=0.9, min_requests=300, max_requests=600, min_duration_s=10.0, scout_requests=40)
     met = steady(40, lambda i: 100)                                # 40 of 40 met: Wilson low 0.912, over 4 s
     now = met[-1].t_end_ns
     assert _rule(slo, policy, 600, scout=True)(met, [], now) == "drain"

@@ -108,7 +108,7 @@ class Probe:
     offered_rate: Optional[float] = None # scored requests per second between the first and the last scored send
     client_lagged: bool = False          # p99 send lag over the policy's bound: the client set the pace
     wall_s: float = 0.0
-    scout: bool = False                  # a bracketing probe that passed early, on scout_requests (see _rule)
+    scout: bool = False                  # stopped early by the scout rule (_rule): short of a full probe's floors
     misses_by_cause: dict[str, int] = field(default_factory=dict)
     server: dict[str, Any] = field(default_factory=dict)   # each server's metric deltas over the probe
     percentile: dict[str, Any] = field(default_factory=dict)
@@ -239,8 +239,10 @@ def _rule(slo: SLO, policy: SearchPolicy, planned: int, scout: bool = False) -> 
         full = long_enough and t["decided"] >= policy.min_requests and verdict != "undecided"
         early = scout and t["decided"] >= (policy.scout_requests or policy.min_requests) and verdict == "pass"
         if (full or early) and not rising(done, slo, policy.target, latency_of):
+            stop.by_scout = not full         # stopped short of a full probe's floors: its verdict is a scout's
             return "drain"
         return None
+    stop.by_scout = False
     return stop
 
 
@@ -249,7 +251,7 @@ def run_probe(backend: ServingBackend, index: int, rate: float, items_fn: ItemsF
               scout: bool = False) -> Probe:
     """One probe at `rate`: one Poisson stream of policy.warmup(rate) unscored requests, then up to max_requests scored
     ones, ended early by the rule above; its verdict from everything that finished. `scout`: it may pass early
-    (_rule); `probe.scout` says whether it did, short of a full probe's floors."""
+    (_rule); `probe.scout` says whether it did."""
     scouting = scout and policy.scouts()
     probe, t0 = Probe(index, rate), time.monotonic()
     settle(backend, policy.drain_s)
@@ -290,7 +292,7 @@ def run_probe(backend: ServingBackend, index: int, rate: float, items_fn: ItemsF
     if on_records:
         on_records(records)
     _score(probe, slo, policy)
-    probe.scout = scouting and probe.verdict == "pass" and not _full_sized(probe, policy)
+    probe.scout = rule.by_scout              # what was in flight may still turn its pass into a fail (search())
     probe.server = {c.name: c.stop() for c in collectors}
     probe.timeline = [row for c in collectors for row in c.timeline]
     if policy.arrival == "trace":                 # over the whole probe: its server counters cover the warmup too
@@ -298,13 +300,6 @@ def run_probe(backend: ServingBackend, index: int, rate: float, items_fn: ItemsF
         probe.replay = replay.fidelity(items, every, probe.server, "trace")
     probe.wall_s = time.monotonic() - t0
     return probe
-
-
-def _full_sized(probe: Probe, full: SearchPolicy) -> bool:
-    """Whether a probe met a full probe's floors: min_requests decided over at least min_duration_s of sends."""
-    sends = sorted(r.t_send_ns for r in probe.records if not r.warmup and r.t_send_ns)
-    span_s = (sends[-1] - sends[0]) / 1e9 if sends else 0.0
-    return probe.decided >= full.min_requests and span_s >= full.min_duration_s
 
 
 def trace_window_fits(workload: WorkloadParams, search: SearchParams, card: ModelCard, max_model_len: int,
@@ -435,8 +430,8 @@ def same_rows_missed(higher: Probe, lower: Probe, slo: SLO, policy: SearchPolicy
     (rising misses or climbing latency), nor where nothing met: a backlog above capacity makes every row miss at
     both rates."""
     if policy.arrival != "trace" or higher.verdict != "fail" or lower.verdict != "fail" or \
-            lower.rate >= higher.rate or lower.decided_by in NOT_STEADY:
-        return None
+            lower.rate > higher.rate / 2 * (1 + 1e-9) or lower.decided_by in NOT_STEADY:
+        return None             # a halving step only (not a scout's re-measure a few percent below a fail)
     a, b = _trace_outcomes(higher, slo), _trace_outcomes(lower, slo)
     common = a.keys() & b.keys()
     missed = [r for r in common if not b[r]]
@@ -463,7 +458,7 @@ def search(backend: ServingBackend, items_fn: ItemsFn, slo: SLO, policy: SearchP
     probe passes; a bracket within tolerance whose end is a scout measures that end again in full."""
     low: Optional[float] = None
     high: Optional[float] = None
-    rate, probes, t0 = policy.start_rate, [], time.monotonic()
+    rate, probes, t0, again = policy.start_rate, [], time.monotonic(), False
     floor = policy.start_rate / 2 ** 6
     while True:
         if len(probes) >= policy.max_probes:
@@ -474,20 +469,30 @@ def search(backend: ServingBackend, items_fn: ItemsFn, slo: SLO, policy: SearchP
             break
         try:
             probe = run_probe(backend, len(probes), rate, items_fn, slo, policy, timeout_s=timeout_s,
-                              on_records=on_records, scout=low is None or high is None)
+                              on_records=on_records, scout=(low is None or high is None) and not again)
         except TraceWindowShort as exc:         # at a higher rate the unscored head (warmup_s) needs more rows
             stopped = f"trace window too short at {rate:.3g} req/s ({exc})"
             break
         probes.append(probe)
         if on_probe:
             on_probe(probe)
+        again = probe.scout and probe.verdict != "pass"
+        if again:       # it stopped on a scout's pass and what was in flight turned it: a scout never fails early
+            continue
         low, high = bracket(probes)
-        if low is not None and high is not None and high / low <= 1 + policy.tolerance:
-            last = {p.rate: p for p in probes}
-            if not (last[low].scout or last[high].scout):
-                stopped = f"bracket within {100 * policy.tolerance:g}%"
-                break
-            rate = low if last[low].scout else high        # measured again in full: the answer rests on it
+        last = {p.rate: p for p in probes}
+        closed = low is not None and high is not None and high / low <= 1 + policy.tolerance
+        if closed and not last[low].scout:
+            stopped = f"bracket within {100 * policy.tolerance:g}%"
+            break
+        # the answer rests on a full probe: a scout's pass at the low end is measured again in full once the bracket
+        # closes on it, or sooner, once the last three probes all failed in full (the bracket's fail end and two
+        # narrowing probes below it): a scout may pass above capacity, and every probe narrowing down toward it
+        # would be spent above capacity too
+        streak = probes[-3:]
+        if low is not None and last[low].scout and \
+                (closed or len(streak) == 3 and all(p.verdict == "fail" and not p.scout for p in streak)):
+            rate, again = low, True
             continue
         if low is None and len(probes) >= 2 and (same := same_rows_missed(probes[-2], probes[-1], slo, policy)):
             stopped = same

@@ -7,8 +7,9 @@ Latency model, per request, on an absolute schedule from the request's arrival (
 first token at ttft_ms + prefill_ms_per_token x prompt tokens, then one token every tpot_ms.
 With a capacity (`queue_servers` > 0): before its first token each request also waits, first come first served,
 for one of `queue_servers` prefill slots and holds it for an exponential service time of mean `service_ms`, drawn
-from the seed and the request's own prompt: a request's service time does not depend on which requests came before
-it, so a probe sees the same queue however many requests earlier probes sent.
+from the seed and the request's own prompt (its length and first 64 tokens): a request's service time does not
+depend on which requests came before it, so a probe sees the same queue however many requests earlier probes sent.
+Prompts that share their length and first 64 tokens (a long shared prefix) share a service time.
 With one slot and ttft_ms 0 that is an M/M/1 queue under Poisson arrivals: time to first token is exponential with
 rate mu - lambda, so the highest rate with a share q of TTFTs within s is lambda* = mu + ln(1 - q) / s, a capacity
 known in closed form (tests of the goodput search use it).

@@ -123,8 +123,10 @@ class ServerMetricsCollector:
         if samples:
             self.timeline.append({"t_wall_s": time.time(), "t_ns": time.perf_counter_ns(), "server": self.name,
                                   **{g: value(samples, f"vllm:{g}") for g in GAUGES},
-                                  # a counter, kept as it stands: where it grows, the server preempted
-                                  "num_preemptions": value(samples, "vllm:num_preemptions_total")})
+                                  # counters, kept as they stand: where one grows, the server preempted or
+                                  # finished requests (a scrape can fall between short requests; a counter can't)
+                                  "num_preemptions": value(samples, "vllm:num_preemptions_total"),
+                                  "requests_finished": value(samples, "vllm:request_success_total")})
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):

@@ -125,6 +125,47 @@ def test_an_overloaded_probe_ends_early_with_its_backlog(mmk):
     assert probe.send_lag_p99_ms is not None                     # how far the client fell behind, recorded
 
 
+def test_a_probe_above_capacity_cuts_its_warmup_short_and_fails_on_scored_requests(mmk):
+    """At twice the capacity, with a 6 s warmup (the cost benchmark's): the warmup's own requests, made on a queue
+    that started empty, already fail the target, so the warmup ends there and scoring starts; the scored requests
+    then fail the probe. The warmup sent far fewer than its 6 s of requests."""
+    sim = mmk(5)
+    policy = SearchPolicy(target=TARGET, min_requests=300, max_requests=600, warmup_requests=20, warmup_s=6.0,
+                          min_duration_s=4.0, drain_s=10)
+    rate = 2 * capacity()
+    probe = run_probe(sim, 0, rate, items(5), SLO(ttft_ms=1000 * S), policy, timeout_s=30)
+    warm = sum(r.warmup for r in probe.records)
+    assert probe.warmup_cut and probe.row()["warmup_cut"]
+    assert 20 <= warm < policy.warmup(rate) / 2, (warm, policy.warmup(rate))
+    assert probe.verdict == "fail" and probe.decided_by == "misses beyond what the target allows"
+    assert probe.sent > 0 and probe.missed > policy.allowed_misses(probe.planned)
+
+
+def test_a_warmup_is_cut_only_when_its_own_requests_fail_the_target():
+    """The rule ends the warmup (the unsent warmup ids become scored) on a Wilson fail over at least 20 decided
+    warmup requests; a warmup that meets its SLOs, or has too few decided, runs to its end."""
+    from ctxkit.load.search import _rule
+    slo = SLO(ttft_ms=1000, tpot_ms=50)
+    policy = SearchPolicy(target=0.9, min_requests=300, max_requests=600)
+
+    def warmup(n_sent: int, ttft_ms) -> tuple[list, set]:
+        recs = steady(n_sent, ttft_ms)
+        for r in recs:
+            r.warmup = True
+        return recs, {r.request_id for r in recs} | {f"unsent{i}" for i in range(100)}
+
+    missed, unscored = warmup(30, lambda i: 2000 if i >= 15 else 100)       # 15 of 30 met: a Wilson fail
+    rule = _rule(slo, policy, 600, unscored=unscored)
+    assert rule(missed, [], missed[-1].t_end_ns) is None and rule.warmup_cut
+    assert unscored == {r.request_id for r in missed}                      # what is sent next is scored
+    met, unscored = warmup(30, lambda i: 100)
+    rule = _rule(slo, policy, 600, unscored=unscored)
+    assert rule(met, [], met[-1].t_end_ns) is None and not rule.warmup_cut and len(unscored) == 130
+    few, unscored = warmup(19, lambda i: 2000)                               # 19 misses: too few decided
+    rule = _rule(slo, policy, 600, unscored=unscored)
+    assert rule(few, [], few[-1].t_end_ns) is None and not rule.warmup_cut and len(unscored) == 119
+
+
 def steady(n: int, ttft_ms, tpot_ms: float = 5.0):
     """Records sent 100 ms apart with the given TTFTs (a function of the index) and 8 tokens at tpot_ms."""
     from ctxkit.records import RequestRecord

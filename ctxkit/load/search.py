@@ -109,6 +109,7 @@ class Probe:
     client_lagged: bool = False          # p99 send lag over the policy's bound: the client set the pace
     wall_s: float = 0.0
     scout: bool = False                  # stopped early by the scout rule (_rule): short of a full probe's floors
+    warmup_cut: bool = False             # its warmup ended early: its own requests already failed the target
     misses_by_cause: dict[str, int] = field(default_factory=dict)
     server: dict[str, Any] = field(default_factory=dict)   # each server's metric deltas over the probe
     percentile: dict[str, Any] = field(default_factory=dict)
@@ -121,7 +122,7 @@ class Probe:
         """The probe as one table row (no records)."""
         keep = ("index", "rate", "planned", "sent", "decided", "met", "missed", "undecided", "attainment", "wilson_low",
                 "wilson_high", "verdict", "decided_by", "early_stop", "backlog", "send_lag_p99_ms", "offered_rate",
-                "client_lagged", "wall_s", "speedup", "scout")
+                "client_lagged", "wall_s", "speedup", "scout", "warmup_cut")
         return {k: getattr(self, k) for k in keep} | {f"missed_{k}": v for k, v in self.misses_by_cause.items()}
 
 
@@ -217,17 +218,23 @@ def finished_latency_memo() -> att.LatencyFn:
     return latency
 
 
-def _rule(slo: SLO, policy: SearchPolicy, planned: int, scout: bool = False) -> Callable[[list, list, int], Optional[str]]:
+def _rule(slo: SLO, policy: SearchPolicy, planned: int, scout: bool = False,
+          unscored: Optional[set[str]] = None) -> Callable[[list, list, int], Optional[str]]:
     """When a probe's single stream ends: cancel once its certain misses exceed what the target allows; stop
     sending (and let what is in flight finish) once at least min_requests are decided over min_duration_s and the
     Wilson interval has a verdict, unless misses are rising (then it goes on, up to max_requests). A scout also
     stops on a pass after scout_requests decided: far below capacity that is all a direction needs. Never on an
     early fail: near capacity misses come in bursts, and a short window that caught one would set the bracket's
     fail end below capacity (a scout at 0.9 x capacity on the simulated M/M/8 queue did, where the full probe on
-    the same stream passed); it goes on as a full probe instead, or is cut off above capacity by its misses."""
+    the same stream passed); it goes on as a full probe instead, or is cut off above capacity by its misses.
+    `unscored`, the ids of the probe's warmup requests: see _cut_warmup."""
     latency_of = finished_latency_memo()
 
     def stop(done: list[RequestRecord], live: list[RequestRecord], now_ns: int) -> Optional[str]:
+        if stop.warming:
+            stop.warming = _warming(done + live, unscored)
+            stop.warmup_cut = stop.warming and _cut_warmup(done + live, unscored, slo, policy, now_ns, latency_of)
+            stop.warming = stop.warming and not stop.warmup_cut
         t = att.tally(done + live, slo, now_ns, latency_of)
         if t["missed"] > policy.allowed_misses(planned):
             return "cancel"
@@ -242,8 +249,30 @@ def _rule(slo: SLO, policy: SearchPolicy, planned: int, scout: bool = False) -> 
             stop.by_scout = not full         # stopped short of a full probe's floors: its verdict is a scout's
             return "drain"
         return None
-    stop.by_scout = False
+    stop.by_scout = stop.warmup_cut = False
+    stop.warming = unscored is not None      # until the warmup is sent or cut: then no more checks of it
     return stop
+
+
+def _warming(sent: list[RequestRecord], unscored: Optional[set[str]]) -> bool:
+    """Whether warmup requests remain to be sent."""
+    return unscored is not None and sum(1 for r in sent if r.warmup) < len(unscored)
+
+
+def _cut_warmup(sent: list[RequestRecord], unscored: set[str], slo: SLO, policy: SearchPolicy, now_ns: int,
+                latency_of: att.LatencyFn) -> bool:
+    """End the warmup now (the unsent warmup requests become scored ones) when the warmup's own requests already
+    fail the target: at least 20 decided and a Wilson fail. The warmup waits for the servers' queues to reach steady
+    state, but a probe starts from settled servers, an empty queue that only flatters the requests made on it: if
+    they already miss, the rate is not one the servers sustain, and waiting out the warmup (warmup_s: 6 s in the
+    cost benchmark) only builds the backlog the scored requests then cancel on. Scoring starts at once instead; the
+    verdict still comes from the scored requests, so a warmup cut by a burst of misses near capacity costs a
+    slightly pessimistic start, never a verdict of its own. Returns whether it cut."""
+    warm = [o for o in (att.outcome(r, slo, now_ns, latency_of) for r in sent if r.warmup) if o.met is not None]
+    if len(warm) < 20 or att.verdict(sum(1 for o in warm if o.met), len(warm), policy.target) != "fail":
+        return False
+    unscored.intersection_update(r.request_id for r in sent)
+    return True
 
 
 def run_probe(backend: ServingBackend, index: int, rate: float, items_fn: ItemsFn, slo: SLO, policy: SearchPolicy,
@@ -274,7 +303,7 @@ def run_probe(backend: ServingBackend, index: int, rate: float, items_fn: ItemsF
         arrivals = Arrivals("trace")
     else:
         arrivals = Arrivals("poisson", rate, seed=policy.seed * 100_003 + index * 101)
-    rule = _rule(slo, policy, probe.planned, scouting)
+    rule = _rule(slo, policy, probe.planned, scouting, unscored)
     # after the trace window's check above: a probe refused there leaves no scraping thread behind
     collectors = [ServerMetricsCollector(name, fetch, policy.metrics_interval_s).start()
                   for name, fetch in backend.metric_sources().items()]
@@ -293,6 +322,7 @@ def run_probe(backend: ServingBackend, index: int, rate: float, items_fn: ItemsF
         on_records(records)
     _score(probe, slo, policy)
     probe.scout = rule.by_scout              # what was in flight may still turn its pass into a fail (search())
+    probe.warmup_cut = rule.warmup_cut
     probe.server = {c.name: c.stop() for c in collectors}
     probe.timeline = [row for c in collectors for row in c.timeline]
     if policy.arrival == "trace":                 # over the whole probe: its server counters cover the warmup too

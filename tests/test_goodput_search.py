@@ -134,36 +134,44 @@ def test_a_probe_above_capacity_cuts_its_warmup_short_and_fails_on_scored_reques
                           min_duration_s=4.0, drain_s=10)
     rate = 2 * capacity()
     probe = run_probe(sim, 0, rate, items(5), SLO(ttft_ms=1000 * S), policy, timeout_s=30)
-    warm = sum(r.warmup for r in probe.records)
+    warm = [r for r in probe.records if r.warmup]
     assert probe.warmup_cut and probe.row()["warmup_cut"]
-    assert 20 <= warm < policy.warmup(rate) / 2, (warm, policy.warmup(rate))
+    assert 20 <= len(warm) < policy.warmup(rate) / 2, (len(warm), policy.warmup(rate))
+    assert max(r.t_sched_ns for r in warm) < min(r.t_sched_ns for r in probe.records if not r.warmup)  # a head
     assert probe.verdict == "fail" and probe.decided_by == "misses beyond what the target allows"
-    assert probe.sent > 0 and probe.missed > policy.allowed_misses(probe.planned)
+    assert 0 < probe.sent <= probe.planned
 
 
 def test_a_warmup_is_cut_only_when_its_own_requests_fail_the_target():
-    """The rule ends the warmup (the unsent warmup ids become scored) on a Wilson fail over at least 20 decided
-    warmup requests; a warmup that meets its SLOs, or has too few decided, runs to its end."""
-    from ctxkit.load.search import _rule
+    """Asked before each send, the rule ends the warmup on a Wilson fail over at least 20 decided warmup requests:
+    the head keeps the requests sent so far, what is sent next is scored, and a cut probe drains once it has sent
+    as many scored requests as planned. A warmup that meets its SLOs, or has too few decided, runs to its end."""
+    from ctxkit.load.search import WarmupHead, _rule
     slo = SLO(ttft_ms=1000, tpot_ms=50)
     policy = SearchPolicy(target=0.9, min_requests=300, max_requests=600)
 
-    def warmup(n_sent: int, ttft_ms) -> tuple[list, set]:
+    def ask(ttft_ms, n_sent: int, planned: int = 600) -> tuple:
+        """The rule asked before each of n_sent warmup sends (each sees the ones before it, finished), then once
+        more; a head of 100 warmup requests."""
         recs = steady(n_sent, ttft_ms)
-        for r in recs:
-            r.warmup = True
-        return recs, {r.request_id for r in recs} | {f"unsent{i}" for i in range(100)}
+        head = WarmupHead([r.request_id for r in recs] + [f"unsent{i}" for i in range(100 - n_sent)])
+        rule, answers = _rule(slo, policy, planned, head=head), []
+        for j in range(n_sent + 1):
+            for r in recs[:j]:
+                r.warmup = r.request_id in head.unscored
+            answers.append(rule(recs[:j], [], recs[-1].t_end_ns))
+        return rule, head, answers
 
-    missed, unscored = warmup(30, lambda i: 2000 if i >= 15 else 100)       # 15 of 30 met: a Wilson fail
-    rule = _rule(slo, policy, 600, unscored=unscored)
-    assert rule(missed, [], missed[-1].t_end_ns) is None and rule.warmup_cut
-    assert unscored == {r.request_id for r in missed}                      # what is sent next is scored
-    met, unscored = warmup(30, lambda i: 100)
-    rule = _rule(slo, policy, 600, unscored=unscored)
-    assert rule(met, [], met[-1].t_end_ns) is None and not rule.warmup_cut and len(unscored) == 130
-    few, unscored = warmup(19, lambda i: 2000)                               # 19 misses: too few decided
-    rule = _rule(slo, policy, 600, unscored=unscored)
-    assert rule(few, [], few[-1].t_end_ns) is None and not rule.warmup_cut and len(unscored) == 119
+    rule, head, answers = ask(lambda i: 100 if i < 15 else 2000, 30)     # from the 20th, misses fail the target
+    assert rule.warmup_cut and set(answers) == {None}
+    assert 20 <= len(head.ids) < 30 and head.ids == [f"r{i}" for i in range(len(head.ids))]   # the ones sent
+    assert head.unscored == set(head.ids)
+    rule, head, _ = ask(lambda i: 100, 30)
+    assert not rule.warmup_cut and len(head.ids) == 100
+    rule, head, _ = ask(lambda i: 2000, 19)                                  # 19 misses: too few decided
+    assert not rule.warmup_cut and len(head.ids) == 100
+    rule, head, answers = ask(lambda i: 2000 if i < 20 else 100, 25, planned=3)   # cut at the 20th; 3 scored sends
+    assert rule.warmup_cut and len(head.ids) == 20 and answers[20:24] == [None, None, None, "drain"]
 
 
 def steady(n: int, ttft_ms, tpot_ms: float = 5.0):

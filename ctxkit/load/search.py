@@ -218,8 +218,22 @@ def finished_latency_memo() -> att.LatencyFn:
     return latency
 
 
+@dataclass
+class WarmupHead:
+    """A probe's unscored head: its requests' ids in send order. cut(n) keeps the first n; the rest are scored."""
+    ids: list[str]
+    unscored: set[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.unscored = set(self.ids)
+
+    def cut(self, n: int) -> None:
+        del self.ids[n:]
+        self.unscored = set(self.ids)
+
+
 def _rule(slo: SLO, policy: SearchPolicy, planned: int, scout: bool = False,
-          unscored: Optional[set[str]] = None) -> Callable[[list, list, int], Optional[str]]:
+          head: Optional[WarmupHead] = None) -> Callable[[list, list, int], Optional[str]]:
     """When a probe's single stream ends: cancel once its certain misses exceed what the target allows; stop
     sending (and let what is in flight finish) once at least min_requests are decided over min_duration_s and the
     Wilson interval has a verdict, unless misses are rising (then it goes on, up to max_requests). A scout also
@@ -227,17 +241,24 @@ def _rule(slo: SLO, policy: SearchPolicy, planned: int, scout: bool = False,
     early fail: near capacity misses come in bursts, and a short window that caught one would set the bracket's
     fail end below capacity (a scout at 0.9 x capacity on the simulated M/M/8 queue did, where the full probe on
     the same stream passed); it goes on as a full probe instead, or is cut off above capacity by its misses.
-    `unscored`, the ids of the probe's warmup requests: see _cut_warmup."""
+    `head`, the probe's warmup requests: the rule is asked once before each send, so at its j-th call (from 0) the
+    first j items are sent (or scheduled); it may end the warmup there (_cut_warmup: the head is cut to those j, and
+    what is sent next is scored)."""
     latency_of = finished_latency_memo()
+    calls = 0
 
     def stop(done: list[RequestRecord], live: list[RequestRecord], now_ns: int) -> Optional[str]:
-        if stop.warming:
-            stop.warming = _warming(done + live, unscored)
-            stop.warmup_cut = stop.warming and _cut_warmup(done + live, unscored, slo, policy, now_ns, latency_of)
-            stop.warming = stop.warming and not stop.warmup_cut
+        nonlocal calls
+        sent, calls = calls, calls + 1          # items sent before this call (the drain's calls come after all)
+        if head is not None and not stop.warmup_cut and sent < len(head.ids) and \
+                _cut_warmup(done + live, slo, policy, now_ns, latency_of):
+            head.cut(sent)
+            stop.warmup_cut = True
         t = att.tally(done + live, slo, now_ns, latency_of)
         if t["missed"] > policy.allowed_misses(planned):
             return "cancel"
+        if head is not None and stop.warmup_cut and sent - len(head.ids) >= planned:
+            return "drain"       # a cut warmup leaves more items than planned: the probe scores as many as planned
         if policy.mode != "joint":
             return None
         sends = [r.t_send_ns for r in done + live if not r.warmup and r.t_send_ns]
@@ -250,29 +271,20 @@ def _rule(slo: SLO, policy: SearchPolicy, planned: int, scout: bool = False,
             return "drain"
         return None
     stop.by_scout = stop.warmup_cut = False
-    stop.warming = unscored is not None      # until the warmup is sent or cut: then no more checks of it
     return stop
 
 
-def _warming(sent: list[RequestRecord], unscored: Optional[set[str]]) -> bool:
-    """Whether warmup requests remain to be sent."""
-    return unscored is not None and sum(1 for r in sent if r.warmup) < len(unscored)
-
-
-def _cut_warmup(sent: list[RequestRecord], unscored: set[str], slo: SLO, policy: SearchPolicy, now_ns: int,
+def _cut_warmup(sent: list[RequestRecord], slo: SLO, policy: SearchPolicy, now_ns: int,
                 latency_of: att.LatencyFn) -> bool:
-    """End the warmup now (the unsent warmup requests become scored ones) when the warmup's own requests already
-    fail the target: at least 20 decided and a Wilson fail. The warmup waits for the servers' queues to reach steady
-    state, but a probe starts from settled servers, an empty queue that only flatters the requests made on it: if
+    """Whether to end the warmup now (the unsent warmup requests become scored ones): the warmup's own requests
+    already fail the target, at least 20 decided and a Wilson fail. The warmup waits for the servers' queues to reach
+    steady state, but a probe starts from settled servers, an empty queue that only flatters the requests made on it: if
     they already miss, the rate is not one the servers sustain, and waiting out the warmup (warmup_s: 6 s in the
     cost benchmark) only builds the backlog the scored requests then cancel on. Scoring starts at once instead; the
     verdict still comes from the scored requests, so a warmup cut by a burst of misses near capacity costs a
-    slightly pessimistic start, never a verdict of its own. Returns whether it cut."""
+    slightly pessimistic start, never a verdict of its own."""
     warm = [o for o in (att.outcome(r, slo, now_ns, latency_of) for r in sent if r.warmup) if o.met is not None]
-    if len(warm) < 20 or att.verdict(sum(1 for o in warm if o.met), len(warm), policy.target) != "fail":
-        return False
-    unscored.intersection_update(r.request_id for r in sent)
-    return True
+    return len(warm) >= 20 and att.verdict(sum(1 for o in warm if o.met), len(warm), policy.target) == "fail"
 
 
 def run_probe(backend: ServingBackend, index: int, rate: float, items_fn: ItemsFn, slo: SLO, policy: SearchPolicy,
@@ -287,11 +299,11 @@ def run_probe(backend: ServingBackend, index: int, rate: float, items_fn: ItemsF
     probe.planned = policy.planned(rate)
     n_warm = policy.warmup(rate)
     items = items_fn(index, 0, n_warm + probe.planned)
-    unscored = {it.request_id for it in items[:n_warm]}
+    head = WarmupHead([it.request_id for it in items[:n_warm]])      # the rule may cut it short (_cut_warmup)
 
     def mark(recs: list[RequestRecord]) -> list[RequestRecord]:
         for rec in recs:
-            rec.warmup = rec.request_id in unscored
+            rec.warmup = rec.request_id in head.unscored
         return recs
 
     if policy.arrival == "trace":
@@ -303,7 +315,7 @@ def run_probe(backend: ServingBackend, index: int, rate: float, items_fn: ItemsF
         arrivals = Arrivals("trace")
     else:
         arrivals = Arrivals("poisson", rate, seed=policy.seed * 100_003 + index * 101)
-    rule = _rule(slo, policy, probe.planned, scouting, unscored)
+    rule = _rule(slo, policy, probe.planned, scouting, head)
     # after the trace window's check above: a probe refused there leaves no scraping thread behind
     collectors = [ServerMetricsCollector(name, fetch, policy.metrics_interval_s).start()
                   for name, fetch in backend.metric_sources().items()]

@@ -432,8 +432,10 @@ def test_the_packet_says_which_probes_were_scouts_and_what_each_search_cost():
     row = dict(topology="aggregated x1", slo="default", met=40, decided=40, attainment=1.0, wilson_low=0.91,
                wilson_high=1.0, decided_by="95% Wilson interval", send_lag_p99_ms=3.0)
     probes = [{**row, "rate": 2.0, "verdict": "pass", "scout": True, "sent": 40, "wall_s": 20.5},
-              {**row, "rate": 4.0, "verdict": "fail", "scout": False, "sent": 110, "wall_s": 31.0}]
+              {**row, "rate": 4.0, "verdict": "fail", "scout": False, "sent": 110, "wall_s": 31.0},
+              {**row, "rate": 3.0, "verdict": "fail", "scout": False, "warmup_cut": True, "sent": 60, "wall_s": 9.5}]
     lines = probes_table(probes)
     assert sum("pass (scout)" in line for line in lines) == 1 and sum("| fail |" in line for line in lines) == 1
-    assert "- search cost, aggregated x1 / default: 2 probes (1 scouts), 150 scored requests, 51.5 s of probes" \
-        in lines
+    assert sum("| fail (warmup cut) |" in line for line in lines) == 1
+    assert "- search cost, aggregated x1 / default: 3 probes (1 scouts, 1 warmups cut), 210 scored requests, " \
+        "61.0 s of probes" in lines

@@ -278,11 +278,12 @@ def _cut_warmup(sent: list[RequestRecord], slo: SLO, policy: SearchPolicy, now_n
                 latency_of: att.LatencyFn) -> bool:
     """Whether to end the warmup now (the unsent warmup requests become scored ones): the warmup's own requests
     already fail the target, at least 20 decided and a Wilson fail. The warmup waits for the servers' queues to reach
-    steady state, but a probe starts from settled servers, an empty queue that only flatters the requests made on it: if
-    they already miss, the rate is not one the servers sustain, and waiting out the warmup (warmup_s: 6 s in the
-    cost benchmark) only builds the backlog the scored requests then cancel on. Scoring starts at once instead; the
-    verdict still comes from the scored requests, so a warmup cut by a burst of misses near capacity costs a
-    slightly pessimistic start, never a verdict of its own."""
+    steady state, but a probe starts from settled servers, an empty queue that flatters the requests made on it: if
+    they already miss, the rate is likely one the servers do not sustain, and waiting out the warmup (warmup_s: 6 s
+    in the cost benchmark) only builds the backlog the scored requests then cancel on. Scoring starts at once
+    instead; the verdict still comes from the scored requests, so a warmup cut by a burst of misses near capacity
+    (seen on an H100, docs/results/2026-12-06-h100-warmup-cut) costs a less settled start, never a verdict of its
+    own. TPOT misses are decided only at a request's end: a decode-bound overload is seldom cut."""
     warm = [o for o in (att.outcome(r, slo, now_ns, latency_of) for r in sent if r.warmup) if o.met is not None]
     return len(warm) >= 20 and att.verdict(sum(1 for o in warm if o.met), len(warm), policy.target) == "fail"
 

@@ -23,8 +23,7 @@
 # a fitted latency model.
 #
 # **Method.** Each topology is started once and kept up for all of its probes. A probe sends fresh prompts on a
-# Poisson schedule (the first few unscored, so queues are in steady state; fewer when those already miss the target,
-# a sign of a rate past capacity) and decides from a 95% Wilson interval on
+# Poisson schedule (the first few unscored, so queues are in steady state) and decides from a 95% Wilson interval on
 # its attainment; it stops early, cancelling what is in flight, once its misses exceed what the target allows, and
 # fails when misses are still rising through it (a queue that keeps growing). The rate doubles until a probe fails,
 # then narrows (toward where the measured attainments cross the target, or by bisection) until the highest passing

@@ -125,55 +125,6 @@ def test_an_overloaded_probe_ends_early_with_its_backlog(mmk):
     assert probe.send_lag_p99_ms is not None                     # how far the client fell behind, recorded
 
 
-def test_a_probe_above_capacity_cuts_its_warmup_short_and_fails_on_scored_requests(mmk):
-    """At twice the capacity, with a 6 s warmup (the cost benchmark's): the warmup's own requests, made on a queue
-    that started empty, already fail the target, so the warmup ends there and scoring starts; the scored requests
-    then fail the probe. The warmup sent far fewer than its 6 s of requests."""
-    sim = mmk(5)
-    policy = SearchPolicy(target=TARGET, min_requests=300, max_requests=600, warmup_requests=20, warmup_s=6.0,
-                          min_duration_s=4.0, drain_s=10)
-    rate = 2 * capacity()
-    probe = run_probe(sim, 0, rate, items(5), SLO(ttft_ms=1000 * S), policy, timeout_s=30)
-    warm = [r for r in probe.records if r.warmup]
-    assert probe.warmup_cut and probe.row()["warmup_cut"]
-    assert 20 <= len(warm) < policy.warmup(rate) / 2, (len(warm), policy.warmup(rate))
-    assert max(r.t_sched_ns for r in warm) < min(r.t_sched_ns for r in probe.records if not r.warmup)  # a head
-    assert probe.verdict == "fail" and probe.decided_by == "misses beyond what the target allows"
-    assert 0 < probe.sent <= probe.planned
-
-
-def test_a_warmup_is_cut_only_when_its_own_requests_fail_the_target():
-    """Asked before each send, the rule ends the warmup on a Wilson fail over at least 20 decided warmup requests:
-    the head keeps the requests sent so far, what is sent next is scored, and a cut probe drains once it has sent
-    as many scored requests as planned. A warmup that meets its SLOs, or has too few decided, runs to its end."""
-    from ctxkit.load.search import WarmupHead, _rule
-    slo = SLO(ttft_ms=1000, tpot_ms=50)
-    policy = SearchPolicy(target=0.9, min_requests=300, max_requests=600)
-
-    def ask(ttft_ms, n_sent: int, planned: int = 600) -> tuple:
-        """The rule asked before each of n_sent warmup sends (each sees the ones before it, finished), then once
-        more; a head of 100 warmup requests."""
-        recs = steady(n_sent, ttft_ms)
-        head = WarmupHead([r.request_id for r in recs] + [f"unsent{i}" for i in range(100 - n_sent)])
-        rule, answers = _rule(slo, policy, planned, head=head), []
-        for j in range(n_sent + 1):
-            for r in recs[:j]:
-                r.warmup = r.request_id in head.unscored
-            answers.append(rule(recs[:j], [], recs[-1].t_end_ns))
-        return rule, head, answers
-
-    rule, head, answers = ask(lambda i: 100 if i < 15 else 2000, 30)     # from the 20th, misses fail the target
-    assert rule.warmup_cut and set(answers) == {None}
-    assert 20 <= len(head.ids) < 30 and head.ids == [f"r{i}" for i in range(len(head.ids))]   # the ones sent
-    assert head.unscored == set(head.ids)
-    rule, head, _ = ask(lambda i: 100, 30)
-    assert not rule.warmup_cut and len(head.ids) == 100
-    rule, head, _ = ask(lambda i: 2000, 19)                                  # 19 misses: too few decided
-    assert not rule.warmup_cut and len(head.ids) == 100
-    rule, head, answers = ask(lambda i: 2000 if i < 20 else 100, 25, planned=3)   # cut at the 20th; 3 scored sends
-    assert rule.warmup_cut and len(head.ids) == 20 and answers[20:24] == [None, None, None, "drain"]
-
-
 def steady(n: int, ttft_ms, tpot_ms: float = 5.0):
     """Records sent 100 ms apart with the given TTFTs (a function of the index) and 8 tokens at tpot_ms."""
     from ctxkit.records import RequestRecord
@@ -432,10 +383,8 @@ def test_the_packet_says_which_probes_were_scouts_and_what_each_search_cost():
     row = dict(topology="aggregated x1", slo="default", met=40, decided=40, attainment=1.0, wilson_low=0.91,
                wilson_high=1.0, decided_by="95% Wilson interval", send_lag_p99_ms=3.0)
     probes = [{**row, "rate": 2.0, "verdict": "pass", "scout": True, "sent": 40, "wall_s": 20.5},
-              {**row, "rate": 4.0, "verdict": "fail", "scout": False, "sent": 110, "wall_s": 31.0},
-              {**row, "rate": 3.0, "verdict": "fail", "scout": False, "warmup_cut": True, "sent": 60, "wall_s": 9.5}]
+              {**row, "rate": 4.0, "verdict": "fail", "scout": False, "sent": 110, "wall_s": 31.0}]
     lines = probes_table(probes)
     assert sum("pass (scout)" in line for line in lines) == 1 and sum("| fail |" in line for line in lines) == 1
-    assert sum("| fail (warmup cut) |" in line for line in lines) == 1
-    assert "- search cost, aggregated x1 / default: 3 probes (1 scouts, 1 warmups cut), 210 scored requests, " \
-        "61.0 s of probes" in lines
+    assert "- search cost, aggregated x1 / default: 2 probes (1 scouts), 150 scored requests, 51.5 s of probes" \
+        in lines

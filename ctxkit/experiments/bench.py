@@ -61,8 +61,7 @@ def run_search(params: BenchParams, run: RunFolder, backend: ServingBackend, log
                         on_probe=lambda p: log(f"{p.index:>5} {p.rate:>9.3f} {p.sent:>5} {p.met:>5} "
                                                f"{(p.attainment or 0):>9.3f} [{p.wilson_low:.3f}, "
                                                f"{p.wilson_high:.3f}]  {p.verdict} ({p.decided_by}"
-                                               f"{', a scout' if p.scout else ''}"
-                                               f"{', warmup cut short' if p.warmup_cut else ''})"
+                                               f"{', a scout' if p.scout else ''})"
                                                + (f"; client behind schedule: p99 send lag {p.send_lag_p99_ms:.0f} ms, "
                                                   f"offered {p.offered_rate or 0:.3g} req/s" if p.client_lagged else "")))
         describe = backend.describe()

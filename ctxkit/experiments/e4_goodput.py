@@ -123,7 +123,6 @@ def measure_topology(params: E4Params, run: RunFolder, spec: TopologyParams, k: 
             def progress(p: Probe, _name: str = named.name) -> None:
                 log(f"[e4] {spec.label} / {_name}: probe {p.index} at {p.rate:.3g} req/s: {p.verdict} "
                     f"({p.met}/{p.decided} met, {p.decided_by}{', a scout' if p.scout else ''}"
-                    f"{', warmup cut short' if p.warmup_cut else ''}"
                     f"{f', cut off with {p.backlog} in flight' if p.early_stop else ''})")
 
             log(f"[e4] {spec.label} / {named.name}: searching from {params.search.start_rate:g} req/s")

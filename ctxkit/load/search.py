@@ -109,7 +109,6 @@ class Probe:
     client_lagged: bool = False          # p99 send lag over the policy's bound: the client set the pace
     wall_s: float = 0.0
     scout: bool = False                  # stopped early by the scout rule (_rule): short of a full probe's floors
-    warmup_cut: bool = False             # its warmup ended early: its own requests already failed the target
     misses_by_cause: dict[str, int] = field(default_factory=dict)
     server: dict[str, Any] = field(default_factory=dict)   # each server's metric deltas over the probe
     percentile: dict[str, Any] = field(default_factory=dict)
@@ -122,7 +121,7 @@ class Probe:
         """The probe as one table row (no records)."""
         keep = ("index", "rate", "planned", "sent", "decided", "met", "missed", "undecided", "attainment", "wilson_low",
                 "wilson_high", "verdict", "decided_by", "early_stop", "backlog", "send_lag_p99_ms", "offered_rate",
-                "client_lagged", "wall_s", "speedup", "scout", "warmup_cut")
+                "client_lagged", "wall_s", "speedup", "scout")
         return {k: getattr(self, k) for k in keep} | {f"missed_{k}": v for k, v in self.misses_by_cause.items()}
 
 
@@ -218,47 +217,20 @@ def finished_latency_memo() -> att.LatencyFn:
     return latency
 
 
-@dataclass
-class WarmupHead:
-    """A probe's unscored head: its requests' ids in send order. cut(n) keeps the first n; the rest are scored."""
-    ids: list[str]
-    unscored: set[str] = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.unscored = set(self.ids)
-
-    def cut(self, n: int) -> None:
-        del self.ids[n:]
-        self.unscored = set(self.ids)
-
-
-def _rule(slo: SLO, policy: SearchPolicy, planned: int, scout: bool = False,
-          head: Optional[WarmupHead] = None) -> Callable[[list, list, int], Optional[str]]:
+def _rule(slo: SLO, policy: SearchPolicy, planned: int, scout: bool = False) -> Callable[[list, list, int], Optional[str]]:
     """When a probe's single stream ends: cancel once its certain misses exceed what the target allows; stop
     sending (and let what is in flight finish) once at least min_requests are decided over min_duration_s and the
     Wilson interval has a verdict, unless misses are rising (then it goes on, up to max_requests). A scout also
     stops on a pass after scout_requests decided: far below capacity that is all a direction needs. Never on an
     early fail: near capacity misses come in bursts, and a short window that caught one would set the bracket's
     fail end below capacity (a scout at 0.9 x capacity on the simulated M/M/8 queue did, where the full probe on
-    the same stream passed); it goes on as a full probe instead, or is cut off above capacity by its misses.
-    `head`, the probe's warmup requests: the rule is asked once before each send, so at its j-th call (from 0) the
-    first j items are sent (or scheduled); it may end the warmup there (_cut_warmup: the head is cut to those j, and
-    what is sent next is scored)."""
+    the same stream passed); it goes on as a full probe instead, or is cut off above capacity by its misses."""
     latency_of = finished_latency_memo()
-    calls = 0
 
     def stop(done: list[RequestRecord], live: list[RequestRecord], now_ns: int) -> Optional[str]:
-        nonlocal calls
-        sent, calls = calls, calls + 1          # items sent before this call (the drain's calls come after all)
-        if head is not None and not stop.warmup_cut and sent < len(head.ids) and \
-                _cut_warmup(done + live, slo, policy, now_ns, latency_of):
-            head.cut(sent)
-            stop.warmup_cut = True
         t = att.tally(done + live, slo, now_ns, latency_of)
         if t["missed"] > policy.allowed_misses(planned):
             return "cancel"
-        if head is not None and stop.warmup_cut and sent - len(head.ids) >= planned:
-            return "drain"       # a cut warmup leaves more items than planned: the probe scores as many as planned
         if policy.mode != "joint":
             return None
         sends = [r.t_send_ns for r in done + live if not r.warmup and r.t_send_ns]
@@ -270,22 +242,8 @@ def _rule(slo: SLO, policy: SearchPolicy, planned: int, scout: bool = False,
             stop.by_scout = not full         # stopped short of a full probe's floors: its verdict is a scout's
             return "drain"
         return None
-    stop.by_scout = stop.warmup_cut = False
+    stop.by_scout = False
     return stop
-
-
-def _cut_warmup(sent: list[RequestRecord], slo: SLO, policy: SearchPolicy, now_ns: int,
-                latency_of: att.LatencyFn) -> bool:
-    """Whether to end the warmup now (the unsent warmup requests become scored ones): the warmup's own requests
-    already fail the target, at least 20 decided and a Wilson fail. The warmup waits for the servers' queues to reach
-    steady state, but a probe starts from settled servers, an empty queue that flatters the requests made on it: if
-    they already miss, the rate is likely one the servers do not sustain, and waiting out the warmup (warmup_s: 6 s
-    in the cost benchmark) only builds the backlog the scored requests then cancel on. Scoring starts at once
-    instead; the verdict still comes from the scored requests, so a warmup cut by a burst of misses near capacity
-    (seen on an H100, docs/results/2026-12-06-h100-warmup-cut) costs a less settled start, never a verdict of its
-    own. TPOT misses are decided only at a request's end: a decode-bound overload is seldom cut."""
-    warm = [o for o in (att.outcome(r, slo, now_ns, latency_of) for r in sent if r.warmup) if o.met is not None]
-    return len(warm) >= 20 and att.verdict(sum(1 for o in warm if o.met), len(warm), policy.target) == "fail"
 
 
 def run_probe(backend: ServingBackend, index: int, rate: float, items_fn: ItemsFn, slo: SLO, policy: SearchPolicy,
@@ -300,11 +258,11 @@ def run_probe(backend: ServingBackend, index: int, rate: float, items_fn: ItemsF
     probe.planned = policy.planned(rate)
     n_warm = policy.warmup(rate)
     items = items_fn(index, 0, n_warm + probe.planned)
-    head = WarmupHead([it.request_id for it in items[:n_warm]])      # the rule may cut it short (_cut_warmup)
+    unscored = {it.request_id for it in items[:n_warm]}
 
     def mark(recs: list[RequestRecord]) -> list[RequestRecord]:
         for rec in recs:
-            rec.warmup = rec.request_id in head.unscored
+            rec.warmup = rec.request_id in unscored
         return recs
 
     if policy.arrival == "trace":
@@ -316,7 +274,7 @@ def run_probe(backend: ServingBackend, index: int, rate: float, items_fn: ItemsF
         arrivals = Arrivals("trace")
     else:
         arrivals = Arrivals("poisson", rate, seed=policy.seed * 100_003 + index * 101)
-    rule = _rule(slo, policy, probe.planned, scouting, head)
+    rule = _rule(slo, policy, probe.planned, scouting)
     # after the trace window's check above: a probe refused there leaves no scraping thread behind
     collectors = [ServerMetricsCollector(name, fetch, policy.metrics_interval_s).start()
                   for name, fetch in backend.metric_sources().items()]
@@ -335,7 +293,6 @@ def run_probe(backend: ServingBackend, index: int, rate: float, items_fn: ItemsF
         on_records(records)
     _score(probe, slo, policy)
     probe.scout = rule.by_scout              # what was in flight may still turn its pass into a fail (search())
-    probe.warmup_cut = rule.warmup_cut
     probe.server = {c.name: c.stop() for c in collectors}
     probe.timeline = [row for c in collectors for row in c.timeline]
     if policy.arrival == "trace":                 # over the whole probe: its server counters cover the warmup too

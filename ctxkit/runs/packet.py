@@ -175,12 +175,10 @@ def causes(probe: dict[str, Any]) -> str:
 
 def probes_table(probes: list[dict[str, Any]]) -> list[str]:
     """E4's probes, in the order the searches made them: what each rate's verdict rests on, and what each search
-    cost (its probes' wall time and requests; scouts: probes that passed early, before the bracket formed; warmups
-    cut: probes whose warmup ended early on its own misses)."""
+    cost (its probes' wall time and requests; scouts: probes that passed early, before the bracket formed)."""
     rows = [[p["topology"], p["slo"], num(3)(p["rate"]), f"{p['met']}/{p['decided']}", num(1, pct=True)(p["attainment"]),
              f"{num(1, pct=True)(p['wilson_low'])}-{num(1, pct=True)(p['wilson_high'])}",
-             p["verdict"] + (" (scout)" if p.get("scout") is True else "")
-             + (" (warmup cut)" if p.get("warmup_cut") is True else ""), p["decided_by"], causes(p),
+             p["verdict"] + (" (scout)" if p.get("scout") is True else ""), p["decided_by"], causes(p),
              num(0)(p.get("send_lag_p99_ms")), num(1)(p.get("wall_s"))] for p in probes]
     if not rows:
         return []
@@ -189,8 +187,7 @@ def probes_table(probes: list[dict[str, Any]]) -> list[str]:
         frame = frame.iloc[0:0]
     for (topology, slo), ps in frame.groupby(["topology", "slo"], sort=False):
         scouts = int((ps["scout"] == True).sum()) if "scout" in ps else 0  # noqa: E712 - NaN in runs before scouts
-        cut = f", {int((ps['warmup_cut'] == True).sum())} warmups cut" if "warmup_cut" in ps else ""  # noqa: E712
-        cost.append(f"- search cost, {topology} / {slo}: {len(ps)} probes ({scouts} scouts{cut}), "
+        cost.append(f"- search cost, {topology} / {slo}: {len(ps)} probes ({scouts} scouts), "
                     f"{int(ps['sent'].sum()):,} scored requests, {ps['wall_s'].sum():.1f} s of probes")
     return table(["topology", "SLO", "rate req/s", "met", "attainment", "95% interval", "verdict", "decided by",
                   "missed by cause", "send lag p99 ms", "s"], rows) + [""] + cost + [""]

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import socket
 import threading
-import time
 
 import pytest
 
@@ -108,11 +107,14 @@ def test_handoffs_wait_for_the_routers_late_records(tmp_path, monkeypatch):
     pool = DisaggregatedPool(ServerParams(), seed=0, prefill=1, decode=1, connector="example", log_dir=tmp_path)
     pool.handoff_log.write_text('{"request_id": "a"}\n')
 
+    first_read = threading.Event()
+
     def late() -> None:
-        time.sleep(0.3)
+        first_read.wait(10)           # written after the first read: a reader that does not wait sees one
         with open(pool.handoff_log, "a") as fh:
             fh.write('{"request_id": "b"}\n')
     threading.Thread(target=late).start()
     assert len(pool.handoffs()) == 1
+    first_read.set()
     assert [h["request_id"] for h in pool.handoffs(expect=2, timeout_s=5)] == ["a", "b"]
     pool.stop()

@@ -168,16 +168,15 @@ def test_e2_measures_through_an_attached_topology_of_real_vllm_servers(vllm_serv
             {"name": "second", "role": "aggregated", "metrics_url": f"{second.base_url}/metrics"}],
             unit="CPU core set")
         result = run_cli("--runs-dir", str(tmp_path / "runs"), "run", "e2_concurrency", "--set", "backend=topology",
-                         "--set", f"topology_file={topo}", "--set", "concurrency_levels=[1, 2]",
+                         "--set", f"topology_file={topo}", "--set", "concurrency_levels=[1, 4]",
                          "--set", "requests_per_point=8")
-        assert result.returncode in (0, 1), result.stderr[-4000:]
+        # c4 against c1, not c2: E2's throughput check must hold on 8 requests a point through two servers that
+        # share 2 cores, and a step of 2 left too little margin there
+        assert result.returncode == 0, result.stderr[-4000:]
     run = Path(result.stdout.strip().splitlines()[-1])
     summary = json.loads((run / "summary.json").read_text())
     for name in ("instances_scraped", "success", "requests_recorded", "all_points_measured"):
         assert summary["checks"][name]["passed"], summary["checks"][name]
-    # 1 only for E2's throughput check: 8 requests a point through two servers sharing 2 cores may not show c2 > c1
-    failed = [name for name, c in summary["checks"].items() if not c["passed"]]
-    assert failed in ([], ["throughput_rises_with_concurrency"]) and (result.returncode == 1) == bool(failed), failed
     routes = [json.loads(line)["instance"] for line in (tmp_path / "routes.jsonl").read_text().splitlines()]
     assert routes.count("shared") == routes.count("second") == 10       # 4 warmup + 2 x 8, round robin
     for point, server in summary["profiling"]["server"].items():          # ... and each instance's own counters
@@ -190,7 +189,7 @@ def test_e2_measures_through_an_attached_topology_of_real_vllm_servers(vllm_serv
     assert shared["models"] == by_metrics["models"] == ["tiny-llama"]     # /v1/models; the metrics' model_name
     assert shared["version"]["version"] == meta["versions"]["vllm"] and "no url" in by_metrics["version"]["error"]
     timeline = pd.read_csv(run / "artifacts/e2_server_timeline.csv")
-    assert set(timeline["server"]) == {"shared", "second"} and set(timeline["point"]) == {"c1", "c2"}
+    assert set(timeline["server"]) == {"shared", "second"} and set(timeline["point"]) == {"c1", "c4"}
 
 
 @pytest.mark.vllm

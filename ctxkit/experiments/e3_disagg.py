@@ -552,7 +552,8 @@ def conclusions(summary: dict[str, Any]) -> str:
     text = (f"Disaggregated serving changed median TTFT by {pct(d['p50_ttft_ms'], a['p50_ttft_ms'])} "
             f"({a['p50_ttft_ms']:.1f} -> {d['p50_ttft_ms']:.1f} ms) and median TPOT by "
             f"{pct(d['p50_tpot_ms'], a['p50_tpot_ms'])} ({a['p50_tpot_ms']:.2f} -> {d['p50_tpot_ms']:.2f} ms) against "
-            f"an aggregated pool of {a['servers']} replica{'' if a['servers'] == 1 else 's'}. Goodput per device ({unit}): aggregated "
+            f"an aggregated pool of {a['servers']} replica{'' if a['servers'] == 1 else 's'}. "
+            f"Goodput per device ({unit}): aggregated "
             f"{a['goodput_per_device']:.3f} req/s on {a['devices']:g}, disaggregated {d['goodput_per_device']:.3f} "
             f"req/s on {d['devices']:g}. ")
     if a.get("unit", unit) != unit:

@@ -217,7 +217,8 @@ def finished_latency_memo() -> att.LatencyFn:
     return latency
 
 
-def _rule(slo: SLO, policy: SearchPolicy, planned: int, scout: bool = False) -> Callable[[list, list, int], Optional[str]]:
+def _rule(slo: SLO, policy: SearchPolicy, planned: int,
+          scout: bool = False) -> Callable[[list, list, int], Optional[str]]:
     """When a probe's single stream ends: cancel once its certain misses exceed what the target allows; stop
     sending (and let what is in flight finish) once at least min_requests are decided over min_duration_s and the
     Wilson interval has a verdict, unless misses are rising (then it goes on, up to max_requests). A scout also
@@ -376,6 +377,11 @@ def _score(probe: Probe, slo: SLO, policy: SearchPolicy) -> None:
             probe.decided_by = "point estimate at the request cap"
 
 
+def last_by_rate(probes: list[Probe]) -> dict[float, Probe]:
+    """Each rate's last probe: a full probe at a scout's rate replaces the scout."""
+    return {p.rate: p for p in probes}
+
+
 def next_rate(probes: list[Probe], low: float, high: float, policy: SearchPolicy) -> float:
     """The next rate inside a bracket (a pass at `low`, a fail at `high`). Attainment stays near 1 until close to
     capacity and then drops steeply: a pass end above 1 - (1 - target)/2 (0.95 at 0.9) lies on the flat part and says
@@ -389,7 +395,7 @@ def next_rate(probes: list[Probe], low: float, high: float, policy: SearchPolicy
     steps do not fit."""
     step = 1 + policy.tolerance
     mid = math.sqrt(low * high)
-    at = {p.rate: p for p in probes}
+    at = last_by_rate(probes)
     a_lo, a_hi = (at[r].attainment if r in at else None for r in (low, high))
     if a_lo is None or a_hi is None or not a_lo > policy.target > a_hi or high / low <= step * step or \
             a_lo > 1 - (1 - policy.target) / 2:
@@ -445,7 +451,7 @@ def same_rows_missed(higher: Probe, lower: Probe, slo: SLO, policy: SearchPolicy
 def bracket(probes: list[Probe]) -> tuple[Optional[float], Optional[float]]:
     """The highest passing rate and the lowest failing rate above it, from each rate's last probe (a full probe at a
     scout's rate replaces the scout; a fail below a later pass was noise)."""
-    last = {p.rate: p for p in probes}
+    last = last_by_rate(probes)
     low = max((r for r, p in last.items() if p.verdict == "pass"), default=None)
     high = min((r for r, p in last.items() if p.verdict != "pass" and (low is None or r > low)), default=None)
     return low, high
@@ -480,7 +486,7 @@ def search(backend: ServingBackend, items_fn: ItemsFn, slo: SLO, policy: SearchP
         if again:       # it stopped on a scout's pass and what was in flight turned it: a scout never fails early
             continue
         low, high = bracket(probes)
-        last = {p.rate: p for p in probes}
+        last = last_by_rate(probes)
         closed = low is not None and high is not None and high / low <= 1 + policy.tolerance
         if closed and not last[low].scout:
             stopped = f"bracket within {100 * policy.tolerance:g}%"
@@ -501,7 +507,7 @@ def search(backend: ServingBackend, items_fn: ItemsFn, slo: SLO, policy: SearchP
         if low is None and rate < floor:
             stopped = f"no rate down to {floor:.3g} req/s met the target"
             break
-    last = {p.rate: p for p in probes}
+    last = last_by_rate(probes)
     converged = low is not None and high is not None and high / low <= 1 + policy.tolerance and \
         not (last[low].scout or last[high].scout)
     return SearchResult(low or 0.0, low, high, converged, stopped, probes)

@@ -183,9 +183,8 @@ def probes_table(probes: list[dict[str, Any]]) -> list[str]:
     if not rows:
         return []
     cost, frame = [], pd.DataFrame(probes)
-    if not {"sent", "wall_s"} <= set(frame):                # a summary written before probes kept them
-        frame = frame.iloc[0:0]
-    for (topology, slo), ps in frame.groupby(["topology", "slo"], sort=False):
+    searches = frame.groupby(["topology", "slo"], sort=False) if {"sent", "wall_s"} <= set(frame) else []
+    for (topology, slo), ps in searches:                    # none in a summary written before probes kept them
         scouts = int((ps["scout"] == True).sum()) if "scout" in ps else 0  # noqa: E712 - NaN in runs before scouts
         cost.append(f"- search cost, {topology} / {slo}: {len(ps)} probes ({scouts} scouts), "
                     f"{int(ps['sent'].sum()):,} scored requests, {ps['wall_s'].sum():.1f} s of probes")

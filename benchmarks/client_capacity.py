@@ -1,7 +1,7 @@
 """Client capacity: the highest request rate a client sustains with p99 client lag under 1 ms.
 
     python benchmarks/client_capacity.py [--max-rate 20000] [--seconds 3]
-    python benchmarks/client_capacity.py --workers 2 [--output-tokens 64] [--lag-ms 10]
+    python benchmarks/client_capacity.py --workers 2 [--output-tokens 64] [--lag-ms 10] [--server-processes K]
 
 A zero-latency simulated server (first token at once, 2 tokens) runs on core 1; the client under test is pinned to
 core 0. Each trial sends a constant-rate stream for --seconds; client lag = actual send time - scheduled time.
@@ -9,6 +9,9 @@ ctxkit's client reports lag itself (t_send - t_sched). vLLM's client (vllm.bench
 constant gaps of 1/rate) is instrumented in its own process: its request generator's start and the moment each
 request function starts are recorded, against the schedule start + (i + 1) / rate that vLLM computes.
 The rate is doubled until a trial fails, then bisected. Prints one table with both clients and their ratio.
+With --workers: one client process against N (ctxkit.load.workers) against a simulated server that answers from
+K processes on one port (default: half the cores left after the workers), so that the server side is not what
+limits N workers.
 """
 from __future__ import annotations
 
@@ -157,6 +160,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=0,
                     help="instead: ctxkit from one process against this many (load.workers), same lag limit")
     ap.add_argument("--output-tokens", type=int, default=2, help="tokens each request streams (--workers mode)")
+    ap.add_argument("--server-processes", type=int, default=None,
+                    help="simulated server processes (--workers mode; default: half the cores the workers leave)")
     args = ap.parse_args()
     limits = [float(x) for x in args.lag_ms.split(",")]
     if args.workers:
@@ -180,12 +185,14 @@ def main() -> None:
 
 def compare_workers(args: argparse.Namespace, limits: list[float]) -> None:
     """One client process against N (issue 15's goal: N = 2 sustains >= 1.7x), both measured in this run
-    against one simulated server whose core is its own where the machine has more than N + 1 cores."""
+    against one simulated server of several processes (--server-processes) where the machine has the cores."""
     table = []
-    with tempfile.TemporaryDirectory() as tmp, Simulated(ttft_ms=0, tpot_ms=0, log_dir=Path(tmp)) as sim:
-        cores = os.cpu_count() or 1
-        print(f"zero-latency simulated server at {sim.base_url}; {cores} cores, {args.output_tokens} tokens a "
-              f"request; workers not pinned")
+    cores = os.cpu_count() or 1
+    servers = args.server_processes or max(1, (cores - args.workers) // 2)
+    with tempfile.TemporaryDirectory() as tmp, \
+            Simulated(ttft_ms=0, tpot_ms=0, log_dir=Path(tmp), processes=servers) as sim:
+        print(f"zero-latency simulated server at {sim.base_url} ({servers} processes); {cores} cores, "
+              f"{args.output_tokens} tokens a request; workers not pinned")
         for limit in limits:
             print(f"p99 client lag limit {limit:g} ms")
             one, _ = capacity("x1", workers_trial(1, args.output_tokens), sim.base_url, args.seconds,

@@ -13,7 +13,10 @@ Prompts that share their length and first 64 tokens (a long shared prefix) share
 With one slot and ttft_ms 0 that is an M/M/1 queue under Poisson arrivals: time to first token is exponential with
 rate mu - lambda, so the highest rate with a share q of TTFTs within s is lambda* = mu + ln(1 - q) / s, a capacity
 known in closed form (tests of the goodput search use it).
-Run as its own process: python -m ctxkit.backends.simulated --port P [--ttft-ms ..] [--tpot-ms ..]
+Without a queue it can answer from several processes on one port (`processes`, SO_REUSEPORT: the kernel spreads
+connections over them), so that a load test of several client processes measures the clients, not one server
+process's event loop; each process counts only what it answered in /metrics.
+Run as its own process: python -m ctxkit.backends.simulated --port P [--ttft-ms ..] [--tpot-ms ..] [--processes N]
 """
 from __future__ import annotations
 
@@ -30,7 +33,7 @@ from typing import Any, Optional
 
 from ctxkit import __version__
 from ctxkit.backends.base import BackendUnavailable
-from ctxkit.backends.process import ManagedServer
+from ctxkit.backends.process import ManagedServer, die_with_parent
 
 SIMULATION_ENV = "CTXKIT_ALLOW_SIMULATED_BACKEND"
 
@@ -54,14 +57,17 @@ class Simulated(ManagedServer):
                  tpot_ms: float = 10.0, prefill_ms_per_token: float = 0.0, max_model_len: int = 4096,
                  vocab_size: int = 4096, log_dir: Optional[Path] = None, host: str = "127.0.0.1",
                  port: Optional[int] = None, truth_log: Optional[Path] = None, queue_servers: int = 0,
-                 service_ms: float = 0.0, seed: int = 0) -> None:
+                 service_ms: float = 0.0, seed: int = 0, processes: int = 1) -> None:
         require_simulation_allowed()
+        if processes < 1 or (processes > 1 and queue_servers):
+            raise ValueError("processes must be >= 1, and 1 with a queue (queue_servers): one queue needs one process")
         super().__init__(name=name, host=host, port=port, log_dir=log_dir, startup_timeout_s=60.0)
         self.model = model
         self.ttft_ms, self.tpot_ms, self.prefill_ms_per_token = ttft_ms, tpot_ms, prefill_ms_per_token
         self.max_model_len, self.vocab_size = max_model_len, vocab_size
         self.truth_log = truth_log
         self.queue_servers, self.service_ms, self.seed = queue_servers, service_ms, seed
+        self.processes = processes
 
     def preflight(self) -> None:
         require_simulation_allowed()
@@ -73,12 +79,13 @@ class Simulated(ManagedServer):
                 "--max-model-len", str(self.max_model_len), "--vocab-size", str(self.vocab_size)] + \
             (["--truth-log", str(self.truth_log)] if self.truth_log else []) + \
             (["--queue-servers", str(self.queue_servers), "--service-ms", str(self.service_ms), "--seed",
-              str(self.seed)] if self.queue_servers else [])
+              str(self.seed)] if self.queue_servers else []) + \
+            (["--processes", str(self.processes)] if self.processes > 1 else [])
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "latency_model": {
             "ttft_ms": self.ttft_ms, "tpot_ms": self.tpot_ms, "prefill_ms_per_token": self.prefill_ms_per_token,
-            "queue_servers": self.queue_servers, "service_ms": self.service_ms}}
+            "queue_servers": self.queue_servers, "service_ms": self.service_ms}, "processes": self.processes}
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -178,7 +185,7 @@ def _serve(args: argparse.Namespace) -> None:
         # The handler's start on the machine's monotonic clock (the client's perf_counter_ns is the same clock on
         # Linux): lets a calibration split client-side from server-side delay.
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
-                                           "X-Sim-Handler-Start-Ns": str(t0_ns)})
+                                           "X-Sim-Handler-Start-Ns": str(t0_ns), "X-Sim-Pid": str(os.getpid())})
         await resp.prepare(request)
         first = t0 + (args.ttft_ms + args.prefill_ms_per_token * len(prompt)) / 1000.0
         if slots is not None:     # wait for a prefill slot, hold it for an exponential service time
@@ -231,7 +238,16 @@ def _serve(args: argparse.Namespace) -> None:
                     web.get("/version", version), web.get("/v1/models", models), web.get("/metrics", metrics)])
     # A client that goes away cancels its handler (and frees its prefill slot), as vLLM aborts such requests.
     web.run_app(app, host=args.host, port=args.port, access_log=None, print=lambda *_: None,
-                handler_cancellation=True)
+                handler_cancellation=True, reuse_port=args.processes > 1)
+
+
+def _fork_siblings(n: int) -> None:
+    """Fork n more server processes before any event loop exists; each dies with this one (the process the
+    managing ctxkit started and stops, with its whole process group)."""
+    for _ in range(n):
+        if os.fork() == 0:
+            die_with_parent()
+            return
 
 
 def main(argv: Optional[list[str]] = None) -> None:
@@ -248,9 +264,13 @@ def main(argv: Optional[list[str]] = None) -> None:
     ap.add_argument("--queue-servers", type=int, default=0, help="prefill slots (0: no queue, unlimited capacity)")
     ap.add_argument("--service-ms", type=float, default=0.0, help="mean exponential prefill service time per slot")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--processes", type=int, default=1, help="server processes on the port (no queue only)")
     args = ap.parse_args(argv)
     if not simulation_allowed():
         sys.exit(f"refusing to start: {SIMULATION_ENV}=1 is not set")
+    if args.processes < 1 or (args.processes > 1 and args.queue_servers):
+        sys.exit("--processes must be >= 1, and 1 with --queue-servers (one queue needs one process)")
+    _fork_siblings(args.processes - 1)
     try:
         import uvloop  # a faster event loop where installed (vLLM brings it)
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())

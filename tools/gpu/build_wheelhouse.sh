@@ -2,9 +2,10 @@
 # On a machine with package-index access: the wheels a GPU host without network needs, in parts small enough to
 # carry one per device call (56 MiB). vLLM 0.24.0 and its pins for Python 3.12 beside torch 2.11 (the host has
 # torch), NIXL for NixlConnector, and ctxkit's own pure-Python dependencies under OUT/extra.
-#   usage: tools/gpu/build_wheelhouse.sh OUT        -> OUT/part00.. OUT/partNN, OUT/extra/*.whl
+#   usage: tools/gpu/build_wheelhouse.sh OUT [--ray] -> OUT/part00.. OUT/partNN, OUT/extra/*.whl
+#   --ray: also Ray (ctxkit[ray], the Ray launcher) and its dependencies, as OUT/ray00.. (two more parts)
 set -euo pipefail
-out=${1:?usage: build_wheelhouse.sh OUT}
+out=${1:?usage: build_wheelhouse.sh OUT [--ray]}
 here=$(cd "$(dirname "$0")" && pwd)
 plats=()
 for n in 39 35 34 31 28 27 26 24 17; do plats+=(--platform "manylinux_2_${n}_x86_64"); done
@@ -20,5 +21,10 @@ python3 -m pip download -q --only-binary=:all: --python-version 3.12 --implement
   --platform any -d "$out/extra" "papermill>=2.6" "nbconvert>=7.16" "nbformat>=5.10" "ipykernel>=6.29" \
   "ipywidgets>=8.1" "nvidia-ml-py>=12.535" "pyyaml>=6.0" "prometheus-client>=0.20" "psutil>=5.9" "tqdm>=4.66" \
   "jinja2>=3.1" "jupytext>=1.16"
+if [ "${2:-}" = "--ray" ]; then
+  python3 -m pip download -q --only-binary=:all: --python-version 3.12 --implementation cp "${plats[@]}" \
+    --platform any -d "$work/ray" "ray>=2.40"
+  tar cf - -C "$work/ray" . | split -b 40m -d - "$out/ray"
+fi
 rm -rf "$work"
 ls -la "$out" "$out/extra" | tail -5

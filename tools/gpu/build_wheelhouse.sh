@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # On a machine with package-index access: the wheels a GPU host without network needs, in parts small enough to
-# carry one per device call (56 MiB). vLLM 0.24.0 and its pins for Python 3.12 beside torch 2.11 (the host has
+# carry one per device call beside the working tree (PART_MB, default 26 MiB: the tree is about 35 MiB of a call's
+# 64). vLLM 0.24.0 and its pins for Python 3.12 beside torch 2.11 (the host has
 # torch), NIXL for NixlConnector, and ctxkit's own pure-Python dependencies under OUT/extra.
 #   usage: tools/gpu/build_wheelhouse.sh OUT [--ray] -> OUT/part00.. OUT/partNN, OUT/extra/*.whl
-#   --ray: also Ray (ctxkit[ray], the Ray launcher) and its dependencies, as OUT/ray00.. (two more parts)
+#   --ray: also Ray (ctxkit[ray], the Ray launcher) and its dependencies, as OUT/ray00.. (a few more parts)
 set -euo pipefail
 out=${1:?usage: build_wheelhouse.sh OUT [--ray]}
 here=$(cd "$(dirname "$0")" && pwd)
@@ -16,7 +17,7 @@ pins="$(grep -v '^#' "$here/vllm-0.24.0-py312-torch2.11.txt") nixl==1.5.1 nixl-c
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp "${plats[@]}" \
   -d "$work/w" $pins
 mkdir -p "$out/extra"
-tar cf - -C "$work/w" . | split -b 40m -d - "$out/part"
+tar cf - -C "$work/w" . | split -b "${PART_MB:-26}m" -d - "$out/part"
 python3 -m pip download -q --only-binary=:all: --python-version 3.12 --implementation cp "${plats[@]}" \
   --platform any -d "$out/extra" "papermill>=2.6" "nbconvert>=7.16" "nbformat>=5.10" "ipykernel>=6.29" \
   "ipywidgets>=8.1" "nvidia-ml-py>=12.535" "pyyaml>=6.0" "prometheus-client>=0.20" "psutil>=5.9" "tqdm>=4.66" \
@@ -24,7 +25,7 @@ python3 -m pip download -q --only-binary=:all: --python-version 3.12 --implement
 if [ "${2:-}" = "--ray" ]; then
   python3 -m pip download -q --only-binary=:all: --python-version 3.12 --implementation cp "${plats[@]}" \
     --platform any -d "$work/ray" "ray>=2.40"
-  tar cf - -C "$work/ray" . | split -b 40m -d - "$out/ray"
+  tar cf - -C "$work/ray" . | split -b "${PART_MB:-26}m" -d - "$out/ray"
 fi
 rm -rf "$work"
 ls -la "$out" "$out/extra" | tail -5

@@ -184,8 +184,8 @@ def _serve(args: argparse.Namespace) -> None:
                 f'"model":{model_json},')
         # The handler's start on the machine's monotonic clock (the client's perf_counter_ns is the same clock on
         # Linux): lets a calibration split client-side from server-side delay.
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
-                                           "X-Sim-Handler-Start-Ns": str(t0_ns), "X-Sim-Pid": str(os.getpid())})
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "X-Sim-Handler-Start-Ns": str(t0_ns),
+                                           "X-Sim-Pid": str(os.getpid())})
         await resp.prepare(request)
         first = t0 + (args.ttft_ms + args.prefill_ms_per_token * len(prompt)) / 1000.0
         if slots is not None:     # wait for a prefill slot, hold it for an exponential service time

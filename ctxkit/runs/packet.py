@@ -10,6 +10,7 @@ except the text between the NOTES markers, which is kept: hand-written prose goe
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from dataclasses import dataclass, field
@@ -288,6 +289,7 @@ def pool_settings(run: PacketRun) -> list[str]:
     parts = [f"connector {p.get('connector', '?')}", f"KV buffer {p.get('kv_buffer_device', '?')}",
              f"{p.get('prefill_instances', '?')}P{p.get('decode_instances', '?')}D"]
     parts += [f"connector options {p['connector_extra']}"] if p.get("connector_extra") else []
+    parts += ["every pool placed through Ray"] if p.get("ray") is not None else []
     parts += [f"server args {' '.join(map(str, server['extra_args']))}"] if server.get("extra_args") else []
     parts += [f"env {server['env']}"] if server.get("env") else []
     return [f"Disaggregated pool: {', '.join(parts)}.", ""]
@@ -355,6 +357,32 @@ def placements_across(runs: list[PacketRun]) -> list[str]:
     return lines
 
 
+def _digest(outputs: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(outputs, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def outputs_across(runs: list[PacketRun]) -> list[str]:
+    """With two or more E3 runs, each one's greedy outputs on its correctness prompts (summary.correctness), one
+    digest per mode, against the first run's: runs of one model placed differently (locally, through Ray) agree
+    token for token or they do not. Only runs of the same model and prompts are compared."""
+    e3 = [r for r in runs if r.experiment == "e3_disagg" and (r.summary.get("correctness") or {}).get("aggregated")]
+    if len(e3) < 2:
+        return []
+    first, key = e3[0], lambda r: ((read_params(r).get("server") or {}).get("model"),
+                                    r.summary["correctness"].get("prompt_lens"))
+    rows = []
+    for r in e3:
+        c, c0 = r.summary["correctness"], first.summary["correctness"]
+        same = "-" if key(r) != key(first) else \
+            "yes" if (c["aggregated"], c.get("disaggregated")) == (c0["aggregated"], c0.get("disaggregated")) else "no"
+        rows.append([r.name, "Ray" if read_params(r).get("ray") is not None else "local", str(key(r)[0]),
+                     ", ".join(map(str, c.get("prompt_lens") or [])), _digest(c["aggregated"]),
+                     _digest(c.get("disaggregated") or {}), same])
+    return ["### E3 greedy outputs across runs", ""] + table(
+        ["run", "placed", "model", "prompt tokens", "aggregated outputs (sha256)", "disaggregated outputs (sha256)",
+         f"equal to {first.name}'s"], rows) + [""]
+
+
 def read_params(run: PacketRun) -> dict[str, Any]:
     path = run.src / "params.yaml"
     return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
@@ -379,7 +407,7 @@ def readme(title: str, runs: list[PacketRun], notes: str) -> str:
     lines += ["", "## Headline numbers", ""]
     for r in runs:
         lines += headline(r)
-    lines += placements_across(runs)
+    lines += placements_across(runs) + outputs_across(runs)
     lines += ["## Notes", "", NOTES_BEGIN] + ([notes.strip("\n")] if notes.strip() else []) + [NOTES_END, ""]
     return "\n".join(lines)
 

@@ -22,10 +22,10 @@ import numpy as np
 import pandas as pd
 
 from ctxkit import plots
+from ctxkit.backends.topology import AttachedTopology
 from ctxkit.collectors import kv_transfer, link
 from ctxkit.collectors.gpu import GPUSampler, write_timeline
 from ctxkit.collectors.latency import request_latency, slo_of
-from ctxkit.backends.topology import AttachedTopology
 from ctxkit.collectors.server_metrics import cache_config, parse, value
 from ctxkit.completions import CompletionRequest
 from ctxkit.experiments.common import check, token_prompts

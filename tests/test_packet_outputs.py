@@ -12,11 +12,14 @@ from ctxkit.runs import packet
 OUTPUTS = {"correct-0-len300": [5, 7, 5, 7], "correct-1-len8192": [9, 9, 2, 2]}
 
 
-def e3_run(root: Path, name: str, *, ray: bool, outputs: dict, model: str = "llama-3.1-8b") -> Path:
-    """A finished E3 run folder as the notebook leaves it: summary with the correctness set, metadata, params."""
+def e3_run(root: Path, name: str, *, ray: bool, outputs: dict, model: str = "llama-3.1-8b",
+           prompts: str = "p1") -> Path:
+    """A finished E3 run folder as the notebook leaves it: summary with the correctness set (the digest of its
+    prompts), metadata, params."""
     run = root / name
     (run / "artifacts").mkdir(parents=True)
-    correctness = {"prompt_lens": [300, 8192], "aggregated": OUTPUTS, "disaggregated": outputs}
+    correctness = {"prompt_lens": [300, 8192], "prompts_sha256": prompts, "aggregated": OUTPUTS,
+                   "disaggregated": outputs}
     (run / "summary.json").write_text(json.dumps({"experiment": "e3_disagg", "checks": {}, "headline": [],
                                                   "correctness": correctness}))
     (run / "run_metadata.json").write_text(json.dumps(
@@ -35,16 +38,20 @@ def rows(text: str) -> dict[str, list[str]]:
 
 def test_runs_placed_locally_and_through_ray_are_compared_by_their_outputs(tmp_path):
     changed = {**OUTPUTS, "correct-1-len8192": [9, 9, 2, 3]}      # one token differs
-    runs = [e3_run(tmp_path, "local", ray=False, outputs=OUTPUTS), e3_run(tmp_path, "ray", ray=True, outputs=OUTPUTS),
+    failed = {**OUTPUTS, "correct-0-len300": []}                  # a request that failed returns no tokens
+    runs = [e3_run(tmp_path, "failed", ray=False, outputs=failed),
+            e3_run(tmp_path, "local", ray=False, outputs=OUTPUTS), e3_run(tmp_path, "ray", ray=True, outputs=OUTPUTS),
             e3_run(tmp_path, "ray-off", ray=True, outputs=changed),
-            e3_run(tmp_path, "other-model", ray=False, outputs=OUTPUTS, model="tiny-llama")]
+            e3_run(tmp_path, "other-model", ray=False, outputs=OUTPUTS, model="tiny-llama"),
+            e3_run(tmp_path, "other-prompts", ray=False, outputs=OUTPUTS, prompts="p2")]
     text = (packet.build(runs, tmp_path / "packet") / "README.md").read_text()
     got = rows(text)
-    assert [got[n][1] for n in ("e3_disagg", "e3_disagg-2", "e3_disagg-3")] == ["local", "Ray", "Ray"]
-    assert [got[n][-1] for n in ("e3_disagg", "e3_disagg-2", "e3_disagg-3", "e3_disagg-4")] == \
-        ["yes", "yes", "no", "-"]                                 # another model is not compared
-    assert got["e3_disagg"][5] == got["e3_disagg-2"][5] != got["e3_disagg-3"][5]
-    assert "every pool placed through Ray" in text.split("(e3_disagg-2)", 1)[1].split("###", 1)[0]
+    names = ["e3_disagg"] + [f"e3_disagg-{i}" for i in range(2, 7)]
+    assert [got[n][1] for n in names[1:4]] == ["local", "Ray", "Ray"]
+    assert [got[n][-1] for n in names] == ["failed", "yes", "yes", "no", "-", "-"]   # others alone with their prompts
+    assert [got[n][-2] for n in names[:4]] == ["e3_disagg", "e3_disagg-2", "e3_disagg-2", "e3_disagg-2"]
+    assert got["e3_disagg-2"][5] == got["e3_disagg-3"][5] != got["e3_disagg-4"][5]
+    assert "every pool placed through Ray" in text.split("(e3_disagg-3)", 1)[1].split("###", 1)[0]
 
 
 def test_one_e3_run_has_nothing_to_compare(tmp_path):

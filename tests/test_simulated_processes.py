@@ -3,6 +3,9 @@ workers comparison, which must measure the client processes, not one server's ev
 from __future__ import annotations
 
 import json
+import os
+import signal
+import time
 import urllib.request
 
 import psutil
@@ -29,11 +32,22 @@ def test_simulated_server_answers_from_several_processes_and_stops_them_all(tmp_
         leader = psutil.Process(sim.proc.pid)
         procs = [leader, *leader.children()]
         assert len(procs) == 3, procs
+        assert sim.listening() == 3           # start() waited for every process, not only the one /health reached
         seen: set[int] = set()
-        for _ in range(300):    # the kernel spreads connections by a hash: all three answer long before 300
+        deadline = time.monotonic() + 30      # the kernel spreads connections by a hash: all three answer at once
+        while len(seen) < 3 and time.monotonic() < deadline:
             seen.add(_answered_by(sim.base_url))
-            if len(seen) == 3:
-                break
         assert seen == {p.pid for p in procs}
     _, alive = psutil.wait_procs(procs, timeout=20)
     assert not alive, alive
+
+
+def test_the_siblings_die_with_a_killed_leader(tmp_path, monkeypatch):
+    """SIGKILL reaches the leader alone (no group kill): its siblings go by their death signal, serving no one."""
+    monkeypatch.setenv(SIMULATION_ENV, "1")
+    with Simulated(ttft_ms=0, tpot_ms=0, log_dir=tmp_path, processes=2) as sim:
+        siblings = psutil.Process(sim.proc.pid).children()
+        assert len(siblings) == 1
+        os.kill(sim.proc.pid, signal.SIGKILL)
+        _, alive = psutil.wait_procs(siblings, timeout=20)
+        assert not alive, alive

@@ -15,7 +15,8 @@ rate mu - lambda, so the highest rate with a share q of TTFTs within s is lambda
 known in closed form (tests of the goodput search use it).
 Without a queue it can answer from several processes on one port (`processes`, SO_REUSEPORT: the kernel spreads
 connections over them), so that a load test of several client processes measures the clients, not one server
-process's event loop; each process counts only what it answered in /metrics.
+process's event loop; each process counts only what it answered in /metrics. (With SO_REUSEPORT a second such server
+given the same port would share it silently: ports come from free_port, which hands out a port nothing listens on.)
 Run as its own process: python -m ctxkit.backends.simulated --port P [--ttft-ms ..] [--tpot-ms ..] [--processes N]
 """
 from __future__ import annotations
@@ -26,14 +27,15 @@ import collections
 import json
 import os
 import random
+import signal
 import sys
 import time
 from pathlib import Path
 from typing import Any, Optional
 
 from ctxkit import __version__
-from ctxkit.backends.base import BackendUnavailable
-from ctxkit.backends.process import ManagedServer, die_with_parent
+from ctxkit.backends.base import BackendUnavailable, ServerDied
+from ctxkit.backends.process import ManagedServer, die_with_parent, group_members
 
 SIMULATION_ENV = "CTXKIT_ALLOW_SIMULATED_BACKEND"
 
@@ -81,6 +83,29 @@ class Simulated(ManagedServer):
             (["--queue-servers", str(self.queue_servers), "--service-ms", str(self.service_ms), "--seed",
               str(self.seed)] if self.queue_servers else []) + \
             (["--processes", str(self.processes)] if self.processes > 1 else [])
+
+    def after_start(self) -> None:
+        """With several processes, /health answered by one says nothing of the others: wait until each of them
+        listens on the port (or one has died), so that a run never measures fewer server processes than it says."""
+        super().after_start()
+        deadline = time.monotonic() + 30.0
+        while (listening := self.listening()) < self.processes:
+            if len(group_members(self.proc.pid)) < self.processes or time.monotonic() > deadline:
+                self.stop()
+                raise ServerDied(f"{self.kind} {self.name!r}: {listening} of {self.processes} processes listen on "
+                                 f"port {self.port}")
+            time.sleep(0.05)
+
+    def listening(self) -> int:
+        """How many processes of the server's group listen on its port."""
+        count = 0
+        for proc in group_members(self.proc.pid):
+            try:
+                conns = getattr(proc, "net_connections", proc.connections)("tcp")     # psutil >= 6 / older
+                count += any(c.status == "LISTEN" and c.laddr.port == self.port for c in conns)
+            except Exception:  # noqa: BLE001 - a process gone since the listing listens on nothing
+                continue
+        return count
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "latency_model": {
@@ -179,7 +204,8 @@ def _serve(args: argparse.Namespace) -> None:
         # here, before the first token's due time: a 120K-id dump takes milliseconds.
         prompt_ids = f'"prompt_token_ids":{json.dumps(prompt)},' if body.get("return_token_ids") else ""
         rng = random.Random(body.get("seed", 0) if body.get("temperature", 0) else 31 * len(prompt) + sum(prompt[-8:]))
-        req_id = request.headers.get("X-Request-Id", f"cmpl-{counters['requests']}")
+        req_id = request.headers.get("X-Request-Id", f"cmpl-{os.getpid()}-{counters['requests']}" if
+                                     args.processes > 1 else f"cmpl-{counters['requests']}")
         head = (f'{{"id":{json.dumps(req_id)},"object":"text_completion","created":{int(time.time())},'
                 f'"model":{model_json},')
         # The handler's start on the machine's monotonic clock (the client's perf_counter_ns is the same clock on
@@ -241,13 +267,17 @@ def _serve(args: argparse.Namespace) -> None:
                 handler_cancellation=True, reuse_port=args.processes > 1)
 
 
-def _fork_siblings(n: int) -> None:
+def _fork_siblings(n: int) -> bool:
     """Fork n more server processes before any event loop exists; each dies with this one (the process the
-    managing ctxkit started and stops, with its whole process group)."""
+    managing ctxkit started and stops, with its whole process group). True in a sibling."""
+    leader = os.getpid()
     for _ in range(n):
         if os.fork() == 0:
             die_with_parent()
-            return
+            if os.getppid() != leader:       # the leader died before the death signal was set
+                os._exit(1)
+            return True
+    return False
 
 
 def main(argv: Optional[list[str]] = None) -> None:
@@ -270,13 +300,17 @@ def main(argv: Optional[list[str]] = None) -> None:
         sys.exit(f"refusing to start: {SIMULATION_ENV}=1 is not set")
     if args.processes < 1 or (args.processes > 1 and args.queue_servers):
         sys.exit("--processes must be >= 1, and 1 with --queue-servers (one queue needs one process)")
-    _fork_siblings(args.processes - 1)
+    sibling = _fork_siblings(args.processes - 1)
+    if args.processes > 1 and not sibling:      # a sibling that dies early is reaped, not left a zombie
+        signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     try:
         import uvloop  # a faster event loop where installed (vLLM brings it)
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     except ImportError:
         pass
     _serve(args)
+    if sibling:             # never back into a caller that imported main(): the leader's code path is its own
+        os._exit(0)
 
 
 if __name__ == "__main__":

@@ -81,6 +81,13 @@ def correctness_set(params: E3Params, card: ModelCard, seed: int) -> list[Comple
     return [CompletionRequest(f"correct-{i}-len{len(p)}", p, params.correctness_max_tokens) for i, p in enumerate(prompts)]
 
 
+def prompts_digest(requests: list[CompletionRequest]) -> str:
+    """What the correctness set sent (token ids and max_tokens), as one digest: runs whose outputs are compared
+    (ctxkit packet) must have sent the same prompts."""
+    sent = [[r.request_id, list(map(int, r.prompt)), r.max_tokens] for r in requests]
+    return hashlib.sha256(repr(sent).encode()).hexdigest()[:16]
+
+
 def is_attached(params: E3Params, mode: str) -> bool:
     """Whether this arm is a deployment ctxkit attaches to rather than a pool it starts."""
     return params.backend == "topology" and (mode == "disaggregated" or bool(params.aggregated_topology_file))
@@ -484,7 +491,9 @@ def summarize(params: E3Params, run: RunFolder, agg: ModeResult, dis: ModeResult
                               for res in (agg, dis, *variants)}},
         "broker_completed_handoffs": kv["broker_completed_handoffs"],
         "gpu_assignment": {"aggregated": agg.describe["placement"], "disaggregated": dis.describe["placement"]},
-        "correctness": {"prompt_lens": params.correctness_prompt_lens, "aggregated": agg.correctness,
+        "correctness": {"prompt_lens": params.correctness_prompt_lens,
+                        "prompts_sha256": prompts_digest(correctness_set(params, card, run_seed(params, run))),
+                        "aggregated": agg.correctness,
                         "disaggregated": dis.correctness, "external_kv_tokens": dis.external_kv_tokens,
                         "expected_external_kv_tokens": expected_external, "decode_block_size": dis.block_size},
         "servers": [agg.describe, dis.describe] + [v.describe for v in variants if not v.error],

@@ -361,26 +361,42 @@ def _digest(outputs: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(outputs, sort_keys=True).encode()).hexdigest()[:12]
 
 
+def _prompts_key(run: PacketRun) -> tuple:
+    """What decides a run's correctness prompts: their digest where the run recorded one (E3 writes it), else the
+    parameters they are drawn from (an attached deployment mixes the run id into the seed: never comparable)."""
+    p, c = read_params(run), run.summary["correctness"]
+    model = (p.get("server") or {}).get("model")
+    if c.get("prompts_sha256"):
+        return model, c["prompts_sha256"]
+    if p.get("backend") == "topology":
+        return model, run.name
+    return model, tuple(c.get("prompt_lens") or []), p.get("seed"), p.get("correctness_max_tokens")
+
+
 def outputs_across(runs: list[PacketRun]) -> list[str]:
     """With two or more E3 runs, each one's greedy outputs on its correctness prompts (summary.correctness), one
-    digest per mode, against the first run's: runs of one model placed differently (locally, through Ray) agree
-    token for token or they do not. Only runs of the same model and prompts are compared."""
+    digest per mode, against the first run that sent the same prompts to the same model: runs placed differently
+    (locally, through Ray) agree token for token or they do not. A run with an empty output (a failed request) is
+    "failed", never equal; a run alone with its prompts has nothing to be compared with ("-")."""
     e3 = [r for r in runs if r.experiment == "e3_disagg" and (r.summary.get("correctness") or {}).get("aggregated")]
     if len(e3) < 2:
         return []
-    first, key = e3[0], lambda r: ((read_params(r).get("server") or {}).get("model"),
-                                    r.summary["correctness"].get("prompt_lens"))
+    first: dict[tuple, PacketRun] = {}
     rows = []
     for r in e3:
-        c, c0 = r.summary["correctness"], first.summary["correctness"]
-        same = "-" if key(r) != key(first) else \
-            "yes" if (c["aggregated"], c.get("disaggregated")) == (c0["aggregated"], c0.get("disaggregated")) else "no"
-        rows.append([r.name, "Ray" if read_params(r).get("ray") is not None else "local", str(key(r)[0]),
-                     ", ".join(map(str, c.get("prompt_lens") or [])), _digest(c["aggregated"]),
-                     _digest(c.get("disaggregated") or {}), same])
+        c, key = r.summary["correctness"], _prompts_key(r)
+        outs = (c["aggregated"], c.get("disaggregated"))
+        failed = not outs[1] or not all(outs[0].values()) or not all(outs[1].values())
+        ref = first.get(key, r) if failed else first.setdefault(key, r)      # the first that did not fail
+        ref_outs = (ref.summary["correctness"]["aggregated"], ref.summary["correctness"].get("disaggregated"))
+        same = "failed" if failed else "-" if sum(_prompts_key(x) == key for x in e3) < 2 else \
+            "yes" if outs == ref_outs else "no"
+        rows.append([r.name, "Ray" if read_params(r).get("ray") is not None else "local", str(key[0]),
+                     ", ".join(map(str, c.get("prompt_lens") or [])), _digest(outs[0]),
+                     _digest(outs[1]) if outs[1] else "-", ref.name, same])
     return ["### E3 greedy outputs across runs", ""] + table(
         ["run", "placed", "model", "prompt tokens", "aggregated outputs (sha256)", "disaggregated outputs (sha256)",
-         f"equal to {first.name}'s"], rows) + [""]
+         "compared with", "equal"], rows) + [""]
 
 
 def read_params(run: PacketRun) -> dict[str, Any]:

@@ -7,6 +7,7 @@
 #   --ray: also Ray (ctxkit[ray], the Ray launcher) and its dependencies, as OUT/ray00.. (a few more parts)
 set -euo pipefail
 out=${1:?usage: build_wheelhouse.sh OUT [--ray]}
+case "$out" in -*) echo "usage: build_wheelhouse.sh OUT [--ray] (OUT first)" >&2; exit 2;; esac
 here=$(cd "$(dirname "$0")" && pwd)
 plats=()
 for n in 39 35 34 31 28 27 26 24 17; do plats+=(--platform "manylinux_2_${n}_x86_64"); done
@@ -17,6 +18,7 @@ pins="$(grep -v '^#' "$here/vllm-0.24.0-py312-torch2.11.txt") nixl==1.5.1 nixl-c
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp "${plats[@]}" \
   -d "$work/w" $pins
 mkdir -p "$out/extra"
+rm -f "$out"/part?? "$out"/ray??          # a rebuild into the same folder: install.sh concatenates every part
 tar cf - -C "$work/w" . | split -b "${PART_MB:-26}m" -d - "$out/part"
 python3 -m pip download -q --only-binary=:all: --python-version 3.12 --implementation cp "${plats[@]}" \
   --platform any -d "$out/extra" "papermill>=2.6" "nbconvert>=7.16" "nbformat>=5.10" "ipykernel>=6.29" \
@@ -24,7 +26,7 @@ python3 -m pip download -q --only-binary=:all: --python-version 3.12 --implement
   "jinja2>=3.1" "jupytext>=1.16"
 if [ "${2:-}" = "--ray" ]; then
   python3 -m pip download -q --only-binary=:all: --python-version 3.12 --implementation cp "${plats[@]}" \
-    --platform any -d "$work/ray" "ray>=2.40"
+    --platform any -d "$work/ray" "ray==2.60.0"      # the Ray the 2026-12-06 packet ran
   tar cf - -C "$work/ray" . | split -b "${PART_MB:-26}m" -d - "$out/ray"
 fi
 rm -rf "$work"

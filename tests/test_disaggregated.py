@@ -90,6 +90,7 @@ def test_e3_end_to_end(tmp_path):
         assert checks[name]["passed"], (name, checks[name])
     corr = summary["correctness"]
     assert corr["aggregated"] == corr["disaggregated"] and all(corr["aggregated"].values())
+    assert len(corr["prompts_sha256"]) == 16           # what the packet compares runs' outputs by
     assert corr["external_kv_tokens"] == corr["expected_external_kv_tokens"] > 0
     handoffs = pd.read_csv(run / "artifacts/e3_handoffs.csv")
     moved = handoffs[handoffs["kv_tokens"] > 0]

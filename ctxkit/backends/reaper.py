@@ -60,14 +60,15 @@ def main(argv: list[str]) -> int:
     # Same process group as this reaper, and a parent-death signal too: Ray SIGKILLs the direct children of a worker
     # that exits (seen: this reaper killed, the API server left running with ppid 1), and a SIGKILLed reaper cannot
     # stop anything; the server's own SIGTERM on this reaper's death then takes its engine core down.
-    child = subprocess.Popen(argv, preexec_fn=die_with_parent)
-
     def on_signal(signum: int, _frame: object) -> None:
         _stop_group()
         sys.exit(128 + signum)
 
+    # Before the command starts: a SIGTERM that came between its start and the handler would kill this reaper by
+    # the default action and leave the command's own children running (a CI run caught it: exit -15, not 143).
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    child = subprocess.Popen(argv, preexec_fn=die_with_parent)
     code = child.wait()
     if _others_in_group():                               # the server is gone; what it started must go too
         _stop_group()

@@ -381,15 +381,16 @@ def outputs_across(runs: list[PacketRun]) -> list[str]:
     e3 = [r for r in runs if r.experiment == "e3_disagg" and (r.summary.get("correctness") or {}).get("aggregated")]
     if len(e3) < 2:
         return []
+    keys = {r.name: _prompts_key(r) for r in e3}          # each run's params.yaml read once
     first: dict[tuple, PacketRun] = {}
     rows = []
     for r in e3:
-        c, key = r.summary["correctness"], _prompts_key(r)
+        c, key = r.summary["correctness"], keys[r.name]
         outs = (c["aggregated"], c.get("disaggregated"))
         failed = not outs[1] or not all(outs[0].values()) or not all(outs[1].values())
         ref = first.get(key, r) if failed else first.setdefault(key, r)      # the first that did not fail
         ref_outs = (ref.summary["correctness"]["aggregated"], ref.summary["correctness"].get("disaggregated"))
-        same = "failed" if failed else "-" if sum(_prompts_key(x) == key for x in e3) < 2 else \
+        same = "failed" if failed else "-" if list(keys.values()).count(key) < 2 else \
             "yes" if outs == ref_outs else "no"
         rows.append([r.name, "Ray" if read_params(r).get("ray") is not None else "local", str(key[0]),
                      ", ".join(map(str, c.get("prompt_lens") or [])), _digest(outs[0]),

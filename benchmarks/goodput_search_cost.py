@@ -1,18 +1,24 @@
 """What the goodput search costs against a linear rate sweep that reaches the same resolution.
 
-    python benchmarks/goodput_search_cost.py [--seed 0] [--seeds 0,1,2]
+    python benchmarks/goodput_search_cost.py [--seed 0] [--seeds 0,1,2]     # live: about 6 minutes a seed
+    python benchmarks/goodput_search_cost.py --virtual --seeds 0-99          # virtual clock: about 5 s a seed
 
 A simulated server with a capacity known in closed form (8 FCFS prefill slots, exponential 80 ms service: an M/M/8
-queue; 90% of TTFTs within 300 ms up to lambda* = 89.1 req/s; the test's queue, tests/test_goodput_search.py). Both methods use the same probes (the same Poisson
-streams, Wilson verdicts, steady-state checks). The search brackets by doubling with scouts (probes that may pass on 40 requests) and narrows to 5% with full
-probes, once from 20 req/s (a start far below capacity, as a user without a guess would pick) and once from the
-sweep's own lowest level.
-The sweep, in the style of vLLM's serve workload sweeps, probes 10 evenly spaced rates up to twice the capacity
-(an informed range: it favours the sweep), then 10 evenly spaced rates between the last pass and the first fail,
-a resolution of about 2% of the range. Prints each method's answer, probes, requests and wall time, and the
-search's share of the sweep's wall time. With --seeds, once per seed (other Poisson streams and service times),
-then the mean share and the spread of the answers: one seed's share moves by about 0.1 with the probes that land
-near the knee, so a goal on it is judged on the mean.
+queue; 90% of TTFTs within 300 ms up to lambda* = 89.1 req/s; the test's queue, tests/test_goodput_search.py). Both
+methods use the same probes (the same Poisson streams, Wilson verdicts, steady-state checks). The search brackets
+by doubling with scouts (probes that may pass on 40 requests after a third of the warmup) and narrows to 5% with
+full probes, once from 20 req/s (a start far below capacity, as a user without a guess would pick) and once from
+the sweep's own lowest level. The sweep, in the style of vLLM's serve workload sweeps, probes 10 evenly spaced
+rates up to twice the capacity (an informed range: it favours the sweep), then 10 evenly spaced rates between the
+last pass and the first fail, a resolution of about 2% of the range; its answer is the highest level that passed.
+
+Prints each method's answer, probes, requests and wall time, and the search's share of the sweep's wall time. With
+--seeds, once per seed (other Poisson streams and service times), then over the seeds: each method's answers
+against the capacity and against the sweep's on the same seed, the search's mean share of the sweep's time with a
+95% interval, and where each method's time went (scouts, full passes, full fails). One seed's share moves by about
+0.1 with the probes that land near the knee, so the goal is judged on the mean over many seeds: --virtual runs the
+same search code on the queue's virtual clock (benchmarks/virtual_queue.py: the same streams and service times,
+without the live run's own noise), where 100 seeds take minutes.
 """
 from __future__ import annotations
 
@@ -22,15 +28,19 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
+from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 os.environ.setdefault("CTXKIT_ALLOW_SIMULATED_BACKEND", "1")
 
 from test_goodput_search import MU, TARGET, K, S, capacity, items  # noqa: E402
+from virtual_queue import VirtualQueue  # noqa: E402
 
 from ctxkit.backends import Simulated  # noqa: E402
 from ctxkit.collectors.latency import SLO  # noqa: E402
@@ -40,7 +50,7 @@ POLICY = dict(target=TARGET, min_requests=300, max_requests=600, warmup_requests
               max_probes=30)
 
 
-def sweep(sim: Simulated, slo: SLO, policy: SearchPolicy, top: float) -> tuple[float, list]:
+def sweep(sim, slo: SLO, policy: SearchPolicy, top: float) -> tuple[float, list]:
     probes, index = [], 0
 
     def probe(rate: float):
@@ -59,22 +69,35 @@ def sweep(sim: Simulated, slo: SLO, policy: SearchPolicy, top: float) -> tuple[f
     return max(passed) if passed else 0.0, probes
 
 
-def measure(seed: int) -> list[tuple[str, float, list, float]]:
-    """Both searches and the sweep on one simulated server with `seed`: (method, answer, probes, wall s) each."""
+def methods(sim, seed: int, clock: Callable[[], float]) -> list[tuple[str, float, list, float]]:
+    """Both searches and the sweep on one server: (method, answer, probes, seconds on `clock`) each."""
     truth, slo = capacity(), SLO(ttft_ms=1000 * S)
     rows = []
+    for name, start in (("search @20", 20.0), ("search @top/10", 2 * truth / 10)):
+        policy = SearchPolicy(start_rate=start, tolerance=0.05, seed=seed, **POLICY)
+        t0 = clock()
+        res = search(sim, items(seed), slo, policy, timeout_s=30)
+        rows.append((name, res.goodput, res.probes, clock() - t0))
+    t0 = clock()
+    found, probes = sweep(sim, slo, policy, 2 * truth)
+    rows.append(("linear sweep", found, probes, clock() - t0))
+    return rows
+
+
+def measure(seed: int) -> list[tuple[str, float, list, float]]:
+    """The three methods on one live simulated server with `seed`, timed by the wall clock."""
     with tempfile.TemporaryDirectory() as tmp:
         with Simulated(ttft_ms=0, tpot_ms=1, queue_servers=K, service_ms=1000 / MU, log_dir=Path(tmp),
                        seed=seed) as sim:
-            for name, start in (("search @20", 20.0), ("search @top/10", 2 * truth / 10)):
-                policy = SearchPolicy(start_rate=start, tolerance=0.05, seed=seed, **POLICY)
-                t0 = time.monotonic()
-                res = search(sim, items(seed), slo, policy, timeout_s=30)
-                rows.append((name, res.goodput, res.probes, time.monotonic() - t0))
-            t0 = time.monotonic()
-            found, probes = sweep(sim, slo, policy, 2 * truth)
-            rows.append(("linear sweep", found, probes, time.monotonic() - t0))
-    return rows
+            return methods(sim, seed, time.monotonic)
+
+
+def measure_virtual(seed: int) -> list[tuple[str, float, list, float]]:
+    """The same on the queue's virtual clock (benchmarks/virtual_queue.py): the same streams and service times,
+    without the live run's own noise, in about a second of CPU per method."""
+    queue = VirtualQueue(K, 1000 / MU, seed)
+    with queue.patched():
+        return methods(queue, seed, lambda: queue.elapsed_s)
 
 
 def report(seed: int, rows: list[tuple[str, float, list, float]]) -> None:
@@ -92,28 +115,63 @@ def report(seed: int, rows: list[tuple[str, float, list, float]]) -> None:
     print(flush=True)
 
 
+def seed_list(text: str) -> list[int]:
+    """'0,1,2' or '0-99' (or both: '0-9,20')."""
+    out: list[int] = []
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        out += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
+    return out
+
+
+def summarize(runs: dict[int, list], label: str) -> None:
+    """Over seeds: each method's answers against the capacity and against the sweep's on the same seed, and each
+    search's share of the sweep's time, its mean with a 95% interval (normal, over seeds)."""
+    truth, seeds = capacity(), list(runs)
+    print(f"over {len(seeds)} seeds ({label}):")
+    for i, name in enumerate(r[0] for r in runs[seeds[0]]):
+        answers = np.array([runs[s][i][1] / truth for s in seeds])
+        line = (f"  {name:16} answer / truth median {np.median(answers):.3f}, 10-90% {np.percentile(answers, 10):.3f}-"
+                f"{np.percentile(answers, 90):.3f}, median error {np.median(abs(answers - 1)):.3f}, within 5%: "
+                f"{np.mean(abs(answers - 1) <= 0.05):.2f} of seeds")
+        if name != "linear sweep":
+            same = np.mean([abs(runs[s][i][1] / runs[s][-1][1] - 1) <= 0.05 for s in seeds if runs[s][-1][1]])
+            share = np.array([runs[s][i][3] / runs[s][-1][3] for s in seeds])
+            half = 1.96 * share.std(ddof=1) / np.sqrt(len(share)) if len(share) > 1 else float("nan")
+            line += (f"; within 5% of the sweep's: {same:.2f}\n  {'':16} time / sweep mean {share.mean():.3f} "
+                     f"+- {half:.3f}, median {np.median(share):.3f}, <= 1/3 in {np.mean(share <= 1 / 3):.2f} of seeds "
+                     f"(goal <= 0.33)")
+        print(line)
+        print(f"  {'':16} {mix([runs[s][i][2] for s in seeds])}")
+
+
+def mix(searches: list[list]) -> str:
+    """Where a method's time goes, on the mean over seeds: its probes by kind (count and seconds)."""
+    kinds = {"scouts": lambda p: p.scout, "full passes": lambda p: not p.scout and p.verdict == "pass",
+             "full fails": lambda p: not p.scout and p.verdict != "pass"}
+    parts = []
+    for name, kind in kinds.items():
+        n = np.mean([sum(1 for p in probes if kind(p)) for probes in searches])
+        wall = np.mean([sum(p.wall_s for p in probes if kind(p)) for probes in searches])
+        parts.append(f"{name} {n:.1f} ({wall:.0f} s)")
+    return "probes, mean a search: " + ", ".join(parts)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--seeds", help="comma-separated seeds, each measured in turn (about 6 minutes each)")
+    ap.add_argument("--seeds", help="seeds measured in turn: 0,1,2 or 0-99 (live: about 6 minutes each)")
+    ap.add_argument("--virtual", action="store_true",
+                    help="on the queue's virtual clock (benchmarks/virtual_queue.py), about 3 s of CPU a seed")
     args = ap.parse_args()
-    seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else [args.seed]
+    seeds = seed_list(args.seeds) if args.seeds else [args.seed]
     runs = {}
-    for seed in seeds:
-        runs[seed] = measure(seed)
-        report(seed, runs[seed])
-    if len(seeds) < 2:
-        return
-    truth = capacity()
-    print(f"over seeds {', '.join(map(str, seeds))}:")
-    for i, name in enumerate(r[0] for r in runs[seeds[0]]):
-        answers = [runs[s][i][1] / truth for s in seeds]
-        share = [runs[s][i][3] / runs[s][-1][3] for s in seeds]
-        line = f"  {name:16} answer / truth {min(answers):.3f}-{max(answers):.3f}"
-        if name != "linear sweep":
-            line += f"; wall time / sweep {' '.join(f'{x:.2f}' for x in share)}, mean {np.mean(share):.2f} " \
-                    "(goal <= 0.33)"
-        print(line)
+    for seed in tqdm(seeds, desc="seeds", disable=not args.virtual or len(seeds) < 2):
+        runs[seed] = measure_virtual(seed) if args.virtual else measure(seed)
+        if not args.virtual or len(seeds) < 2:
+            report(seed, runs[seed])
+    if len(seeds) > 1:
+        summarize(runs, "virtual clock" if args.virtual else "live simulated server")
 
 
 if __name__ == "__main__":

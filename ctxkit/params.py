@@ -419,6 +419,8 @@ class SearchParams(Params):
     # probes before the bracket forms only pick a direction: they decide on this many scored requests, without
     # min_duration_s (the warmup stays); the bracket's ends are full probes. null: every probe full
     scout_requests: Optional[int] = Field(40, ge=10)
+    # ... and warm up for this share of warmup_s: a scout's pass is measured again in full before it is the answer
+    scout_warmup_share: float = Field(1 / 3, gt=0, le=1)
     max_probes: int = Field(12, ge=1)                 # per topology and SLO setting
     max_wall_s: float = Field(900.0, gt=0)            # per topology and SLO setting
     drain_s: float = Field(30.0, gt=0)                # wait for requests in flight at most this long

@@ -62,6 +62,9 @@ class SearchPolicy:
     scout_requests: Optional[int] = 40   # a probe before the bracket forms (doubling or halving) only picks the
                                          # direction: it may pass on a Wilson verdict after this many decided,
                                          # before min_requests and min_duration_s (see _rule). None: none do
+    scout_warmup_share: float = 1 / 3    # ... and warms up for this share of warmup_s: its pass never becomes the
+                                         # answer without a full probe at its rate (search()), and a young queue
+                                         # only flatters, so a fail from it stands (see warmup)
     seed: int = 0
 
     @classmethod
@@ -74,13 +77,18 @@ class SearchPolicy:
         max_requests."""
         return max(self.max_requests, math.ceil(rate * self.min_duration_s * 1.2))
 
-    def warmup(self, rate: float) -> int:
-        """Unscored requests at the head of a probe at `rate`."""
-        return max(self.warmup_requests, math.ceil(rate * self.warmup_s))
+    def warmup(self, rate: float, scout: bool = False) -> int:
+        """Unscored requests at the head of a probe at `rate`; a scout's cover scout_warmup_share of warmup_s. A
+        scout far below capacity reaches steady state at once; just above it, a full warmup does not protect a
+        scout either (its early pass on few requests is a sample of a queue that takes minutes to fill there), and
+        the cost falls on every scout: benchmarks/goodput_search_cost.py measures both sides."""
+        share = self.scout_warmup_share if scout and self.scouts() else 1.0
+        return max(self.warmup_requests, math.ceil(rate * self.warmup_s * share))
 
     def scouts(self) -> bool:
-        """Whether a scouting probe can cost less than a full one (see scout_requests)."""
-        return self.scout_requests is not None and (self.scout_requests < self.min_requests or self.min_duration_s > 0)
+        """Whether a scouting probe can cost less than a full one (see scout_requests, scout_warmup_share)."""
+        return self.scout_requests is not None and (self.scout_requests < self.min_requests or self.min_duration_s > 0
+                                                    or (self.scout_warmup_share < 1 and self.warmup_s > 0))
 
     def allowed_misses(self, planned: int) -> int:
         """Misses beyond which a probe of `planned` scored requests fails whatever its remaining requests do."""
@@ -92,6 +100,7 @@ class Probe:
     index: int
     rate: float
     planned: int = 0                     # requests its batches were to send
+    warmup: int = 0                      # unscored requests at the head of its stream (a scout's are fewer)
     sent: int = 0
     decided: int = 0
     met: int = 0
@@ -119,7 +128,7 @@ class Probe:
 
     def row(self) -> dict[str, Any]:
         """The probe as one table row (no records)."""
-        keep = ("index", "rate", "planned", "sent", "decided", "met", "missed", "undecided", "attainment", "wilson_low",
+        keep = ("index", "rate", "warmup", "planned", "sent", "decided", "met", "missed", "undecided", "attainment", "wilson_low",
                 "wilson_high", "verdict", "decided_by", "early_stop", "backlog", "send_lag_p99_ms", "offered_rate",
                 "client_lagged", "wall_s", "speedup", "scout")
         return {k: getattr(self, k) for k in keep} | {f"missed_{k}": v for k, v in self.misses_by_cause.items()}
@@ -257,7 +266,7 @@ def run_probe(backend: ServingBackend, index: int, rate: float, items_fn: ItemsF
     probe, t0 = Probe(index, rate), time.monotonic()
     settle(backend, policy.drain_s)
     probe.planned = policy.planned(rate)
-    n_warm = policy.warmup(rate)
+    n_warm = probe.warmup = policy.warmup(rate, scouting)
     items = items_fn(index, 0, n_warm + probe.planned)
     unscored = {it.request_id for it in items[:n_warm]}
 
@@ -293,7 +302,9 @@ def run_probe(backend: ServingBackend, index: int, rate: float, items_fn: ItemsF
     if on_records:
         on_records(records)
     _score(probe, slo, policy)
-    probe.scout = rule.by_scout              # what was in flight may still turn its pass into a fail (search())
+    # what was in flight may still turn a scout's early pass into a fail (search()); a scout that passed in full
+    # did so after a scout's warmup: its pass is a scout's too, measured again in full before it is the answer
+    probe.scout = rule.by_scout or (scouting and probe.verdict == "pass" and n_warm < policy.warmup(rate))
     probe.server = {c.name: c.stop() for c in collectors}
     probe.timeline = [row for c in collectors for row in c.timeline]
     if policy.arrival == "trace":                 # over the whole probe: its server counters cover the warmup too
@@ -372,9 +383,11 @@ def _score(probe: Probe, slo: SLO, policy: SearchPolicy) -> None:
     else:
         probe.verdict = att.verdict(probe.met, probe.decided, policy.target)
         probe.decided_by = "95% Wilson interval"
-        if probe.verdict == "undecided":   # at the cap: the point estimate decides, and says so
+        if probe.verdict == "undecided":   # the point estimate decides, and says why it had to
             probe.verdict = "pass" if (probe.attainment or 0.0) >= policy.target else "fail"
-            probe.decided_by = "point estimate at the request cap"
+            # at the cap; or the probe stopped on a verdict and the requests then in flight made it undecided
+            probe.decided_by = "point estimate at the request cap" if probe.sent >= probe.planned else \
+                "point estimate (undecided once the requests in flight at its stop finished)"
 
 
 def last_by_rate(probes: list[Probe]) -> dict[float, Probe]:

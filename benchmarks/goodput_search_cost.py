@@ -2,6 +2,7 @@
 
     python benchmarks/goodput_search_cost.py [--seed 0] [--seeds 0,1,2]     # live: about 6 minutes a seed
     python benchmarks/goodput_search_cost.py --virtual --seeds 0-99          # virtual clock: about 5 s a seed
+    ... --scout-warmup-share 1                                               # scouts warm up in full
 
 A simulated server with a capacity known in closed form (8 FCFS prefill slots, exponential 80 ms service: an M/M/8
 queue; 90% of TTFTs within 300 ms up to lambda* = 89.1 req/s; the test's queue, tests/test_goodput_search.py). Both
@@ -69,12 +70,13 @@ def sweep(sim, slo: SLO, policy: SearchPolicy, top: float) -> tuple[float, list]
     return max(passed) if passed else 0.0, probes
 
 
-def methods(sim, seed: int, clock: Callable[[], float]) -> list[tuple[str, float, list, float]]:
-    """Both searches and the sweep on one server: (method, answer, probes, seconds on `clock`) each."""
+def methods(sim, seed: int, clock: Callable[[], float], share: float) -> list[tuple[str, float, list, float]]:
+    """Both searches (scouts warming up for `share` of warmup_s) and the sweep on one server: (method, answer,
+    probes, seconds on `clock`) each."""
     truth, slo = capacity(), SLO(ttft_ms=1000 * S)
     rows = []
     for name, start in (("search @20", 20.0), ("search @top/10", 2 * truth / 10)):
-        policy = SearchPolicy(start_rate=start, tolerance=0.05, seed=seed, **POLICY)
+        policy = SearchPolicy(start_rate=start, tolerance=0.05, seed=seed, scout_warmup_share=share, **POLICY)
         t0 = clock()
         res = search(sim, items(seed), slo, policy, timeout_s=30)
         rows.append((name, res.goodput, res.probes, clock() - t0))
@@ -84,20 +86,20 @@ def methods(sim, seed: int, clock: Callable[[], float]) -> list[tuple[str, float
     return rows
 
 
-def measure(seed: int) -> list[tuple[str, float, list, float]]:
+def measure(seed: int, share: float) -> list[tuple[str, float, list, float]]:
     """The three methods on one live simulated server with `seed`, timed by the wall clock."""
     with tempfile.TemporaryDirectory() as tmp:
         with Simulated(ttft_ms=0, tpot_ms=1, queue_servers=K, service_ms=1000 / MU, log_dir=Path(tmp),
                        seed=seed) as sim:
-            return methods(sim, seed, time.monotonic)
+            return methods(sim, seed, time.monotonic, share)
 
 
-def measure_virtual(seed: int) -> list[tuple[str, float, list, float]]:
+def measure_virtual(seed: int, share: float) -> list[tuple[str, float, list, float]]:
     """The same on the queue's virtual clock (benchmarks/virtual_queue.py): the same streams and service times,
-    without the live run's own noise, in about a second of CPU per method."""
+    without the live run's own noise, in seconds of CPU."""
     queue = VirtualQueue(K, 1000 / MU, seed)
     with queue.patched():
-        return methods(queue, seed, lambda: queue.elapsed_s)
+        return methods(queue, seed, lambda: queue.elapsed_s, share)
 
 
 def report(seed: int, rows: list[tuple[str, float, list, float]]) -> None:
@@ -162,16 +164,19 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--seeds", help="seeds measured in turn: 0,1,2 or 0-99 (live: about 6 minutes each)")
     ap.add_argument("--virtual", action="store_true",
-                    help="on the queue's virtual clock (benchmarks/virtual_queue.py), about 3 s of CPU a seed")
+                    help="on the queue's virtual clock (benchmarks/virtual_queue.py), about 5 s of CPU a seed")
+    ap.add_argument("--scout-warmup-share", type=float, default=SearchPolicy.scout_warmup_share,
+                    help="the searches' scouts warm up for this share of warmup_s (1: the full warmup)")
     args = ap.parse_args()
     seeds = seed_list(args.seeds) if args.seeds else [args.seed]
     runs = {}
     for seed in tqdm(seeds, desc="seeds", disable=not args.virtual or len(seeds) < 2):
-        runs[seed] = measure_virtual(seed) if args.virtual else measure(seed)
+        runs[seed] = (measure_virtual if args.virtual else measure)(seed, args.scout_warmup_share)
         if not args.virtual or len(seeds) < 2:
             report(seed, runs[seed])
     if len(seeds) > 1:
-        summarize(runs, "virtual clock" if args.virtual else "live simulated server")
+        summarize(runs, f"{'virtual clock' if args.virtual else 'live simulated server'}, scouts' warmup "
+                        f"{args.scout_warmup_share:.2f} of warmup_s")
 
 
 if __name__ == "__main__":

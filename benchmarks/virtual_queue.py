@@ -10,22 +10,22 @@ sees the same stream and the same service times as on the live server; what the 
 own noise: the client's send lag, the server's event loop, the time between probes.
 
 The stop rule is asked what the live client asks it, when: before each send, with the finished records (in
-completion order) and those in flight as they stand at that instant, and while draining, at each completion or
-every 50 ms. A probe's cost is its virtual seconds from the first send to its last completion or its cut-off.
+completion order) and those in flight as they stand at that instant, and while draining, every 50 ms (or once
+everything is done). A probe's cost is its virtual seconds from the first send to its last completion or its cut-off.
 """
 from __future__ import annotations
 
 import contextlib
 import heapq
-import random
 from typing import Iterator, Optional
 
+from ctxkit.backends.simulated import service_s
 from ctxkit.load import search as search_module
 from ctxkit.load.arrivals import Arrivals
 from ctxkit.load.workloads import WorkItem
 from ctxkit.records import CANCELLED, RequestRecord
 
-POLL_NS = 50_000_000            # the live client's drain loop wakes at each completion or after 50 ms
+POLL_NS = 50_000_000            # the live client's drain loop wakes after 50 ms, or once every request is done
 
 
 class _Clock:
@@ -72,9 +72,7 @@ class VirtualQueue:
             search_module.run_load, search_module.time = saved
 
     def _service_ns(self, prompt: list[int]) -> int:
-        # the simulated server's draw, to the bit: a hash of a tuple of ints is the same in every process
-        svc = random.Random(hash((self.seed, len(prompt), *prompt[:64]))).expovariate(1000.0 / self.service_ms)
-        return int(svc * 1e9)
+        return int(service_s(self.seed, prompt, self.service_ms) * 1e9)       # the simulated server's own draw
 
     def _schedule(self, items: list[WorkItem], sends: list[int]) -> list[tuple[int, int]]:
         """Each request's first-token and end time if every one were sent (first come first served: a request's
@@ -89,7 +87,11 @@ class VirtualQueue:
         return out
 
     def run_load(self, base_url: str, model: str, items: list[WorkItem], arrivals: Arrivals, *,
-                 timeout_s: float, stop=None, drain_s: Optional[float] = None, **_) -> list[RequestRecord]:
+                 timeout_s: float, stop=None, drain_s: Optional[float] = None) -> list[RequestRecord]:
+        """run_load's open-loop path (ctxkit.load.arrivals): the arguments the search passes, no others. The
+        requests' own timeout_s is not modelled: a probe's stop rule cuts its backlog off long before."""
+        if not items:
+            return []
         t0 = self.clock_ns
         sends = [t0 + int(off * 1e9) for off in arrivals.offsets_s(items)]
         times = self._schedule(items, sends)
@@ -123,7 +125,8 @@ class VirtualQueue:
                     rec.status, rec.t_end_ns = CANCELLED, now
                 records.extend(cut)
                 break
-            now = min(flight[0][0], now + POLL_NS) if stop is not None or deadline else flight[0][0]
+            last = max(end for end, _ in flight)       # asyncio.wait(pending, timeout): all done, or the timeout
+            now = min(last, now + POLL_NS) if stop is not None or deadline is not None else last
             if deadline is not None:
                 now = min(now, deadline)
         end = max([now] + [r.t_end_ns or 0 for r in records])

@@ -417,9 +417,9 @@ class SearchParams(Params):
     warmup_s: float = Field(0.0, ge=0)                # ... covering at least this many seconds at the probe's rate
     min_duration_s: float = Field(0.0, ge=0)          # score for at least this long before a verdict stops a probe
     # probes before the bracket forms only pick a direction: they decide on this many scored requests, without
-    # min_duration_s (the warmup stays); the bracket's ends are full probes. null: every probe full
+    # min_duration_s; a converged search's goodput rests on full probes. null: every probe full
     scout_requests: Optional[int] = Field(40, ge=10)
-    # ... and warm up for this share of warmup_s: a scout's pass is measured again in full before it is the answer
+    # ... and (Poisson arrivals) warm up for this share of warmup_s; a scout's pass is measured again in full
     scout_warmup_share: float = Field(1 / 3, gt=0, le=1)
     max_probes: int = Field(12, ge=1)                 # per topology and SLO setting
     max_wall_s: float = Field(900.0, gt=0)            # per topology and SLO setting

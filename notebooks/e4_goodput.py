@@ -28,7 +28,7 @@
 # fails when misses are still rising through it (a queue that keeps growing). The rate doubles until a probe fails,
 # then narrows (toward where the measured attainments cross the target, or by bisection) until the highest passing
 # and lowest failing rates are within the tolerance: the goodput and its bracket. While doubling, a probe only picks
-# the direction: it may pass early on fewer requests, after a shorter warmup (a scout); the bracket's ends are always full probes. Going down from a failing start,
+# the direction: it may pass early on fewer requests, after a shorter warmup (a scout); the goodput always rests on a full probe. Going down from a failing start,
 # a search over a trace stops once halving the rate rescued none of the rows that missed: a trace's bursts (rows
 # sharing a timestamp) do not shrink with its rate, and a request that misses unloaded misses at any rate. Per GPU means per distinct GPU (two servers on one GPU use one); on the CPU tier, per core set.
 

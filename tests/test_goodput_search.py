@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import time
+import types
 
 import pytest
 
@@ -388,3 +389,29 @@ def test_the_packet_says_which_probes_were_scouts_and_what_each_search_cost():
     assert sum("pass (scout)" in line for line in lines) == 1 and sum("| fail |" in line for line in lines) == 1
     assert "- search cost, aggregated x1 / default: 2 probes (1 scouts), 150 scored requests, 51.5 s of probes" \
         in lines
+
+
+def test_a_scout_found_not_steady_after_its_short_warmup_is_measured_again_in_full(monkeypatch):
+    """A scout warms up for a third of warmup_s. Latency still climbing through it may be the empty queue filling,
+    which a full warmup would have absorbed: such a fail is a scout's, and the search measures the rate again in
+    full. The same climb after a full warmup is a fail that stands."""
+    from ctxkit.load import search as search_mod
+
+    def climbing(base_url, model, items, arrivals, **_):            # every request met, latency rising throughout
+        recs = steady(len(items), lambda i: 50 + 20 * i)
+        for rec, it in zip(recs, items):
+            rec.request_id = it.request_id
+        return recs
+    monkeypatch.setattr(search_mod, "run_load", climbing)
+    policy = SearchPolicy(target=0.9, min_requests=40, max_requests=60, warmup_requests=10, warmup_s=3.0)
+    slo, backend = SLO(ttft_ms=2000), types.SimpleNamespace(base_url="http://unused", model="m", metric_sources=dict)
+    scout, full = (run_probe(backend, 0, 10.0, items(0), slo, policy, timeout_s=30, scout=s) for s in (True, False))
+    assert (scout.warmup, full.warmup) == (10, 30) and scout.missed == full.missed == 0
+    assert scout.verdict == full.verdict == "fail" and scout.decided_by == full.decided_by == search_mod.CLIMBING
+    assert scout.scout and not full.scout
+    asked = []
+    monkeypatch.setattr(search_mod, "run_probe", lambda *a, scout=False, **k: asked.append((a[2], scout)) or
+                        (scout_probe if scout else Probe(0, a[2], attainment=1.0, verdict="pass")))
+    scout_probe = scout
+    search(None, items(0), slo, SearchPolicy(start_rate=10.0, max_probes=2), timeout_s=30)
+    assert asked == [(10.0, True), (10.0, False)]                  # the same rate again, in full, at once

@@ -5,14 +5,24 @@ real probe (ctxkit.load.search.run_probe) with the scouts' shorter warmup, deter
 is a function of its seed, not of how busy the machine is."""
 from __future__ import annotations
 
+import math
+
 import pytest
 from test_goodput_search import MU, TARGET, K, S, capacity, items, mmk_attainment
 from virtual_queue import VirtualQueue
 
+from ctxkit.backends.simulated import service_s
 from ctxkit.collectors import attainment as att
 from ctxkit.collectors.latency import SLO
 from ctxkit.load.arrivals import Arrivals
 from ctxkit.load.search import SearchPolicy, run_probe
+
+
+def erlang_c(lam: float, k: int = K, mu: float = MU) -> float:
+    """The share of an M/M/k queue's requests that wait for a server (Erlang C)."""
+    a = lam / mu
+    tail = a ** k / math.factorial(k) / (1 - a / k)
+    return tail / (sum(a ** i / math.factorial(i) for i in range(k)) + tail)
 
 
 @pytest.mark.parametrize("load", [0.6, 0.85])
@@ -21,11 +31,34 @@ def test_the_virtual_queue_is_the_closed_form_mmk_queue(load):
     rate = load * K * MU
     stream = items(5)(0, 0, 40_000)
     records = queue.run_load(queue.base_url, queue.model, stream, Arrivals("poisson", rate, seed=5), timeout_s=30)
-    assert len(records) == len(stream) and all(r.ok and r.t_end_ns for r in records)
+    assert len(records) == len(stream)
     late = records[len(records) // 10:]          # past the start from an empty queue
     met = att.tally(late, SLO(ttft_ms=1000 * S))["attainment"]
     assert met == pytest.approx(mmk_attainment(rate), abs=0.01)
+    prompts = {it.request_id: it.prompt for it in stream}     # a wait: a first token later than the service alone
+    waited = [r.t_first_ns - r.t_send_ns > service_s(5, prompts[r.request_id], 1000 / MU) * 1e9 + 1000 for r in late]
+    assert sum(waited) / len(waited) == pytest.approx(erlang_c(rate), abs=0.02)      # 0.13 at 0.6, 0.55 at 0.85
     assert queue.probe_s[0] == pytest.approx(len(stream) / rate, rel=0.03)   # the stream's own span, in virtual s
+
+
+def test_the_stop_rule_sees_what_the_live_client_shows_it():
+    """Before each send: every request sent so far, finished ones (in completion order, ended by now) apart from
+    those in flight (no end yet; a first token only if it came by now). A cancel ends the sends and keeps the
+    requests then in flight as cancelled records, cut at that instant."""
+    queue = VirtualQueue(K, 1000 / MU, seed=1)
+    stream, calls = items(1)(0, 0, 400), []
+
+    def watch(done, live, now):
+        calls.append(now)
+        assert len(done) + len(live) == min(len(calls) - 1, 300)               # sent before this call (300: the cut)
+        assert all(r.t_end_ns <= now for r in done) and [r.t_end_ns for r in done] == sorted(r.t_end_ns for r in done)
+        assert all(r.t_end_ns is None and (r.t_first_ns is None or r.t_first_ns <= now) for r in live)
+        return "cancel" if len(calls) > 300 else None
+    records = queue.run_load(queue.base_url, queue.model, stream, Arrivals("poisson", 2.0 * K * MU, seed=1),
+                             timeout_s=30, stop=watch, drain_s=10)
+    cut = [r for r in records if r.status == "cancelled"]
+    assert len(records) == 300 and cut and {r.t_end_ns for r in cut} == {calls[-1]}
+    assert calls == sorted(calls)
 
 
 def test_a_probe_far_above_capacity_is_cut_off_with_its_backlog():
@@ -34,7 +67,6 @@ def test_a_probe_far_above_capacity_is_cut_off_with_its_backlog():
     with queue.patched():
         probe = run_probe(queue, 0, 20 * capacity(), items(3), SLO(ttft_ms=1000 * S), policy, timeout_s=30)
     assert probe.verdict == "fail" and probe.early_stop and probe.backlog > 0
-    assert sum(r.status == "cancelled" for r in probe.records) == probe.backlog
     assert probe.decided < policy.max_requests                    # cut off: it did not wait for the whole probe
     assert queue.probe_s[0] < 1.0        # virtual seconds: once misses were certain (300 ms), not the backlog's drain
 

@@ -116,6 +116,13 @@ class Simulated(ManagedServer):
 # ------------------------------------------------------------------------------------------------------------
 # The server process
 # ------------------------------------------------------------------------------------------------------------
+def service_s(seed: int, prompt: list[int], service_ms: float) -> float:
+    """A request's prefill service time: exponential with mean service_ms, drawn from the seed and the prompt's
+    length and first 64 tokens (benchmarks/virtual_queue.py draws the same). A hash of a tuple of ints is the same in
+    every process (only str and bytes hashes are salted)."""
+    return random.Random(hash((seed, len(prompt), *prompt[:64]))).expovariate(1000.0 / service_ms)
+
+
 class _FifoSlots:
     """K servers, first come first served. A waiter that is cancelled leaves the queue; one cancelled while its
     slot was being handed over passes the slot on (asyncio.Semaphore gave out extra slots after mass cancellation
@@ -215,13 +222,12 @@ def _serve(args: argparse.Namespace) -> None:
         await resp.prepare(request)
         first = t0 + (args.ttft_ms + args.prefill_ms_per_token * len(prompt)) / 1000.0
         if slots is not None:     # wait for a prefill slot, hold it for an exponential service time
-            # hash of a tuple of ints: the same in every process (only str and bytes hashes are salted)
-            service_s = random.Random(hash((args.seed, len(prompt), *prompt[:64]))).expovariate(1000.0 / args.service_ms)
+            service = service_s(args.seed, prompt, args.service_ms)
             start = await slots.acquire()
             done_at: Optional[float] = None
             try:
-                await _sleep_until(start + service_s)
-                done_at = start + service_s
+                await _sleep_until(start + service)
+                done_at = start + service
             finally:
                 slots.release(done_at)     # cancelled mid-service: free from now
             first = max(first, loop.time())

@@ -62,9 +62,9 @@ class SearchPolicy:
     scout_requests: Optional[int] = 40   # a probe before the bracket forms (doubling or halving) only picks the
                                          # direction: it may pass on a Wilson verdict after this many decided,
                                          # before min_requests and min_duration_s (see _rule). None: none do
-    scout_warmup_share: float = 1 / 3    # ... and warms up for this share of warmup_s: its pass never becomes the
-                                         # answer without a full probe at its rate (search()), and a young queue
-                                         # only flatters, so a fail from it stands (see warmup)
+    scout_warmup_share: float = 1 / 3    # ... and warms up for this share of warmup_s (Poisson arrivals): its
+                                         # pass, or a fail on a queue still filling, is measured again in full at
+                                         # its rate before it can end the bracket (see warmup, run_probe)
     seed: int = 0
 
     @classmethod
@@ -82,13 +82,19 @@ class SearchPolicy:
         scout far below capacity reaches steady state at once; just above it, a full warmup does not protect a
         scout either (its early pass on few requests is a sample of a queue that takes minutes to fill there), and
         the cost falls on every scout: benchmarks/goodput_search_cost.py measures both sides."""
-        share = self.scout_warmup_share if scout and self.scouts() else 1.0
+        share = self.scout_warmup_share if scout and self.short_scout_warmup() else 1.0
         return max(self.warmup_requests, math.ceil(rate * self.warmup_s * share))
+
+    def short_scout_warmup(self) -> bool:
+        """Whether scouts warm up for less than warmup_s. Not on a trace: its window holds so many rows, and the
+        full probe that must confirm a scout's pass at its rate needs the full warmup's."""
+        return self.scout_requests is not None and self.scout_warmup_share < 1 and self.warmup_s > 0 and \
+            self.arrival == "poisson"
 
     def scouts(self) -> bool:
         """Whether a scouting probe can cost less than a full one (see scout_requests, scout_warmup_share)."""
         return self.scout_requests is not None and (self.scout_requests < self.min_requests or self.min_duration_s > 0
-                                                    or (self.scout_warmup_share < 1 and self.warmup_s > 0))
+                                                    or self.short_scout_warmup())
 
     def allowed_misses(self, planned: int) -> int:
         """Misses beyond which a probe of `planned` scored requests fails whatever its remaining requests do."""
@@ -117,7 +123,8 @@ class Probe:
     offered_rate: Optional[float] = None # scored requests per second between the first and the last scored send
     client_lagged: bool = False          # p99 send lag over the policy's bound: the client set the pace
     wall_s: float = 0.0
-    scout: bool = False                  # stopped early by the scout rule (_rule): short of a full probe's floors
+    scout: bool = False                  # its verdict is a scout's: it passed early (the scout rule, _rule), or
+                                         # passed or was found not steady after a scout's shorter warmup
     misses_by_cause: dict[str, int] = field(default_factory=dict)
     server: dict[str, Any] = field(default_factory=dict)   # each server's metric deltas over the probe
     percentile: dict[str, Any] = field(default_factory=dict)
@@ -128,9 +135,9 @@ class Probe:
 
     def row(self) -> dict[str, Any]:
         """The probe as one table row (no records)."""
-        keep = ("index", "rate", "warmup", "planned", "sent", "decided", "met", "missed", "undecided", "attainment", "wilson_low",
-                "wilson_high", "verdict", "decided_by", "early_stop", "backlog", "send_lag_p99_ms", "offered_rate",
-                "client_lagged", "wall_s", "speedup", "scout")
+        keep = ("index", "rate", "warmup", "planned", "sent", "decided", "met", "missed", "undecided", "attainment",
+                "wilson_low", "wilson_high", "verdict", "decided_by", "early_stop", "backlog", "send_lag_p99_ms",
+                "offered_rate", "client_lagged", "wall_s", "speedup", "scout")
         return {k: getattr(self, k) for k in keep} | {f"missed_{k}": v for k, v in self.misses_by_cause.items()}
 
 
@@ -302,9 +309,12 @@ def run_probe(backend: ServingBackend, index: int, rate: float, items_fn: ItemsF
     if on_records:
         on_records(records)
     _score(probe, slo, policy)
-    # what was in flight may still turn a scout's early pass into a fail (search()); a scout that passed in full
-    # did so after a scout's warmup: its pass is a scout's too, measured again in full before it is the answer
-    probe.scout = rule.by_scout or (scouting and probe.verdict == "pass" and n_warm < policy.warmup(rate))
+    # what was in flight may still turn a scout's early pass into a fail (search()). After a scout's shorter
+    # warmup, a pass in full is a scout's too (a young queue flatters), and so is a fail on a queue found not steady:
+    # latency still climbing from the empty queue there is the warmup's to absorb, not a verdict on the rate. A
+    # plain fail stands: a young queue only flatters. search() measures such a rate again in full.
+    short = n_warm < policy.warmup(rate)
+    probe.scout = rule.by_scout or (short and (probe.verdict == "pass" or probe.decided_by in NOT_STEADY))
     probe.server = {c.name: c.stop() for c in collectors}
     probe.timeline = [row for c in collectors for row in c.timeline]
     if policy.arrival == "trace":                 # over the whole probe: its server counters cover the warmup too
@@ -316,8 +326,9 @@ def run_probe(backend: ServingBackend, index: int, rate: float, items_fn: ItemsF
 
 def trace_window_fits(workload: WorkloadParams, search: SearchParams, card: ModelCard, max_model_len: int,
                       seed: int) -> None:
-    """The first probe's rows: its unscored head at the start rate (warmup_requests, or warmup_s of them) and
-    min_requests scored ones. (Later probes at higher rates may need more: the search stops there, saying so.)"""
+    """The first probe's rows: its unscored head at the start rate (warmup_requests, or warmup_s of them: scouts
+    over a trace warm up in full) and min_requests scored ones. (Later probes at higher rates may need more: the
+    search stops there, saying so.)"""
     rows = len(build_workload(workload, card, max_model_len, seed, count=10**9))
     head = max(search.warmup_requests, math.ceil(search.start_rate * search.warmup_s))
     if rows < head + search.min_requests:
@@ -523,4 +534,6 @@ def search(backend: ServingBackend, items_fn: ItemsFn, slo: SLO, policy: SearchP
     last = last_by_rate(probes)
     converged = low is not None and high is not None and high / low <= 1 + policy.tolerance and \
         not (last[low].scout or last[high].scout)
+    if low is not None and last[low].scout:       # a cap ended it first: a converged goodput rests on full probes
+        stopped += "; the goodput is a scout's pass, not measured in full"
     return SearchResult(low or 0.0, low, high, converged, stopped, probes)

@@ -176,7 +176,7 @@ def causes(probe: dict[str, Any]) -> str:
 
 def probes_table(probes: list[dict[str, Any]]) -> list[str]:
     """E4's probes, in the order the searches made them: what each rate's verdict rests on, and what each search
-    cost (its probes' wall time and requests; scouts: probes that passed early, before the bracket formed)."""
+    cost (its probes' wall time and requests; scouts: probes before the bracket formed whose verdict is a scout's)."""
     rows = [[p["topology"], p["slo"], num(3)(p["rate"]), f"{p['met']}/{p['decided']}", num(1, pct=True)(p["attainment"]),
              f"{num(1, pct=True)(p['wilson_low'])}-{num(1, pct=True)(p['wilson_high'])}",
              p["verdict"] + (" (scout)" if p.get("scout") is True else ""), p["decided_by"], causes(p),

@@ -33,16 +33,21 @@ K, MU, S, TARGET = 8, 12.5, 0.300, 0.9
 TOLERANCE = 0.05
 
 
+def erlang_c(lam: float, k: int = K, mu: float = MU) -> float:
+    """The share of an M/M/k queue's requests that wait for a server (Erlang C; below saturation)."""
+    a = lam / mu
+    tail = a ** k / math.factorial(k) / (1 - a / k)
+    return tail / (sum(a ** i / math.factorial(i) for i in range(k)) + tail)
+
+
 def mmk_attainment(lam: float, k: int = K, mu: float = MU, s: float = S) -> float:
     """P(response time <= s) in an M/M/k FCFS queue (response = wait + exponential service)."""
-    a, rho = lam / mu, lam / (k * mu)
-    if rho >= 1:
+    if lam >= k * mu:
         return 0.0
-    tail = a ** k / math.factorial(k) / (1 - rho)
-    erlang_c = tail / (sum(a ** i / math.factorial(i) for i in range(k)) + tail)
+    waits = erlang_c(lam, k, mu)
     theta = k * mu - lam
     both = (theta * math.exp(-mu * s) - mu * math.exp(-theta * s)) / (theta - mu)
-    return 1 - ((1 - erlang_c) * math.exp(-mu * s) + erlang_c * both)
+    return 1 - ((1 - waits) * math.exp(-mu * s) + waits * both)
 
 
 def capacity(target: float = TARGET, k: int = K, mu: float = MU, s: float = S) -> float:
@@ -410,8 +415,11 @@ def test_a_scout_found_not_steady_after_its_short_warmup_is_measured_again_in_fu
     assert scout.verdict == full.verdict == "fail" and scout.decided_by == full.decided_by == search_mod.CLIMBING
     assert scout.scout and not full.scout
     asked = []
-    monkeypatch.setattr(search_mod, "run_probe", lambda *a, scout=False, **k: asked.append((a[2], scout)) or
-                        (scout_probe if scout else Probe(0, a[2], attainment=1.0, verdict="pass")))
-    scout_probe = scout
+
+    def probe(backend, index, rate, *args, scout=False, **kwargs):      # the scout's fail above, then a full pass
+        asked.append((rate, scout))
+        return scouted if scout else Probe(index, rate, attainment=1.0, verdict="pass")
+    scouted = scout
+    monkeypatch.setattr(search_mod, "run_probe", probe)
     search(None, items(0), slo, SearchPolicy(start_rate=10.0, max_probes=2), timeout_s=30)
     assert asked == [(10.0, True), (10.0, False)]                  # the same rate again, in full, at once

@@ -5,10 +5,8 @@ real probe (ctxkit.load.search.run_probe) with the scouts' shorter warmup, deter
 is a function of its seed, not of how busy the machine is."""
 from __future__ import annotations
 
-import math
-
 import pytest
-from test_goodput_search import MU, TARGET, K, S, capacity, items, mmk_attainment
+from test_goodput_search import MU, TARGET, K, S, capacity, erlang_c, items, mmk_attainment
 from virtual_queue import VirtualQueue
 
 from ctxkit.backends.simulated import service_s
@@ -16,13 +14,6 @@ from ctxkit.collectors import attainment as att
 from ctxkit.collectors.latency import SLO
 from ctxkit.load.arrivals import Arrivals
 from ctxkit.load.search import SearchPolicy, run_probe
-
-
-def erlang_c(lam: float, k: int = K, mu: float = MU) -> float:
-    """The share of an M/M/k queue's requests that wait for a server (Erlang C)."""
-    a = lam / mu
-    tail = a ** k / math.factorial(k) / (1 - a / k)
-    return tail / (sum(a ** i / math.factorial(i) for i in range(k)) + tail)
 
 
 @pytest.mark.parametrize("load", [0.6, 0.85])

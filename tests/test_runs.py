@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import subprocess
 
 import pytest
 
@@ -83,8 +85,40 @@ def test_the_commit_a_run_records(monkeypatch):
     it; in a checkout without it, git's HEAD and its dirty state."""
     from ctxkit.workspace import source_checkout
     monkeypatch.setenv("CTXKIT_GIT_COMMIT", "0123abc")
-    assert metadata.git_commit(source_checkout()) == {"commit": "0123abc", "dirty": None, "source": "CTXKIT_GIT_COMMIT"}
+    got = metadata.git_commit(source_checkout())
+    assert got == {"commit": "0123abc", "dirty": None, "source": "CTXKIT_GIT_COMMIT",
+                   "package_sha256": metadata.package_sha256()}
     monkeypatch.delenv("CTXKIT_GIT_COMMIT")
     got = metadata.git_commit(source_checkout())
     assert got["source"] == "git" and len(got["commit"]) == 40 and isinstance(got["dirty"], bool)
     assert metadata.git_commit(None)["commit"] is None
+
+
+def test_a_checkout_with_uncommitted_changes_is_recorded_dirty(tmp_path, monkeypatch):
+    monkeypatch.delenv("CTXKIT_GIT_COMMIT", raising=False)
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}
+    (tmp_path / "f.py").write_text("x = 1\n")
+    for cmd in (["init", "-q"], ["add", "f.py"], ["commit", "-qm", "one"]):
+        subprocess.run(["git", "-C", str(tmp_path), *cmd], check=True, env=env)
+    assert metadata.git_commit(tmp_path)["dirty"] is False
+    (tmp_path / "f.py").write_text("x = 2\n")
+    assert metadata.git_commit(tmp_path)["dirty"] is True
+
+
+def test_the_package_hash_changes_with_any_file_of_the_package(tmp_path):
+    """The bytes CTXKIT_GIT_COMMIT vouches for: a changed module, or a renamed one, is another hash; caches are not."""
+    pkg = tmp_path / "ctxkit"
+    (pkg / "load").mkdir(parents=True)
+    (pkg / "load" / "search.py").write_text("RATE = 1\n")
+    (pkg / "models").mkdir()
+    (pkg / "models" / "card.json").write_text("{}")
+    first = metadata.package_sha256(pkg)
+    (pkg / "load" / "__pycache__").mkdir()
+    (pkg / "load" / "__pycache__" / "search.cpython-312.pyc").write_bytes(b"\0")
+    assert metadata.package_sha256(pkg) == first
+    (pkg / "models" / "card.json").write_text("{ }")
+    assert metadata.package_sha256(pkg) != first
+    (pkg / "models" / "card.json").write_text("{}")
+    (pkg / "load" / "search.py").rename(pkg / "load" / "probe.py")
+    assert metadata.package_sha256(pkg) != first

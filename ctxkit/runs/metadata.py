@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import importlib.metadata as md
 import os
 import platform
@@ -31,9 +32,26 @@ def package_version(*names: str) -> Optional[str]:
     return None
 
 
+def package_sha256(package: Optional[Path] = None) -> str:
+    """A hash of the package's own files (every .py and .json under ctxkit/, by path and bytes, caches left out):
+    where the code travelled without .git, CTXKIT_GIT_COMMIT names a commit and this says whether these are its
+    bytes (`python -c 'from ctxkit.runs.metadata import package_sha256; print(package_sha256())'` in a clean
+    checkout of that commit gives the same)."""
+    root = package or Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.suffix in (".py", ".json") and "__pycache__" not in p.parts):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
 def git_commit(root: Optional[Path]) -> dict[str, Any]:
-    """The commit the code ran: CTXKIT_GIT_COMMIT when set (the code travelled, and a .git beside it, if any, may be
-    another commit's), else HEAD of the project's checkout with its dirty state."""
+    """The commit the code ran, with the hash of the package's files (package_sha256): CTXKIT_GIT_COMMIT when set
+    (the code travelled, and a .git beside it, if any, may be another commit's; its dirty state is unknown), else
+    HEAD of the project's checkout with its dirty state (uncommitted changes to tracked files)."""
+    return {**_commit(root), "package_sha256": package_sha256()}
+
+
+def _commit(root: Optional[Path]) -> dict[str, Any]:
     if os.environ.get("CTXKIT_GIT_COMMIT"):
         return {"commit": os.environ["CTXKIT_GIT_COMMIT"], "dirty": None, "source": "CTXKIT_GIT_COMMIT"}
     fallback = {"commit": None, "dirty": None, "source": "none: no git checkout and no CTXKIT_GIT_COMMIT"}

@@ -56,7 +56,9 @@ def header(run: RunFolder) -> dict[str, Any]:
         ("hardware", f"{hw.get('cpu', '?')} x{hw.get('cpu_count', '?')}, {hw.get('memory_gib', '?')} GiB; GPUs: {gpu_text}"),
         ("config hash", meta.get("config_hash", "?")),
         ("code", f"ctxkit {versions.get('ctxkit')} @ {str(git.get('commit') or '?')[:12]}"
-                 f"{' (dirty)' if git.get('dirty') else ''}"),
+                 f"{' (uncommitted changes)' if git.get('dirty') else ''}"
+                 f"{'' if git.get('dirty') is not None else ' (dirty state unknown)'}"
+                 f"{', package files sha256 ' + git['package_sha256'][:12] if git.get('package_sha256') else ''}"),
     ]
     return {
         "title": f"ctxkit {meta.get('experiment', run.experiment)} - {run.run_id}",

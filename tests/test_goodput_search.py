@@ -176,15 +176,15 @@ def test_a_probe_that_is_not_steady_says_which_sign_it_showed():
 def test_misses_allowed_scale_with_the_probes_planned_size():
     """A probe lengthened by min_duration_s plans more requests than max_requests; its early cut-off must allow the
     misses the target allows at that size (the GPU run cut a 204-request probe off at 7 misses: 10% of 60)."""
-    from ctxkit.load.search import _rule
+    from ctxkit.load.search import StopRule
     slo = SLO(ttft_ms=1000, tpot_ms=50)
     policy = SearchPolicy(target=0.9, min_requests=40, max_requests=60, min_duration_s=15)
     planned = policy.planned(11.3)
     assert planned == 204                                        # 11.3 req/s x 15 s x 1.2
     done = steady(40, lambda i: 2000 if i % 5 == 0 else 100)     # 8 misses in 40: over 6, under 20
     now = done[-1].t_end_ns
-    assert _rule(slo, policy, planned)(done, [], now) != "cancel"
-    assert _rule(slo, policy, policy.max_requests)(done, [], now) == "cancel"
+    assert StopRule(slo, policy, planned)(done, [], now) != "cancel"
+    assert StopRule(slo, policy, policy.max_requests)(done, [], now) == "cancel"
 
 
 def test_a_topology_whose_servers_fail_is_recorded_and_the_others_still_compared(monkeypatch, tmp_path):
@@ -350,22 +350,23 @@ def test_a_re_measure_is_not_a_halving_step():
 def test_a_scout_passes_early_on_its_wilson_verdict_but_never_fails_early():
     """A scout may stop sending once scout_requests are decided and the Wilson interval passes, before a full
     probe's min_requests and min_duration_s; on a fail it goes on (misses near capacity come in bursts)."""
-    from ctxkit.load.search import _rule
+    from ctxkit.load.search import StopRule
     slo = SLO(ttft_ms=1000, tpot_ms=50)
     policy = SearchPolicy(target=0.9, min_requests=300, max_requests=600, min_duration_s=10.0, scout_requests=40)
     met = steady(40, lambda i: 100)                                # 40 of 40 met: Wilson low 0.912, over 4 s
     now = met[-1].t_end_ns
-    assert _rule(slo, policy, 600, scout=True)(met, [], now) == "drain"
-    assert _rule(slo, policy, 600, scout=False)(met, [], now) is None     # a full probe goes on to its floors
+    assert StopRule(slo, policy, 600, scout=True)(met, [], now) == "drain"
+    assert StopRule(slo, policy, 600, scout=False)(met, [], now) is None     # a full probe goes on to its floors
     missed = steady(40, lambda i: 2000 if i < 12 else 100)         # 28 of 40: a Wilson fail, under the cut-off
-    assert _rule(slo, policy, 600, scout=True)(missed, [], missed[-1].t_end_ns) is None
+    assert StopRule(slo, policy, 600, scout=True)(missed, [], missed[-1].t_end_ns) is None
     assert not SearchPolicy(min_requests=40, scout_requests=40).scouts()   # no cheaper than a full probe
     assert SearchPolicy(min_requests=40, min_duration_s=4.0, scout_requests=40).scouts()
 
 
 def test_the_stop_rule_computes_each_finished_requests_latency_once(monkeypatch):
-    """The rule runs before every send over every record so far; a finished record's latencies (its inter-token
-    gaps) are computed once, not at every check (that cost grew with the probe and delayed a burst's later sends)."""
+    """The rule runs before every send; a finished record is counted once, when it first appears (its latencies,
+    its inter-token gaps, computed once), not at every check: a call's cost must not grow with the probe (it
+    delayed a burst's later sends)."""
     from ctxkit.load import search as search_mod
     from ctxkit.records import RequestRecord
     calls: list[str] = []
@@ -376,12 +377,14 @@ def test_the_stop_rule_computes_each_finished_requests_latency_once(monkeypatch)
                           t_last_ns=(i + 99) * ms, t_end_ns=(i + 100) * ms,
                           chunk_times_ns=[(i + 50 + k) * ms for k in range(50)], chunk_tokens=[1] * 50, n_out=50)
             for i in range(20)]
-    stop = search_mod._rule(SLO(ttft_ms=100, tpot_ms=10), search_mod.SearchPolicy(min_requests=10), 40)
-    answers = {stop(recs, [], 200 * ms) for _ in range(10)}
-    assert len(answers) == 1 and sorted(calls) == sorted(r.request_id for r in recs)      # once each
-    recs[0].t_end_ns += ms                                    # a record that changed is computed again
-    stop(recs, [], 200 * ms)
-    assert calls.count("r0") == 2 and len(calls) == 21
+    stop = search_mod.StopRule(SLO(ttft_ms=100, tpot_ms=10), search_mod.SearchPolicy(min_requests=10), 40)
+    done: list = []
+    answers = []
+    for rec in recs:                               # as the client holds them: the finished list only grows
+        done.append(rec)
+        answers += [stop(done, [], 200 * ms) for _ in range(3)]
+    assert sorted(calls) == sorted(r.request_id for r in recs)                            # once each
+    assert set(answers) == {None} and (stop.met, stop.missed) == (20, 0)     # 20 of 20: Wilson undecided
 
 
 def test_the_packet_says_which_probes_were_scouts_and_what_each_search_cost():

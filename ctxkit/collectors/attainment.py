@@ -25,7 +25,44 @@ def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
     """The Wilson score interval for k successes out of n (0, 1 when n is 0)."""
     if n <= 0:
         return 0.0, 1.0
-    p = k / n
+    return _wilson_p(k / n, n, z)
+
+
+BATCHES = 10                      # contiguous batches of a probe's outcomes, in send order (batch_means)
+T9_95 = 1.8331129326536335        # Student's t, 9 degrees of freedom, one-sided 95%: each end of a 90% interval
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """One-sided bounds on a probe's attainment that count its requests' dependence (batch_means)."""
+    low: float
+    high: float
+    n_eff: float                  # requests as informative as this many independent ones (n / design effect)
+
+
+def batch_means(met: list[bool], z: float = T9_95, batches: int = BATCHES) -> Bounds:
+    """Bounds on attainment from outcomes in send order, each end at one-sided confidence z: a Wilson interval at
+    the effective sample size. Requests in a queue are not independent draws (a burst's neighbours wait together),
+    so the variance of the share met is estimated from the spread of `batches` contiguous batch means, not from
+    p(1 - p) / n; n_eff = n / max(1, that variance / the binomial one). A probe with no miss in any batch (or only
+    misses) shows no spread and keeps n. The batches see dependence up to a batch's length only: a queue whose
+    correlation time is longer than the probe needs a longer probe (or repeated ones), not a wider formula."""
+    n = len(met)
+    if n == 0:
+        return Bounds(0.0, 1.0, 0.0)
+    x = np.asarray(met, dtype=float)
+    p = float(x.mean())
+    n_eff = float(n)
+    if n >= 2 * batches and 0 < p < 1:
+        size = n // batches
+        means = x[n - size * batches:].reshape(batches, size).mean(axis=1)   # the oldest remainder left out
+        design = (means.var(ddof=1) / batches) / (p * (1 - p) / n)
+        n_eff = n / max(1.0, design)
+    low, high = _wilson_p(p, n_eff, z)
+    return Bounds(low, high, n_eff)
+
+
+def _wilson_p(p: float, n: float, z: float) -> tuple[float, float]:
     denom = 1 + z * z / n
     center = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom

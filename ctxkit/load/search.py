@@ -61,7 +61,7 @@ class SearchPolicy:
     metrics_interval_s: Optional[float] = None   # scrape the servers' gauges this often through a probe
     scout_requests: Optional[int] = 40   # a probe before the bracket forms (doubling or halving) only picks the
                                          # direction: it may pass on a Wilson verdict after this many decided,
-                                         # before min_requests and min_duration_s (see _rule). None: none do
+                                         # before min_requests and min_duration_s (see StopRule). None: none do
     scout_warmup_share: float = 1 / 3    # ... and warms up for this share of warmup_s (Poisson arrivals): its
                                          # pass, or a fail on a queue still filling, is measured again in full at
                                          # its rate before it can end the bracket (see warmup, run_probe)
@@ -123,7 +123,7 @@ class Probe:
     offered_rate: Optional[float] = None # scored requests per second between the first and the last scored send
     client_lagged: bool = False          # p99 send lag over the policy's bound: the client set the pace
     wall_s: float = 0.0
-    scout: bool = False                  # its verdict is a scout's: it passed early (the scout rule, _rule), or
+    scout: bool = False                  # its verdict is a scout's: it passed early (the scout rule, StopRule), or
                                          # passed or was found not steady after a scout's shorter warmup
     misses_by_cause: dict[str, int] = field(default_factory=dict)
     server: dict[str, Any] = field(default_factory=dict)   # each server's metric deltas over the probe
@@ -214,53 +214,76 @@ def _latency_climbs(scored: list[RequestRecord], slo: SLO, latency_of: att.Laten
     return False
 
 
-def finished_latency_memo() -> att.LatencyFn:
-    """request_latency, computed once for each finished record (a record is final once it has its end time). A
-    stop rule asks before every send about every record so far; recomputing each one's inter-token gaps every time
-    grew with the probe and, in a burst of trace rows due at once, held the later sends back (the probe's own
-    bookkeeping showing up as send lag)."""
-    cache: dict[int, tuple[RequestRecord, int, RequestLatency]] = {}
-
-    def latency(rec: RequestRecord) -> RequestLatency:
-        if rec.t_end_ns is None:
-            return request_latency(rec)
-        hit = cache.get(id(rec))
-        if hit is not None and hit[0] is rec and hit[1] == rec.t_end_ns:
-            return hit[2]
-        lat = request_latency(rec)
-        cache[id(rec)] = (rec, rec.t_end_ns, lat)
-        return lat
-    return latency
-
-
-def _rule(slo: SLO, policy: SearchPolicy, planned: int,
-          scout: bool = False) -> Callable[[list, list, int], Optional[str]]:
+class StopRule:
     """When a probe's single stream ends: cancel once its certain misses exceed what the target allows; stop
     sending (and let what is in flight finish) once at least min_requests are decided over min_duration_s and the
     Wilson interval has a verdict, unless misses are rising (then it goes on, up to max_requests). A scout also
     stops on a pass after scout_requests decided: far below capacity that is all a direction needs. Never on an
     early fail: near capacity misses come in bursts, and a short window that caught one would set the bracket's
     fail end below capacity (a scout at 0.9 x capacity on the simulated M/M/8 queue did, where the full probe on
-    the same stream passed); it goes on as a full probe instead, or is cut off above capacity by its misses."""
-    latency_of = finished_latency_memo()
+    the same stream passed); it goes on as a full probe instead, or is cut off above capacity by its misses.
 
-    def stop(done: list[RequestRecord], live: list[RequestRecord], now_ns: int) -> Optional[str]:
-        t = att.tally(done + live, slo, now_ns, latency_of)
-        if t["missed"] > policy.allowed_misses(planned):
+    The client asks before every send, with the finished records (in completion order: the list only grows) and
+    those in flight. A finished record is counted once, when it first appears, and the steady-state check reruns
+    only once the decided count has grown by a fiftieth: a call costs what arrived since the last one and what is in
+    flight, not the whole probe so far (which grew with the probe and, at hundreds of requests a second, held the
+    client's later sends back). `unscored`: the request ids of the probe's warmup, marked as they arrive."""
+
+    def __init__(self, slo: SLO, policy: SearchPolicy, planned: int, scout: bool = False,
+                 unscored: frozenset[str] = frozenset()) -> None:
+        self.slo, self.policy, self.planned, self.scout, self.unscored = slo, policy, planned, scout, unscored
+        self.by_scout = False              # it stopped short of a full probe's floors: its verdict is a scout's
+        self.counted = self.met = self.missed = 0
+        self.first_send: Optional[int] = None
+        self._rising, self._rising_at = False, -1
+        self._latencies: dict[int, RequestLatency] = {}   # finished records' (final once finished), by id
+
+    def _latency(self, rec: RequestRecord) -> RequestLatency:
+        lat = self._latencies.get(id(rec))
+        if lat is None:
+            lat = self._latencies[id(rec)] = request_latency(rec)
+        return lat
+
+    def _count(self, done: list[RequestRecord]) -> None:
+        for rec in done[self.counted:]:
+            rec.warmup = rec.request_id in self.unscored
+            if rec.warmup:
+                continue
+            if rec.t_send_ns:
+                self.first_send = min(self.first_send or rec.t_send_ns, rec.t_send_ns)
+            met = att.outcome(rec, self.slo, latency_of=self._latency).met
+            self.met += met is True
+            self.missed += met is False
+        self.counted = len(done)
+
+    def _steady(self, done: list[RequestRecord]) -> bool:
+        decided = self.met + self.missed
+        if self._rising_at < 0 or decided - self._rising_at >= max(1, decided // 50):
+            self._rising, self._rising_at = rising(done, self.slo, self.policy.target, self._latency), decided
+        return not self._rising
+
+    def __call__(self, done: list[RequestRecord], live: list[RequestRecord], now_ns: int) -> Optional[str]:
+        self._count(done)
+        met, missed, first = self.met, self.missed, self.first_send
+        for rec in live:
+            rec.warmup = rec.request_id in self.unscored
+            if not rec.warmup:
+                missed += att.outcome(rec, self.slo, now_ns).met is False
+                first = min(first or rec.t_send_ns, rec.t_send_ns) if rec.t_send_ns else first
+        policy = self.policy
+        if missed > policy.allowed_misses(self.planned):
             return "cancel"
         if policy.mode != "joint":
             return None
-        sends = [r.t_send_ns for r in done + live if not r.warmup and r.t_send_ns]
-        long_enough = bool(sends) and (now_ns - min(sends)) / 1e9 >= policy.min_duration_s
-        verdict = att.verdict(t["met"], t["decided"], policy.target)
-        full = long_enough and t["decided"] >= policy.min_requests and verdict != "undecided"
-        early = scout and t["decided"] >= (policy.scout_requests or policy.min_requests) and verdict == "pass"
-        if (full or early) and not rising(done, slo, policy.target, latency_of):
-            stop.by_scout = not full         # stopped short of a full probe's floors: its verdict is a scout's
+        decided = met + missed
+        long_enough = first is not None and (now_ns - first) / 1e9 >= policy.min_duration_s
+        verdict = att.verdict(met, decided, policy.target)
+        full = long_enough and decided >= policy.min_requests and verdict != "undecided"
+        early = self.scout and decided >= (policy.scout_requests or policy.min_requests) and verdict == "pass"
+        if (full or early) and self._steady(done):
+            self.by_scout = not full
             return "drain"
         return None
-    stop.by_scout = False
-    return stop
 
 
 def run_probe(backend: ServingBackend, index: int, rate: float, items_fn: ItemsFn, slo: SLO, policy: SearchPolicy,
@@ -268,7 +291,7 @@ def run_probe(backend: ServingBackend, index: int, rate: float, items_fn: ItemsF
               scout: bool = False) -> Probe:
     """One probe at `rate`: one Poisson stream of policy.warmup(rate) unscored requests, then up to max_requests scored
     ones, ended early by the rule above; its verdict from everything that finished. `scout`: it may pass early
-    (_rule); `probe.scout` says whether it did."""
+    (StopRule); `probe.scout` says whether it did."""
     scouting = scout and policy.scouts()
     probe, t0 = Probe(index, rate), time.monotonic()
     settle(backend, policy.drain_s)
@@ -291,13 +314,13 @@ def run_probe(backend: ServingBackend, index: int, rate: float, items_fn: ItemsF
         arrivals = Arrivals("trace")
     else:
         arrivals = Arrivals("poisson", rate, seed=policy.seed * 100_003 + index * 101)
-    rule = _rule(slo, policy, probe.planned, scouting)
+    rule = StopRule(slo, policy, probe.planned, scouting, frozenset(unscored))
     # after the trace window's check above: a probe refused there leaves no scraping thread behind
     collectors = [ServerMetricsCollector(name, fetch, policy.metrics_interval_s).start()
                   for name, fetch in backend.metric_sources().items()]
     try:
         records = run_load(backend.base_url, backend.model, items, arrivals,
-                           timeout_s=timeout_s, stop=lambda d, live, now: rule(mark(d), mark(live), now),
+                           timeout_s=timeout_s, stop=rule,
                            drain_s=policy.drain_s)
     except BaseException:
         for c in collectors:

@@ -24,12 +24,13 @@ without the live run's own noise), where 100 seeds take minutes.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 from tqdm import tqdm
@@ -45,7 +46,7 @@ from virtual_queue import VirtualQueue  # noqa: E402
 
 from ctxkit.backends import Simulated  # noqa: E402
 from ctxkit.collectors.latency import SLO  # noqa: E402
-from ctxkit.load.search import SearchPolicy, run_probe, search  # noqa: E402
+from ctxkit.load.search import SearchPolicy, goodput_interval, run_probe, search  # noqa: E402
 
 POLICY = dict(target=TARGET, min_requests=300, max_requests=600, warmup_requests=20, warmup_s=6.0, min_duration_s=4.0,
               max_probes=30)
@@ -70,48 +71,56 @@ def sweep(sim, slo: SLO, policy: SearchPolicy, top: float) -> tuple[float, list]
     return max(passed) if passed else 0.0, probes
 
 
-def methods(sim, seed: int, clock: Callable[[], float], share: float) -> list[tuple[str, float, list, float]]:
+Row = tuple[str, float, list, float, tuple[float, Optional[float]], str]
+
+
+def methods(sim, seed: int, clock: Callable[[], float], share: float, sizes: dict) -> list[Row]:
     """Both searches (scouts warming up for `share` of warmup_s) and the sweep on one server: (method, answer,
-    probes, seconds on `clock`) each."""
+    probes, seconds on `clock`, 90% interval on the goodput, the repeat check's finding) each. The sweep's interval
+    inverts its own probes' bounds the same way (search.goodput_interval)."""
     truth, slo = capacity(), SLO(ttft_ms=1000 * S)
     rows = []
     for name, start in (("search @20", 20.0), ("search @top/10", 2 * truth / 10)):
-        policy = SearchPolicy(start_rate=start, tolerance=0.05, seed=seed, scout_warmup_share=share, **POLICY)
+        policy = SearchPolicy(start_rate=start, tolerance=0.05, seed=seed, scout_warmup_share=share,
+                              **(POLICY | sizes))
         t0 = clock()
         res = search(sim, items(seed), slo, policy, timeout_s=30)
-        rows.append((name, res.goodput, res.probes, clock() - t0))
+        rows.append((name, res.goodput, res.probes, clock() - t0, (res.interval_low, res.interval_high),
+                     res.repeat or "not run"))
     t0 = clock()
     found, probes = sweep(sim, slo, policy, 2 * truth)
-    rows.append(("linear sweep", found, probes, clock() - t0))
+    rows.append(("linear sweep", found, probes, clock() - t0, goodput_interval(probes, TARGET), "not run"))
     return rows
 
 
-def measure(seed: int, share: float) -> list[tuple[str, float, list, float]]:
+def measure(seed: int, share: float, sizes: dict) -> list[Row]:
     """The three methods on one live simulated server with `seed`, timed by the wall clock."""
     with tempfile.TemporaryDirectory() as tmp:
         with Simulated(ttft_ms=0, tpot_ms=1, queue_servers=K, service_ms=1000 / MU, log_dir=Path(tmp),
                        seed=seed) as sim:
-            return methods(sim, seed, time.monotonic, share)
+            return methods(sim, seed, time.monotonic, share, sizes)
 
 
-def measure_virtual(seed: int, share: float) -> list[tuple[str, float, list, float]]:
+def measure_virtual(seed: int, share: float, sizes: dict) -> list[Row]:
     """The same on the queue's virtual clock (benchmarks/virtual_queue.py): the same streams and service times,
     without the live run's own noise, in seconds of CPU."""
     queue = VirtualQueue(K, 1000 / MU, seed)
     with queue.patched():
-        return methods(queue, seed, lambda: queue.elapsed_s, share)
+        return methods(queue, seed, lambda: queue.elapsed_s, share, sizes)
 
 
-def report(seed: int, rows: list[tuple[str, float, list, float]]) -> None:
+def report(seed: int, rows: list[Row]) -> None:
     truth = capacity()
     print(f"seed {seed}; capacity (closed form): {truth:.1f} req/s")
-    print(f"{'method':16} {'answer':>8} {'vs truth':>9} {'probes':>7} {'requests':>9} {'wall s':>7}")
-    for name, answer, probes, wall in rows:
+    print(f"{'method':16} {'answer':>8} {'vs truth':>9} {'90% interval':>14} {'probes':>7} {'requests':>9} "
+          f"{'wall s':>7}  repeat check")
+    for name, answer, probes, wall, (lo, hi), repeat in rows:
         sent = sum(p.sent + sum(r.warmup for r in p.records) for p in probes)
-        print(f"{name:16} {answer:8.1f} {answer / truth:9.3f} {len(probes):7d} {sent:9d} {wall:7.1f}")
-    for name, _, probes, _ in rows:
+        print(f"{name:16} {answer:8.1f} {answer / truth:9.3f} {lo:6.1f}-{hi or float('inf'):<7.1f} {len(probes):7d} "
+              f"{sent:9d} {wall:7.1f}  {repeat}")
+    for name, _, probes, *_ in rows:
         print(f"{name} probes: " + ", ".join(f"{p.rate:.0f} {p.verdict} {p.sent}r {p.wall_s:.1f}s" for p in probes))
-    for name, _, probes, wall in rows[:-1]:
+    for name, _, probes, wall, *_ in rows[:-1]:
         sent = sum(p.sent for p in probes) / sum(p.sent for p in rows[-1][2])
         print(f"{name} / sweep: wall time {wall / rows[-1][3]:.2f} (goal <= 0.33), scored requests {sent:.2f}")
     print(flush=True)
@@ -144,7 +153,21 @@ def summarize(runs: dict[int, list], label: str) -> None:
                      f"+- {half:.3f}, median {np.median(share):.3f}, <= 1/3 in {np.mean(share <= 1 / 3):.2f} of seeds "
                      f"(goal <= 0.33)")
         print(line)
+        print(f"  {'':16} {coverage([runs[s][i] for s in seeds], truth)}")
         print(f"  {'':16} {mix([runs[s][i][2] for s in seeds])}")
+
+
+def coverage(rows: list[Row], truth: float) -> str:
+    """How often the 90% interval holds the closed-form capacity (goal: 88 of 100 seeds), its median width as a
+    share of the answer (goal <= 0.15), and where it missed; for the searches, how often the repeat check held."""
+    inside = sum(lo <= truth <= (hi if hi is not None else math.inf) for _, _, _, _, (lo, hi), _ in rows)
+    above = sum(lo > truth for _, _, _, _, (lo, _), _ in rows)
+    width = [((hi if hi is not None else math.inf) - lo) / answer if answer else math.inf
+             for _, answer, _, _, (lo, hi), _ in rows]
+    repeated = [r for *_, r in rows if r != "not run"]
+    return (f"90% interval covers the capacity in {inside} of {len(rows)} seeds (goal >= 0.88 of them; low end above "
+            f"it in {above}), median width / answer {np.median(width):.3f} (goal <= 0.15)" +
+            (f"; repeat check held in {sum(r == 'repeated' for r in repeated)} of {len(repeated)}" if repeated else ""))
 
 
 def mix(searches: list[list]) -> str:
@@ -167,16 +190,22 @@ def main() -> None:
                     help="on the queue's virtual clock (benchmarks/virtual_queue.py), about 5 s of CPU a seed")
     ap.add_argument("--scout-warmup-share", type=float, default=SearchPolicy.scout_warmup_share,
                     help="the searches' scouts warm up for this share of warmup_s (1: the full warmup)")
+    ap.add_argument("--warmup-s", type=float, default=POLICY["warmup_s"], help="each probe's unscored head, seconds")
+    ap.add_argument("--min-duration-s", type=float, default=POLICY["min_duration_s"],
+                    help="each full probe scores requests for at least this long")
+    ap.add_argument("--no-repeat-check", action="store_true", help="searches end without measuring their ends again")
     args = ap.parse_args()
     seeds = seed_list(args.seeds) if args.seeds else [args.seed]
+    sizes = dict(warmup_s=args.warmup_s, min_duration_s=args.min_duration_s, repeat_check=not args.no_repeat_check)
     runs = {}
     for seed in tqdm(seeds, desc="seeds", disable=not args.virtual or len(seeds) < 2):
-        runs[seed] = (measure_virtual if args.virtual else measure)(seed, args.scout_warmup_share)
+        runs[seed] = (measure_virtual if args.virtual else measure)(seed, args.scout_warmup_share, sizes)
         if not args.virtual or len(seeds) < 2:
             report(seed, runs[seed])
     if len(seeds) > 1:
         summarize(runs, f"{'virtual clock' if args.virtual else 'live simulated server'}, scouts' warmup "
-                        f"{args.scout_warmup_share:.2f} of warmup_s")
+                        f"{args.scout_warmup_share:.2f} of warmup_s, warmup_s {args.warmup_s:g}, min_duration_s "
+                        f"{args.min_duration_s:g}, repeat check {'off' if args.no_repeat_check else 'on'}")
 
 
 if __name__ == "__main__":

@@ -194,15 +194,20 @@ def _attainment_axes(ax, target: float, xlabel: str, ylabel: str, title: str,
 
 
 def goodput_bars(goodput: pd.DataFrame, path: Optional[Path] = None) -> Figure:
-    """Goodput per GPU (or core set) of each topology with the bracket of its search, grouped by SLO setting.
-    Topologies that could not be searched (no goodput) are left out."""
+    """Goodput per GPU (or core set) of each topology with its 90% confidence interval (the bracket, the search's
+    resolution, for a summary from before intervals), grouped by SLO setting. Topologies that could not be searched
+    (no goodput) are left out; an interval with no upper end is drawn to the top of the axes."""
     goodput = goodput[goodput["goodput_per_device"].notna()] if "goodput_per_device" in goodput else goodput
     fig = Figure(figsize=(max(6.4, 1.6 * len(goodput)), 4.0), layout="constrained")
     ax = fig.subplots()
     labels = [f"{r.topology}\n{r.slo}" for r in goodput.itertuples()]
     vals = goodput["goodput_per_device"].tolist()
-    lows = goodput["per_device_low"].fillna(0).tolist()
-    highs = goodput["per_device_high"].fillna(goodput["goodput_per_device"]).tolist()
+    ci = "per_device_interval_low" in goodput
+    lows = goodput["per_device_interval_low" if ci else "per_device_low"].fillna(0).tolist()
+    top = 1.3 * max(goodput["goodput_per_device"].max() if len(goodput) else 1.0, 1e-9)
+    highs = goodput["per_device_interval_high" if ci else "per_device_high"].fillna(top if ci else
+                                                                                      goodput["goodput_per_device"])
+    highs = highs.tolist()
     colors = [f"C{list(dict.fromkeys(goodput['topology'])).index(t)}" for t in goodput["topology"]]
     ax.bar(range(len(vals)), vals, color=colors, alpha=0.8)
     ax.errorbar(range(len(vals)), vals, yerr=[[max(0.0, v - lo) for v, lo in zip(vals, lows)],
@@ -212,7 +217,8 @@ def goodput_bars(goodput: pd.DataFrame, path: Optional[Path] = None) -> Figure:
     unit = goodput["unit"].iloc[0] if len(goodput) else "device"
     ax.set_ylabel(f"goodput per {unit} (req/s)")
     ax.grid(True, axis="y", alpha=0.3)
-    ax.set_title("Goodput per device: highest passing rate, bar to lowest failing rate")
+    ax.set_title("Goodput per device, 90% confidence interval" if ci else
+                 "Goodput per device: highest passing rate, bar to lowest failing rate (bracket)")
     return _save(fig, path)
 
 

@@ -15,13 +15,16 @@ SLO = {"name": "tpot-tight", "ttft_ms": 2500.0, "tpot_ms": 25.0, "e2e_ms": None}
 
 
 def e4_run(root: Path, name: str, goodput: list[tuple[str, float, float, float]], input_len: int = 4096,
-           slo: dict | None = None, failed: str = "") -> Path:
+           slo: dict | None = None, failed: str = "", intervals: bool = True) -> Path:
     """A finished E4 run folder as the notebook leaves it (summary, metadata, params, status); goodput rows are
-    (topology, per-GPU goodput, its low, its high) on 4 GPUs."""
+    (topology, per-GPU goodput, its 90% interval's low, its high) on 4 GPUs, the bracket from the goodput to the
+    interval's high. intervals=False: a summary from before intervals (only the bracket, low and high)."""
     run = root / name
     (run / "artifacts").mkdir(parents=True)
     rows = [{"topology": t, "slo": "tpot-tight", "devices": 4, "goodput": g * 4, "goodput_per_device": g,
-             "per_device_low": lo, "per_device_high": hi} for t, g, lo, hi in goodput]
+             "per_device_low": g, "per_device_high": hi,
+             **({"per_device_interval_low": lo, "per_device_interval_high": hi} if intervals else
+                {"per_device_low": lo})} for t, g, lo, hi in goodput]
     rows += [{"topology": failed, "slo": "tpot-tight", "error": "BackendError: the servers did not start"}] \
         if failed else []
     (run / "summary.json").write_text(json.dumps({"experiment": "e4_goodput", "checks": {}, "goodput": rows}))
@@ -44,7 +47,7 @@ def test_two_halves_of_a_placement_search_are_ranked_together(tmp_path):
     first, second = across.split("4,096 in", 1)[1], across.split("1,024 in", 1)[1]
     order = [line.split("|")[1].strip() for line in first.split("Winner")[0].splitlines() if line.startswith("| ")]
     assert order[2:] == ["aggregated x4", "2P2D nixl", "3P1D nixl", "1P3D nixl"]     # after the header, by per GPU
-    assert "Winner per GPU: aggregated x4, 1.30x the runner-up 2P2D nixl; the intervals separate." in first
+    assert "Winner per GPU: aggregated x4, 1.30x the runner-up 2P2D nixl; the 90% intervals separate." in first
     assert "| aggregated x4 | 4 | 36.00 | 9.00 |" in second and "Winner" not in second   # alone: not ranked
 
 
@@ -52,7 +55,17 @@ def test_overlapping_intervals_are_said_to_overlap(tmp_path):
     a = e4_run(tmp_path, "a", [("aggregated x4", 5.0, 4.8, 5.3)])
     b = e4_run(tmp_path, "b", [("2P2D nixl", 4.9, 4.7, 5.1)])
     text = (packet.build([a, b], tmp_path / "packet") / "README.md").read_text()
-    assert "1.02x the runner-up 2P2D nixl; the intervals overlap" in text
+    assert "1.02x the runner-up 2P2D nixl; the 90% intervals overlap" in text
+
+
+def test_brackets_from_before_intervals_never_settle_an_order(tmp_path):
+    """A packet of runs made under earlier rules: their brackets are resolution, shown as such, and the order of
+    two placements is not called settled however far apart the brackets lie."""
+    a = e4_run(tmp_path, "a", [("aggregated x4", 5.5, 5.5, 6.0)], intervals=False)
+    b = e4_run(tmp_path, "b", [("2P2D nixl", 4.2, 4.2, 4.6)], intervals=False)
+    text = (packet.build([a, b], tmp_path / "packet") / "README.md").read_text()
+    assert "| bracket 5.50-6.00 |" in text
+    assert "no confidence intervals (runs from before them): the order is not settled" in text
 
 
 def test_a_run_copied_into_a_packet_can_go_into_another(tmp_path):

@@ -54,22 +54,28 @@ def run_search(params: BenchParams, run: RunFolder, backend: ServingBackend, log
 
     log(f"[bench] goodput search: SLO {slo_of(params.slo).as_dict()}, target {s.target:g}, from {s.start_rate:g} "
         f"req/s, tolerance {100 * s.tolerance:g}%")
-    log(f"{'probe':>5} {'rate':>9} {'sent':>5} {'met':>5} {'attained':>9} {'95% interval':>15}  verdict")
+    log(f"{'probe':>5} {'rate':>9} {'sent':>5} {'met':>5} {'attained':>9} {'95% bounds*':>15} {'n_eff':>6}  verdict")
     with backend, JsonlWriter(run.path / "requests.jsonl") as out:
         result = search(backend, items, slo_of(params.slo), policy, timeout_s=params.request_timeout_s,
                         on_records=lambda recs: [out.write(r) for r in recs],
                         on_probe=lambda p: log(f"{p.index:>5} {p.rate:>9.3f} {p.sent:>5} {p.met:>5} "
-                                               f"{(p.attainment or 0):>9.3f} [{p.wilson_low:.3f}, "
-                                               f"{p.wilson_high:.3f}]  {p.verdict} ({p.decided_by}"
-                                               f"{', a scout' if p.scout else ''})"
+                                               f"{(p.attainment or 0):>9.3f} [{p.attainment_low:.3f}, "
+                                               f"{p.attainment_high:.3f}] {p.n_eff:>6.0f}  {p.verdict} "
+                                               f"({p.decided_by}{', a scout' if p.scout else ''}"
+                                               f"{', a repeat' if p.repeat else ''}"
+                                               f"{', servers still busy at its start' if p.started_busy else ''})"
                                                + (f"; client behind schedule: p99 send lag {p.send_lag_p99_ms:.0f} ms, "
                                                   f"offered {p.offered_rate or 0:.3g} req/s" if p.client_lagged else "")))
         describe = backend.describe()
     probes = pd.DataFrame([p.row() for p in result.probes])
     probes.to_csv(run.artifacts / "bench_probes.csv", index=False)
     probe_timeline(result.probes, run)
-    log(f"[bench] goodput {result.goodput:.3f} req/s (passed at {result.low}, failed at {result.high}; "
-        f"{result.stopped_because})")
+    high = "unbounded" if result.interval_high is None else f"{result.interval_high:.3g}"
+    log(f"[bench] goodput {result.goodput:.3f} req/s, 90% interval {result.interval_low:.3g}-{high} req/s (bracket, "
+        f"the search's resolution: passed at {result.low}, failed at {result.high}; {result.stopped_because}; "
+        f"its ends measured again: {result.repeat or 'not run'})")
+    log("[bench] * one-sided 95% bounds on each probe's attainment from batch means of its outcomes in send order "
+        "(requests in a queue are not independent draws); the interval inverts them over the probes")
     summary = {"experiment": "bench", "run_id": run.run_id, "backend": describe,
                "checks": {"searched": {"passed": bool(result.probes), "reason": f"{len(result.probes)} probe(s)"}},
                "search": {**result.summary(), "target": s.target, "slo": slo_of(params.slo).as_dict()},

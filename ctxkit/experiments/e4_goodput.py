@@ -164,7 +164,11 @@ def goodput_table(params: E4Params, results: list[TopologyResult]) -> pd.DataFra
                          "goodput_per_device": res.goodput / r.devices,
                          "per_device_low": (res.low or 0.0) / r.devices,
                          "per_device_high": res.high / r.devices if res.high is not None else None,
-                         "converged": res.converged, "stopped_because": res.stopped_because,
+                         "interval_low": res.interval_low, "interval_high": res.interval_high,
+                         "per_device_interval_low": res.interval_low / r.devices,
+                         "per_device_interval_high": res.interval_high / r.devices
+                         if res.interval_high is not None else None,
+                         "repeat": res.repeat, "converged": res.converged, "stopped_because": res.stopped_because,
                          "probes": len(res.probes), "target": params.search.target,
                          "curve_probe": probe.index if (probe := at_goodput(res)) else None})
     return pd.DataFrame(rows)
@@ -354,8 +358,9 @@ def client_pace(params: E4Params, probes: pd.DataFrame) -> dict[str, Any]:
 
 
 def compare(goodput: pd.DataFrame) -> list[dict[str, Any]]:
-    """Per SLO setting: the winner by per-device goodput, the ratio to the runner-up, and whether the bracketing
-    intervals separate (the winner's lower end above the runner-up's upper end)."""
+    """Per SLO setting: the winner by per-device goodput, the ratio to the runner-up, and whether their 90% confidence
+    intervals separate (the winner's lower end above the runner-up's upper end): only then is the order a finding.
+    The brackets are the searches' resolution, not an interval on the goodput."""
     out = []
     if "goodput_per_device" not in goodput:
         return out
@@ -369,8 +374,7 @@ def compare(goodput: pd.DataFrame) -> list[dict[str, Any]]:
             row.update({"runner_up": second["topology"], "runner_up_per_device": float(second["goodput_per_device"]),
                         "ratio": float(best["goodput_per_device"] / second["goodput_per_device"])
                         if second["goodput_per_device"] else None,
-                        "intervals_separate": bool(second["per_device_high"] is not None and
-                                                   best["per_device_low"] > second["per_device_high"])})
+                        "intervals_separate": separate(best, second)})
         dis = g[g["kind"] == "disaggregated"]
         agg = g[g["kind"] == "aggregated"]
         if len(dis) and len(agg) and agg["goodput_per_device"].max() > 0:
@@ -378,6 +382,22 @@ def compare(goodput: pd.DataFrame) -> list[dict[str, Any]]:
                                                          / agg["goodput_per_device"].max())
         out.append(row)
     return out
+
+
+def separate(best: pd.Series, second: pd.Series) -> bool:
+    """The winner's 90% interval lies above the runner-up's (a summary from before intervals: never)."""
+    low, high = best.get("per_device_interval_low"), second.get("per_device_interval_high")
+    return bool(low is not None and not pd.isna(low) and high is not None and not pd.isna(high) and low > high)
+
+
+def interval_text(row: dict[str, Any]) -> str:
+    """A goodput row's 90% interval per device, and its bracket (the search's resolution)."""
+    def fmt(x: Any) -> str:
+        return "unbounded" if x is None or pd.isna(x) else format(x, ".3g")
+    if "per_device_interval_low" not in row:
+        return f"bracket {fmt(row['per_device_low'])}-{fmt(row['per_device_high'])}; no interval (older summary)"
+    return (f"90% interval {fmt(row['per_device_interval_low'])}-{fmt(row['per_device_interval_high'])}, "
+            f"bracket {fmt(row['per_device_low'])}-{fmt(row['per_device_high'])}")
 
 
 def none_passed(summary: dict[str, Any], slo: str) -> str:
@@ -415,10 +435,12 @@ def conclusions(summary: dict[str, Any]) -> str:
             parts.append(none_passed(summary, c["slo"]))
             continue
         text = (f"**{c['slo']}**: {c['winner']} serves the most per {winner['unit']}: "
-                f"{c['winner_per_device']:.3g} req/s (bracket {winner['per_device_low']:.3g}-"
-                f"{'-' if pd.isna(winner['per_device_high']) else format(winner['per_device_high'], '.3g')})")
+                f"{c['winner_per_device']:.3g} req/s ({interval_text(winner)})")
+        if winner.get("repeat") and winner["repeat"] != "repeated":
+            text += f"; its ends, measured again: {winner['repeat']}"
         if "runner_up" in c:
-            text += (f", {c['ratio']:.2f}x {c['runner_up']} ({c['runner_up_per_device']:.3g}); the intervals "
+            text += (f", {c['ratio']:.2f}x {c['runner_up']} ({c['runner_up_per_device']:.3g}, "
+                     f"{interval_text(g[(c['slo'], c['runner_up'])])}); the 90% intervals "
                      f"{'separate' if c['intervals_separate'] else 'overlap, so the order is not settled'}")
         if "disaggregated_over_aggregated" in c:
             text += f". Disaggregated / aggregated per {winner['unit']}: {c['disaggregated_over_aggregated']:.2f}"
@@ -486,23 +508,27 @@ def _styled(frame: pd.DataFrame, decimals: dict[str, int]):
 def goodput_view(summary: dict[str, Any]):
     g = pd.DataFrame(summary["goodput"])
     cols = {"topology": "topology", "slo": "SLO", "devices": "devices", "goodput": "goodput req/s",
-            "low": "pass at", "high": "fail at", "goodput_per_device": "per device", "per_device_low": "per dev low",
-            "per_device_high": "per dev high", "probes": "probes", "stopped_because": "stopped", "error": "error"}
+            "interval_low": "90% CI low", "interval_high": "90% CI high",
+            "low": "bracket: pass at", "high": "bracket: fail at", "goodput_per_device": "per device",
+            "per_device_interval_low": "per dev CI low", "per_device_interval_high": "per dev CI high",
+            "repeat": "ends measured again", "probes": "probes", "stopped_because": "stopped", "error": "error"}
     g = g[[c for c in cols if c in g]].rename(columns=cols)
-    return _styled(g, {"goodput req/s": 2, "pass at": 2, "fail at": 2, "per device": 2, "per dev low": 2,
-                       "per dev high": 2})
+    return _styled(g, {"goodput req/s": 2, "90% CI low": 2, "90% CI high": 2, "bracket: pass at": 2,
+                       "bracket: fail at": 2, "per device": 2, "per dev CI low": 2, "per dev CI high": 2})
 
 
 def probes_view(probes: pd.DataFrame):
     cols = {"topology": "topology", "slo": "SLO", "index": "probe", "rate": "rate", "sent": "sent",
-            "decided": "decided", "attainment": "attained", "wilson_low": "low", "wilson_high": "high",
-            "verdict": "verdict", "scout": "scout", "decided_by": "decided by", "backlog": "backlog",
+            "decided": "decided", "attainment": "attained", "attainment_low": "low (95%, batch means)",
+            "attainment_high": "high", "n_eff": "n_eff", "verdict": "verdict", "scout": "scout", "repeat": "repeat",
+            "settle_s": "settle s", "started_busy": "started busy", "decided_by": "decided by", "backlog": "backlog",
             "send_lag_p99_ms": "lag p99 ms", "offered_rate": "offered", "speedup": "trace speedup", "wall_s": "s"}
     shown = {"speedup": probes["speedup"].notna().any() if "speedup" in probes else False,   # a trace's only
              "scout": (probes["scout"] == True).any() if "scout" in probes else False}   # noqa: E712 - scouts passed
     p = probes[[c for c in cols if c in probes and shown.get(c, True)]]
     p = p.rename(columns=cols)
-    return _styled(p, {"rate": 2, "offered": 2, "attained": 3, "low": 3, "high": 3, "lag p99 ms": 2, "s": 1,
+    return _styled(p, {"rate": 2, "offered": 2, "attained": 3, "low (95%, batch means)": 3, "high": 3, "n_eff": 0,
+                       "lag p99 ms": 2, "s": 1, "settle s": 1,
                        "trace speedup": 2})
 
 

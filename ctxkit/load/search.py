@@ -65,6 +65,8 @@ class SearchPolicy:
     scout_warmup_share: float = 1 / 3    # ... and warms up for this share of warmup_s (Poisson arrivals): its
                                          # pass, or a fail on a queue still filling, is measured again in full at
                                          # its rate before it can end the bracket (see warmup, run_probe)
+    repeat_check: bool = True            # a converged search measures its bracket's two ends once more, in random
+                                         # order, and says whether their verdicts repeat (search.repeat_ends)
     seed: int = 0
 
     @classmethod
@@ -115,6 +117,9 @@ class Probe:
     attainment: Optional[float] = None
     wilson_low: float = 0.0
     wilson_high: float = 1.0
+    attainment_low: float = 0.0          # one-sided 95% bounds on attainment that count the requests' dependence
+    attainment_high: float = 1.0         # (attainment.batch_means); the goodput interval rests on these
+    n_eff: float = 0.0                   # the scored outcomes are as informative as this many independent ones
     verdict: str = "undecided"
     decided_by: str = ""
     early_stop: bool = False             # cut off on misses: what was in flight was cancelled (the backlog)
@@ -125,6 +130,9 @@ class Probe:
     wall_s: float = 0.0
     scout: bool = False                  # its verdict is a scout's: it passed early (the scout rule, StopRule), or
                                          # passed or was found not steady after a scout's shorter warmup
+    settle_s: float = 0.0                # waited before it for the servers to be idle (search.settle)
+    started_busy: bool = False           # ... and they still were when the wait's bound ran out
+    repeat: bool = False                 # one of the search's closing repeat probes (search.repeat_check)
     misses_by_cause: dict[str, int] = field(default_factory=dict)
     server: dict[str, Any] = field(default_factory=dict)   # each server's metric deltas over the probe
     percentile: dict[str, Any] = field(default_factory=dict)
@@ -136,23 +144,50 @@ class Probe:
     def row(self) -> dict[str, Any]:
         """The probe as one table row (no records)."""
         keep = ("index", "rate", "warmup", "planned", "sent", "decided", "met", "missed", "undecided", "attainment",
-                "wilson_low", "wilson_high", "verdict", "decided_by", "early_stop", "backlog", "send_lag_p99_ms",
-                "offered_rate", "client_lagged", "wall_s", "speedup", "scout")
+                "wilson_low", "wilson_high", "attainment_low", "attainment_high", "n_eff", "verdict", "decided_by", "early_stop", "backlog", "send_lag_p99_ms",
+                "offered_rate", "client_lagged", "wall_s", "speedup", "scout", "settle_s", "started_busy", "repeat")
         return {k: getattr(self, k) for k in keep} | {f"missed_{k}": v for k, v in self.misses_by_cause.items()}
 
 
 @dataclass
 class SearchResult:
     goodput: float                       # highest passing rate (0 when none passed)
-    low: Optional[float]                 # highest passing rate
-    high: Optional[float]                # lowest failing rate above it
+    low: Optional[float]                 # the bracket, the search's resolution: the highest passing rate
+    high: Optional[float]                # ... and the lowest failing rate above it
     converged: bool
     stopped_because: str
     probes: list[Probe]
+    interval_low: float = 0.0            # the 90% confidence interval on the goodput (goodput_interval)
+    interval_high: Optional[float] = None   # None: no probe showed a rate above the goodput
+    repeat: Optional[str] = None         # the closing repeat check (repeat_ends); None: not run
 
     def summary(self) -> dict[str, Any]:
-        return {"goodput": self.goodput, "low": self.low, "high": self.high, "converged": self.converged,
+        return {"goodput": self.goodput, "low": self.low, "high": self.high, "interval_low": self.interval_low,
+                "interval_high": self.interval_high, "repeat": self.repeat, "converged": self.converged,
                 "stopped_because": self.stopped_because, "probes": len(self.probes)}
+
+
+def goodput_interval(probes: list[Probe], target: float) -> tuple[float, Optional[float]]:
+    """A confidence interval on the goodput, by inverting each probe's test: attainment falls as the rate rises, so a
+    probe whose lower bound on attainment (one-sided 95%, counting dependence: Probe.attainment_low) clears the
+    target shows that the goodput is at least its rate, and one whose upper bound is below the target that the
+    goodput is below its rate. [the highest such lower rate (0 if none), the lowest such upper rate (None if
+    none)]: each end errs with about 5% (more where several probes sit just beyond it), 90% in all, validated on
+    the M/M/8 queue (benchmarks/goodput_search_cost.py). Left out: probes the client paced (their offered rate is
+    not their rate), and a scout's pass (a shorter warmup flatters a queue; its fail stands). Where a probe shown
+    above the target sits at or above one shown below it, the two contradict each other (probes too short for the
+    queue's excursions): the interval spans both, [the fail's rate, the pass's rate]."""
+    low, high = 0.0, None
+    for p in probes:
+        if p.client_lagged:
+            continue
+        if p.attainment_low >= target and not p.scout:
+            low = max(low, p.rate)
+        if p.attainment_high < target:
+            high = p.rate if high is None else min(high, p.rate)
+    if high is not None and low >= high:
+        return high, low
+    return low, high
 
 
 def _send_lag_p99(records: list[RequestRecord]) -> Optional[float]:
@@ -294,7 +329,8 @@ def run_probe(backend: ServingBackend, index: int, rate: float, items_fn: ItemsF
     (StopRule); `probe.scout` says whether it did."""
     scouting = scout and policy.scouts()
     probe, t0 = Probe(index, rate), time.monotonic()
-    settle(backend, policy.drain_s)
+    settled = settle(backend, policy.drain_s)
+    probe.settle_s, probe.started_busy = settled.waited_s, settled.busy
     probe.planned = policy.planned(rate)
     n_warm = probe.warmup = policy.warmup(rate, scouting)
     items = items_fn(index, 0, n_warm + probe.planned)
@@ -378,22 +414,41 @@ def paced_to(items: list[WorkItem], rate: float) -> float:
     return speedup
 
 
-def settle(backend: ServingBackend, limit_s: float) -> float:
-    """Wait (up to limit_s) until no server runs or queues a request, so a probe never inherits the backlog of the
-    one before (a server may go on with requests whose client gave up). Returns the seconds waited."""
+@dataclass(frozen=True)
+class Settled:
+    """What settle found before a probe."""
+    waited_s: float
+    busy: bool                           # still running or queueing requests (or holding KV cache) at the bound
+
+
+# the KV cache a server holds with nothing running: freed blocks of a prefix cache count as free in vLLM's gauge
+IDLE_KV_USAGE = 0.01
+
+
+def settle(backend: ServingBackend, limit_s: float) -> Settled:
+    """Wait (up to limit_s) until no server runs or queues a request and each one's KV cache is back to idle, so a
+    probe never inherits the backlog of the one before (a server may go on with requests whose client gave up)."""
     t0 = time.monotonic()
-    while time.monotonic() - t0 < limit_s:
-        busy = backend.router_in_flight() if hasattr(backend, "router_in_flight") else 0.0
-        for fetch in backend.metric_sources().values():
-            try:
-                samples = parse(fetch())
-            except Exception:  # noqa: BLE001 - a server without metrics has nothing to wait for
-                continue
-            busy += value(samples, "vllm:num_requests_running") + value(samples, "vllm:num_requests_waiting")
-        if busy == 0:
-            break
+    while True:
+        busy = busy_now(backend)
+        if not busy or time.monotonic() - t0 >= limit_s:
+            return Settled(time.monotonic() - t0, busy)
         time.sleep(0.2)
-    return time.monotonic() - t0
+
+
+def busy_now(backend: ServingBackend) -> bool:
+    """Whether the router holds requests, or a server runs, queues or holds KV cache for any, by its gauges."""
+    if (backend.router_in_flight() if hasattr(backend, "router_in_flight") else 0.0) > 0:
+        return True
+    for fetch in backend.metric_sources().values():
+        try:
+            samples = parse(fetch())
+        except Exception:  # noqa: BLE001 - a server without metrics has nothing to wait for
+            continue
+        if value(samples, "vllm:num_requests_running") + value(samples, "vllm:num_requests_waiting") > 0 or \
+                value(samples, "vllm:kv_cache_usage_perc") > IDLE_KV_USAGE:
+            return True
+    return False
 
 
 def _score(probe: Probe, slo: SLO, policy: SearchPolicy) -> None:
@@ -402,6 +457,10 @@ def _score(probe: Probe, slo: SLO, policy: SearchPolicy) -> None:
     probe.decided, probe.met, probe.missed, probe.undecided = t["decided"], t["met"], t["missed"], t["undecided"]
     probe.attainment, probe.wilson_low, probe.wilson_high = t["attainment"], t["wilson_low"], t["wilson_high"]
     probe.misses_by_cause = t["misses_by_cause"]
+    in_order = sorted((r for r in probe.records if not r.warmup), key=lambda r: r.t_send_ns or 0)
+    outcomes = [o.met for o in (att.outcome(r, slo) for r in in_order) if o.met is not None]
+    bounds = att.batch_means(outcomes)
+    probe.attainment_low, probe.attainment_high, probe.n_eff = bounds.low, bounds.high, bounds.n_eff
     probe.backlog = sum(1 for r in probe.records if r.status == CANCELLED)
     probe.send_lag_p99_ms = _send_lag_p99(probe.records)
     probe.offered_rate = offered_rate(probe.records)
@@ -498,7 +557,7 @@ def same_rows_missed(higher: Probe, lower: Probe, slo: SLO, policy: SearchPolicy
 def bracket(probes: list[Probe]) -> tuple[Optional[float], Optional[float]]:
     """The highest passing rate and the lowest failing rate above it, from each rate's last probe (a full probe at a
     scout's rate replaces the scout; a fail below a later pass was noise)."""
-    last = last_by_rate(probes)
+    last = last_by_rate([p for p in probes if not p.repeat])
     low = max((r for r, p in last.items() if p.verdict == "pass"), default=None)
     high = min((r for r, p in last.items() if p.verdict != "pass" and (low is None or r > low)), default=None)
     return low, high
@@ -559,4 +618,51 @@ def search(backend: ServingBackend, items_fn: ItemsFn, slo: SLO, policy: SearchP
         not (last[low].scout or last[high].scout)
     if low is not None and last[low].scout:       # a cap ended it first: a converged goodput rests on full probes
         stopped += "; the goodput is a scout's pass, not measured in full"
-    return SearchResult(low or 0.0, low, high, converged, stopped, probes)
+    repeat = None
+    if converged and policy.repeat_check and low is not None and high is not None:
+        repeat = repeat_ends(backend, items_fn, slo, policy, probes, (low, high), timeout_s=timeout_s,
+                             on_probe=on_probe, on_records=on_records)
+    return SearchResult(low or 0.0, low, high, converged, stopped, probes, *goodput_interval(probes, policy.target),
+                        repeat=repeat)
+
+
+def repeat_ends(backend: ServingBackend, items_fn: ItemsFn, slo: SLO, policy: SearchPolicy, probes: list[Probe],
+                ends: tuple[float, float], *, timeout_s: float, on_probe: Optional[Callable[[Probe], None]] = None,
+                on_records: Optional[Callable[[list[RequestRecord]], None]] = None) -> str:
+    """The answer's rate and the first failing rate measured once more, full probes in random order (a probe must
+    not owe its verdict to the one before it); they are appended to `probes` (marked repeat: the interval counts
+    them, the bracket does not). Says "repeated" or "not repeatable at this probe size", with the size that would
+    settle it."""
+    order = list(ends)
+    np.random.default_rng(np.random.SeedSequence([policy.seed, len(probes)])).shuffle(order)
+    first = {p.rate: p for p in probes if not p.repeat}
+    again = {}
+    for rate in order:
+        probe = run_probe(backend, len(probes), rate, items_fn, slo, policy, timeout_s=timeout_s,
+                          on_records=on_records)
+        probe.repeat = True
+        probes.append(probe)
+        again[rate] = probe
+        if on_probe:
+            on_probe(probe)
+    flipped = [r for r in ends if again[r].verdict != first[r].verdict]
+    if not flipped:
+        return "repeated"
+    return ("not repeatable at this probe size: " + "; ".join(
+        f"{r:.3g} req/s {first[r].verdict} then {again[r].verdict}" for r in flipped) +
+        f"; settling it takes probes of about {settling_size(list(again.values()) + [first[r] for r in ends], policy)}"
+        " scored requests")
+
+
+def settling_size(probes: list[Probe], policy: SearchPolicy) -> int:
+    """Scored requests a probe at these rates would need for its dependence-aware bounds to clear the target: the
+    effective sample size that a margin of |attainment - target| needs at one-sided 95%, scaled by each probe's
+    requests per effective one; the largest over the probes."""
+    need = 0
+    for p in probes:
+        if p.attainment is None or p.n_eff <= 0:
+            continue
+        margin = max(abs(p.attainment - policy.target), 0.01)
+        var = max(p.attainment * (1 - p.attainment), policy.target * (1 - policy.target))
+        need = max(need, math.ceil(att.T9_95 ** 2 * var / margin ** 2 * p.decided / p.n_eff))
+    return need

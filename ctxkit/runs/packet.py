@@ -79,8 +79,11 @@ HEADLINES: dict[str, tuple[str, list[tuple[str, str, Fmt]]]] = {
                                ("goodput per device", "goodput_per_device", num(3))]),
     "e4_goodput": ("goodput", [("topology", "topology", None), ("SLO", "slo", None), ("devices", "devices", num(0)),
                                ("goodput req/s", "goodput", num(2)), ("per device", "goodput_per_device", num(2)),
-                               ("per device low", "per_device_low", num(2)),
-                               ("per device high", "per_device_high", num(2)),
+                               ("per device 90% CI low", "per_device_interval_low", num(2)),
+                               ("per device 90% CI high", "per_device_interval_high", num(2)),
+                               ("bracket low (resolution)", "per_device_low", num(2)),
+                               ("bracket high", "per_device_high", num(2)),
+                               ("ends measured again", "repeat", None),
                                ("search stopped", "stopped_because", None)]),
     "e5_context": ("capacity", [("context", "context_len", num(0)), ("tokens a request", "tokens_per_request", num(0)),
                                 ("analytical", "analytical", num(2)), ("vLLM log", "vllm_log", num(2)),
@@ -156,7 +159,7 @@ def extra(run: PacketRun) -> list[str]:
     if run.experiment == "e4_goodput":
         rows = [[c["slo"], c["winner"] if c.get("runner_up") else "- (one topology measured)", num(2)(c.get("ratio")), num(2)(c.get("disaggregated_over_aggregated")),
                  str(c.get("intervals_separate", "-"))] for c in run.summary.get("comparison", [])]
-        return table(["SLO", "winner", "ratio to runner-up", "disaggregated / aggregated", "intervals separate"],
+        return table(["SLO", "winner", "ratio to runner-up", "disaggregated / aggregated", "90% intervals separate"],
                      rows) + [""] + probes_table(run.summary.get("probes") or []) + missed_table(run)
     if run.experiment == "e2_concurrency" and run.summary.get("replay"):
         return replay_table(run.summary["replay"])
@@ -349,10 +352,10 @@ def placements_across(runs: list[PacketRun]) -> list[str]:
         rows = sorted(rows, key=lambda x: -(x.goodput.get("goodput_per_device") or 0))
         cells = [[x.goodput["topology"], num(0)(x.goodput.get("devices")), num(2)(x.goodput.get("goodput")),
                   num(2)(x.goodput.get("goodput_per_device")),
-                  f"{num(2)(x.goodput.get('per_device_low'))}-{num(2)(x.goodput.get('per_device_high'))}",
-                  x.run, x.commit] for x in rows]
+                  placements.interval(x.goodput), x.run, x.commit] for x in rows]
         lines += [placements.describe(key) + ":", ""] + table(
-            ["topology", "GPUs", "goodput req/s", "per GPU", "per GPU interval", "run", "commit"], cells) + [""]
+            ["topology", "GPUs", "goodput req/s", "per GPU", "per GPU 90% interval (or bracket)", "run", "commit"],
+            cells) + [""]
         lines += [placements.verdict(rows), ""] if len(rows) > 1 else []
     return lines
 

@@ -62,8 +62,22 @@ def groups(runs: list[tuple[str, str, dict[str, Any], dict[str, Any]]]) -> dict[
     return out
 
 
+def has_interval(g: dict[str, Any]) -> bool:
+    return "per_device_interval_low" in g
+
+
+def interval(g: dict[str, Any]) -> str:
+    """A row's 90% interval per GPU; a summary from before intervals shows its bracket, named as such."""
+    def fmt(x: Any) -> str:
+        return "-" if x is None else f"{x:.2f}"
+    if has_interval(g):
+        return f"{fmt(g['per_device_interval_low'])}-{fmt(g.get('per_device_interval_high'))}"
+    return f"bracket {fmt(g.get('per_device_low'))}-{fmt(g.get('per_device_high'))}"
+
+
 def verdict(rows: list[Row]) -> str:
-    """The winner per GPU and whether its interval clears the runner-up's (the bracketing probes' rates / GPUs)."""
+    """The winner per GPU and whether its 90% interval clears the runner-up's. Summaries from before intervals have
+    only brackets (the searches' resolution): those never settle an order."""
     ranked = sorted(rows, key=lambda r: -(r.goodput.get("goodput_per_device") or 0))
     if len(ranked) < 2:
         return ""
@@ -71,6 +85,9 @@ def verdict(rows: list[Row]) -> str:
     if not b.get("goodput_per_device"):
         return f"Winner per GPU: {a['topology']} (the runner-up {b['topology']} served nothing within SLO)."
     ratio = a["goodput_per_device"] / b["goodput_per_device"]
-    separate = (a.get("per_device_low") or 0) > (b.get("per_device_high") or float("inf"))
-    return (f"Winner per GPU: {a['topology']}, {ratio:.2f}x the runner-up {b['topology']}; the intervals "
-            + ("separate." if separate else "overlap: the two are not told apart at this resolution."))
+    if not (has_interval(a) and has_interval(b)):
+        return (f"Winner per GPU: {a['topology']}, {ratio:.2f}x the runner-up {b['topology']}; no confidence "
+                "intervals (runs from before them): the order is not settled.")
+    separate = (a.get("per_device_interval_low") or 0) > (b.get("per_device_interval_high") or float("inf"))
+    return (f"Winner per GPU: {a['topology']}, {ratio:.2f}x the runner-up {b['topology']}; the 90% intervals "
+            + ("separate." if separate else "overlap: the order is not settled."))

@@ -79,6 +79,8 @@ def methods(sim, seed: int, clock: Callable[[], float], share: float, sizes: dic
     probes, seconds on `clock`, 90% interval on the goodput, the repeat check's finding) each. The sweep's interval
     inverts its own probes' bounds the same way (search.goodput_interval)."""
     truth, slo = capacity(), SLO(ttft_ms=1000 * S)
+    sizes = dict(sizes)
+    with_sweep = sizes.pop("sweep", True)
     rows = []
     for name, start in (("search @20", 20.0), ("search @top/10", 2 * truth / 10)):
         policy = SearchPolicy(start_rate=start, tolerance=0.05, seed=seed, scout_warmup_share=share,
@@ -87,9 +89,10 @@ def methods(sim, seed: int, clock: Callable[[], float], share: float, sizes: dic
         res = search(sim, items(seed), slo, policy, timeout_s=30)
         rows.append((name, res.goodput, res.probes, clock() - t0, (res.interval_low, res.interval_high),
                      res.repeat or "not run"))
-    t0 = clock()
-    found, probes = sweep(sim, slo, policy, 2 * truth)
-    rows.append(("linear sweep", found, probes, clock() - t0, goodput_interval(probes, TARGET), "not run"))
+    if with_sweep:
+        t0 = clock()
+        found, probes = sweep(sim, slo, policy, 2 * truth)
+        rows.append(("linear sweep", found, probes, clock() - t0, goodput_interval(probes, TARGET), "not run"))
     return rows
 
 
@@ -120,7 +123,7 @@ def report(seed: int, rows: list[Row]) -> None:
               f"{sent:9d} {wall:7.1f}  {repeat}")
     for name, _, probes, *_ in rows:
         print(f"{name} probes: " + ", ".join(f"{p.rate:.0f} {p.verdict} {p.sent}r {p.wall_s:.1f}s" for p in probes))
-    for name, _, probes, wall, *_ in rows[:-1]:
+    for name, _, probes, wall, *_ in (rows[:-1] if rows[-1][0] == "linear sweep" else []):
         sent = sum(p.sent for p in probes) / sum(p.sent for p in rows[-1][2])
         print(f"{name} / sweep: wall time {wall / rows[-1][3]:.2f} (goal <= 0.33), scored requests {sent:.2f}")
     print(flush=True)
@@ -145,7 +148,7 @@ def summarize(runs: dict[int, list], label: str) -> None:
         line = (f"  {name:16} answer / truth median {np.median(answers):.3f}, 10-90% {np.percentile(answers, 10):.3f}-"
                 f"{np.percentile(answers, 90):.3f}, median error {np.median(abs(answers - 1)):.3f}, within 5%: "
                 f"{np.mean(abs(answers - 1) <= 0.05):.2f} of seeds")
-        if name != "linear sweep":
+        if name != "linear sweep" and runs[seeds[0]][-1][0] == "linear sweep":
             same = np.mean([abs(runs[s][i][1] / runs[s][-1][1] - 1) <= 0.05 for s in seeds if runs[s][-1][1]])
             share = np.array([runs[s][i][3] / runs[s][-1][3] for s in seeds])
             half = 1.96 * share.std(ddof=1) / np.sqrt(len(share)) if len(share) > 1 else float("nan")
@@ -194,12 +197,15 @@ def main() -> None:
     ap.add_argument("--min-duration-s", type=float, default=POLICY["min_duration_s"],
                     help="each full probe scores requests for at least this long")
     ap.add_argument("--no-repeat-check", action="store_true", help="searches end without measuring their ends again")
+    ap.add_argument("--no-sweep", action="store_true",
+                    help="the searches alone (no cost ratio): long probes make the sweep's overloaded ones slow to model")
     args = ap.parse_args()
     seeds = seed_list(args.seeds) if args.seeds else [args.seed]
     sizes = dict(warmup_s=args.warmup_s, min_duration_s=args.min_duration_s, repeat_check=not args.no_repeat_check)
     runs = {}
     for seed in tqdm(seeds, desc="seeds", disable=not args.virtual or len(seeds) < 2):
-        runs[seed] = (measure_virtual if args.virtual else measure)(seed, args.scout_warmup_share, sizes)
+        runs[seed] = (measure_virtual if args.virtual else measure)(seed, args.scout_warmup_share,
+                                                                    sizes | {"sweep": not args.no_sweep})
         if not args.virtual or len(seeds) < 2:
             report(seed, runs[seed])
     if len(seeds) > 1:

@@ -72,3 +72,72 @@ def test_a_scouts_pass_and_a_client_paced_probe_do_not_narrow_the_interval():
 def test_probes_that_contradict_each_other_widen_the_interval_to_span_both():
     probes = [probe(10, 0.95, 1.0), probe(30, 0.92, 0.99), probe(25, 0.5, 0.8), probe(40, 0.0, 0.05)]
     assert goodput_interval(probes, 0.9) == (25, 30)
+
+
+def test_a_converged_search_measures_its_ends_again_in_full_and_leaves_the_bracket_alone():
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    from virtual_queue import VirtualQueue
+
+    from ctxkit.collectors.latency import SLO
+    from ctxkit.load.search import SearchPolicy, search
+    from test_goodput_search import MU, K, S, TARGET, items
+    queue = VirtualQueue(K, 1000 / MU, seed=4)
+    policy = SearchPolicy(target=TARGET, start_rate=20.0, min_requests=300, max_requests=600, warmup_s=6.0,
+                          min_duration_s=4.0, max_probes=30, seed=4)
+    with queue.patched():
+        res = search(queue, items(4), SLO(ttft_ms=1000 * S), policy, timeout_s=30)
+    assert res.converged and res.repeat is not None
+    again = [p for p in res.probes if p.repeat]
+    assert len(again) == 2 and res.probes[-2:] == again and {p.rate for p in again} == {res.low, res.high}
+    assert not any(p.scout for p in again)
+    assert res.goodput == res.low                       # the bracket is the search's, before the repeats
+    assert res.repeat == "repeated" or res.repeat.startswith("not repeatable at this probe size")
+
+
+def test_ends_whose_verdicts_flip_are_called_not_repeatable_with_the_size_that_would_settle_it(monkeypatch):
+    from ctxkit.load import search as search_mod
+    first = [Probe(0, 10.0, verdict="pass", attainment=0.92, decided=300, n_eff=100.0),
+             Probe(1, 11.0, verdict="fail", attainment=0.88, decided=300, n_eff=100.0)]
+    again = {10.0: Probe(2, 10.0, verdict="fail", attainment=0.89, decided=300, n_eff=60.0),
+             11.0: Probe(3, 11.0, verdict="fail", attainment=0.8, decided=300, n_eff=60.0)}
+    order: list[float] = []
+    monkeypatch.setattr(search_mod, "run_probe", lambda backend, index, rate, *a, **k: order.append(rate) or
+                        again[rate])
+    probes = list(first)
+    text = search_mod.repeat_ends(None, None, None, search_mod.SearchPolicy(target=0.9), probes, (10.0, 11.0),
+                                  timeout_s=1)
+    assert sorted(order) == [10.0, 11.0] and probes[2:] == [again[r] for r in order]
+    assert text.startswith("not repeatable at this probe size: 10 req/s pass then fail")
+    # the margin 0.01 at 0.89 needs n_eff = 1.833^2 x 0.89 x 0.11 / 0.01^2 = 3290, at 5 requests an effective one
+    assert "settling it takes probes of about 16449 scored requests" in text
+
+
+def test_settle_waits_for_idle_gauges_and_says_when_the_servers_never_got_there(monkeypatch):
+    from ctxkit.load import search as search_mod
+
+    class Clock:
+        now = 0.0
+
+        def monotonic(self):
+            return self.now
+
+        def sleep(self, s):
+            self.now += s
+
+    class Backend:
+        def __init__(self, texts):
+            self.texts = iter(texts)
+
+        def metric_sources(self):
+            return {"s": lambda: next(self.texts)}
+
+    busy = "vllm:num_requests_running 2\nvllm:num_requests_waiting 0\nvllm:kv_cache_usage_perc 0.4\n"
+    held = "vllm:num_requests_running 0\nvllm:num_requests_waiting 0\nvllm:kv_cache_usage_perc 0.4\n"
+    idle = "vllm:num_requests_running 0\nvllm:num_requests_waiting 0\nvllm:kv_cache_usage_perc 0.0\n"
+    monkeypatch.setattr(search_mod, "time", Clock())
+    got = search_mod.settle(Backend([busy, busy, held, idle]), limit_s=10)
+    assert not got.busy and abs(got.waited_s - 0.6) < 1e-9          # KV cache still held counts as busy
+    got = search_mod.settle(Backend([busy] * 100), limit_s=1.0)
+    assert got.busy and got.waited_s >= 1.0

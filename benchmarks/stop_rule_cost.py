@@ -69,7 +69,7 @@ def main() -> None:
     ap.add_argument("--checks", type=int, default=16)
     a = ap.parse_args()
     print(f"outputs 10-{a.max_output} tokens, {a.checks} checks at each size")
-    print(f"{'finished':>9} {'StopRule ms':>12} {"tally of all, ms":>16}")
+    print(f"{'finished':>9} {'StopRule ms':>12} {'tally of all, ms':>16}")
     for n in map(int, a.sizes.split(",")):
         recs = records(n, a.max_output)
         print(f"{n:9d} {ms_a_check(recs, a.checks, False):12.3f} {ms_a_check(recs, a.checks, True):16.2f}")

@@ -421,6 +421,9 @@ class SearchParams(Params):
     scout_requests: Optional[int] = Field(40, ge=10)
     # ... and (Poisson arrivals) warm up for this share of warmup_s; a scout's pass is measured again in full
     scout_warmup_share: float = Field(1 / 3, gt=0, le=1)
+    # a converged search measures its bracket's two ends once more, in random order, after the caps below (two
+    # probes more), and says whether their verdicts repeat
+    repeat_check: bool = True
     max_probes: int = Field(12, ge=1)                 # per topology and SLO setting
     max_wall_s: float = Field(900.0, gt=0)            # per topology and SLO setting
     drain_s: float = Field(30.0, gt=0)                # wait for requests in flight at most this long

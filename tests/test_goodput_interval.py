@@ -69,9 +69,20 @@ def test_a_scouts_pass_and_a_client_paced_probe_do_not_narrow_the_interval():
     assert goodput_interval(probes, 0.9) == (10, 35)
 
 
-def test_probes_that_contradict_each_other_widen_the_interval_to_span_both():
+def test_probes_that_contradict_each_other_widen_the_interval_past_both():
+    """A pass shown at 30 above a fail shown at 25: both set aside, the interval runs from the pass below 25 to the
+    fail above 30. At one rate shown both ways (a repeat that flipped) it never collapses to a point."""
     probes = [probe(10, 0.95, 1.0), probe(30, 0.92, 0.99), probe(25, 0.5, 0.8), probe(40, 0.0, 0.05)]
-    assert goodput_interval(probes, 0.9) == (25, 30)
+    assert goodput_interval(probes, 0.9) == (10, 40)
+    same = [probe(10, 0.95, 1.0), probe(20, 0.92, 0.99), probe(20, 0.6, 0.85), probe(40, 0.0, 0.05)]
+    assert goodput_interval(same, 0.9) == (10, 40)
+
+
+def test_a_probe_whose_queue_was_still_growing_never_shows_a_rate_above_the_goodput():
+    from ctxkit.load.search import RISING
+    grew = probe(30, 0.92, 0.99)
+    grew.decided_by = RISING
+    assert goodput_interval([probe(10, 0.95, 1.0), grew], 0.9) == (10, None)
 
 
 def test_a_converged_search_measures_its_ends_again_in_full_and_leaves_the_bracket_alone():
@@ -92,7 +103,8 @@ def test_a_converged_search_measures_its_ends_again_in_full_and_leaves_the_brack
     again = [p for p in res.probes if p.repeat]
     assert len(again) == 2 and res.probes[-2:] == again and {p.rate for p in again} == {res.low, res.high}
     assert not any(p.scout for p in again)
-    assert res.goodput == res.low                       # the bracket is the search's, before the repeats
+    from ctxkit.load.search import bracket
+    assert bracket(res.probes) == (res.low, res.high)   # the repeats leave the bracket as the search left it
     assert res.repeat == "repeated" or res.repeat.startswith("not repeatable at this probe size")
 
 
@@ -110,8 +122,9 @@ def test_ends_whose_verdicts_flip_are_called_not_repeatable_with_the_size_that_w
                                   timeout_s=1)
     assert sorted(order) == [10.0, 11.0] and probes[2:] == [again[r] for r in order]
     assert text.startswith("not repeatable at this probe size: 10 req/s pass then fail")
-    # the margin 0.01 at 0.89 needs n_eff = 1.833^2 x 0.89 x 0.11 / 0.01^2 = 3290, at 5 requests an effective one
-    assert "settling it takes probes of about 16449 scored requests" in text
+    # the margin 0.01 at 0.89 needs n_eff = (1.833 + 0.842)^2 x 0.89 x 0.11 / 0.01^2 = 7004 (one-sided 95%, 80%
+    # power), at 5 requests an effective one
+    assert "settling it takes probes of about 35020 scored requests" in text
 
 
 def test_settle_waits_for_idle_gauges_and_says_when_the_servers_never_got_there(monkeypatch):

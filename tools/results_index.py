@@ -19,7 +19,7 @@ RULES = {"interval": "current: 90% interval, clean start, repeat check",
 
 
 def rules(summary: dict) -> str:
-    goodput, probes = summary.get("goodput") or [{}], summary.get("probes") or [{}]
+    goodput, probes = summary.get("goodput") or [summary.get("search") or {}], summary.get("probes") or [{}]
     if any("interval_low" in g for g in goodput):
         return RULES["interval"]
     return RULES["scouts"] if any("scout" in p for p in probes) else RULES["before"]

@@ -308,9 +308,10 @@ def summarize(params: E4Params, run: RunFolder, results: list[TopologyResult]) -
         "checks": {
             "every_topology_searched": check(searched == expected and every_probe,
                                              f"{searched}/{expected} (topology, SLO) searches, each with probes"),
-            "probes_within_caps": check(all(len(res.probes) <= params.search.max_probes
+            "probes_within_caps": check(all(sum(not p.repeat for p in res.probes) <= params.search.max_probes
                                             for r in results for res in r.searches.values()),
-                                        f"at most {params.search.max_probes} probes per search"),
+                                        f"at most {params.search.max_probes} probes per search (and the repeat "
+                                        "check's two)"),
             "requests_recorded": check(recorded == int(probes["sent"].sum()) if len(probes) else False,
                                        f"{recorded} scored requests in requests.jsonl for "
                                        f"{int(probes['sent'].sum()) if len(probes) else 0} sent by probes"),

@@ -35,6 +35,7 @@ ItemsFn = Callable[[int, int, int], list[WorkItem]]
 RISING = "misses rising through the probe (not in steady state)"
 CLIMBING = "latency climbing through the probe (not in steady state)"
 NOT_STEADY = (RISING, CLIMBING)
+Z80 = 0.8416212335729143       # standard normal, one-sided 80%: the power settling_size plans for
 
 
 @dataclass(frozen=True)
@@ -174,20 +175,18 @@ def goodput_interval(probes: list[Probe], target: float) -> tuple[float, Optiona
     goodput is below its rate. [the highest such lower rate (0 if none), the lowest such upper rate (None if
     none)]: each end errs with about 5% (more where several probes sit just beyond it), 90% in all, validated on
     the M/M/8 queue (benchmarks/goodput_search_cost.py). Left out: probes the client paced (their offered rate is
-    not their rate), and a scout's pass (a shorter warmup flatters a queue; its fail stands). Where a probe shown
-    above the target sits at or above one shown below it, the two contradict each other (probes too short for the
-    queue's excursions): the interval spans both, [the fail's rate, the pass's rate]."""
-    low, high = 0.0, None
-    for p in probes:
-        if p.client_lagged:
-            continue
-        if p.attainment_low >= target and not p.scout:
-            low = max(low, p.rate)
-        if p.attainment_high < target:
-            high = p.rate if high is None else min(high, p.rate)
-    if high is not None and low >= high:
-        return high, low
-    return low, high
+    not their rate), a scout's pass (a shorter warmup flatters a queue; its fail stands), and a probe found not in
+    steady state (its queue was still growing). Where a probe shown above the target sits at or above one shown
+    below it, the two contradict each other (probes too short for the queue's excursions): the contradicted ones
+    are set aside and the interval runs from the highest rate shown above below every rate shown below, to the
+    lowest shown below above every rate shown above: wider, never narrower."""
+    above = [p.rate for p in probes if not p.client_lagged and not p.scout and p.decided_by not in NOT_STEADY
+             and p.attainment_low >= target]
+    below = [p.rate for p in probes if not p.client_lagged and p.attainment_high < target]
+    if above and below and max(above) >= min(below):
+        return max([r for r in above if r < min(below)], default=0.0), min([r for r in below if r > max(above)],
+                                                                           default=None)
+    return max(above, default=0.0), min(below, default=None)
 
 
 def _send_lag_p99(records: list[RequestRecord]) -> Optional[float]:
@@ -262,7 +261,8 @@ class StopRule:
     those in flight. A finished record is counted once, when it first appears, and the steady-state check reruns
     only once the decided count has grown by a fiftieth: a call costs what arrived since the last one and what is in
     flight, not the whole probe so far (which grew with the probe and, at hundreds of requests a second, held the
-    client's later sends back). `unscored`: the request ids of the probe's warmup, marked as they arrive."""
+    client's later sends back). While misses rise the check reruns at each new finished request, as before.
+    `unscored`: the request ids of the probe's warmup, marked as they arrive."""
 
     def __init__(self, slo: SLO, policy: SearchPolicy, planned: int, scout: bool = False,
                  unscored: frozenset[str] = frozenset()) -> None:
@@ -292,8 +292,11 @@ class StopRule:
         self.counted = len(done)
 
     def _steady(self, done: list[RequestRecord]) -> bool:
+        """Not rising, rechecked once the count grew by a fiftieth; while the last check said rising, at every new
+        finished request (a stale "rising" must not hold a drain back)."""
         decided = self.met + self.missed
-        if self._rising_at < 0 or decided - self._rising_at >= max(1, decided // 50):
+        grown = decided - self._rising_at
+        if self._rising_at < 0 or grown >= max(1, decided // 50) or (self._rising and grown > 0):
             self._rising, self._rising_at = rising(done, self.slo, self.policy.target, self._latency), decided
         return not self._rising
 
@@ -655,14 +658,15 @@ def repeat_ends(backend: ServingBackend, items_fn: ItemsFn, slo: SLO, policy: Se
 
 
 def settling_size(probes: list[Probe], policy: SearchPolicy) -> int:
-    """Scored requests a probe at these rates would need for its dependence-aware bounds to clear the target: the
-    effective sample size that a margin of |attainment - target| needs at one-sided 95%, scaled by each probe's
-    requests per effective one; the largest over the probes."""
+    """Scored requests a probe at these rates would need for its dependence-aware bounds to clear the target four
+    times in five: the effective sample size that a margin of |attainment - target| needs at one-sided 95% with 80%
+    power, scaled by each probe's requests per effective one (as measured at its own size); the largest over the
+    probes."""
     need = 0
     for p in probes:
         if p.attainment is None or p.n_eff <= 0:
             continue
         margin = max(abs(p.attainment - policy.target), 0.01)
         var = max(p.attainment * (1 - p.attainment), policy.target * (1 - policy.target))
-        need = max(need, math.ceil(att.T9_95 ** 2 * var / margin ** 2 * p.decided / p.n_eff))
+        need = max(need, math.ceil((att.T9_95 + Z80) ** 2 * var / margin ** 2 * p.decided / p.n_eff))
     return need

@@ -157,8 +157,11 @@ def extra(run: PacketRun) -> list[str]:
         return pool_settings(run) + ((table(["KV", "GB/s", "of link"], rows) + [""]) if rows else []) + \
             variants(run)
     if run.experiment == "e4_goodput":
+        # a summary from before intervals compared brackets (the searches' resolution): not shown as intervals
+        intervals = all("per_device_interval_low" in g for g in run.summary.get("goodput") or [{}])
         rows = [[c["slo"], c["winner"] if c.get("runner_up") else "- (one topology measured)", num(2)(c.get("ratio")), num(2)(c.get("disaggregated_over_aggregated")),
-                 str(c.get("intervals_separate", "-"))] for c in run.summary.get("comparison", [])]
+                 str(c.get("intervals_separate", "-")) if intervals else "- (bracket only)"]
+                for c in run.summary.get("comparison", [])]
         return table(["SLO", "winner", "ratio to runner-up", "disaggregated / aggregated", "90% intervals separate"],
                      rows) + [""] + probes_table(run.summary.get("probes") or []) + missed_table(run)
     if run.experiment == "e2_concurrency" and run.summary.get("replay"):

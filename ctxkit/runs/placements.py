@@ -69,7 +69,7 @@ def has_interval(g: dict[str, Any]) -> bool:
 def interval(g: dict[str, Any]) -> str:
     """A row's 90% interval per GPU; a summary from before intervals shows its bracket, named as such."""
     def fmt(x: Any) -> str:
-        return "-" if x is None else f"{x:.2f}"
+        return "-" if x is None or x != x else f"{x:.2f}"     # None, or NaN from a table's missing cell
     if has_interval(g):
         return f"{fmt(g['per_device_interval_low'])}-{fmt(g.get('per_device_interval_high'))}"
     return f"bracket {fmt(g.get('per_device_low'))}-{fmt(g.get('per_device_high'))}"
@@ -88,6 +88,7 @@ def verdict(rows: list[Row]) -> str:
     if not (has_interval(a) and has_interval(b)):
         return (f"Winner per GPU: {a['topology']}, {ratio:.2f}x the runner-up {b['topology']}; no confidence "
                 "intervals (runs from before them): the order is not settled.")
-    separate = (a.get("per_device_interval_low") or 0) > (b.get("per_device_interval_high") or float("inf"))
+    low, high = a.get("per_device_interval_low"), b.get("per_device_interval_high")
+    separate = low is not None and low == low and high is not None and high == high and low > high
     return (f"Winner per GPU: {a['topology']}, {ratio:.2f}x the runner-up {b['topology']}; the 90% intervals "
             + ("separate." if separate else "overlap: the order is not settled."))

@@ -24,8 +24,11 @@ without the live run's own noise), where 100 seeds take minutes.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import math
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -185,6 +188,16 @@ def mix(searches: list[list]) -> str:
     return "probes, mean a search: " + ", ".join(parts)
 
 
+def record(path: Path, text: str) -> None:
+    """The summary as evidence: the command that made it and the commit it ran at, above the printed lines."""
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no", "ctxkit",
+                            "benchmarks"], capture_output=True, text=True).stdout.strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"Written by `python benchmarks/goodput_search_cost.py {' '.join(sys.argv[1:])}` at commit "
+                    f"{commit.strip()[:12]}{' with uncommitted changes' if dirty else ''}.\n\n```\n{text}```\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seed", type=int, default=0)
@@ -197,6 +210,8 @@ def main() -> None:
     ap.add_argument("--min-duration-s", type=float, default=POLICY["min_duration_s"],
                     help="each full probe scores requests for at least this long")
     ap.add_argument("--no-repeat-check", action="store_true", help="searches end without measuring their ends again")
+    ap.add_argument("--record", type=Path, help="also write the summary over the seeds to this markdown file, with "
+                    "the command and the commit it ran at")
     ap.add_argument("--no-sweep", action="store_true",
                     help="the searches alone (no cost ratio): long probes make the sweep's overloaded ones slow to model")
     args = ap.parse_args()
@@ -209,9 +224,14 @@ def main() -> None:
         if not args.virtual or len(seeds) < 2:
             report(seed, runs[seed])
     if len(seeds) > 1:
-        summarize(runs, f"{'virtual clock' if args.virtual else 'live simulated server'}, scouts' warmup "
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            summarize(runs, f"{'virtual clock' if args.virtual else 'live simulated server'}, scouts' warmup "
                         f"{args.scout_warmup_share:.2f} of warmup_s, warmup_s {args.warmup_s:g}, min_duration_s "
                         f"{args.min_duration_s:g}, repeat check {'off' if args.no_repeat_check else 'on'}")
+        print(out.getvalue(), end="")
+        if args.record:
+            record(args.record, out.getvalue())
 
 
 if __name__ == "__main__":

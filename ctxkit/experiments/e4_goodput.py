@@ -439,7 +439,9 @@ def conclusions(summary: dict[str, Any]) -> str:
                 f"{c['winner_per_device']:.3g} req/s ({interval_text(winner)})")
         if winner.get("repeat") and winner["repeat"] != "repeated":
             text += f"; its ends, measured again: {winner['repeat']}"
-        if "runner_up" in c:
+        if "runner_up" in c and c.get("ratio") is None:        # the runner-up met the target at no rate probed
+            text += f"; {c['runner_up']} met the target at no rate probed"
+        elif "runner_up" in c:
             text += (f", {c['ratio']:.2f}x {c['runner_up']} ({c['runner_up_per_device']:.3g}, "
                      f"{interval_text(g[(c['slo'], c['runner_up'])])}); the 90% intervals "
                      f"{'separate' if c['intervals_separate'] else 'overlap, so the order is not settled'}")

@@ -437,7 +437,7 @@ def conclusions(summary: dict[str, Any]) -> str:
             continue
         text = (f"**{c['slo']}**: {c['winner']} serves the most per {winner['unit']}: "
                 f"{c['winner_per_device']:.3g} req/s ({interval_text(winner)})")
-        if winner.get("repeat") and winner["repeat"] != "repeated":
+        if isinstance(winner.get("repeat"), str) and winner["repeat"] != "repeated":     # NaN where not run
             text += f"; its ends, measured again: {winner['repeat']}"
         if "runner_up" in c and c.get("ratio") is None:        # the runner-up met the target at no rate probed
             text += f"; {c['runner_up']} met the target at no rate probed"

@@ -188,14 +188,19 @@ def mix(searches: list[list]) -> str:
     return "probes, mean a search: " + ", ".join(parts)
 
 
-def record(path: Path, text: str) -> None:
-    """The summary as evidence: the command that made it and the commit it ran at, above the printed lines."""
+def code_state() -> str:
+    """The commit the code runs at, read when the benchmark starts (a long run outlives later commits)."""
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
     dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no", "ctxkit",
                             "benchmarks"], capture_output=True, text=True).stdout.strip()
+    return commit.strip()[:12] + (" with uncommitted changes" if dirty else "")
+
+
+def record(path: Path, text: str, code: str) -> None:
+    """The summary as evidence: the command that made it and the commit it ran at, above the printed lines."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(f"Written by `python benchmarks/goodput_search_cost.py {' '.join(sys.argv[1:])}` at commit "
-                    f"{commit.strip()[:12]}{' with uncommitted changes' if dirty else ''}.\n\n```\n{text}```\n")
+                    f"{code}.\n\n```\n{text}```\n")
 
 
 def main() -> None:
@@ -215,6 +220,7 @@ def main() -> None:
     ap.add_argument("--no-sweep", action="store_true",
                     help="the searches alone (no cost ratio): long probes make the sweep's overloaded ones slow to model")
     args = ap.parse_args()
+    code = code_state()
     seeds = seed_list(args.seeds) if args.seeds else [args.seed]
     sizes = dict(warmup_s=args.warmup_s, min_duration_s=args.min_duration_s, repeat_check=not args.no_repeat_check)
     runs = {}
@@ -231,7 +237,7 @@ def main() -> None:
                         f"{args.min_duration_s:g}, repeat check {'off' if args.no_repeat_check else 'on'}")
         print(out.getvalue(), end="")
         if args.record:
-            record(args.record, out.getvalue())
+            record(args.record, out.getvalue(), code)
 
 
 if __name__ == "__main__":

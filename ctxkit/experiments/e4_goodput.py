@@ -27,6 +27,7 @@ from ctxkit.experiments.common import check
 from ctxkit.load.search import Probe, SearchPolicy, SearchResult, search, trace_window_fits
 from ctxkit.load.workloads import build_workload
 from ctxkit.models import ModelCard
+from ctxkit.runs.placements import intervals_separate
 from ctxkit.params import E4Params, NamedSLO, TopologyParams
 from ctxkit.records import JsonlWriter, RequestRecord
 from ctxkit.runs.folder import RunFolder
@@ -375,7 +376,7 @@ def compare(goodput: pd.DataFrame) -> list[dict[str, Any]]:
             row.update({"runner_up": second["topology"], "runner_up_per_device": float(second["goodput_per_device"]),
                         "ratio": float(best["goodput_per_device"] / second["goodput_per_device"])
                         if second["goodput_per_device"] else None,
-                        "intervals_separate": separate(best, second)})
+                        "intervals_separate": intervals_separate(best, second)})
         dis = g[g["kind"] == "disaggregated"]
         agg = g[g["kind"] == "aggregated"]
         if len(dis) and len(agg) and agg["goodput_per_device"].max() > 0:
@@ -383,12 +384,6 @@ def compare(goodput: pd.DataFrame) -> list[dict[str, Any]]:
                                                          / agg["goodput_per_device"].max())
         out.append(row)
     return out
-
-
-def separate(best: pd.Series, second: pd.Series) -> bool:
-    """The winner's 90% interval lies above the runner-up's (a summary from before intervals: never)."""
-    low, high = best.get("per_device_interval_low"), second.get("per_device_interval_high")
-    return bool(low is not None and not pd.isna(low) and high is not None and not pd.isna(high) and low > high)
 
 
 def interval_text(row: dict[str, Any]) -> str:

@@ -75,6 +75,13 @@ def interval(g: dict[str, Any]) -> str:
     return f"bracket {fmt(g.get('per_device_low'))}-{fmt(g.get('per_device_high'))}"
 
 
+def intervals_separate(a: Any, b: Any) -> bool:
+    """Whether goodput row a's 90% interval per GPU lies above row b's (dicts or table rows; a missing end, None
+    or NaN, never separates)."""
+    low, high = a.get("per_device_interval_low"), b.get("per_device_interval_high")
+    return bool(low is not None and low == low and high is not None and high == high and low > high)
+
+
 def verdict(rows: list[Row]) -> str:
     """The winner per GPU and whether its 90% interval clears the runner-up's. Summaries from before intervals have
     only brackets (the searches' resolution): those never settle an order."""
@@ -88,7 +95,6 @@ def verdict(rows: list[Row]) -> str:
     if not (has_interval(a) and has_interval(b)):
         return (f"Winner per GPU: {a['topology']}, {ratio:.2f}x the runner-up {b['topology']}; no confidence "
                 "intervals (runs from before them): the order is not settled.")
-    low, high = a.get("per_device_interval_low"), b.get("per_device_interval_high")
-    separate = low is not None and low == low and high is not None and high == high and low > high
+    separate = intervals_separate(a, b)
     return (f"Winner per GPU: {a['topology']}, {ratio:.2f}x the runner-up {b['topology']}; the 90% intervals "
             + ("separate." if separate else "overlap: the order is not settled."))

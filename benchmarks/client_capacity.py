@@ -9,6 +9,14 @@ ctxkit's client reports lag itself (t_send - t_sched). vLLM's client (vllm.bench
 constant gaps of 1/rate) is instrumented in its own process: its request generator's start and the moment each
 request function starts are recorded, against the schedule start + (i + 1) / rate that vLLM computes.
 The rate is doubled until a trial fails, then bisected. Prints one table with both clients and their ratio.
+
+    python benchmarks/client_capacity.py --shapes 4096/256,16384/512,131072/1024 --workers 4 [--tpot-ms 10]
+
+With --shapes: each trial is one goodput-search probe (ctxkit.load.search.run_probe, as a search sends it: its stop
+rule asked before every send, the server's /metrics scraped every 0.5 s, the NVML sampler running where there are
+GPUs) at the shape's prompt and output lengths, streamed token by token (one chunk every --tpot-ms); from one client
+process and from --workers; the limit is p99 send lag under --lag-ms (10 ms). The simulated server answers from
+--server-processes processes (default: the cores the workers leave, halved).
 With --workers: one client process against N (ctxkit.load.workers) against a simulated server that answers from
 K processes on one port (default: half the cores left after the workers), so that the server side is not what
 limits N workers.
@@ -58,6 +66,27 @@ items = synthetic(n, LengthDist("fixed", 32), LengthDist("fixed", %(out)d), voca
 recs = run_load_workers("%(url)s", "simulated", items, Arrivals("constant", rate), workers=workers)
 lags = [(r.t_send_ns - r.t_sched_ns) / 1e6 for r in recs if not r.warmup]
 print(json.dumps({"lags_ms": lags, "ok": sum(r.ok for r in recs)}))
+"""
+
+PROBE_TRIAL = """
+import json
+from ctxkit.backends.endpoint import Endpoint
+from ctxkit.collectors.gpu import GPUSampler
+from ctxkit.collectors.latency import SLO
+from ctxkit.load.search import SearchPolicy, run_probe
+from ctxkit.load.workloads import LengthDist, synthetic
+n, rate, workers, n_in, n_out = %(n)d, %(rate)f, %(workers)d, %(n_in)d, %(n_out)d
+policy = SearchPolicy(min_requests=n, max_requests=n, warmup_requests=20, scout_requests=None, drain_s=120,
+                      metrics_interval_s=0.5)
+def items(probe, batch, count):
+    return synthetic(count, LengthDist("fixed", n_in), LengthDist("fixed", n_out), vocab_size=4096, seed=batch)
+gpus = GPUSampler(interval_s=0.5).start()
+probe = run_probe(Endpoint("%(url)s", "simulated").start(), 0, rate, items, SLO(ttft_ms=1e9), policy,
+                  timeout_s=600, workers=workers)
+gpus.stop()
+lags = [(r.t_send_ns - r.t_sched_ns) / 1e6 for r in probe.records if not r.warmup]
+print(json.dumps({"lags_ms": lags, "ok": sum(r.ok for r in probe.records if not r.warmup),
+                  "gpu_rows": len(gpus.rows), "gpu": gpus.unavailable or "sampled"}))
 """
 
 VLLM_TRIAL = """
@@ -111,6 +140,18 @@ def workers_trial(workers: int, out_tokens: int):
     return trial
 
 
+def probe_trial(workers: int, n_in: int, n_out: int):
+    """One search probe at the shape from `workers` client processes (PROBE_TRIAL)."""
+    def trial(url: str, rate: float, n: int) -> tuple[float, int]:
+        code = PROBE_TRIAL % {"n": n, "rate": rate, "workers": workers, "url": url, "n_in": n_in, "n_out": n_out}
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=1200)
+        if out.returncode != 0:
+            raise RuntimeError(out.stderr[-2000:])
+        data = json.loads(out.stdout.strip().splitlines()[-1])
+        return float(np.percentile(data["lags_ms"], 99)), data["ok"]
+    return trial
+
+
 def vllm_trial(url: str, rate: float, n: int) -> tuple[float, int]:
     tok = str(ModelCard.load("tiny-llama").path)
     args = ["--backend", "vllm", "--base-url", url, "--endpoint", "/v1/completions", "--model", "simulated",
@@ -127,12 +168,12 @@ def vllm_trial(url: str, rate: float, n: int) -> tuple[float, int]:
 
 
 def capacity(name: str, trial, url: str, seconds: float, max_rate: float,
-             limit_ms: float) -> tuple[float, list[tuple]]:
-    """Double the rate from 25 req/s until a trial fails, then bisect three times between pass and fail."""
+             limit_ms: float, start: float = 25.0, least: int = 200, bisect: int = 3) -> tuple[float, list[tuple]]:
+    """Double the rate from `start` req/s until a trial fails, then bisect `bisect` times between pass and fail."""
     rows: list[tuple] = []
 
     def attempt(rate: float) -> bool:
-        n = max(200, int(rate * seconds))
+        n = max(least, int(rate * seconds))
         p99, ok = trial(url, rate, n)
         passed = p99 < limit_ms and ok == n
         rows.append((name, rate, n, p99, ok, passed))
@@ -140,13 +181,13 @@ def capacity(name: str, trial, url: str, seconds: float, max_rate: float,
               f"{'ok' if passed else 'FAIL'}", flush=True)
         return passed
 
-    good, bad, rate = 0.0, None, 25.0
+    good, bad, rate = 0.0, None, start
     while rate <= max_rate:
         if not attempt(rate):
             bad = rate
             break
         good, rate = rate, rate * 2
-    for _ in range(3 if bad and good else 0):
+    for _ in range(bisect if bad and good else 0):
         mid = (good + bad) / 2
         good, bad = (mid, bad) if attempt(mid) else (good, mid)
     return good, rows
@@ -162,8 +203,12 @@ def main() -> None:
     ap.add_argument("--output-tokens", type=int, default=2, help="tokens each request streams (--workers mode)")
     ap.add_argument("--server-processes", type=int, default=None,
                     help="simulated server processes (--workers mode; default: half the cores the workers leave)")
+    ap.add_argument("--shapes", help="IN/OUT,...: search probes at these prompt/output lengths (see above)")
+    ap.add_argument("--tpot-ms", type=float, default=10.0, help="--shapes: the simulated server's token interval")
     args = ap.parse_args()
     limits = [float(x) for x in args.lag_ms.split(",")]
+    if args.shapes:
+        return compare_shapes(args, limits[-1])
     if args.workers:
         return compare_workers(args, limits)
     table = []
@@ -205,6 +250,40 @@ def compare_workers(args: argparse.Namespace, limits: list[float]) -> None:
     print(f"{'limit':>8} {'x1':>10} {'x' + str(args.workers):>10} {'ratio':>8}")
     for limit, one, many in table:
         print(f"{limit:>6g}ms {one:>10.0f} {many:>10.0f} {(many / one if one else float('inf')):>8.2f}")
+
+
+def compare_shapes(args: argparse.Namespace, limit: float) -> None:
+    """Per shape: the highest rate a search probe sustains from one client process and from --workers, under
+    `limit` ms of p99 send lag, against one simulated server streaming a token every --tpot-ms."""
+    shapes = [tuple(int(x) for x in s.split("/")) for s in args.shapes.split(",")]
+    cores = os.cpu_count() or 1
+    many = max(args.workers, 1)
+    servers = args.server_processes or max(1, (cores - many) // 2)
+    table = []
+    with tempfile.TemporaryDirectory() as tmp, \
+            Simulated(ttft_ms=0, tpot_ms=args.tpot_ms, log_dir=Path(tmp), processes=servers,
+                      max_model_len=max(i + o for i, o in shapes) + 16) as sim:
+        print(f"simulated server at {sim.base_url}: {servers} processes, a token every {args.tpot_ms:g} ms; "
+              f"{cores} cores; p99 send lag limit {limit:g} ms; trials of {args.seconds:g} s (at least 40 requests)")
+        for n_in, n_out in shapes:
+            start = max(1.0, 25.0 * 4096 / n_in)        # a long prompt costs its JSON: start lower
+            one, _ = capacity(f"{n_in}/{n_out} x1", probe_trial(1, n_in, n_out), sim.base_url, args.seconds,
+                              args.max_rate, limit, start=start, least=40, bisect=2)
+            row = [n_in, n_out, one]
+            if many > 1:
+                more, _ = capacity(f"{n_in}/{n_out} x{many}", probe_trial(many, n_in, n_out), sim.base_url,
+                                   args.seconds, args.max_rate, limit, start=max(start, one), least=40, bisect=2)
+                row.append(more)
+            table.append(row)
+    print()
+    print(f"max request rate (req/s) a search probe sustains with p99 send lag under {limit:g} ms "
+          f"({cores} cores, server {servers} processes, token every {args.tpot_ms:g} ms)")
+    print(f"{'shape':>14} {'x1':>8}" + (f" {'x' + str(many):>8} {'ratio':>6}" if many > 1 else ""))
+    for row in table:
+        line = f"{row[0]:>7}/{row[1]:<6} {row[2]:>8.1f}"
+        if many > 1:
+            line += f" {row[3]:>8.1f} {(row[3] / row[2] if row[2] else float('inf')):>6.2f}"
+        print(line)
 
 
 if __name__ == "__main__":

@@ -241,9 +241,6 @@ class BenchParams(ExperimentParams):
             raise ValueError("a goodput search needs an SLO: --goodput ttft:MS tpot:MS (slo.ttft_ms, slo.tpot_ms)")
         if self.search is not None:
             _search_arrival(self.search, self.workload)
-        if self.search is not None and self.load.workers > 1:
-            raise ValueError("the goodput search stops a probe early from one view of what is in flight: it sends "
-                             "from one process (drop --num-workers / load.workers)")
         return self
 
 
@@ -434,6 +431,10 @@ class SearchParams(Params):
     arrival: Literal["poisson", "trace"] = "poisson"
     # the servers' gauges scraped through every probe (E4's e4_server_timeline.csv); null: before and after only
     metrics_interval_s: Optional[float] = Field(0.5, gt=0)
+    # client processes a probe sends from; a probe whose p99 send lag passes lag_bound_ms is measured again from
+    # twice as many, up to max_workers (null: half this host's cores), and never scored
+    workers: int = Field(1, ge=1)
+    max_workers: Optional[int] = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _sizes(self) -> "SearchParams":

@@ -154,3 +154,47 @@ def test_settle_waits_for_idle_gauges_and_says_when_the_servers_never_got_there(
     assert not got.busy and abs(got.waited_s - 0.6) < 1e-9          # KV cache still held counts as busy
     got = search_mod.settle(Backend([busy] * 100), limit_s=1.0)
     assert got.busy and got.waited_s >= 1.0
+
+
+def fake_probes(capacity: float, keeps_pace: int, monkeypatch) -> list[tuple[float, int]]:
+    """search() over a stand-in probe runner: a rate passes below `capacity`, and one client process keeps the pace
+    up to `keeps_pace` req/s (2 processes twice that, ...); returns the (rate, workers) of every probe it ran."""
+    from ctxkit.load import search as search_mod
+    ran: list[tuple[float, int]] = []
+
+    def run_probe(backend, index, rate, *a, workers=1, **k):
+        ran.append((rate, workers))
+        passed = rate < capacity
+        return Probe(index, rate, workers=workers, verdict="pass" if passed else "fail", decided=300, met=300,
+                     attainment=0.99 if passed else 0.5, attainment_low=0.95 if passed else 0.4,
+                     attainment_high=1.0 if passed else 0.6, n_eff=100.0, client_lagged=rate > keeps_pace * workers,
+                     send_lag_p99_ms=500.0 if rate > keeps_pace * workers else 1.0)
+    monkeypatch.setattr(search_mod, "run_probe", run_probe)
+    return ran
+
+
+def test_a_probe_the_client_paced_is_measured_again_from_more_processes_and_never_scored(monkeypatch):
+    """One process keeps the pace up to 5 req/s, capacity is 12: the probe at 8 falls behind, is measured again
+    from two processes (which keep up to 10), and the search goes on from two, then four; no lagged probe is in the
+    bracket, and the answer is not a lower bound."""
+    from ctxkit.load.search import SearchPolicy, bracket, search
+    ran = fake_probes(12.0, 5, monkeypatch)
+    res = search(None, None, None, SearchPolicy(start_rate=1.0, scout_requests=None, max_workers=8, max_probes=30,
+                                                repeat_check=False), timeout_s=1)
+    assert (8.0, 1) in ran and ran[ran.index((8.0, 1)) + 1] == (8.0, 2)
+    assert (16.0, 2) in ran and ran[ran.index((16.0, 2)) + 1] == (16.0, 4)
+    assert not res.client_limited and res.converged and res.low < 12.0 <= res.high
+    assert all(not p.client_lagged for p in res.probes if p.rate in bracket(res.probes))
+    assert res.interval_low < 12.0
+
+
+def test_where_no_number_of_processes_keeps_the_pace_the_search_stops_with_a_lower_bound(monkeypatch):
+    """Two processes at most (max_workers 2), each keeping 3 req/s: at 4 req/s one lags and two keep up; at 8 two
+    lag, and again: the search stops there, its goodput the last rate scored (4) and marked a lower bound."""
+    from ctxkit.load.search import SearchPolicy, search
+    ran = fake_probes(12.0, 3, monkeypatch)
+    res = search(None, None, None, SearchPolicy(start_rate=1.0, scout_requests=None, max_workers=2,
+                                                repeat_check=False), timeout_s=1)
+    assert ran[-4:] == [(4.0, 1), (4.0, 2), (8.0, 2), (8.0, 2)]
+    assert res.client_limited and res.goodput == 4.0 and "lower bound" in res.stopped_because
+    assert res.summary()["client_limited"] is True

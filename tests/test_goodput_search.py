@@ -286,7 +286,7 @@ def fake_probes(monkeypatch, scout_up_to: float, full_up_to: float,
     from ctxkit.load import search as search_mod
     asked: list[tuple[float, bool]] = []
 
-    def probe(backend, index, rate, items_fn, slo, policy, *, timeout_s, on_records=None, scout=False):
+    def probe(backend, index, rate, items_fn, slo, policy, *, timeout_s, on_records=None, scout=False, workers=1):
         asked.append((rate, scout))
         passed = rate <= (scout_up_to if scout else full_up_to)
         early = scout and (passed or rate == turned)        # what the stop rule's scout pass sets

@@ -7,6 +7,8 @@ requests.jsonl (as results arrive), summary.json (ctxkit's names, vLLM's under `
 """
 from __future__ import annotations
 
+import dataclasses
+
 from typing import Any, Callable, Optional
 
 import pandas as pd
@@ -47,6 +49,8 @@ def run_search(params: BenchParams, run: RunFolder, backend: ServingBackend, log
     card = ModelCard.load(params.server.model)
     s = params.search
     policy = SearchPolicy.of(s, params.seed)
+    if params.load.workers > s.workers:          # --num-workers: the probes start from that many client processes
+        policy = dataclasses.replace(policy, workers=params.load.workers)
 
     def items(probe: int, batch: int, n: int) -> list[WorkItem]:
         return build_workload(params.workload, card, params.server.max_model_len,
@@ -63,9 +67,11 @@ def run_search(params: BenchParams, run: RunFolder, backend: ServingBackend, log
                                                f"{p.attainment_high:.3f}] {p.n_eff:>6.0f}  {p.verdict} "
                                                f"({p.decided_by}{', a scout' if p.scout else ''}"
                                                f"{', a repeat' if p.repeat else ''}"
-                                               f"{', servers still busy at its start' if p.started_busy else ''})"
+                                               f"{', servers still busy at its start' if p.started_busy else ''}"
+                                               f"{f', from {p.workers} client processes' if p.workers > 1 else ''})"
                                                + (f"; client behind schedule: p99 send lag {p.send_lag_p99_ms:.0f} ms, "
-                                                  f"offered {p.offered_rate or 0:.3g} req/s" if p.client_lagged else "")))
+                                                  f"offered {p.offered_rate or 0:.3g} req/s: not scored"
+                                                  if p.client_lagged else "")))
         describe = backend.describe()
     probes = pd.DataFrame([p.row() for p in result.probes])
     probes.to_csv(run.artifacts / "bench_probes.csv", index=False)
@@ -73,7 +79,8 @@ def run_search(params: BenchParams, run: RunFolder, backend: ServingBackend, log
     high = "unbounded" if result.interval_high is None else f"{result.interval_high:.3g}"
     log(f"[bench] goodput {result.goodput:.3f} req/s, 90% interval {result.interval_low:.3g}-{high} req/s (bracket, "
         f"the search's resolution: passed at {result.low}, failed at {result.high}; {result.stopped_because}; "
-        f"its ends measured again: {result.repeat or 'not run'})")
+        f"its ends measured again: {result.repeat or 'not run'})"
+        + ("; a LOWER BOUND: the client could not keep the pace on this host" if result.client_limited else ""))
     log("[bench] * one-sided 95% bounds on each probe's attainment from batch means of its outcomes in send order "
         "(requests in a queue are not independent draws); the interval inverts them over the probes")
     summary = {"experiment": "bench", "run_id": run.run_id, "backend": describe,

@@ -169,7 +169,8 @@ def goodput_table(params: E4Params, results: list[TopologyResult]) -> pd.DataFra
                          "per_device_interval_low": res.interval_low / r.devices,
                          "per_device_interval_high": res.interval_high / r.devices
                          if res.interval_high is not None else None,
-                         "repeat": res.repeat, "converged": res.converged, "stopped_because": res.stopped_because,
+                         "repeat": res.repeat, "client_limited": res.client_limited,
+                         "converged": res.converged, "stopped_because": res.stopped_because,
                          "probes": len(res.probes), "target": params.search.target,
                          "curve_probe": probe.index if (probe := at_goodput(res)) else None})
     return pd.DataFrame(rows)
@@ -434,6 +435,8 @@ def conclusions(summary: dict[str, Any]) -> str:
                 f"{c['winner_per_device']:.3g} req/s ({interval_text(winner)})")
         if isinstance(winner.get("repeat"), str) and winner["repeat"] != "repeated":     # NaN where not run
             text += f"; its ends, measured again: {winner['repeat']}"
+        if winner.get("client_limited") is True:
+            text += "; a LOWER BOUND: no number of client processes on this host kept the pace above it"
         if "runner_up" in c and c.get("ratio") is None:        # the runner-up met the target at no rate probed
             text += f"; {c['runner_up']} met the target at no rate probed"
         elif "runner_up" in c:
@@ -451,7 +454,7 @@ def conclusions(summary: dict[str, Any]) -> str:
         parts.append(f"The client fell behind its schedule in {len(lagged)} probe(s) (p99 send lag over "
                      f"{summary['client']['lag_bound_ms']:g} ms; worst {worst['send_lag_p99_ms']:.0f} ms at "
                      f"{worst['rate']:.3g} req/s, {worst['topology']}): their offered load was below the nominal "
-                     f"rate, so a pass there may overstate the servers' goodput.")
+                     f"rate: each was measured again from more client processes and none is scored.")
     for topology, error in summary.get("failed_topologies", {}).items():
         parts.append(f"{topology} could not be searched: {error[:200]}.")
     failed = [k for k, v in summary["checks"].items() if not v["passed"]]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
@@ -24,6 +25,7 @@ from ctxkit.collectors import replay
 from ctxkit.collectors.latency import SLO, RequestLatency, request_latency
 from ctxkit.collectors.server_metrics import ServerMetricsCollector, parse, value
 from ctxkit.load.arrivals import Arrivals, run_load
+from ctxkit.load.workers import run_load_workers
 from ctxkit.load.workloads import WorkItem, WorkloadError, build_workload
 from ctxkit.models import ModelCard
 from ctxkit.params import SearchParams, WorkloadParams
@@ -68,6 +70,9 @@ class SearchPolicy:
                                          # its rate before it can end the bracket (see warmup, run_probe)
     repeat_check: bool = True            # a converged search measures its bracket's two ends once more, in random
                                          # order, and says whether their verdicts repeat (search.repeat_ends)
+    workers: int = 1                     # client processes a probe sends from (ctxkit.load.workers) ...
+    max_workers: Optional[int] = None    # ... and at most, after probes the client paced: None, half this host's
+                                         # cores (the other half for the servers' own processes and the scrapers)
     seed: int = 0
 
     @classmethod
@@ -98,6 +103,9 @@ class SearchPolicy:
         """Whether a scouting probe can cost less than a full one (see scout_requests, scout_warmup_share)."""
         return self.scout_requests is not None and (self.scout_requests < self.min_requests or self.min_duration_s > 0
                                                     or self.short_scout_warmup())
+
+    def most_workers(self) -> int:
+        return max(self.workers, self.max_workers or (os.cpu_count() or 2) // 2, 1)
 
     def allowed_misses(self, planned: int) -> int:
         """Misses beyond which a probe of `planned` scored requests fails whatever its remaining requests do."""
@@ -134,6 +142,7 @@ class Probe:
     settle_s: float = 0.0                # waited before it for the servers to be idle (search.settle)
     started_busy: bool = False           # ... and they still were when the wait's bound ran out
     repeat: bool = False                 # one of the search's closing repeat probes (search.repeat_check)
+    workers: int = 1                     # client processes it was sent from
     misses_by_cause: dict[str, int] = field(default_factory=dict)
     server: dict[str, Any] = field(default_factory=dict)   # each server's metric deltas over the probe
     percentile: dict[str, Any] = field(default_factory=dict)
@@ -146,7 +155,8 @@ class Probe:
         """The probe as one table row (no records)."""
         keep = ("index", "rate", "warmup", "planned", "sent", "decided", "met", "missed", "undecided", "attainment",
                 "wilson_low", "wilson_high", "attainment_low", "attainment_high", "n_eff", "verdict", "decided_by", "early_stop", "backlog", "send_lag_p99_ms",
-                "offered_rate", "client_lagged", "wall_s", "speedup", "scout", "settle_s", "started_busy", "repeat")
+                "offered_rate", "client_lagged", "wall_s", "speedup", "scout", "settle_s", "started_busy", "repeat",
+                "workers")
         return {k: getattr(self, k) for k in keep} | {f"missed_{k}": v for k, v in self.misses_by_cause.items()}
 
 
@@ -161,10 +171,13 @@ class SearchResult:
     interval_low: float = 0.0            # the 90% confidence interval on the goodput (goodput_interval)
     interval_high: Optional[float] = None   # None: no probe showed a rate above the goodput
     repeat: Optional[str] = None         # the closing repeat check (repeat_ends); None: not run
+    client_limited: bool = False         # it stopped where no number of client processes kept the pace: the
+                                         # goodput is a lower bound
 
     def summary(self) -> dict[str, Any]:
         return {"goodput": self.goodput, "low": self.low, "high": self.high, "interval_low": self.interval_low,
-                "interval_high": self.interval_high, "repeat": self.repeat, "converged": self.converged,
+                "interval_high": self.interval_high, "repeat": self.repeat, "client_limited": self.client_limited,
+                "converged": self.converged,
                 "stopped_because": self.stopped_because, "probes": len(self.probes)}
 
 
@@ -326,12 +339,13 @@ class StopRule:
 
 def run_probe(backend: ServingBackend, index: int, rate: float, items_fn: ItemsFn, slo: SLO, policy: SearchPolicy,
               *, timeout_s: float, on_records: Optional[Callable[[list[RequestRecord]], None]] = None,
-              scout: bool = False) -> Probe:
+              scout: bool = False, workers: int = 1) -> Probe:
     """One probe at `rate`: one Poisson stream of policy.warmup(rate) unscored requests, then up to max_requests scored
     ones, ended early by the rule above; its verdict from everything that finished. `scout`: it may pass early
-    (StopRule); `probe.scout` says whether it did."""
+    (StopRule); `probe.scout` says whether it did. `workers` > 1: sent from that many client processes, the rule
+    asked in this one (ctxkit.load.workers)."""
     scouting = scout and policy.scouts()
-    probe, t0 = Probe(index, rate), time.monotonic()
+    probe, t0 = Probe(index, rate, workers=workers), time.monotonic()
     settled = settle(backend, policy.drain_s)
     probe.settle_s, probe.started_busy = settled.waited_s, settled.busy
     probe.planned = policy.planned(rate)
@@ -358,9 +372,12 @@ def run_probe(backend: ServingBackend, index: int, rate: float, items_fn: ItemsF
     collectors = [ServerMetricsCollector(name, fetch, policy.metrics_interval_s).start()
                   for name, fetch in backend.metric_sources().items()]
     try:
-        records = run_load(backend.base_url, backend.model, items, arrivals,
-                           timeout_s=timeout_s, stop=rule,
-                           drain_s=policy.drain_s)
+        if workers > 1:
+            records = run_load_workers(backend.base_url, backend.model, items, arrivals, workers=workers,
+                                       timeout_s=timeout_s, stop=rule, drain_s=policy.drain_s)
+        else:
+            records = run_load(backend.base_url, backend.model, items, arrivals, timeout_s=timeout_s, stop=rule,
+                               drain_s=policy.drain_s)
     except BaseException:
         for c in collectors:
             c.stop()
@@ -557,10 +574,16 @@ def same_rows_missed(higher: Probe, lower: Probe, slo: SLO, policy: SearchPolicy
             "(misses not from the load)")
 
 
+def scored(probes: list[Probe]) -> list[Probe]:
+    """The probes the bracket rests on: not those the client paced (their load was not the rate's), nor the
+    closing repeat probes."""
+    return [p for p in probes if not p.client_lagged and not p.repeat]
+
+
 def bracket(probes: list[Probe]) -> tuple[Optional[float], Optional[float]]:
-    """The highest passing rate and the lowest failing rate above it, from each rate's last probe (a full probe at a
-    scout's rate replaces the scout; a fail below a later pass was noise)."""
-    last = last_by_rate([p for p in probes if not p.repeat])
+    """The highest passing rate and the lowest failing rate above it, from each rate's last scored probe (a full
+    probe at a scout's rate replaces the scout; a fail below a later pass was noise)."""
+    last = last_by_rate(scored(probes))
     low = max((r for r, p in last.items() if p.verdict == "pass"), default=None)
     high = min((r for r, p in last.items() if p.verdict != "pass" and (low is None or r > low)), default=None)
     return low, high
@@ -570,10 +593,14 @@ def search(backend: ServingBackend, items_fn: ItemsFn, slo: SLO, policy: SearchP
            on_probe: Optional[Callable[[Probe], None]] = None,
            on_records: Optional[Callable[[list[RequestRecord]], None]] = None) -> SearchResult:
     """Bracket by doubling (or halving) with scouts, then narrow (next_rate) with full probes, the highest rate whose
-    probe passes; a bracket within tolerance whose end is a scout measures that end again in full."""
+    probe passes; a bracket within tolerance whose end is a scout measures that end again in full. A probe the
+    client paced is never scored: its rate is measured again from twice the client processes (up to
+    policy.most_workers(), then once more with those), and where that too falls behind the search stops with a
+    lower bound (client_limited)."""
     low: Optional[float] = None
     high: Optional[float] = None
     rate, probes, t0, again = policy.start_rate, [], time.monotonic(), False
+    workers, client_limited = policy.workers, False
     floor = policy.start_rate / 2 ** 6
     while True:
         if len(probes) >= policy.max_probes:
@@ -584,18 +611,31 @@ def search(backend: ServingBackend, items_fn: ItemsFn, slo: SLO, policy: SearchP
             break
         try:
             probe = run_probe(backend, len(probes), rate, items_fn, slo, policy, timeout_s=timeout_s,
-                              on_records=on_records, scout=(low is None or high is None) and not again)
+                              on_records=on_records, scout=(low is None or high is None) and not again,
+                              workers=workers)
         except TraceWindowShort as exc:         # at a higher rate the unscored head (warmup_s) needs more rows
             stopped = f"trace window too short at {rate:.3g} req/s ({exc})"
             break
         probes.append(probe)
         if on_probe:
             on_probe(probe)
+        if probe.client_lagged:
+            if workers < policy.most_workers():
+                workers = min(2 * workers, policy.most_workers())
+                continue
+            if sum(p.client_lagged and p.rate == rate and p.workers == workers for p in probes) < 2:
+                continue        # once more: one probe may have met a busy moment of the host
+            client_limited = True
+            stopped = (f"the client fell behind its schedule at {rate:.3g} req/s twice from {workers} process(es) "
+                       f"(p99 send lag {probe.send_lag_p99_ms or 0:.0f} ms > {policy.lag_bound_ms:g} ms; "
+                       "search.max_workers): the goodput is a lower bound")
+            break
         again = probe.scout and probe.verdict != "pass"
         if again:       # it stopped on a scout's pass and what was in flight turned it: a scout never fails early
             continue
+        counted = scored(probes)
         low, high = bracket(probes)
-        last = last_by_rate(probes)
+        last = last_by_rate(counted)
         closed = low is not None and high is not None and high / low <= 1 + policy.tolerance
         if closed and not last[low].scout:
             stopped = f"bracket within {100 * policy.tolerance:g}%"
@@ -604,19 +644,19 @@ def search(backend: ServingBackend, items_fn: ItemsFn, slo: SLO, policy: SearchP
         # closes on it, or sooner, once the last three probes all failed in full (the bracket's fail end and two
         # narrowing probes below it): a scout may pass above capacity, and every probe narrowing down toward it
         # would be spent above capacity too
-        streak = probes[-3:]
+        streak = counted[-3:]
         if low is not None and last[low].scout and \
                 (closed or len(streak) == 3 and all(p.verdict == "fail" and not p.scout for p in streak)):
             rate, again = low, True
             continue
-        if low is None and len(probes) >= 2 and (same := same_rows_missed(probes[-2], probes[-1], slo, policy)):
+        if low is None and len(counted) >= 2 and (same := same_rows_missed(counted[-2], counted[-1], slo, policy)):
             stopped = same
             break
-        rate = 2 * low if high is None else (high / 2 if low is None else next_rate(probes, low, high, policy))
+        rate = 2 * low if high is None else (high / 2 if low is None else next_rate(counted, low, high, policy))
         if low is None and rate < floor:
             stopped = f"no rate down to {floor:.3g} req/s met the target"
             break
-    last = last_by_rate(probes)
+    last = last_by_rate(scored(probes))
     converged = low is not None and high is not None and high / low <= 1 + policy.tolerance and \
         not (last[low].scout or last[high].scout)
     if low is not None and last[low].scout:       # a cap ended it first: a converged goodput rests on full probes
@@ -624,25 +664,25 @@ def search(backend: ServingBackend, items_fn: ItemsFn, slo: SLO, policy: SearchP
     repeat = None
     if converged and policy.repeat_check and low is not None and high is not None:
         repeat = repeat_ends(backend, items_fn, slo, policy, probes, (low, high), timeout_s=timeout_s,
-                             on_probe=on_probe, on_records=on_records)
+                             on_probe=on_probe, on_records=on_records, workers=workers)
     return SearchResult(low or 0.0, low, high, converged, stopped, probes, *goodput_interval(probes, policy.target),
-                        repeat=repeat)
+                        repeat=repeat, client_limited=client_limited)
 
 
 def repeat_ends(backend: ServingBackend, items_fn: ItemsFn, slo: SLO, policy: SearchPolicy, probes: list[Probe],
                 ends: tuple[float, float], *, timeout_s: float, on_probe: Optional[Callable[[Probe], None]] = None,
-                on_records: Optional[Callable[[list[RequestRecord]], None]] = None) -> str:
+                on_records: Optional[Callable[[list[RequestRecord]], None]] = None, workers: int = 1) -> str:
     """The answer's rate and the first failing rate measured once more, full probes in random order (a probe must
     not owe its verdict to the one before it); they are appended to `probes` (marked repeat: the interval counts
     them, the bracket does not). Says "repeated" or "not repeatable at this probe size", with the size that would
     settle it."""
     order = list(ends)
     np.random.default_rng(np.random.SeedSequence([policy.seed, len(probes)])).shuffle(order)
-    first = {p.rate: p for p in probes if not p.repeat}
+    first = {p.rate: p for p in scored(probes)}
     again = {}
     for rate in order:
         probe = run_probe(backend, len(probes), rate, items_fn, slo, policy, timeout_s=timeout_s,
-                          on_records=on_records)
+                          on_records=on_records, workers=workers)
         probe.repeat = True
         probes.append(probe)
         again[rate] = probe

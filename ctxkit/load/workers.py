@@ -11,9 +11,14 @@ event loop, into the caller's on_record (the run's requests.jsonl, the progress 
 Closed loop (concurrency C): client c runs on worker c mod N and sends items i with i mod C = c, as one process's
 C clients would share them.
 
+A stop rule (the goodput search's early stop) runs here, in the parent, on the finished records as they arrive:
+the parent sees no request in flight, so it decides from finished ones only (a miss counts once it has finished,
+not as soon as its age makes it certain). Its order ("drain": send no more; "cancel": cut what is in flight) goes
+to every worker, whose own run_load obeys it before its next send and while draining.
+
 Workers die with the parent (PR_SET_PDEATHSIG) and exit when their socket breaks: none keeps loading a server
-after the run is gone. Not here: a cap on requests in flight (max_concurrency) and the goodput search's early
-stop, which need one view of everything in flight; both are refused with workers > 1.
+after the run is gone. Not here: a cap on requests in flight (max_concurrency), which needs one view of everything
+in flight; it is refused with workers > 1.
 """
 from __future__ import annotations
 
@@ -33,7 +38,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ctxkit.backends.process import die_with_parent
-from ctxkit.load.arrivals import ArrivalError, Arrivals, ProgressFn, run_load
+from ctxkit.load.arrivals import ArrivalError, Arrivals, ProgressFn, StopFn, run_load
 from ctxkit.load.workloads import WorkItem
 from ctxkit.records import RequestRecord
 
@@ -68,9 +73,17 @@ def split(items: list[WorkItem], arrivals: Arrivals, workers: int) -> list[tuple
 def _worker(conn: Connection) -> None:
     """One worker process: take its share, report ready, wait for the shared start (t0 from the parent), send,
     stream records back through a sender thread."""
-    k, base_url, model, items, arrivals, timeout_s, duration_s, extra = conn.recv()
+    k, base_url, model, items, arrivals, timeout_s, duration_s, extra, stoppable, drain_s = conn.recv()
     outbox: queue.Queue = queue.Queue()
     queued: set[int] = set()
+    order: list[Optional[str]] = [None]      # the parent's stop rule's last word: None, "drain" or "cancel"
+
+    def listener() -> None:
+        while True:
+            try:
+                order[0] = conn.recv()
+            except (EOFError, OSError):      # the run is over (or the parent gone: the sender exits then)
+                return
 
     def sender() -> None:
         while (msg := outbox.get()) is not None:
@@ -89,8 +102,11 @@ def _worker(conn: Connection) -> None:
     try:
         outbox.put(("ready", None))
         t0_ns = conn.recv()
+        if stoppable:
+            threading.Thread(target=listener, name="ctxkit-load-listener", daemon=True).start()
         records = run_load(base_url, model, items, arrivals, timeout_s=timeout_s, duration_s=duration_s,
-                           on_record=on_record, extra=extra, t0_ns=t0_ns)
+                           on_record=on_record, extra=extra, t0_ns=t0_ns,
+                           stop=(lambda done, live, now: order[0]) if stoppable else None, drain_s=drain_s)
         for rec in records:                  # anything that ended without passing through on_record
             if id(rec) not in queued:
                 on_record(rec, 0, 0)
@@ -106,10 +122,13 @@ def _worker(conn: Connection) -> None:
 def run_load_workers(base_url: str, model: str, items: list[WorkItem], arrivals: Arrivals, *, workers: int,
                      timeout_s: float = 120.0, duration_s: Optional[float] = None,
                      on_record: Optional[ProgressFn] = None, extra: Optional[dict] = None,
-                     max_concurrency: Optional[int] = None) -> list[RequestRecord]:
+                     max_concurrency: Optional[int] = None, stop: Optional[StopFn] = None,
+                     drain_s: Optional[float] = None) -> list[RequestRecord]:
     """run_load's measured window from `workers` processes (warmup stays with the caller, in one process).
-    Returns every record, tagged `worker`, in the order they reached this process. Workers are stopped on every
-    exit path: a failed worker, an exception here, or Ctrl-C."""
+    Returns every record, tagged `worker`, in the order they reached this process. `stop` is asked here, with the
+    finished records and none in flight (see the module's notes), after each record arrives; `drain_s` bounds each
+    worker's drain as in run_load. Workers are stopped on every exit path: a failed worker, an exception here, or
+    Ctrl-C."""
     arrivals.check()
     if max_concurrency is not None:
         raise ArrivalError("max_concurrency caps requests in flight in one process; with workers > 1 it is not "
@@ -123,13 +142,13 @@ def run_load_workers(base_url: str, model: str, items: list[WorkItem], arrivals:
             conn, proc = _spawn()
             conns.append(conn)
             procs.append(proc)
-            _tell(k, conn, (k, base_url, model, share, arr, timeout_s, duration_s, extra))
+            _tell(k, conn, (k, base_url, model, share, arr, timeout_s, duration_s, extra, stop is not None, drain_s))
         _collect(procs, conns, "ready", READY_TIMEOUT_S, records, on_record, len(items))
         t0_ns = time.perf_counter_ns() + START_LEAD_NS
         for k, c in enumerate(conns):
             _tell(k, c, t0_ns)
         _collect(procs, conns, "done", _window_cap(arrivals, items, timeout_s, duration_s), records, on_record,
-                 len(items))
+                 len(items), stop)
     finally:
         _stop(procs)
         for c in conns:
@@ -168,9 +187,12 @@ def _spawn() -> tuple[Connection, subprocess.Popen]:
 
 
 def _collect(procs: list[subprocess.Popen], conns: list[Connection], until: str, timeout_s: Optional[float],
-             records: list[RequestRecord], on_record: Optional[ProgressFn], total: int) -> None:
-    """Read the workers' pipes until every worker has said `until`; records go to on_record as they come."""
+             records: list[RequestRecord], on_record: Optional[ProgressFn], total: int,
+             stop: Optional[StopFn] = None) -> None:
+    """Read the workers' pipes until every worker has said `until`; records go to on_record as they come, and
+    `stop` hears of each: a new order from it goes to every worker still sending."""
     waiting = set(range(len(procs)))
+    told: Optional[str] = None
     measured = sum(not r.warmup for r in records)
     deadline = time.monotonic() + timeout_s if timeout_s else None
     while waiting:
@@ -188,6 +210,14 @@ def _collect(procs: list[subprocess.Popen], conns: list[Connection], until: str,
                 measured += not payload.warmup
                 if on_record:
                     on_record(payload, measured, total)
+                order = stop(records, [], time.perf_counter_ns()) if stop else None
+                if order and order != told and told != "cancel":
+                    told = order
+                    for j in waiting:
+                        try:
+                            conns[j].send(order)
+                        except OSError:       # it finished and closed its end before its "done" was read
+                            pass
             elif kind == until:
                 waiting.discard(k)
         if not ready and deadline and time.monotonic() > deadline:

@@ -24,6 +24,8 @@ limits N workers.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -35,7 +37,10 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 os.environ.setdefault("CTXKIT_ALLOW_SIMULATED_BACKEND", "1")
+
+from evidence import code_state, record  # noqa: E402
 
 from ctxkit.backends import Simulated  # noqa: E402
 from ctxkit.models import ModelCard  # noqa: E402
@@ -205,10 +210,17 @@ def main() -> None:
                     help="simulated server processes (--workers mode; default: half the cores the workers leave)")
     ap.add_argument("--shapes", help="IN/OUT,...: search probes at these prompt/output lengths (see above)")
     ap.add_argument("--tpot-ms", type=float, default=10.0, help="--shapes: the simulated server's token interval")
+    ap.add_argument("--record", type=Path, help="--shapes: also write what it prints to this markdown file, with the "
+                    "command, the commit and the host")
     args = ap.parse_args()
     limits = [float(x) for x in args.lag_ms.split(",")]
     if args.shapes:
-        return compare_shapes(args, limits[-1])
+        code, out = code_state(), io.StringIO()
+        with contextlib.redirect_stdout(Tee(sys.stdout, out)):
+            compare_shapes(args, limits[-1])
+        if args.record:
+            record(args.record, out.getvalue(), code)
+        return
     if args.workers:
         return compare_workers(args, limits)
     table = []
@@ -250,6 +262,19 @@ def compare_workers(args: argparse.Namespace, limits: list[float]) -> None:
     print(f"{'limit':>8} {'x1':>10} {'x' + str(args.workers):>10} {'ratio':>8}")
     for limit, one, many in table:
         print(f"{limit:>6g}ms {one:>10.0f} {many:>10.0f} {(many / one if one else float('inf')):>8.2f}")
+
+
+class Tee(io.TextIOBase):
+    """Print and keep: the lines go to the terminal as they come and into the record at the end."""
+
+    def __init__(self, *streams) -> None:
+        self.streams = streams
+
+    def write(self, text: str) -> int:
+        for stream in self.streams:
+            stream.write(text)
+            stream.flush()
+        return len(text)
 
 
 def compare_shapes(args: argparse.Namespace, limit: float) -> None:

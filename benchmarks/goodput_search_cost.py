@@ -45,6 +45,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 os.environ.setdefault("CTXKIT_ALLOW_SIMULATED_BACKEND", "1")
 
 from test_goodput_search import MU, TARGET, K, S, capacity, items  # noqa: E402
+from evidence import code_state, record  # noqa: E402
 from virtual_queue import VirtualQueue  # noqa: E402
 
 from ctxkit.backends import Simulated  # noqa: E402
@@ -186,21 +187,6 @@ def mix(searches: list[list]) -> str:
         wall = np.mean([sum(p.wall_s for p in probes if kind(p)) for probes in searches])
         parts.append(f"{name} {n:.1f} ({wall:.0f} s)")
     return "probes, mean a search: " + ", ".join(parts)
-
-
-def code_state() -> str:
-    """The commit the code runs at, read when the benchmark starts (a long run outlives later commits)."""
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
-    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no", "ctxkit",
-                            "benchmarks"], capture_output=True, text=True).stdout.strip()
-    return commit.strip()[:12] + (" with uncommitted changes" if dirty else "")
-
-
-def record(path: Path, text: str, code: str) -> None:
-    """The summary as evidence: the command that made it and the commit it ran at, above the printed lines."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"Written by `python benchmarks/goodput_search_cost.py {' '.join(sys.argv[1:])}` at commit "
-                    f"{code}.\n\n```\n{text}```\n")
 
 
 def main() -> None:

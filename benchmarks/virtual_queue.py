@@ -103,8 +103,18 @@ class VirtualQueue:
                 _, i = heapq.heappop(flight)
                 records.append(self._record(items[i], sends[i], *times[i]))
 
+        queued: dict[int, RequestRecord] = {}      # in flight without a token yet: the record does not change
+
         def live(now: int) -> list[RequestRecord]:
-            return [self._record(items[i], sends[i], *times[i], now=now) for _, i in flight]
+            out = []
+            for _, i in flight:
+                if times[i][0] > now:
+                    if i not in queued:
+                        queued[i] = self._record(items[i], sends[i], *times[i], now=now)
+                    out.append(queued[i])
+                else:
+                    out.append(self._record(items[i], sends[i], *times[i], now=now))
+            return out
 
         now = t0
         for i, sent in enumerate(sends):

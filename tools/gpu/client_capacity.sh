@@ -10,4 +10,4 @@ python3 -m pip install -q --no-index --find-links .whl/extra --find-links .whl/c
 export CTXKIT_GIT_COMMIT=$(cat tools/gpu/COMMIT) CTXKIT_ALLOW_SIMULATED_BACKEND=1 PYTHONUNBUFFERED=1
 nproc; nvidia-smi -L || true
 python3 benchmarks/client_capacity.py --shapes 4096/256,16384/512,131072/1024 --workers "$workers" \
-  --seconds "$seconds" --max-rate 1600 2>&1 | tee "${OUT:-/tmp}/client_capacity.txt"
+  --seconds "$seconds" --max-rate 1600 --record "${OUT:-/tmp}/client-capacity-gpu-host.md"

@@ -192,6 +192,12 @@ def capacity(name: str, trial, url: str, seconds: float, max_rate: float,
             bad = rate
             break
         good, rate = rate, rate * 2
+    while not good and bad and bad > start / 8:      # not even at the start: halve until a rate passes
+        rate = bad / 2
+        if attempt(rate):
+            good = rate
+        else:
+            bad = rate
     for _ in range(bisect if bad and good else 0):
         mid = (good + bad) / 2
         good, bad = (mid, bad) if attempt(mid) else (good, mid)

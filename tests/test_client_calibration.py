@@ -45,3 +45,30 @@ def test_client_error_against_the_servers_own_times(tmp_path, monkeypatch):
     print("client error p50/p90/p99: TTFT", np.percentile(ttft_err, [50, 90, 99]), "TPOT", np.percentile(tpot_err, [50, 90, 99]))
     assert 0 <= np.median(ttft_err) < 3.0, np.percentile(ttft_err, [50, 90, 99])
     assert abs(np.median(tpot_err)) < 0.1, np.percentile(tpot_err, [50, 90, 99])
+
+
+def test_a_scheduled_request_is_encoded_before_it_is_due(tmp_path, monkeypatch):
+    """A 131,072-token prompt takes milliseconds to encode: on a schedule, each request's body is encoded before
+    the client waits for its due time, so the encoding never counts as send lag (and the encoded body is the one
+    sent: every request is answered)."""
+    from ctxkit.load import arrivals as arrivals_mod
+    monkeypatch.setenv("CTXKIT_ALLOW_SIMULATED_BACKEND", "1")
+    events: list[tuple[str, int]] = []
+    encode, sleep_until = arrivals_mod.encode, arrivals_mod.sleep_until
+
+    def encoding(model, req):
+        events.append(("encode", req.t_sched_ns))
+        return encode(model, req)
+
+    async def waiting(due_ns):
+        events.append(("wait", due_ns))
+        await sleep_until(due_ns)
+    monkeypatch.setattr(arrivals_mod, "encode", encoding)
+    monkeypatch.setattr(arrivals_mod, "sleep_until", waiting)
+    items = synthetic(12, LengthDist("fixed", 64), LengthDist("fixed", 4), vocab_size=4096, seed=0)
+    with Simulated(ttft_ms=1.0, tpot_ms=1.0, log_dir=tmp_path) as sim:
+        records = run_load(sim.base_url, sim.model, items, Arrivals("poisson", 50.0, seed=3))
+    assert len(records) == 12 and all(r.ok for r in records)
+    assert events[0::2] == [("encode", r.t_sched_ns) for r in sorted(records, key=lambda r: r.t_sched_ns)]
+    assert [kind for kind, _ in events] == ["encode", "wait"] * 12
+    assert all(e[1] == w[1] for e, w in zip(events[0::2], events[1::2]))   # each encoded before its own wait

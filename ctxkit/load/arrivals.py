@@ -17,7 +17,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from ctxkit.completions import CompletionRequest, new_session, run_coro, stream_request
+from ctxkit.completions import CompletionRequest, encode, new_session, run_coro, stream_request
 from ctxkit.load.workloads import WorkItem
 from ctxkit.params import LoadParams
 from ctxkit.records import CANCELLED, RequestRecord
@@ -106,9 +106,10 @@ async def _run(base_url: str, model: str, items: list[WorkItem], arrivals: Arriv
                                  extra={**(extra or {}), **it.body})
 
     async with new_session() as session:
-        async def send(it: WorkItem, sched_ns: int, is_warmup: bool = False) -> RequestRecord:
-            rec = await stream_request(session, base_url, model, req(it, sched_ns, is_warmup), timeout_s,
-                                       started=lambda r: live.__setitem__(id(r), r))
+        async def send(it: WorkItem, sched_ns: int, is_warmup: bool = False,
+                       request: Optional[CompletionRequest] = None, body: Optional[bytes] = None) -> RequestRecord:
+            rec = await stream_request(session, base_url, model, request or req(it, sched_ns, is_warmup), timeout_s,
+                                       started=lambda r: live.__setitem__(id(r), r), body=body)
             live.pop(id(rec), None)
             rec.tags.update(it.tags)
             records.append(rec)
@@ -140,22 +141,24 @@ async def _run(base_url: str, model: str, items: list[WorkItem], arrivals: Arriv
 
         sem = asyncio.Semaphore(max_concurrency) if max_concurrency else None
 
-        async def capped(it: WorkItem, due: int) -> None:
+        async def capped(it: WorkItem, due: int, request: CompletionRequest, body: bytes) -> None:
             if sem is None:
-                await send(it, due)
+                await send(it, due, request=request, body=body)
                 return
             async with sem:
-                await send(it, due)
+                await send(it, due, request=request, body=body)
 
         tasks = []
         for it, off in zip(items, arrivals.offsets_s(items)):
             due = t0 + int(off * 1e9)
             if stop_ns and due >= stop_ns:
                 break
+            request = req(it, due, False)
+            body = encode(model, request)           # before it is due: a long prompt's encoding is not send lag
             await sleep_until(due)
             if stop is not None and stop(records, list(live.values()), time.perf_counter_ns()):
                 break
-            tasks.append(asyncio.create_task(capped(it, due)))
+            tasks.append(asyncio.create_task(capped(it, due, request, body)))
         by_id = {it.request_id: it for it in items}
         for rec in await _drain(tasks, live, records, stop, drain_s):
             # cut off in flight: kept as the finished ones are (their item's tags, the caller's on_record: E5's

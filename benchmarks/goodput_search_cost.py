@@ -85,9 +85,10 @@ def methods(sim, seed: int, clock: Callable[[], float], share: float, sizes: dic
     truth, slo = capacity(), SLO(ttft_ms=1000 * S)
     sizes = dict(sizes)
     with_sweep = sizes.pop("sweep", True)
+    tolerance = sizes.pop("tolerance", 0.05)
     rows = []
     for name, start in (("search @20", 20.0), ("search @top/10", 2 * truth / 10)):
-        policy = SearchPolicy(start_rate=start, tolerance=0.05, seed=seed, scout_warmup_share=share,
+        policy = SearchPolicy(start_rate=start, tolerance=tolerance, seed=seed, scout_warmup_share=share,
                               **(POLICY | sizes))
         t0 = clock()
         res = search(sim, items(seed), slo, policy, timeout_s=30)
@@ -201,6 +202,7 @@ def main() -> None:
     ap.add_argument("--min-duration-s", type=float, default=POLICY["min_duration_s"],
                     help="each full probe scores requests for at least this long")
     ap.add_argument("--no-repeat-check", action="store_true", help="searches end without measuring their ends again")
+    ap.add_argument("--tolerance", type=float, default=0.05, help="the searches narrow their bracket to this")
     ap.add_argument("--record", type=Path, help="also write the summary over the seeds to this markdown file, with "
                     "the command and the commit it ran at")
     ap.add_argument("--no-sweep", action="store_true",
@@ -208,7 +210,8 @@ def main() -> None:
     args = ap.parse_args()
     code = code_state()
     seeds = seed_list(args.seeds) if args.seeds else [args.seed]
-    sizes = dict(warmup_s=args.warmup_s, min_duration_s=args.min_duration_s, repeat_check=not args.no_repeat_check)
+    sizes = dict(warmup_s=args.warmup_s, min_duration_s=args.min_duration_s, repeat_check=not args.no_repeat_check,
+                 tolerance=args.tolerance)
     runs = {}
     for seed in tqdm(seeds, desc="seeds", disable=not args.virtual or len(seeds) < 2):
         runs[seed] = (measure_virtual if args.virtual else measure)(seed, args.scout_warmup_share,
@@ -220,7 +223,8 @@ def main() -> None:
         with contextlib.redirect_stdout(out):
             summarize(runs, f"{'virtual clock' if args.virtual else 'live simulated server'}, scouts' warmup "
                         f"{args.scout_warmup_share:.2f} of warmup_s, warmup_s {args.warmup_s:g}, min_duration_s "
-                        f"{args.min_duration_s:g}, repeat check {'off' if args.no_repeat_check else 'on'}")
+                        f"{args.min_duration_s:g}, repeat check {'off' if args.no_repeat_check else 'on'}, tolerance "
+                        f"{args.tolerance:g}")
         print(out.getvalue(), end="")
         if args.record:
             record(args.record, out.getvalue(), code)

@@ -14,12 +14,14 @@ import aiohttp
 async def lines(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
     """Each line of the stream with its newline (the last one without, if the stream does not end in one), as soon
     as its newline has arrived."""
-    pending = b""
+    parts: list[bytes] = []            # a long line's pieces, joined once its newline arrives (not copied per piece)
     async for data in content.iter_any():
-        pending += data
-        if b"\n" in data:
-            *whole, pending = pending.split(b"\n")
-            for line in whole:
-                yield line + b"\n"
-    if pending:
-        yield pending
+        if b"\n" not in data:
+            parts.append(data)
+            continue
+        *whole, rest = (b"".join(parts) + data if parts else data).split(b"\n")
+        parts = [rest] if rest else []
+        for line in whole:
+            yield line + b"\n"
+    if parts:
+        yield b"".join(parts)

@@ -159,6 +159,7 @@ async def _run(base_url: str, model: str, items: list[WorkItem], arrivals: Arriv
             if stop is not None and stop(records, list(live.values()), time.perf_counter_ns()):
                 break
             tasks.append(asyncio.create_task(capped(it, due, request, body)))
+            await asyncio.sleep(0)                  # let it go out before the next one is encoded
         by_id = {it.request_id: it for it in items}
         for rec in await _drain(tasks, live, records, stop, drain_s):
             # cut off in flight: kept as the finished ones are (their item's tags, the caller's on_record: E5's

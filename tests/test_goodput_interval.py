@@ -198,3 +198,13 @@ def test_where_no_number_of_processes_keeps_the_pace_the_search_stops_with_a_low
     assert ran[-4:] == [(4.0, 1), (4.0, 2), (8.0, 2), (8.0, 2)]
     assert res.client_limited and res.goodput == 4.0 and "lower bound" in res.stopped_because
     assert res.summary()["client_limited"] is True
+
+
+def test_a_repeat_the_client_paced_says_so_instead_of_a_verdict(monkeypatch):
+    from ctxkit.load import search as search_mod
+    first = [Probe(0, 10.0, verdict="pass"), Probe(1, 11.0, verdict="fail")]
+    again = {10.0: Probe(2, 10.0, verdict="fail", client_lagged=True), 11.0: Probe(3, 11.0, verdict="fail")}
+    monkeypatch.setattr(search_mod, "run_probe", lambda backend, index, rate, *a, **k: again[rate])
+    text = search_mod.repeat_ends(None, None, None, search_mod.SearchPolicy(target=0.9), list(first), (10.0, 11.0),
+                                  timeout_s=1)
+    assert text == "not measured again: the client fell behind its schedule at 10 req/s"

@@ -688,6 +688,10 @@ def repeat_ends(backend: ServingBackend, items_fn: ItemsFn, slo: SLO, policy: Se
         again[rate] = probe
         if on_probe:
             on_probe(probe)
+    paced = [r for r in ends if again[r].client_lagged]
+    if paced:
+        return "not measured again: the client fell behind its schedule at " + \
+            ", ".join(f"{r:.3g} req/s" for r in paced)
     flipped = [r for r in ends if again[r].verdict != first[r].verdict]
     if not flipped:
         return "repeated"

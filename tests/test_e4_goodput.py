@@ -28,6 +28,8 @@ def test_e4_end_to_end(tmp_path):
     goodput = pd.read_csv(run / "artifacts/e4_goodput.csv")
     assert set(goodput["topology"]) == {"aggregated x2", "1P1D example"}
     assert (goodput["devices"] == 2).all() and (goodput["unit"] == "CPU core set").all()   # one core each
+    assert goodput["config"].str.startswith("eager; block vLLM's default; ").all()    # what each arm ran
+    assert "per-layer blocks" in goodput.set_index("topology").loc["1P1D example", "config"]
     probes = pd.read_csv(run / "artifacts/e4_probes.csv")
     for topo, g in probes.groupby("topology"):
         searched = g[~g["repeat"].astype(bool)]                             # the repeat check adds two probes

@@ -15,7 +15,7 @@ SLO = {"name": "tpot-tight", "ttft_ms": 2500.0, "tpot_ms": 25.0, "e2e_ms": None}
 
 
 def e4_run(root: Path, name: str, goodput: list[tuple[str, float, float, float]], input_len: int = 4096,
-           slo: dict | None = None, failed: str = "", intervals: bool = True) -> Path:
+           slo: dict | None = None, failed: str = "", intervals: bool = True, eager: bool = False) -> Path:
     """A finished E4 run folder as the notebook leaves it (summary, metadata, params, status); goodput rows are
     (topology, per-GPU goodput, its 90% interval's low, its high) on 4 GPUs, the bracket from the goodput to the
     interval's high. intervals=False: a summary from before intervals (only the bracket, low and high)."""
@@ -32,7 +32,7 @@ def e4_run(root: Path, name: str, goodput: list[tuple[str, float, float, float]]
         {"experiment": "e4_goodput", "run_id": name, "git": {"commit": "ab" * 20, "dirty": False}}))
     (run / "status.json").write_text(json.dumps({"status": "succeeded"}))
     (run / "params.yaml").write_text(yaml.safe_dump({
-        "server": {"model": "llama-3.1-8b"}, "slos": [slo or SLO], "search": {"target": 0.9, "mode": "joint"},
+        "server": {"model": "llama-3.1-8b", "enforce_eager": eager}, "slos": [slo or SLO], "search": {"target": 0.9, "mode": "joint"},
         "workload": {"dataset": "random", "input_len": input_len, "input_dist": "fixed", "output_len": 256,
                      "output_dist": "fixed"}}))
     return run
@@ -56,6 +56,15 @@ def test_overlapping_intervals_are_said_to_overlap(tmp_path):
     b = e4_run(tmp_path, "b", [("2P2D nixl", 4.9, 4.7, 5.1)])
     text = (packet.build([a, b], tmp_path / "packet") / "README.md").read_text()
     assert "1.02x the runner-up 2P2D nixl; the 90% intervals overlap" in text
+
+
+def test_an_eager_arm_is_not_ranked_against_a_compiled_one(tmp_path):
+    """Arms compare at their best: where the two leading placements ran differently compiled, the packet says so
+    instead of an order, however far apart their intervals lie."""
+    a = e4_run(tmp_path, "a", [("aggregated x4", 5.5, 5.4, 5.6)])
+    b = e4_run(tmp_path, "b", [("2P2D nixl", 2.0, 1.9, 2.1)], eager=True)
+    text = (packet.build([a, b], tmp_path / "packet") / "README.md").read_text()
+    assert "Not compared: aggregated x4 ran compiled, 2P2D nixl eager" in text and "Winner" not in text
 
 
 def test_brackets_from_before_intervals_never_settle_an_order(tmp_path):

@@ -31,6 +31,7 @@ from ctxkit.runs.placements import intervals_separate
 from ctxkit.params import E4Params, NamedSLO, TopologyParams
 from ctxkit.records import JsonlWriter, RequestRecord
 from ctxkit.runs.folder import RunFolder
+from ctxkit.schedulers.broker import cross_layer_blocks
 from ctxkit.schedulers.placement import devices_used, gpu_roles
 from ctxkit.schedulers.topology import build_pool
 
@@ -49,6 +50,7 @@ class TopologyResult:
     describe: dict[str, Any] = field(default_factory=dict)
     gpu: Optional[GPUSampler] = None             # NVML telemetry of its GPUs while it was up, tagged with roles
     error: Optional[str] = None                  # a topology that could not be searched: why (the run goes on)
+    config: str = ""                             # what the arm ran (arm_config)
 
 
 def policy_of(params: E4Params) -> SearchPolicy:
@@ -101,7 +103,8 @@ def measure_topology(params: E4Params, run: RunFolder, spec: TopologyParams, k: 
         sampler.unavailable = ("an attached deployment" if params.ray is None else "servers placed through Ray") + \
             ": ctxkit samples only GPUs of servers it starts on this host"
     with pool, sampler:
-        result = TopologyResult(spec.label, spec.kind, devices, unit, pool.placement, gpu=sampler)
+        result = TopologyResult(spec.label, spec.kind, devices, unit, pool.placement, gpu=sampler,
+                                config=arm_config(params, spec))
         log(f"[e4] {spec.label}: up; {pool.placement['reason']}; {result.devices} {result.unit}(s)")
         for it in build_workload(params.workload, card, params.server.max_model_len, params.seed + 99_991,
                                  count=params.warmup_requests, id_prefix=f"t{k}-warmup") \
@@ -145,7 +148,8 @@ def measure_or_record(params: E4Params, run: RunFolder, spec: TopologyParams, k:
         return measure_topology(params, run, spec, k, out, log)
     except Exception as exc:  # noqa: BLE001 - recorded in e4_goodput.csv and the conclusion; servers' logs in logs/
         log(f"[e4] {spec.label}: FAILED: {type(exc).__name__}: {str(exc)[:400]}")
-        return TopologyResult(spec.label, spec.kind, 0, "", {}, error=f"{type(exc).__name__}: {str(exc)[:2000]}")
+        return TopologyResult(spec.label, spec.kind, 0, "", {}, error=f"{type(exc).__name__}: {str(exc)[:2000]}",
+                              config=arm_config(params, spec))
 
 
 def probes_table(results: list[TopologyResult]) -> pd.DataFrame:
@@ -154,13 +158,35 @@ def probes_table(results: list[TopologyResult]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def compilation(params: E4Params) -> str:
+    """How the servers ran their model: compiled (torch.compile and CUDA graphs on a GPU) or eager."""
+    eager = params.server.enforce_eager or "--enforce-eager" in params.server.extra_args
+    return "attached" if params.backend == "topology" else ("eager" if eager else "compiled")
+
+
+def arm_config(params: E4Params, spec: TopologyParams) -> str:
+    """What an arm ran, in a line for the table beside its goodput: compilation, KV block size, and for a
+    disaggregated arm its connector, KV buffer and layout."""
+    if params.backend == "topology":
+        return "attached deployment (its own configuration)"
+    args = params.server.extra_args
+    block = args[args.index("--block-size") + 1] if "--block-size" in args[:-1] else "vLLM's default"
+    parts = [compilation(params), f"block {block}"]
+    if spec.kind == "disaggregated":
+        parts.append(spec.connector + (f", buffer {spec.kv_buffer_device}" if spec.connector == "nixl" else ""))
+        parts.append("cross-layer blocks" if cross_layer_blocks(spec.connector_extra) else "per-layer blocks")
+    parts.append(f"{params.search.workers} client process(es) at the start")
+    return "; ".join(parts)
+
+
 def goodput_table(params: E4Params, results: list[TopologyResult]) -> pd.DataFrame:
     rows: list[dict[str, Any]] = []
     for r in results:
         if r.error:
-            rows += [{"topology": r.topology, "kind": r.kind, "slo": s.name, "error": r.error} for s in params.slos]
+            rows += [{"topology": r.topology, "kind": r.kind, "slo": s.name, "config": r.config, "error": r.error}
+                     for s in params.slos]
         for name, res in r.searches.items():
-            rows.append({"topology": r.topology, "kind": r.kind, "slo": name, "devices": r.devices,
+            rows.append({"topology": r.topology, "kind": r.kind, "slo": name, "devices": r.devices, "config": r.config,
                          "unit": r.unit, "goodput": res.goodput, "low": res.low, "high": res.high,
                          "goodput_per_device": res.goodput / r.devices,
                          "per_device_low": (res.low or 0.0) / r.devices,
@@ -508,7 +534,7 @@ def _styled(frame: pd.DataFrame, decimals: dict[str, int]):
 
 def goodput_view(summary: dict[str, Any]):
     g = pd.DataFrame(summary["goodput"])
-    cols = {"topology": "topology", "slo": "SLO", "devices": "devices", "goodput": "goodput req/s",
+    cols = {"topology": "topology", "slo": "SLO", "devices": "devices", "config": "ran", "goodput": "goodput req/s",
             "interval_low": "90% CI low", "interval_high": "90% CI high",
             "low": "bracket: pass at", "high": "bracket: fail at", "goodput_per_device": "per device",
             "per_device_interval_low": "per dev CI low", "per_device_interval_high": "per dev CI high",

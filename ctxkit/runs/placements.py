@@ -20,6 +20,13 @@ class Row:
     run: str                      # the run's folder in the packet
     commit: str
     goodput: dict[str, Any]       # one entry of summary["goodput"]
+    compiled: str = "compiled"    # how its servers ran the model: compiled | eager (compilation)
+
+
+def compilation(params: dict[str, Any]) -> str:
+    server = params.get("server") or {}
+    return "eager" if server.get("enforce_eager") or "--enforce-eager" in (server.get("extra_args") or []) \
+        else "compiled"
 
 
 def group_key(params: dict[str, Any], slo_name: str) -> Optional[tuple]:
@@ -58,7 +65,7 @@ def groups(runs: list[tuple[str, str, dict[str, Any], dict[str, Any]]]) -> dict[
                 continue
             key = group_key(params, g.get("slo"))
             if key is not None:
-                out.setdefault(key, []).append(Row(name, commit, g))
+                out.setdefault(key, []).append(Row(name, commit, g, compilation(params)))
     return out
 
 
@@ -89,6 +96,9 @@ def verdict(rows: list[Row]) -> str:
     if len(ranked) < 2:
         return ""
     a, b = ranked[0].goodput, ranked[1].goodput
+    if ranked[0].compiled != ranked[1].compiled:
+        return (f"Not compared: {a['topology']} ran {ranked[0].compiled}, {b['topology']} {ranked[1].compiled} "
+                "(arms compare at their best, compiled alike).")
     if not b.get("goodput_per_device"):
         return f"Winner per GPU: {a['topology']} (the runner-up {b['topology']} served nothing within SLO)."
     ratio = a["goodput_per_device"] / b["goodput_per_device"]

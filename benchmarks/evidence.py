@@ -11,11 +11,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def code_state() -> str:
-    """The commit the code runs at, read when the benchmark starts (a long run outlives later commits); where the
-    tree travelled without .git (a GPU host), CTXKIT_GIT_COMMIT as the run scripts set it."""
+    """The commit the code runs at, read when the benchmark starts (a long run outlives later commits).
+    CTXKIT_GIT_COMMIT first, as the GPU run scripts set it: a copied tree may carry a stale .git (one did, and its
+    record named a commit weeks old)."""
+    if os.environ.get("CTXKIT_GIT_COMMIT"):
+        return os.environ["CTXKIT_GIT_COMMIT"][:12] + " (CTXKIT_GIT_COMMIT)"
     git = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True)
     if git.returncode != 0:
-        return (os.environ.get("CTXKIT_GIT_COMMIT") or "unknown")[:12] + " (CTXKIT_GIT_COMMIT)"
+        return "unknown (no .git, no CTXKIT_GIT_COMMIT)"
     dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no", "ctxkit",
                             "benchmarks"], capture_output=True, text=True).stdout.strip()
     return git.stdout.strip()[:12] + (" with uncommitted changes" if dirty else "")

@@ -123,37 +123,32 @@ print("RESULT " + json.dumps({"lags_ms": lags, "ok": result["completed"]}))
 """
 
 
-def ctxkit_trial(url: str, rate: float, n: int) -> tuple[float, int]:
-    out = subprocess.run([sys.executable, "-c", CTXKIT_TRIAL % {"core": CLIENT_CORE, "n": n, "rate": rate,
-                                                               "url": url}],
-                         capture_output=True, text=True, cwd=ROOT, timeout=600)
+def run_trial(code: str, timeout_s: float) -> tuple[float, int]:
+    """A trial's script in its own Python: (p99 send lag in ms, requests completed) from its last printed line."""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=timeout_s)
     if out.returncode != 0:
         raise RuntimeError(out.stderr[-2000:])
     data = json.loads(out.stdout.strip().splitlines()[-1])
     return float(np.percentile(data["lags_ms"], 99)), data["ok"]
 
 
+def ctxkit_trial(url: str, rate: float, n: int) -> tuple[float, int]:
+    return run_trial(CTXKIT_TRIAL % {"core": CLIENT_CORE, "n": n, "rate": rate, "url": url}, 600)
+
+
 def workers_trial(workers: int, out_tokens: int):
     """ctxkit's client from `workers` processes (ctxkit.load.workers), not pinned: the OS spreads them."""
     def trial(url: str, rate: float, n: int) -> tuple[float, int]:
-        code = WORKERS_TRIAL % {"n": n, "rate": rate, "workers": workers, "url": url, "out": out_tokens}
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=900)
-        if out.returncode != 0:
-            raise RuntimeError(out.stderr[-2000:])
-        data = json.loads(out.stdout.strip().splitlines()[-1])
-        return float(np.percentile(data["lags_ms"], 99)), data["ok"]
+        return run_trial(WORKERS_TRIAL % {"n": n, "rate": rate, "workers": workers, "url": url, "out": out_tokens},
+                         900)
     return trial
 
 
 def probe_trial(workers: int, n_in: int, n_out: int):
     """One search probe at the shape from `workers` client processes (PROBE_TRIAL)."""
     def trial(url: str, rate: float, n: int) -> tuple[float, int]:
-        code = PROBE_TRIAL % {"n": n, "rate": rate, "workers": workers, "url": url, "n_in": n_in, "n_out": n_out}
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=1200)
-        if out.returncode != 0:
-            raise RuntimeError(out.stderr[-2000:])
-        data = json.loads(out.stdout.strip().splitlines()[-1])
-        return float(np.percentile(data["lags_ms"], 99)), data["ok"]
+        return run_trial(PROBE_TRIAL % {"n": n, "rate": rate, "workers": workers, "url": url, "n_in": n_in,
+                                        "n_out": n_out}, 1200)
     return trial
 
 

@@ -158,17 +158,19 @@ def test_settle_waits_for_idle_gauges_and_says_when_the_servers_never_got_there(
 
 def fake_probes(capacity: float, keeps_pace: int, monkeypatch) -> list[tuple[float, int]]:
     """search() over a stand-in probe runner: a rate passes below `capacity`, and one client process keeps the pace
-    up to `keeps_pace` req/s (2 processes twice that, ...); returns the (rate, workers) of every probe it ran."""
+    up to `keeps_pace` req/s (2 processes twice that, ...); a probe the client paced passes whatever its rate (its
+    offered load was below the rate: it flatters the servers). Returns the (rate, workers) of every probe run."""
     from ctxkit.load import search as search_mod
     ran: list[tuple[float, int]] = []
 
     def run_probe(backend, index, rate, *a, workers=1, **k):
         ran.append((rate, workers))
-        passed = rate < capacity
+        paced = rate > keeps_pace * workers
+        passed = rate < capacity or paced
         return Probe(index, rate, workers=workers, verdict="pass" if passed else "fail", decided=300, met=300,
                      attainment=0.99 if passed else 0.5, attainment_low=0.95 if passed else 0.4,
-                     attainment_high=1.0 if passed else 0.6, n_eff=100.0, client_lagged=rate > keeps_pace * workers,
-                     send_lag_p99_ms=500.0 if rate > keeps_pace * workers else 1.0)
+                     attainment_high=1.0 if passed else 0.6, n_eff=100.0, client_lagged=paced,
+                     send_lag_p99_ms=500.0 if paced else 1.0)
     monkeypatch.setattr(search_mod, "run_probe", run_probe)
     return ran
 
@@ -208,3 +210,12 @@ def test_a_repeat_the_client_paced_says_so_instead_of_a_verdict(monkeypatch):
     text = search_mod.repeat_ends(None, None, None, search_mod.SearchPolicy(target=0.9), list(first), (10.0, 11.0),
                                   timeout_s=1)
     assert text == "not measured again: the client fell behind its schedule at 10 req/s"
+
+
+def test_a_probe_the_client_paced_sets_neither_end_of_the_bracket():
+    """A paced pass at 10 (its offered load was lower) and a paced fail at 9 (a client that falls behind also turns
+    a probe's latency): the bracket rests on the probes that kept their schedule, 8 and 12."""
+    from ctxkit.load.search import bracket
+    probes = [Probe(0, 8.0, verdict="pass"), Probe(1, 12.0, verdict="fail"),
+              Probe(2, 10.0, verdict="pass", client_lagged=True), Probe(3, 9.0, verdict="fail", client_lagged=True)]
+    assert bracket(probes) == (8.0, 12.0)

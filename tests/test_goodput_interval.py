@@ -219,3 +219,15 @@ def test_a_probe_the_client_paced_sets_neither_end_of_the_bracket():
     probes = [Probe(0, 8.0, verdict="pass"), Probe(1, 12.0, verdict="fail"),
               Probe(2, 10.0, verdict="pass", client_lagged=True), Probe(3, 9.0, verdict="fail", client_lagged=True)]
     assert bracket(probes) == (8.0, 12.0)
+
+
+def test_a_goodput_outside_its_own_interval_is_said_to_be():
+    """The bracket reads each rate's last probe, the interval every probe: a fail at 16 that a repeat then passed
+    leaves the goodput at 14.7 and the interval from 16 (as an E4 CPU run had it): the text says they part."""
+    from ctxkit.experiments.e4_goodput import interval_text
+    row = {"goodput_per_device": 7.34, "per_device_low": 7.34, "per_device_high": 8.0,
+           "per_device_interval_low": 8.0, "per_device_interval_high": None}
+    assert interval_text(row).endswith("the goodput lies outside its own interval: its probes disagree at this "
+                                       "size (see the repeat check)")
+    inside = row | {"per_device_interval_low": 7.0, "per_device_interval_high": 8.0}
+    assert interval_text(inside) == "90% interval 7-8, bracket 7.34-8"

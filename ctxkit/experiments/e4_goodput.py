@@ -419,8 +419,12 @@ def interval_text(row: dict[str, Any]) -> str:
         return "unbounded" if x is None or pd.isna(x) else format(x, ".3g")
     if "per_device_interval_low" not in row:
         return f"bracket {fmt(row['per_device_low'])}-{fmt(row['per_device_high'])}; no interval (older summary)"
-    return (f"90% interval {fmt(row['per_device_interval_low'])}-{fmt(row['per_device_interval_high'])}, "
-            f"bracket {fmt(row['per_device_low'])}-{fmt(row['per_device_high'])}")
+    low, high, answer = row["per_device_interval_low"], row.get("per_device_interval_high"), row["goodput_per_device"]
+    text = f"90% interval {fmt(low)}-{fmt(high)}, bracket {fmt(row['per_device_low'])}-{fmt(row['per_device_high'])}"
+    if answer < low or (high is not None and not pd.isna(high) and answer >= high):
+        # the bracket reads each rate's last probe, the interval every probe: where they part, probes disagreed
+        text += "; the goodput lies outside its own interval: its probes disagree at this size (see the repeat check)"
+    return text
 
 
 def none_passed(summary: dict[str, Any], slo: str) -> str:

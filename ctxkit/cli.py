@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -79,8 +80,14 @@ def cmd_init(args: argparse.Namespace) -> int:
 def cmd_packet(args: argparse.Namespace) -> int:
     from ctxkit.runs.packet import PacketError, build
 
+    if args.aiconfigurator and not shutil.which(args.aiconfigurator):
+        print(f"ctxkit packet: --aiconfigurator {args.aiconfigurator}: no such executable (install the peer in a "
+              "virtualenv of its own: python -m venv aic && aic/bin/pip install aiconfigurator; then pass "
+              "aic/bin/aiconfigurator)", file=sys.stderr)
+        return 2
     try:
-        out = build([Path(p) for p in args.run_dirs], Path(args.out), args.title, args.allow_no_commit)
+        out = build([Path(p) for p in args.run_dirs], Path(args.out), args.title, args.allow_no_commit,
+                    args.aiconfigurator)
     except PacketError as exc:
         print(f"ctxkit packet: {exc}", file=sys.stderr)
         return 2
@@ -347,6 +354,9 @@ def build_parser() -> argparse.ArgumentParser:
     pkt.add_argument("--out", required=True, help="the packet folder (e.g. docs/results/2026-11-28-h200)")
     pkt.add_argument("--title", default=None)
     pkt.add_argument("--allow-no-commit", action="store_true", help="accept runs that recorded no commit")
+    pkt.add_argument("--aiconfigurator", default=None, metavar="EXE",
+                     help="set AIConfigurator's prediction beside each E4 answer (the peer's executable, in a "
+                     "virtualenv of its own); kept in the packet for later regenerations")
     pkt.set_defaults(func=cmd_packet)
 
     ini = sub.add_parser("init", help="lay out a workspace (notebooks, parameter files, templates) to edit and run in")

@@ -12,7 +12,7 @@ from conftest import ROOT
 LAYERS = [
     {"ctxkit", "ctxkit.env"},
     {"ctxkit.records", "ctxkit.hardware", "ctxkit.models", "ctxkit.plots", "ctxkit.workspace", "ctxkit.sse",
-     "ctxkit.deployment"},
+     "ctxkit.deployment", "ctxkit.peers"},
     {"ctxkit.completions", "ctxkit.params"},
     {"ctxkit.backends"},
     {"ctxkit.schedulers", "ctxkit.runs"},

@@ -20,7 +20,7 @@ from typing import Any, Callable, Optional
 import pandas as pd
 import yaml
 
-from ctxkit.runs import placements
+from ctxkit.runs import peer_table, placements
 
 NOTES_BEGIN = "<!-- ctxkit packet: notes (kept when the packet is regenerated) -->"
 NOTES_END = "<!-- ctxkit packet: end of notes -->"
@@ -411,7 +411,7 @@ def read_params(run: PacketRun) -> dict[str, Any]:
     return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
 
 
-def readme(title: str, runs: list[PacketRun], notes: str) -> str:
+def readme(title: str, runs: list[PacketRun], notes: str, peers: list[peer_table.PeerRow] = ()) -> str:
     lines = [f"# {title}", "", "Written by `ctxkit packet` from the runs below: every table is their summary.json and "
              "run_metadata.json; regenerate it with the same command. Hand-written notes go between the markers at "
              "the end, which the tool keeps.", "", "## Runs", ""]
@@ -430,7 +430,7 @@ def readme(title: str, runs: list[PacketRun], notes: str) -> str:
     lines += ["", "## Headline numbers", ""]
     for r in runs:
         lines += headline(r)
-    lines += placements_across(runs) + outputs_across(runs)
+    lines += placements_across(runs) + outputs_across(runs) + peer_table.lines(list(peers))
     lines += ["## Notes", "", NOTES_BEGIN] + ([notes.strip("\n")] if notes.strip() else []) + [NOTES_END, ""]
     return "\n".join(lines)
 
@@ -461,8 +461,28 @@ def copy_run(run: PacketRun, dest: Path) -> None:
         shutil.copy2(f, dest / rel)
 
 
-def build(run_dirs: list[Path], out: Path, title: Optional[str] = None, allow_no_commit: bool = False) -> Path:
-    """Check every run first (nothing is written when one is refused), then copy them and write the README."""
+def gpu_name(run: PacketRun) -> str:
+    devices = ((run.meta.get("hardware") or {}).get("gpus") or {}).get("devices") or []
+    return devices[0]["name"] if devices else ""
+
+
+def peer_rows(runs: list[PacketRun], out: Path, aiconfigurator: Optional[str]) -> list[peer_table.PeerRow]:
+    """With the peer's executable: its prediction for every E4 answer, kept in the packet; without: the kept ones."""
+    if not aiconfigurator:
+        return peer_table.kept(out) or []
+    e4 = [(r.name, r.summary, read_params(r), gpu_name(r)) for r in runs if r.experiment == "e4_goodput"]
+    try:
+        rows = peer_table.predict_rows(e4, aiconfigurator)
+    except peer_table.aic.PeerError as exc:
+        raise PacketError(f"AIConfigurator: {exc}") from exc
+    peer_table.keep(out, rows)
+    return rows
+
+
+def build(run_dirs: list[Path], out: Path, title: Optional[str] = None, allow_no_commit: bool = False,
+          aiconfigurator: Optional[str] = None) -> Path:
+    """Check every run first (nothing is written when one is refused), then copy them and write the README (with a
+    peer's predictions beside E4's answers when `aiconfigurator` names its executable: see peer_table)."""
     runs = [load_run(Path(p), allow_no_commit) for p in run_dirs]
     if not runs:
         raise PacketError("no run folders given")
@@ -480,5 +500,5 @@ def build(run_dirs: list[Path], out: Path, title: Optional[str] = None, allow_no
     for r in runs:
         copy_run(r, out / r.name)
     title = title or f"ctxkit results: {', '.join(dict.fromkeys(r.experiment for r in runs))}"
-    (out / "README.md").write_text(readme(title, runs, notes))
+    (out / "README.md").write_text(readme(title, runs, notes, peer_rows(runs, out, aiconfigurator)))
     return out

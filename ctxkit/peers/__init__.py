@@ -1,0 +1,1 @@
+"""Other tools' predictions set beside ctxkit's measurements (each an optional install of its own)."""

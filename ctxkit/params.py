@@ -393,6 +393,17 @@ class TopologyParams(Params):
     prefill_visible_devices: Optional[str] = None
     decode_visible_devices: Optional[str] = None
     policy: Literal["round_robin", "least_outstanding"] = "least_outstanding"
+    # this topology's servers only, on top of `server`'s: each arm at its best (NixlConnector's cross-layer blocks
+    # need vLLM's V1 model runner, VLLM_USE_V2_MODEL_RUNNER=0, on the disaggregated arm alone; a block size)
+    env: dict[str, str] = Field(default_factory=dict)
+    extra_args: list[str] = Field(default_factory=list)
+
+    def server_for(self, server: "ServerParams") -> "ServerParams":
+        """`server` with this topology's env and extra_args added (its own win)."""
+        if not self.env and not self.extra_args:
+            return server
+        return server.model_copy(update={"env": {**server.env, **self.env},
+                                         "extra_args": list(server.extra_args) + list(self.extra_args)})
 
     @property
     def label(self) -> str:

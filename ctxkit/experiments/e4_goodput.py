@@ -158,10 +158,20 @@ def probes_table(results: list[TopologyResult]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def compilation(params: E4Params) -> str:
-    """How the servers ran their model: compiled (torch.compile and CUDA graphs on a GPU) or eager."""
-    eager = params.server.enforce_eager or "--enforce-eager" in params.server.extra_args
+def compilation(params: E4Params, spec: Optional[TopologyParams] = None) -> str:
+    """How the servers (of one arm, with `spec`) ran their model: compiled (torch.compile and CUDA graphs on a GPU)
+    or eager."""
+    server = spec.server_for(params.server) if spec else params.server
+    eager = server.enforce_eager or "--enforce-eager" in server.extra_args
     return "attached" if params.backend == "topology" else ("eager" if eager else "compiled")
+
+
+def arms_alike(params: E4Params) -> dict[str, Any]:
+    """The check that every arm ran its model the same way: an eager arm against a compiled one compares
+    compilation, not placement."""
+    ran = {spec.label: compilation(params, spec) for spec in topologies(params)}
+    return check(len(set(ran.values())) <= 1, "; ".join(f"{t} {c}" for t, c in ran.items()) +
+                 ("" if len(set(ran.values())) <= 1 else ": an eager arm is compared with a compiled one"))
 
 
 def arm_config(params: E4Params, spec: TopologyParams) -> str:
@@ -169,12 +179,16 @@ def arm_config(params: E4Params, spec: TopologyParams) -> str:
     disaggregated arm its connector, KV buffer and layout."""
     if params.backend == "topology":
         return "attached deployment (its own configuration)"
-    args = params.server.extra_args
-    block = args[args.index("--block-size") + 1] if "--block-size" in args[:-1] else "vLLM's default"
-    parts = [compilation(params), f"block {block}"]
+    server = spec.server_for(params.server)
+    args = server.extra_args
+    given = [b for a, b in zip(args, args[1:]) if a == "--block-size"]
+    block = given[-1] if given else "vLLM's default"        # the last one given: a later flag wins in vLLM's parser
+    parts = [compilation(params, spec), f"block {block}"]
     if spec.kind == "disaggregated":
         parts.append(spec.connector + (f", buffer {spec.kv_buffer_device}" if spec.connector == "nixl" else ""))
         parts.append("cross-layer blocks" if cross_layer_blocks(spec.connector_extra) else "per-layer blocks")
+    if server.env.get("VLLM_USE_V2_MODEL_RUNNER") == "0":
+        parts.append("V1 model runner")
     parts.append(f"{params.search.workers} client process(es) at the start")
     return "; ".join(parts)
 
@@ -340,6 +354,7 @@ def summarize(params: E4Params, run: RunFolder, results: list[TopologyResult]) -
                                             for r in results for res in r.searches.values()),
                                         f"at most {params.search.max_probes} probes per search (and the repeat "
                                         "check's two)"),
+            "arms_compiled_alike": arms_alike(params),
             "requests_recorded": check(recorded == int(probes["sent"].sum()) if len(probes) else False,
                                        f"{recorded} scored requests in requests.jsonl for "
                                        f"{int(probes['sent'].sum()) if len(probes) else 0} sent by probes"),

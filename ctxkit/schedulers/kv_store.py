@@ -19,14 +19,16 @@ CPU_BLOCK_SIZE, GPU_BLOCK_SIZE = 128, 16   # vLLM's default KV block size per pl
 
 
 def block_size_of(extra_args: list[str], kind: str) -> int:
-    """The KV block size the servers run with: `--block-size N` (or `--block-size=N`) among their extra
-    arguments, else vLLM's default for the platform (`kind`: gpu | cpu)."""
+    """The KV block size the servers run with: the last `--block-size N` (or `--block-size=N`) among their extra
+    arguments (a later flag wins in vLLM's parser: a topology's own follows the server's), else vLLM's default for
+    the platform (`kind`: gpu | cpu)."""
+    size = GPU_BLOCK_SIZE if kind == "gpu" else CPU_BLOCK_SIZE
     for i, arg in enumerate(extra_args):
         if arg == "--block-size" and i + 1 < len(extra_args):
-            return int(extra_args[i + 1])
-        if arg.startswith("--block-size="):
-            return int(arg.split("=", 1)[1])
-    return GPU_BLOCK_SIZE if kind == "gpu" else CPU_BLOCK_SIZE
+            size = int(extra_args[i + 1])
+        elif arg.startswith("--block-size="):
+            size = int(arg.split("=", 1)[1])
+    return size
 
 
 def stored_tokens(prompt_len: int, block_size: int) -> int:

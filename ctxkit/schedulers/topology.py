@@ -25,6 +25,7 @@ def build_pool(server: ServerParams, spec: TopologyParams, *, seed: int, log_dir
 
 
 def _pool(server: ServerParams, spec: TopologyParams, *, seed: int, log_dir: Path) -> ServerPool:
+    server = spec.server_for(server)
     if spec.kind == "aggregated":
         return AggregatedPool(server, seed=seed, replicas=spec.replicas, log_dir=log_dir, name=pool_name(spec),
                               policy=spec.policy)

@@ -1,0 +1,38 @@
+"""Each E4 arm at its best: a topology's own env and flags reach its servers alone, the table says what each arm ran,
+and a run that sets an eager arm beside a compiled one fails a check saying so."""
+from __future__ import annotations
+
+import shutil
+
+from ctxkit.experiments.e4_goodput import arm_config, arms_alike, topologies
+from ctxkit.params import resolve
+from ctxkit.schedulers.kv_store import block_size_of
+from ctxkit.schedulers.topology import _pool
+
+
+def test_a_gpu_profiles_disaggregated_arm_runs_cross_layer_blocks_on_the_v1_runner():
+    params = resolve("e4_goodput", "h100x2-llama8b-nixl")
+    agg, disagg = topologies(params)
+    assert "cross-layer blocks; V1 model runner" in arm_config(params, disagg)
+    assert "V1 model runner" not in arm_config(params, agg) and "compiled" in arm_config(params, agg)
+    assert arms_alike(params)["passed"]
+
+
+def test_a_topologys_env_and_flags_reach_its_servers_alone(tmp_path):
+    params = resolve("e4_goodput", "cpu-tiny", sets=[
+        'topologies=[{"kind": "aggregated", "replicas": 1}, {"kind": "disaggregated", "connector": "example", '
+        '"env": {"X_ARM": "1"}, "extra_args": ["--block-size", "256"]}]', 'server.extra_args=["--block-size", "128"]'])
+    agg, disagg = (_pool(params.server, spec, seed=0, log_dir=tmp_path) for spec in topologies(params))
+    assert all("X_ARM" not in s.env and s.extra_args[-2:] == ["--block-size", "128"] for s in agg.servers)
+    assert all(s.env["X_ARM"] == "1" for s in disagg.servers)
+    assert disagg.block_size == 256 == block_size_of(["--block-size", "128", "--block-size", "256"], "cpu")
+    assert "block 256" in arm_config(params, topologies(params)[1])
+    shutil.rmtree(disagg.storage)           # ExampleConnector's folder, made when the pool is (never started here)
+
+
+def test_an_eager_arm_beside_a_compiled_one_fails_the_check():
+    params = resolve("e4_goodput", "h100x2-llama8b-nixl", sets=[
+        'topologies=[{"kind": "aggregated", "replicas": 2}, {"kind": "disaggregated", "connector": "nixl", '
+        '"extra_args": ["--enforce-eager"]}]'])
+    got = arms_alike(params)
+    assert not got["passed"] and "1P1D nixl eager" in got["reason"] and "compared with a compiled one" in got["reason"]

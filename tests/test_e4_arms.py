@@ -36,3 +36,14 @@ def test_an_eager_arm_beside_a_compiled_one_fails_the_check():
         '"extra_args": ["--enforce-eager"]}]'])
     got = arms_alike(params)
     assert not got["passed"] and "1P1D nixl eager" in got["reason"] and "compared with a compiled one" in got["reason"]
+
+
+def test_a_servers_role_comes_from_its_pools_record_not_its_name(tmp_path):
+    from ctxkit.experiments.e4_goodput import _role
+    params = resolve("e4_goodput", "cpu-tiny", sets=[
+        'topologies=[{"kind": "aggregated", "replicas": 2, "name": "prefill-heavy"}, '
+        '{"kind": "disaggregated", "connector": "example"}]'])
+    agg, disagg = (_pool(params.server, spec, seed=0, log_dir=tmp_path) for spec in topologies(params))
+    assert [_role(s.name, agg.placement) for s in agg.servers] == ["aggregated", "aggregated"]
+    assert sorted(_role(s.name, disagg.placement) for s in disagg.servers) == ["decode", "prefill"]
+    shutil.rmtree(disagg.storage)

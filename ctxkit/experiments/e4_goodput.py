@@ -326,15 +326,10 @@ MISSED_COLUMNS = ["topology", "slo", "probe", "rate", "request_id", "trace_row",
 
 
 def _role(server: str, placement: dict[str, Any]) -> str:
-    """A server's role: as its placement record states it (an attached topology's file), else from the name ctxkit
-    gave it (prefill-0, decode-1, ...)."""
+    """A server's role as its placement record states it (pools record each server's name and role; so does an
+    attached topology's file); a server the record does not name serves both phases."""
     stated = {s.get("name"): s.get("role") for s in placement.get("servers") or []}
-    if stated.get(server):
-        return str(stated[server])
-    for role in ("prefill", "decode"):
-        if f"{role}-" in server:
-            return role
-    return "aggregated"
+    return str(stated.get(server) or "aggregated")
 
 
 def summarize(params: E4Params, run: RunFolder, results: list[TopologyResult]) -> dict[str, Any]:

@@ -18,6 +18,7 @@ class AggregatedPool(ServerPool):
         slots, self.placement = place(["aggregated"] * replicas)
         self.policy = policy
         self.servers = [self._server(server, seed, f"{name}-{i}", slot, []) for i, slot in enumerate(slots)]
+        self.name_servers()
 
     def router_config(self) -> dict[str, Any]:
         return {"mode": "aggregated", "model": self.model, "policy": self.policy,

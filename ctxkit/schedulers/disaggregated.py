@@ -57,6 +57,7 @@ class DisaggregatedPool(ServerPool):
             self.roles[label] = slot.role
             self.servers.append(self._server(server, seed, label, slot,
                                              ["--kv-transfer-config", cfg]))
+        self.name_servers()
 
     def _side_ports(self) -> set[int]:
         return {int(s.env["VLLM_NIXL_SIDE_CHANNEL_PORT"]) for s in self.servers

@@ -57,6 +57,12 @@ class ServerPool(ServingBackend):
         self.ray_params: Optional[RayParams] = None   # set: the servers are placed through Ray at start
         self.ray: Optional[Any] = None                # ... and this holds the cluster and placement group
 
+    def name_servers(self) -> None:
+        """Each server's name in its placement record, beside its role: readers take a server's role from there,
+        never from its name (an aggregated topology may be called "prefill-heavy")."""
+        for record, srv in zip(self.placement["servers"], self.servers):
+            record["name"] = srv.name
+
     def _server(self, server: ServerParams, seed: int, name: str, slot: Slot, extra: list[str]) -> VLLMServer:
         s = VLLMServer.from_params(server, seed=seed, name=name, log_dir=self.log_dir, extra_args=extra,
                                    env=slot.env)

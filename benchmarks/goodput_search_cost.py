@@ -28,7 +28,6 @@ import contextlib
 import io
 import math
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,8 +43,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 os.environ.setdefault("CTXKIT_ALLOW_SIMULATED_BACKEND", "1")
 
-from test_goodput_search import MU, TARGET, K, S, capacity, items  # noqa: E402
 from evidence import code_state, record  # noqa: E402
+from test_goodput_search import MU, TARGET, K, S, capacity, items  # noqa: E402
 from virtual_queue import VirtualQueue  # noqa: E402
 
 from ctxkit.backends import Simulated  # noqa: E402

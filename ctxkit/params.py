@@ -864,11 +864,6 @@ def fields(experiment: str) -> list[str]:
     return list(experiment_class(experiment).model_fields)
 
 
-def from_namespace(experiment: str, namespace: dict[str, Any]) -> ExperimentParams:
-    """Parameters from a notebook's variables (what papermill injected over the parameters cell)."""
-    return from_dict(experiment, {n: namespace[n] for n in fields(experiment) if n in namespace})
-
-
 def to_dict(params: ExperimentParams) -> dict[str, Any]:
     return params.model_dump(mode="python")
 

@@ -89,11 +89,11 @@ def test_a_converged_search_measures_its_ends_again_in_full_and_leaves_the_brack
     import sys
     from pathlib import Path
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    from test_goodput_search import MU, TARGET, K, S, items
     from virtual_queue import VirtualQueue
 
     from ctxkit.collectors.latency import SLO
     from ctxkit.load.search import SearchPolicy, search
-    from test_goodput_search import MU, K, S, TARGET, items
     queue = VirtualQueue(K, 1000 / MU, seed=4)
     policy = SearchPolicy(target=TARGET, start_rate=20.0, min_requests=300, max_requests=600, warmup_s=6.0,
                           min_duration_s=4.0, max_probes=30, seed=4)

@@ -7,11 +7,12 @@ import json
 import stat
 from pathlib import Path
 
+from test_packet_placements import e4_run
+
 from ctxkit.peers import aiconfigurator as aic
 from ctxkit.runs import packet
 
 from conftest import run_cli
-from test_packet_placements import e4_run
 
 RECORDED = Path(__file__).parent / "data" / "aiconfigurator-0.12-h200-4gpu-disagg.txt"
 

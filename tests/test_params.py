@@ -117,12 +117,6 @@ def test_config_hash_is_stable_and_sensitive():
     assert len(P.config_hash("e0_smoke", a)) == 16
 
 
-def test_from_namespace_uses_notebook_variables():
-    ns = {"seed": 4, "server": {"model": "tiny-llama"}, "max_tokens": 6, "unrelated": object(), "run_dir": None}
-    p = P.from_namespace("e0_smoke", ns)
-    assert p.seed == 4 and p.max_tokens == 6
-
-
 def test_a_cpu_sized_kv_override_on_a_long_gpu_context_is_refused_before_start(tmp_path):
     """E5's own parameters hold the CPU tier's cache to 128 blocks; a GPU profile's max_model_len does not fit in
     them, and vLLM would refuse to start only after loading the model (seen on an H200). `ctxkit run` says so at

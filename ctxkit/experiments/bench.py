@@ -8,7 +8,6 @@ requests.jsonl (as results arrive), summary.json (ctxkit's names, vLLM's under `
 from __future__ import annotations
 
 import dataclasses
-
 from typing import Any, Callable, Optional
 
 import pandas as pd

@@ -27,10 +27,10 @@ from ctxkit.experiments.common import check
 from ctxkit.load.search import Probe, SearchPolicy, SearchResult, search, trace_window_fits
 from ctxkit.load.workloads import build_workload
 from ctxkit.models import ModelCard
-from ctxkit.runs.placements import intervals_separate
 from ctxkit.params import E4Params, NamedSLO, TopologyParams
 from ctxkit.records import JsonlWriter, RequestRecord
 from ctxkit.runs.folder import RunFolder
+from ctxkit.runs.placements import intervals_separate
 from ctxkit.schedulers.broker import cross_layer_blocks
 from ctxkit.schedulers.placement import devices_used, gpu_roles
 from ctxkit.schedulers.topology import build_pool
@@ -613,7 +613,7 @@ def misses_view(misses: pd.DataFrame) -> list:
     m = misses.dropna(axis=1, how="all")
     causes = m[keys + ["missed"] + sorted(c for c in m if c.startswith("missed_") and not c.startswith("missed_mean"))]
     times = m[keys + [c for c in m if c.endswith("_ms")]]
-    times = times.rename(columns=lambda c: c.replace("_mean_", " ").replace("missed_mean_", "missed: ")
+    times = times.rename(columns=lambda c: c.replace("missed_mean_", "missed: ").replace("_mean_", " ")
                          .replace("_ms", "").replace("_", " "))
     counts = {c.replace("missed_", "missed "): 0 for c in causes.columns if c.startswith("missed")}
     return [_styled(causes.rename(columns=lambda c: c.replace("missed_", "missed ")), {"rate": 2} | counts),

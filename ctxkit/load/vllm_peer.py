@@ -7,7 +7,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 _DRIVER = """
 import sys
@@ -17,18 +17,6 @@ parser = FlexibleArgumentParser()
 add_cli_args(parser)
 main(parser.parse_args(sys.argv[1:]))
 """
-
-
-def vllm_bench_serve(base_url: str, model: str, tokenizer: str, *, input_len: int, output_len: int,
-                     num_prompts: int, request_rate: float, seed: int = 0, burstiness: float = 1.0,
-                     max_concurrency: Optional[int] = None, extra_args: Optional[list[str]] = None,
-                     python: str = sys.executable, timeout_s: float = 900) -> dict[str, Any]:
-    """vLLM's random dataset (text prompts) on its own arrival process."""
-    args = ["--dataset-name", "random", "--random-input-len", str(input_len), "--random-output-len",
-            str(output_len), "--request-rate", str(request_rate), "--burstiness", str(burstiness), "--ignore-eos"]
-    if max_concurrency:
-        args += ["--max-concurrency", str(max_concurrency)]
-    return _run(base_url, model, tokenizer, num_prompts, seed, args + list(extra_args or []), python, timeout_s)
 
 
 def vllm_bench_trace(base_url: str, model: str, tokenizer: str, trace: Path, *, num_prompts: int, seed: int = 0,

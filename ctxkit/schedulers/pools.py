@@ -108,7 +108,7 @@ class ServerPool(ServingBackend):
                           "ray": {"address": params.address, "strategy": params.strategy, "gpus": gpus}}
 
     def metric_sources(self) -> dict[str, Any]:
-        """The servers' own /metrics (the router's holds only its in-flight count, see busy())."""
+        """The servers' own /metrics (the router's holds only its in-flight count, see router_in_flight)."""
         return {s.name: s.metrics for s in self.servers}
 
     def router_in_flight(self) -> float:

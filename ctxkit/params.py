@@ -422,8 +422,11 @@ class SearchParams(Params):
     min_requests: int = Field(40, ge=10)              # scored requests before a probe may stop on a verdict
     max_requests: int = Field(160, ge=10)             # scored requests at most (then the point estimate decides)
     warmup_requests: int = Field(20, ge=0)            # unscored requests at the head of each probe's stream
-    warmup_s: float = Field(0.0, ge=0)                # ... covering at least this many seconds at the probe's rate
-    min_duration_s: float = Field(0.0, ge=0)          # score for at least this long before a verdict stops a probe
+    # Probes sized by time as well as count: at a high rate 40 requests go by in a second, before a queue that grows
+    # shows, and two searches on one server then disagree (docs/validation/search-repeat-cpu.md). null: 3 s and 6 s
+    # under Poisson arrivals, 0 on a trace's own timestamps (its window is the probe: sized in rows)
+    warmup_s: Optional[float] = Field(None, ge=0)     # ... covering at least this many seconds at the probe's rate
+    min_duration_s: Optional[float] = Field(None, ge=0)   # score for at least this long before a verdict stops it
     # probes before the bracket forms only pick a direction: they decide on this many scored requests, without
     # min_duration_s; a converged search's goodput rests on full probes. null: every probe full
     scout_requests: Optional[int] = Field(40, ge=10)
@@ -432,7 +435,7 @@ class SearchParams(Params):
     # a converged search measures its bracket's two ends once more, in random order, after the caps below (two
     # probes more), and says whether their verdicts repeat
     repeat_check: bool = True
-    max_probes: int = Field(12, ge=1)                 # per topology and SLO setting
+    max_probes: int = Field(16, ge=1)                 # per topology and SLO setting
     max_wall_s: float = Field(900.0, gt=0)            # per topology and SLO setting
     drain_s: float = Field(30.0, gt=0)                # wait for requests in flight at most this long
     mode: Literal["joint", "percentile"] = "joint"    # per-request (DistServe) or p<target> of each metric
@@ -446,6 +449,12 @@ class SearchParams(Params):
     # twice as many, up to max_workers (null: half this host's cores), and never scored
     workers: int = Field(1, ge=1)
     max_workers: Optional[int] = Field(None, ge=1)
+
+    def warmup_seconds(self) -> float:
+        return self.warmup_s if self.warmup_s is not None else (3.0 if self.arrival == "poisson" else 0.0)
+
+    def min_duration_seconds(self) -> float:
+        return self.min_duration_s if self.min_duration_s is not None else (6.0 if self.arrival == "poisson" else 0.0)
 
     @model_validator(mode="after")
     def _sizes(self) -> "SearchParams":

@@ -78,7 +78,8 @@ class SearchPolicy:
     @classmethod
     def of(cls, params: SearchParams, seed: int) -> "SearchPolicy":
         """The policy the checked parameters describe (E4 and `ctxkit bench --search rate` alike)."""
-        return cls(**params.model_dump(), seed=seed)
+        return cls(**params.model_dump() | {"warmup_s": params.warmup_seconds(),
+                                            "min_duration_s": params.min_duration_seconds()}, seed=seed)
 
     def planned(self, rate: float) -> int:
         """Scored requests a probe at `rate` is planned to send: enough to cover min_duration_s, at least
@@ -409,7 +410,7 @@ def trace_window_fits(workload: WorkloadParams, search: SearchParams, card: Mode
     over a trace warm up in full) and min_requests scored ones. (Later probes at higher rates may need more: the
     search stops there, saying so.)"""
     rows = len(build_workload(workload, card, max_model_len, seed, count=10**9))
-    head = max(search.warmup_requests, math.ceil(search.start_rate * search.warmup_s))
+    head = max(search.warmup_requests, math.ceil(search.start_rate * search.warmup_seconds()))
     if rows < head + search.min_requests:
         raise WorkloadError(f"the trace window holds {rows} rows; a probe needs at least {head + search.min_requests} "
                             f"({head} unscored at {search.start_rate:g} req/s (search.warmup_requests, "

@@ -11,6 +11,7 @@ parameter at its default.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import subprocess
 import sys
@@ -27,7 +28,7 @@ from ctxkit.params import DEFAULT_PROFILE, ServerParams, profile_path, read_yaml
 CASE = ["--random-input-len", "300", "--random-output-len", "24", "--goodput", "ttft:600", "tpot:60", "--seed", "5"]
 
 
-def search(url: str, runs: Path, label: str, args: list[str]) -> tuple[dict, float]:
+def search(url: str, runs: Path, label: str, args: list[str]) -> tuple[dict, Path, float]:
     runs = runs / label                 # a runs folder per search: its one run folder is the only one there
     cmd = [sys.executable, "-m", "ctxkit.cli", "--runs-dir", str(runs), "bench", "--base-url", url, "--search",
            "rate", "--label", label, *args]
@@ -37,7 +38,19 @@ def search(url: str, runs: Path, label: str, args: list[str]) -> tuple[dict, flo
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} exited {done.returncode}:\n{done.stderr[-2000:]}")
     folder = next((runs / "bench").glob("*/summary.json")).parent
-    return json.loads((folder / "summary.json").read_text()), wall
+    return json.loads((folder / "summary.json").read_text()), folder, wall
+
+
+def probe_lines(folder: Path) -> str:
+    """Each probe in a line: what the interval and the bracket were built from."""
+    out = ""
+    for p in csv.DictReader((folder / "artifacts" / "bench_probes.csv").open()):
+        kind = "repeat" if p["repeat"] == "True" else "scout" if p["scout"] == "True" else "full"
+        out += (f"      probe {p['index']:>2} {float(p['rate']):7.2f} req/s {kind:6} {p['verdict']:9} met "
+                f"{p['met']}/{p['decided']}  attainment bounds {float(p['attainment_low']):.3f}-"
+                f"{float(p['attainment_high']):.3f}  p99 send lag {float(p['send_lag_p99_ms'] or 'nan'):.0f} ms"
+                f"{'  (client paced: not scored)' if p['client_lagged'] == 'True' else ''}  {p['decided_by']}\n")
+    return out
 
 
 def line(label: str, s: dict, wall: float) -> str:
@@ -55,6 +68,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--times", type=int, default=2)
     ap.add_argument("--record", type=Path, default=None, help="also write the output, command and commit here")
+    ap.add_argument("--runs-dir", type=Path, default=None, help="keep the searches' run folders here")
     ap.add_argument("bench_args", nargs="*", help="after --: the bench flags (default: the review's case)")
     args = ap.parse_args()
     code = code_state()
@@ -68,10 +82,10 @@ def main() -> None:
                 f"rate {' '.join(bench)}\n"
         answers = []
         for i in range(args.times):
-            summary, wall = search(srv.base_url, Path(tmp) / "runs", f"r{i + 1}", bench)
+            summary, folder, wall = search(srv.base_url, args.runs_dir or Path(tmp) / "runs", f"r{i + 1}", bench)
             answers.append(summary["search"])
-            text += line(f"r{i + 1}", summary["search"], wall)
-            print(text.splitlines()[-1], flush=True)
+            text += line(f"r{i + 1}", summary["search"], wall) + probe_lines(folder)
+            print(text, flush=True)
     agree = all(inside(a, b) for a in answers for b in answers)
     text += f"every answer inside every other's 90% interval: {'yes' if agree else 'no'}\n"
     print(text.splitlines()[-1])

@@ -560,16 +560,16 @@ def goodput_view(summary: dict[str, Any]):
 
 def probes_view(probes: pd.DataFrame):
     cols = {"topology": "topology", "slo": "SLO", "index": "probe", "rate": "rate", "sent": "sent",
-            "decided": "decided", "attainment": "attained", "attainment_low": "low (95%, batch means)",
-            "attainment_high": "high", "n_eff": "n_eff", "verdict": "verdict", "scout": "scout", "repeat": "repeat",
-            "settle_s": "settle s", "started_busy": "started busy", "decided_by": "decided by", "backlog": "backlog",
-            "send_lag_p99_ms": "lag p99 ms", "offered_rate": "offered", "speedup": "trace speedup", "wall_s": "s"}
+            "decided": "decided", "attainment": "attained", "attainment_low": "low 95%",
+            "attainment_high": "high 95%", "n_eff": "n_eff", "verdict": "verdict", "scout": "scout", "repeat": "repeat",
+            "settle_s": "settle", "started_busy": "busy", "decided_by": "decided by", "backlog": "backlog",
+            "send_lag_p99_ms": "lag p99", "offered_rate": "offered", "speedup": "trace speedup", "wall_s": "s"}
     shown = {"speedup": probes["speedup"].notna().any() if "speedup" in probes else False,   # a trace's only
              "scout": (probes["scout"] == True).any() if "scout" in probes else False}   # noqa: E712 - scouts passed
     p = probes[[c for c in cols if c in probes and shown.get(c, True)]]
     p = p.rename(columns=cols)
-    return _styled(p, {"rate": 2, "offered": 2, "attained": 3, "low (95%, batch means)": 3, "high": 3, "n_eff": 0,
-                       "lag p99 ms": 2, "s": 1, "settle s": 1,
+    return _styled(p, {"rate": 2, "offered": 2, "attained": 3, "low 95%": 3, "high 95%": 3, "n_eff": 0,
+                       "lag p99": 2, "s": 1, "settle": 1,
                        "trace speedup": 2})
 
 
@@ -613,8 +613,8 @@ def misses_view(misses: pd.DataFrame) -> list:
     m = misses.dropna(axis=1, how="all")
     causes = m[keys + ["missed"] + sorted(c for c in m if c.startswith("missed_") and not c.startswith("missed_mean"))]
     times = m[keys + [c for c in m if c.endswith("_ms")]]
-    times = times.rename(columns=lambda c: c.replace("missed_mean_", "missed: ").replace("_mean_", " ")
-                         .replace("_ms", "").replace("_", " "))
+    times = times.rename(columns=lambda c: c.replace("aggregated_", "agg_").replace("missed_mean_", "missed: ")
+                         .replace("_mean_", " ").replace("_ms", "").replace("_", " "))
     counts = {c.replace("missed_", "missed "): 0 for c in causes.columns if c.startswith("missed")}
     return [_styled(causes.rename(columns=lambda c: c.replace("missed_", "missed ")), {"rate": 2} | counts),
             _styled(times, {c: 1 for c in times.columns if c not in keys} | {"rate": 2})]

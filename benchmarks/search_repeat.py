@@ -78,7 +78,7 @@ def main() -> None:
             VLLMServer.from_params(server, seed=0, name="repeat", log_dir=Path(tmp) / "logs",
                                    extra_args=["--no-enable-prefix-caching"]) as srv:
         bench = args.bench_args or CASE
-        text += f"one server ({' '.join(srv.command()[-8:])}); each search: ctxkit bench --base-url URL --search " \
+        text += f"one server ({' '.join(srv.command()[-8:]).replace(str(ROOT) + '/', '')}); each search: ctxkit bench --base-url URL --search " \
                 f"rate {' '.join(bench)}\n"
         answers = []
         for i in range(args.times):

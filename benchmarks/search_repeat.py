@@ -37,7 +37,7 @@ def search(url: str, runs: Path, label: str, args: list[str]) -> tuple[dict, Pat
     wall = time.monotonic() - t0
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} exited {done.returncode}:\n{done.stderr[-2000:]}")
-    folder = next((runs / "bench").glob("*/summary.json")).parent
+    folder = max((runs / "bench").glob("*/summary.json"), key=lambda p: p.stat().st_mtime).parent  # --runs-dir reused
     return json.loads((folder / "summary.json").read_text()), folder, wall
 
 

@@ -87,7 +87,8 @@ def cmd_packet(args: argparse.Namespace) -> int:
         return 2
     try:
         out = build([Path(p) for p in args.run_dirs], Path(args.out), args.title, args.allow_no_commit,
-                    args.aiconfigurator)
+                    # absolute: the peer runs from the repository's root, where a relative path means another file
+                    str(Path(shutil.which(args.aiconfigurator)).resolve()) if args.aiconfigurator else None)
     except PacketError as exc:
         print(f"ctxkit packet: {exc}", file=sys.stderr)
         return 2

@@ -402,8 +402,8 @@ class TopologyParams(Params):
         """`server` with this topology's env and extra_args added (its own win)."""
         if not self.env and not self.extra_args:
             return server
-        return server.model_copy(update={"env": {**server.env, **self.env},
-                                         "extra_args": list(server.extra_args) + list(self.extra_args)})
+        return ServerParams.model_validate({**server.model_dump(), "env": {**server.env, **self.env},
+                                            "extra_args": list(server.extra_args) + list(self.extra_args)})
 
     @property
     def label(self) -> str:

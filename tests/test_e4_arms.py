@@ -27,6 +27,8 @@ def test_a_topologys_env_and_flags_reach_its_servers_alone(tmp_path):
     assert all(s.env["X_ARM"] == "1" for s in disagg.servers)
     assert disagg.block_size == 256 == block_size_of(["--block-size", "128", "--block-size", "256"], "cpu")
     assert "block 256" in arm_config(params, topologies(params)[1])
+    eq = topologies(params)[1].model_copy(update={"extra_args": ["--block-size=64"]})
+    assert "block 64" in arm_config(params, eq)
     shutil.rmtree(disagg.storage)           # ExampleConnector's folder, made when the pool is (never started here)
 
 

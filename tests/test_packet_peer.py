@@ -41,6 +41,7 @@ def test_the_peers_table_is_read_by_placement_counting_replicas():
     text = RECORDED.read_text()
     assert aic.parse(text, aic.Placement(prefill=3, decode=1))[0] == 20.14
     assert aic.parse(text, aic.Placement(prefill=2, decode=2))[0] is None      # printed only 2P1D (tp2 decode)
+    assert aic.parse(text, aic.Placement(prefill=2, decode=1))[0] is None      # ... whose decode worker has 2 GPUs
     row = {"replicas": "2", "(p)workers": "1", "(d)workers": "1", "(p)gpus/worker": "1 (=1x1)",
            "(d)gpus/worker": "1 (=1x1)"}
     assert aic.matches(row, aic.Placement(prefill=2, decode=2))                # two replicas of 1P1D
@@ -58,6 +59,28 @@ def test_a_packet_sets_the_prediction_beside_the_answer_and_keeps_it(tmp_path):
     assert "`aiconfigurator cli default --model-path ctxkit/models/llama-3.1-8b --system h200_sxm" in text
     again = (packet.build([run], out) / "README.md").read_text()        # no peer on this machine: the kept table
     assert row in again.splitlines()
+
+
+def test_the_table_reads_empty_cells_as_missing_and_skips_a_topology_that_failed(tmp_path):
+    run = on_h200(e4_run(tmp_path, "run", [("3P1D nixl", 2.5, 2.4, 2.6)], failed="1P3D nixl"), (9.0, 10.5))
+    summary = json.loads((run / "summary.json").read_text())
+    summary["goodput"][0]["interval_high"] = float("nan")           # unbounded, as pandas writes it
+    (run / "summary.json").write_text(json.dumps(summary))
+    text = (packet.build([run], tmp_path / "packet", aiconfigurator=str(fake_peer(tmp_path))) / "README.md").read_text()
+    assert "| 9.00-unbounded | 20.14 | 0.50 | yes |" in text and "1P3D" not in text.split("beside AIConfigurator")[1]
+
+
+def test_a_kept_table_is_dropped_for_runs_it_does_not_describe(tmp_path):
+    out = tmp_path / "packet"
+    packet.build([on_h200(e4_run(tmp_path, "a", [("3P1D nixl", 2.5, 2.4, 2.6)]), (9.0, 10.5))], out,
+                 aiconfigurator=str(fake_peer(tmp_path)))
+    other = on_h200(e4_run(tmp_path, "b", [("3P1D nixl", 3.0, 2.9, 3.1)]), (11.0, 12.5))   # also "e4_goodput"
+    assert "beside AIConfigurator" not in (packet.build([other], out) / "README.md").read_text()
+
+
+def test_gpu_names_map_to_the_peers_sxm_databases_only():
+    assert [aic.system_for(n) for n in ("NVIDIA H100 80GB HBM3", "NVIDIA H200", "NVIDIA GB200", "NVIDIA H100 PCIe",
+                                        "NVIDIA H100 NVL")] == ["h100_sxm", "h200_sxm", "gb200_sxm", None, None]
 
 
 def test_a_run_the_peer_cannot_model_says_why(tmp_path):

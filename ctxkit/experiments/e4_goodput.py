@@ -32,6 +32,7 @@ from ctxkit.records import JsonlWriter, RequestRecord
 from ctxkit.runs.folder import RunFolder
 from ctxkit.runs.placements import intervals_separate
 from ctxkit.schedulers.broker import cross_layer_blocks
+from ctxkit.schedulers.kv_store import block_size_of
 from ctxkit.schedulers.placement import devices_used, gpu_roles
 from ctxkit.schedulers.topology import build_pool
 
@@ -181,8 +182,8 @@ def arm_config(params: E4Params, spec: TopologyParams) -> str:
         return "attached deployment (its own configuration)"
     server = spec.server_for(params.server)
     args = server.extra_args
-    given = [b for a, b in zip(args, args[1:]) if a == "--block-size"]
-    block = given[-1] if given else "vLLM's default"        # the last one given: a later flag wins in vLLM's parser
+    given = any(a == "--block-size" or a.startswith("--block-size=") for a in args)
+    block = str(block_size_of(args, "gpu")) if given else "vLLM's default"     # the last given wins, as in vLLM
     parts = [compilation(params, spec), f"block {block}"]
     if spec.kind == "disaggregated":
         parts.append(spec.connector + (f", buffer {spec.kv_buffer_device}" if spec.connector == "nixl" else ""))

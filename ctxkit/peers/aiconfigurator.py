@@ -19,7 +19,7 @@ from pydantic import BaseModel
 
 # GPU name as NVML reports it -> AIConfigurator's system; a GPU it has no database for gets no prediction
 TOP_N = 50       # rows the peer prints per mode: a placement it ranks below these gets no prediction
-SYSTEMS = (("H200", "h200_sxm"), ("H100", "h100_sxm"), ("B200", "b200_sxm"), ("GB200", "gb200_sxm"))
+SYSTEMS = (("GB200", "gb200_sxm"), ("B200", "b200_sxm"), ("H200", "h200_sxm"), ("H100", "h100_sxm"))
 
 
 class PeerError(RuntimeError):
@@ -58,10 +58,11 @@ class Prediction(BaseModel):
 
 
 def system_for(gpu_name: str) -> Optional[str]:
-    for key, system in SYSTEMS:
-        if key in gpu_name.upper().replace("NVIDIA ", ""):
-            return system
-    return None
+    """The peer's SXM database for an SXM part; PCIe and NVL cards (other clocks and links) get none."""
+    name = gpu_name.upper()
+    if "PCIE" in name or "NVL" in name:
+        return None
+    return next((system for key, system in SYSTEMS if key in name), None)
 
 
 def command(exe: str, model_dir: Path, system: str, placement: Placement, isl: int, osl: int, ttft_ms: float,

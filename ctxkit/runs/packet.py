@@ -468,15 +468,10 @@ def gpu_name(run: PacketRun) -> str:
 
 def peer_rows(runs: list[PacketRun], out: Path, aiconfigurator: Optional[str]) -> list[peer_table.PeerRow]:
     """With the peer's executable: its prediction for every E4 answer, kept in the packet; without: the kept ones."""
+    e4 = [r for r in runs if r.experiment == "e4_goodput"]
     if not aiconfigurator:
-        return peer_table.kept(out) or []
-    e4 = [(r.name, r.summary, read_params(r), gpu_name(r)) for r in runs if r.experiment == "e4_goodput"]
-    try:
-        rows = peer_table.predict_rows(e4, aiconfigurator)
-    except peer_table.aic.PeerError as exc:
-        raise PacketError(f"AIConfigurator: {exc}") from exc
-    peer_table.keep(out, rows)
-    return rows
+        return peer_table.current(peer_table.kept(out) or [], [(r.name, r.summary) for r in e4])
+    return peer_table.predict_rows([(r.name, r.summary, read_params(r), gpu_name(r)) for r in e4], aiconfigurator)
 
 
 def build(run_dirs: list[Path], out: Path, title: Optional[str] = None, allow_no_commit: bool = False,
@@ -496,9 +491,12 @@ def build(run_dirs: list[Path], out: Path, title: Optional[str] = None, allow_no
         r.name = r.experiment if seen[r.experiment] == 1 else f"{r.experiment}-{seen[r.experiment]}"
     out = Path(out)
     notes = kept_notes(out / "README.md")
+    peers = peer_rows(runs, out, aiconfigurator)        # before anything is written: the peer runs seconds a row
     out.mkdir(parents=True, exist_ok=True)
     for r in runs:
         copy_run(r, out / r.name)
+    if aiconfigurator:
+        peer_table.keep(out, peers)
     title = title or f"ctxkit results: {', '.join(dict.fromkeys(r.experiment for r in runs))}"
-    (out / "README.md").write_text(readme(title, runs, notes, peer_rows(runs, out, aiconfigurator)))
+    (out / "README.md").write_text(readme(title, runs, notes, peers))
     return out

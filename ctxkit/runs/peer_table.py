@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 from pydantic import BaseModel, TypeAdapter
 
-from ctxkit.models import CARDS_DIR, ModelCard
+from ctxkit.models import CARDS_DIR, ModelCard, UnknownModelCard
 from ctxkit.peers import aiconfigurator as aic
 from ctxkit.runs import placements
 
@@ -56,28 +56,76 @@ def why_not(params: dict[str, Any], gpu: str) -> str:
     return ""
 
 
+def _value(g: dict[str, Any], key: str) -> Optional[float]:
+    """A number from a summary row; a table's empty cell (NaN in summary.json) is None."""
+    v = g.get(key)
+    return None if v is None or v != v else float(v)
+
+
+def _ran(params: dict[str, Any], topology: str) -> str:
+    """How this arm's servers ran the model: the servers' settings with the topology's own flags on top."""
+    spec = next((t for t in params.get("topologies") or [] if t.get("name") == topology or
+                 placement(topology) == placement_of(t)), {})
+    server = params.get("server") or {}
+    merged = {**params, "server": {**server, "extra_args": list(server.get("extra_args") or []) +
+                                   list(spec.get("extra_args") or [])}}
+    return placements.compilation(merged)
+
+
+def placement_of(spec: dict[str, Any]) -> Optional[aic.Placement]:
+    if spec.get("kind", "aggregated") == "aggregated":
+        return aic.Placement(replicas=spec.get("replicas", 1))
+    return aic.Placement(prefill=spec.get("prefill", 1), decode=spec.get("decode", 1))
+
+
+def predict_one(exe: str, params: dict[str, Any], gpu: str, where: aic.Placement, slo: dict[str, Any]) \
+        -> tuple[Optional[aic.Prediction], str]:
+    """The peer's prediction, or why there is none (the peer failed, an SLO without both limits, no card)."""
+    if slo.get("ttft_ms") is None or slo.get("tpot_ms") is None:
+        return None, "an SLO without both a TTFT and a TPOT limit (the peer takes both)"
+    w = params["workload"]
+    try:
+        card = ModelCard.load(params["server"]["model"]).path
+    except UnknownModelCard as exc:
+        return None, str(exc)
+    root = CARDS_DIR.parent.parent      # the command names the card as a user's checkout has it
+    try:
+        return aic.predict(exe, card.relative_to(root) if root in card.parents else card, aic.system_for(gpu),
+                           where, w["input_len"], w["output_len"], slo["ttft_ms"], slo["tpot_ms"], cwd=root), ""
+    except aic.PeerError as exc:
+        return None, f"the peer failed: {str(exc)[-300:]}"
+
+
 def predict_rows(runs: list[tuple[str, dict[str, Any], dict[str, Any], str]], exe: str) -> list[PeerRow]:
-    """runs: (folder, summary, params, GPU name) of each E4 run; one row per searched topology and SLO."""
+    """runs: (folder, summary, params, GPU name) of each E4 run; one row per searched topology and SLO (a topology
+    that could not be searched has no answer to set a prediction beside)."""
     rows = []
     for name, summary, params, gpu in runs:
         slos = {s["name"]: s for s in params.get("slos") or []}
         reason = why_not(params, gpu)
         for g in summary.get("goodput") or []:
+            if isinstance(g.get("error"), str):
+                continue
             where = placement(g["topology"])
             slo = slos.get(g.get("slo"))
             why = reason or ("" if where and slo else "a topology or SLO the peer cannot take")
+            if not why and g.get("devices") is not None and g["devices"] != where.gpus:
+                why = f"{g['devices']} GPUs used for {where.gpus} servers (shared GPUs): the peer gives each its own"
             prediction = None
             if not why:
-                w = params["workload"]
-                card = ModelCard.load(params["server"]["model"]).path
-                root = CARDS_DIR.parent.parent      # the command names the card as a user's checkout has it
-                prediction = aic.predict(exe, card.relative_to(root) if root in card.parents else card,
-                                         aic.system_for(gpu), where, w["input_len"], w["output_len"],
-                                         slo["ttft_ms"], slo["tpot_ms"], cwd=root)
-            rows.append(PeerRow(run=name, slo=g.get("slo", "?"), topology=g["topology"], goodput=g.get("goodput"),
-                                interval_low=g.get("interval_low"), interval_high=g.get("interval_high"),
-                                ran=placements.compilation(params), prediction=prediction, why_none=why))
+                prediction, why = predict_one(exe, params, gpu, where, slo)
+            rows.append(PeerRow(run=name, slo=g.get("slo", "?"), topology=g["topology"], goodput=_value(g, "goodput"),
+                                interval_low=_value(g, "interval_low"), interval_high=_value(g, "interval_high"),
+                                ran=_ran(params, g["topology"]), prediction=prediction, why_none=why))
     return rows
+
+
+def current(rows: list[PeerRow], runs: list[tuple[str, dict[str, Any]]]) -> list[PeerRow]:
+    """The kept rows that still describe the packet's runs (folder, topology, SLO and goodput alike): a packet
+    regenerated over other runs drops the rest."""
+    now = {(name, g["topology"], g.get("slo", "?"), _value(g, "goodput"))
+           for name, summary in runs for g in summary.get("goodput") or [] if not isinstance(g.get("error"), str)}
+    return [r for r in rows if (r.run, r.topology, r.slo, r.goodput) in now]
 
 
 def kept(out: Path) -> Optional[list[PeerRow]]:

@@ -21,6 +21,7 @@ import pandas as pd
 import yaml
 
 from ctxkit.runs import peer_table, placements
+from ctxkit.runs.markdown import table
 
 NOTES_BEGIN = "<!-- ctxkit packet: notes (kept when the packet is regenerated) -->"
 NOTES_END = "<!-- ctxkit packet: end of notes -->"
@@ -46,6 +47,11 @@ class PacketRun:
     @property
     def experiment(self) -> str:
         return self.meta.get("experiment") or self.summary.get("experiment", "?")
+
+    @property
+    def gpus(self) -> list[dict[str, Any]]:
+        """The GPUs the run's metadata names (NVML's devices)."""
+        return ((self.meta.get("hardware") or {}).get("gpus") or {}).get("devices") or []
 
     @property
     def commit(self) -> str:
@@ -119,11 +125,6 @@ def in_packet(path: Path) -> str:
     run_id = json.loads((path / "run_metadata.json").read_text()).get("run_id")
     listed = bool(run_id) and f"| {run_id} |" in readme.read_text().split("## Headline numbers", 1)[0]
     return "succeeded" if listed else "?"
-
-
-def table(headers: list[str], rows: list[list[str]]) -> list[str]:
-    out = ["| " + " | ".join(headers) + " |", "|" + " --- |" * len(headers)]
-    return out + ["| " + " | ".join(r) + " |" for r in rows]
 
 
 def headline(run: PacketRun) -> list[str]:
@@ -328,8 +329,7 @@ def variants(run: PacketRun) -> list[str]:
 
 
 def machine(run: PacketRun) -> str:
-    hw, v = run.meta.get("hardware") or {}, run.meta.get("versions") or {}
-    gpus = (hw.get("gpus") or {}).get("devices") or []
+    hw, v, gpus = run.meta.get("hardware") or {}, run.meta.get("versions") or {}, run.gpus
     names = ", ".join(sorted({d["name"] for d in gpus})) if gpus else "no GPU"
     return (f"{len(gpus)} x {names}" if gpus else names) + f"; {hw.get('cpu', '?')} ({hw.get('cpu_count', '?')} " \
         f"cores, {hw.get('memory_gib', '?')} GiB); vLLM {v.get('vllm', '?')}, torch {v.get('torch', '?')}, " \
@@ -461,17 +461,12 @@ def copy_run(run: PacketRun, dest: Path) -> None:
         shutil.copy2(f, dest / rel)
 
 
-def gpu_name(run: PacketRun) -> str:
-    devices = ((run.meta.get("hardware") or {}).get("gpus") or {}).get("devices") or []
-    return devices[0]["name"] if devices else ""
-
-
 def peer_rows(runs: list[PacketRun], out: Path, aiconfigurator: Optional[str]) -> list[peer_table.PeerRow]:
     """With the peer's executable: its prediction for every E4 answer, kept in the packet; without: the kept ones."""
     e4 = [r for r in runs if r.experiment == "e4_goodput"]
     if not aiconfigurator:
         return peer_table.current(peer_table.kept(out) or [], [(r.name, r.summary) for r in e4])
-    return peer_table.predict_rows([(r.name, r.summary, read_params(r), gpu_name(r)) for r in e4], aiconfigurator)
+    return peer_table.predict_rows([(r.name, r.summary, read_params(r), r.gpus[0]["name"] if r.gpus else "") for r in e4], aiconfigurator)
 
 
 def build(run_dirs: list[Path], out: Path, title: Optional[str] = None, allow_no_commit: bool = False,

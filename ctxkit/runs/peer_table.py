@@ -15,6 +15,7 @@ from pydantic import BaseModel, TypeAdapter
 from ctxkit.models import CARDS_DIR, ModelCard, UnknownModelCard
 from ctxkit.peers import aiconfigurator as aic
 from ctxkit.runs import placements
+from ctxkit.runs.markdown import table
 
 KEPT = "aiconfigurator.json"
 
@@ -167,6 +168,5 @@ def lines(rows: list[PeerRow]) -> list[str]:
             "whose requests meet the TTFT and TPOT limits; E4 measures the highest Poisson arrival rate at which the "
             "target share of requests meets them. The definitions differ, so agreement is a check, not a proof. The peer models compiled servers: "
             "an eager arm is not its equal.", ""]
-    text += ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)] + \
-        ["| " + " | ".join(c) + " |" for c in cells] + [""]
+    text += table(head, cells) + [""]
     return text + ["Commands:", ""] + [f"- `{c}`" for c in commands] + [""]

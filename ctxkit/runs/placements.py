@@ -1,7 +1,7 @@
 """E4 placements across the runs of one packet: one table per (model, SLO, workload, target), every topology of
 every E4 run that measured it, ranked by per-GPU goodput.
 
-A four-GPU placement search does not fit one call of a lent machine, so it is run in halves (aggregated x4 with
+A four-GPU placement search is long (about 16 minutes a pair of topologies), so it may be run in halves (aggregated x4 with
 2P2D, then 1P3D with 3P1D). Each half's own table compares only its two topologies; this one puts them side by side
 where their parameters say they measured the same thing, and keeps apart what differs.
 """

@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
-# On a machine with package-index access: the wheels a GPU host without network needs, in parts small enough to
-# carry one per device call beside the working tree (PART_MB, default 26 MiB: the tree is about 35 MiB of a call's
-# 64). vLLM 0.24.0 and its pins for Python 3.12 beside torch 2.11 (the host has
+# On a machine with package-index access: the wheels a GPU host without network needs, cut in parts of PART_MB
+# (default 26 MiB) for transfers that limit a file's size; stage.sh gathers them on the host. vLLM 0.24.0 and its pins for Python 3.12 beside torch 2.11 (the host has
 # torch), NIXL for NixlConnector, and ctxkit's own pure-Python dependencies under OUT/extra.
 #   usage: tools/gpu/build_wheelhouse.sh OUT [--ray] -> OUT/part00.. OUT/partNN, OUT/extra/*.whl
 #   --ray: also Ray (ctxkit[ray], the Ray launcher) and its dependencies, as OUT/ray00.. (a few more parts)

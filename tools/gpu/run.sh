@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# On the GPU host: ctxkit commands in the background, one after another, in their own process session (the device
-# ends a call's processes when the call returns, except those that started a session of their own), so they may
-# outlast one call. Commands are separated by a lone '+'; each runs whatever the one before did. They run from a
-# private copy of the working tree (each call replaces the working copy), write their output to
-# /root/runs/<name>.log, and wait.sh packs every run folder they made into $OUT when the last one ends.
+# On an air-gapped GPU host: ctxkit commands in the background, one after another, in their own process session,
+# so they outlive the shell that started them (a dropped SSH session, say). Commands are separated by a lone '+';
+# each runs whatever the one before did. They run from a private copy of the working tree (so the copy may be
+# replaced meanwhile), write their output to /root/runs/<name>.log, and wait.sh packs every run folder they made
+# into $OUT when the last one ends.
 #   usage: tools/gpu/run.sh NAME ctxkit-args... [+ ctxkit-args...]   then: tools/gpu/wait.sh NAME SECONDS
 #   e.g.   tools/gpu/run.sh one run e1_latency --profile h100-llama8b + run e2_concurrency --profile h100-llama8b
 set -euo pipefail

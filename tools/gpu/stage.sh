@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# On the GPU host, once per carried part: keep it outside the working copy (which each call replaces).
+# On the GPU host, once per transferred part: keep it outside the working copy (which a new copy replaces).
 #   usage: tools/gpu/stage.sh .whl/partNN [.whl/extra]
 set -euo pipefail
 mkdir -p /root/stage

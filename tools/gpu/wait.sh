@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Wait up to SECONDS for the commands run.sh started and print their last lines. When they have ended (succeeded
 # or not), pack every run folder they made under /root/runs and their log into $OUT/NAME.tar.gz; when they are
-# still running at the limit, pack what they have written so far into $OUT/NAME.partial.tar.gz (a machine can be
-# given back between calls: nothing on it survives that).
+# still running at the limit, pack what they have written so far into $OUT/NAME.partial.tar.gz (a host reclaimed
+# meanwhile keeps nothing: take what there is).
 set -uo pipefail
 name=$1; limit=${2:-540}
 if [ ! -f "/root/runs/$name.log" ]; then

@@ -49,3 +49,14 @@ def test_a_servers_role_comes_from_its_pools_record_not_its_name(tmp_path):
     assert [_role(s.name, agg.placement) for s in agg.servers] == ["aggregated", "aggregated"]
     assert sorted(_role(s.name, disagg.placement) for s in disagg.servers) == ["decode", "prefill"]
     shutil.rmtree(disagg.storage)
+
+
+def test_default_probes_are_sized_by_time_under_poisson_arrivals_and_by_the_window_on_a_trace():
+    from ctxkit.load.search import SearchPolicy
+    poisson = SearchPolicy.of(resolve("e4_goodput", "cpu-tiny", sets=["search={}"]).search, seed=0)
+    trace = SearchPolicy.of(resolve("e4_goodput", "cpu-tiny", sets=["search={}", "search.arrival=trace",
+                                                                    "workload.dataset=trace",
+                                                                    "workload.dataset_path=tests/data/fresh_trace.jsonl"]
+                                    ).search, seed=0)
+    assert (poisson.warmup_s, poisson.min_duration_s) == (3.0, 6.0)
+    assert (trace.warmup_s, trace.min_duration_s) == (0.0, 0.0)

@@ -96,7 +96,8 @@ def methods(sim, seed: int, clock: Callable[[], float], share: float, sizes: dic
     if with_sweep:
         t0 = clock()
         found, probes = sweep(sim, slo, policy, 2 * truth)
-        rows.append(("linear sweep", found, probes, clock() - t0, goodput_interval(probes, TARGET), "not run"))
+        rows.append(("linear sweep", found, probes, clock() - t0, goodput_interval(probes, TARGET, found),
+                     "not run"))
     return rows
 
 

@@ -78,6 +78,32 @@ def test_probes_that_contradict_each_other_widen_the_interval_past_both():
     assert goodput_interval(same, 0.9) == (10, 40)
 
 
+def test_the_interval_holds_the_searchs_own_answer_when_a_later_probe_overturned_a_pass():
+    """Seen on the CPU: a pass shown at 66.8 req/s, then a fail at 66.8 (not shown below), so the search answered 64;
+    the interval without the answer ran 66.8-76.1 and left it out."""
+    probes = [probe(32, 0.95, 1.0), probe(64, 0.93, 1.0), probe(66.8, 0.91, 1.0), probe(76.1, 0.0, 0.05),
+              probe(66.8, 0.7, 0.95)]
+    assert goodput_interval(probes, 0.9) == (66.8, 76.1)
+    assert goodput_interval(probes, 0.9, answer=64) == (64, 76.1)
+    below_it = [probe(10, 0.95, 1.0), probe(20, 0.2, 0.5), probe(30, 0.8, 0.97)]   # a fail shown below the answer
+    assert goodput_interval(below_it, 0.9, answer=30) == (10, 30)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([5.0, 10.0, 20.0, 40.0]), st.booleans(), st.floats(0, 1), st.floats(0, 1),
+                          st.booleans()), min_size=1, max_size=8))
+def test_any_probes_give_an_interval_that_holds_the_answer_the_bracket_gives(drawn):
+    from ctxkit.load.search import bracket
+    probes = []
+    for rate, passed, a, b, scout in drawn:
+        p = probe(rate, min(a, b), max(a, b), scout=scout)
+        p.verdict = "pass" if passed else "fail"
+        probes.append(p)
+    answer = bracket(probes)[0] or 0.0
+    low, high = goodput_interval(probes, 0.9, answer)
+    assert low <= answer and (high is None or answer <= high)
+
+
 def test_a_probe_whose_queue_was_still_growing_never_shows_a_rate_above_the_goodput():
     from ctxkit.load.search import RISING
     grew = probe(30, 0.92, 0.99)

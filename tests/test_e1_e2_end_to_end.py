@@ -2,6 +2,7 @@
 every report opened in headless Chromium."""
 from __future__ import annotations
 
+import gzip
 import json
 import shutil
 import signal
@@ -219,8 +220,10 @@ def test_packet_tables_are_the_runs_summaries(e1_run, e2_run, tmp_path, monkeypa
     assert all(close(r["p50 TTFT ms"], p["p50_ttft_ms"], 1) for r, p in zip(rows, s1["sweep"]))
     commit = json.loads((e1 / "run_metadata.json").read_text())["git"]["commit"]
     assert commit and commit[:12] in text
-    for name in ("summary.json", "run_metadata.json", "params.yaml", "report.html"):
+    for name in ("summary.json", "run_metadata.json", "params.yaml", "report.html.gz"):   # the report kept gzipped
         assert (out / "e2_concurrency" / name).is_file(), name
+    assert "[e2_concurrency](e2_concurrency/report.html.gz)" in text
+    assert gzip.decompress((out / "e2_concurrency/report.html.gz").read_bytes()) == (e2 / "report.html").read_bytes()
     assert (out / "e2_concurrency/artifacts/e2_concurrency_curve.csv").is_file()
 
     notes = "Hand-written: the TTFT knee sits between concurrency 4 and 8."
@@ -241,10 +244,10 @@ def test_packet_tables_are_the_runs_summaries(e1_run, e2_run, tmp_path, monkeypa
     assert not (tmp_path / "refused").exists()
     assert run_cli("packet", str(no_commit), "--out", str(tmp_path / "allowed"), "--allow-no-commit").returncode == 0
 
-    report_bytes = (e2 / "report.html").stat().st_size
-    monkeypatch.setattr(packet, "MAX_FILE_BYTES", report_bytes - 1)      # the report alone is over the cap
+    report_bytes = (out / "e2_concurrency/report.html.gz").stat().st_size
+    monkeypatch.setattr(packet, "MAX_FILE_BYTES", report_bytes - 1)      # the report alone is over the cap, gzipped
     small = packet.build([e2], tmp_path / "small")
     text = (small / "README.md").read_text()
-    assert not (small / "e2_concurrency/report.html").exists() and (small / "e2_concurrency/summary.json").is_file()
-    assert f"e2_concurrency/report.html ({report_bytes / 2**20:.1f} MiB)" in text
-    assert "[e2_concurrency](e2_concurrency/report.html)" not in text     # no link to what is not there
+    assert not list((small / "e2_concurrency").glob("report.html*")) and (small / "e2_concurrency/summary.json").is_file()
+    assert f"e2_concurrency/report.html.gz ({report_bytes / 2**20:.1f} MiB)" in text
+    assert "(e2_concurrency/report.html" not in text     # no link to what is not there

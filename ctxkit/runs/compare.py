@@ -15,7 +15,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from markupsafe import Markup
 from matplotlib.figure import Figure
 
-from ctxkit.runs.folder import RunFolder, RunFolderError, atomic_write_json, atomic_write_text
+from ctxkit.runs.folder import RunFolder, RunFolderError, atomic_write_json, atomic_write_text, stored
 from ctxkit.workspace import resources_root
 
 # experiment -> (curve CSV, x column, [(y column, axis label)])
@@ -91,8 +91,8 @@ def curve_columns(experiment: str, runs: list[RunFolder]) -> list[str]:
     csv, x, _ = CURVES[experiment]
     cols: Optional[set[str]] = None
     for run in runs:
-        path = run.artifacts / csv
-        if path.is_file():
+        path = stored(run.artifacts / csv)
+        if path:
             frame = pd.read_csv(path)
             numeric = {c for c in frame.columns if c != x and pd.api.types.is_numeric_dtype(frame[c])}
             cols = numeric if cols is None else cols & numeric
@@ -109,8 +109,8 @@ def overlay(experiment: str, runs: list[RunFolder], labels: list[str],
         ys = [(m, m) for m in metrics]
     frames = []
     for run in runs:
-        path = run.artifacts / csv
-        frames.append(pd.read_csv(path) if path.is_file() else None)
+        path = stored(run.artifacts / csv)
+        frames.append(pd.read_csv(path) if path else None)
     figs = []
     for y, label in ys:
         fig = Figure(figsize=(6.4, 4.0), layout="constrained")

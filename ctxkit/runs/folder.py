@@ -14,7 +14,7 @@ import secrets
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import yaml
 
@@ -82,6 +82,15 @@ def atomic_write_text(path: Path, text: str, *, overwrite: bool = False) -> Path
 def atomic_write_json(path: Path, data: Any, *, overwrite: bool = False) -> Path:
     return atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n",
                              overwrite=overwrite)
+
+
+def stored(path: Path) -> Optional[Path]:
+    """`path`, or its gzipped copy where a results packet keeps it compressed (ctxkit.runs.packet.compact); None when
+    neither is there. pandas reads either."""
+    for candidate in (path, path.with_name(path.name + ".gz")):
+        if candidate.is_file():
+            return candidate
+    return None
 
 
 @dataclass(frozen=True)

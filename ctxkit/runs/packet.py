@@ -3,13 +3,16 @@ summaries and metadata, so that every number in it traces to a run at a recorded
 
     ctxkit packet RUN_DIR [RUN_DIR ...] --out docs/results/<date>-<gpu>/ [--title T] [--allow-no-commit]
 
-Per run: summary.json, run_metadata.json, params.yaml, status.json, RUN_ID, report.html and artifacts/*.csv|svg are copied into
-<out>/<experiment>/ (<experiment>-2, ... for further runs of one experiment); requests.jsonl, logs and notebooks are
-left out to keep the packet small (they stay in the run folder). The README is regenerated whole on every call,
+Per run: summary.json, run_metadata.json, params.yaml, status.json, RUN_ID, report.html and artifacts/*.csv|svg are copied
+into <out>/<experiment>/ (<experiment>-2, ... for further runs of one experiment); requests.jsonl, logs and notebooks
+are left out to keep the packet small (they stay in the run folder). The report and any artifact over COMPRESS_BYTES
+are kept gzipped (compact): a report with its figures inline is most of a packet's bytes, and a repository that
+carries every packet should stay small. The README is regenerated whole on every call,
 except the text between the NOTES markers, which is kept: hand-written prose goes there, and nowhere else.
 """
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import shutil
@@ -21,12 +24,15 @@ import pandas as pd
 import yaml
 
 from ctxkit.runs import peer_table, placements
+from ctxkit.runs.folder import stored
 from ctxkit.runs.markdown import table
 
 NOTES_BEGIN = "<!-- ctxkit packet: notes (kept when the packet is regenerated) -->"
 NOTES_END = "<!-- ctxkit packet: end of notes -->"
 COPIED = ("summary.json", "run_metadata.json", "params.yaml", "status.json", "RUN_ID", "report.html")
 MAX_FILE_BYTES = 4 * 2**20          # per file: larger ones stay in the run folder, and the README says so
+COMPRESS_BYTES = 256 * 2**10        # artifacts larger than this are kept gzipped; the report always is
+ESSENTIAL = ("summary.json", "run_metadata.json", "params.yaml")   # the README's tables: never compressed, always in
 
 Fmt = Optional[Callable[[Any], str]]
 
@@ -204,8 +210,8 @@ def missed_table(run: PacketRun, limit: int = 12) -> list[str]:
     """E4's missed requests in each search's SLO-scale probe (summary goodput `curve_probe`: the passing probe at the
     goodput rate, else the lowest rate probed), longest prompts first, from the run's e4_missed_requests.csv (runs
     before it was written have none)."""
-    path = run.src / "artifacts" / "e4_missed_requests.csv"
-    if not path.is_file() or (missed := pd.read_csv(path)).empty:
+    path = stored(run.src / "artifacts" / "e4_missed_requests.csv")
+    if not path or (missed := pd.read_csv(path)).empty:
         return []
     at = {(g["topology"], g["slo"]): g.get("curve_probe") for g in run.summary.get("goodput") or []
           if not isinstance(g.get("error"), str)}
@@ -340,7 +346,7 @@ def report_link(run: PacketRun) -> str:
     """The experiment's name, linked to its report when the packet holds it (not when left out for size)."""
     if any(f.startswith("report.html") for f in run.left_out):
         return run.experiment
-    return f"[{run.experiment}]({run.name}/report.html)"
+    return f"[{run.experiment}]({run.name}/report.html.gz)"
 
 
 def placements_across(runs: list[PacketRun]) -> list[str]:
@@ -445,20 +451,38 @@ def kept_notes(path: Path) -> str:
 
 
 def copy_run(run: PacketRun, dest: Path) -> None:
-    """Copy what a packet keeps of a run; a report or artifact over MAX_FILE_BYTES stays in the run folder and is
-    named in run.left_out (a figure of every decode gap can be megabytes: the repository is not the place for it).
-    The summary, metadata and parameters always go in: the README's tables are read from them."""
+    """Copy what a packet keeps of a run, compacted (compact); a file still over MAX_FILE_BYTES stays in the run
+    folder and is named in run.left_out (a figure of every decode gap can be megabytes: the repository is not the
+    place for it). The summary, metadata and parameters always go in: the README's tables are read from them."""
     if dest.exists():
         shutil.rmtree(dest)
     (dest / "artifacts").mkdir(parents=True)
-    files = [run.src / n for n in COPIED if (run.src / n).is_file()] + \
-        [f for f in sorted((run.src / "artifacts").glob("*")) if f.suffix in (".csv", ".svg")]
+    files = [f for f in (stored(run.src / n) for n in COPIED) if f] + \
+        [f for f in sorted((run.src / "artifacts").glob("*")) if f.name.endswith((".csv", ".svg", ".csv.gz", ".svg.gz"))]
     for f in files:
-        rel = f.relative_to(run.src)
-        if f.stat().st_size > MAX_FILE_BYTES and f.name not in ("summary.json", "run_metadata.json", "params.yaml"):
-            run.left_out.append(f"{rel} ({f.stat().st_size / 2**20:.1f} MiB)")
-            continue
-        shutil.copy2(f, dest / rel)
+        shutil.copy2(f, dest / f.relative_to(run.src))
+    for f in compact(dest):
+        if f.stat().st_size > MAX_FILE_BYTES and f.name not in ESSENTIAL:
+            run.left_out.append(f"{f.relative_to(dest)} ({f.stat().st_size / 2**20:.1f} MiB)")
+            f.unlink()
+
+
+def compact(folder: Path) -> list[Path]:
+    """Gzip a packet's copy of a run in place: its report.html, and every other file over COMPRESS_BYTES but the
+    ESSENTIAL ones (stored() finds either form; pandas reads .csv.gz as it is). Deterministic bytes (no name or time
+    in the gzip header), so a packet regenerated from the same runs is the same. Returns every file, as now named."""
+    out = []
+    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+        if f.suffix != ".gz" and f.name not in ESSENTIAL and (f.name == "report.html" or
+                                                              f.stat().st_size > COMPRESS_BYTES):
+            packed = f.with_name(f.name + ".gz")
+            with open(f, "rb") as src, open(packed, "wb") as raw, \
+                    gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
+                shutil.copyfileobj(src, gz)
+            f.unlink()
+            f = packed
+        out.append(f)
+    return out
 
 
 def peer_rows(runs: list[PacketRun], out: Path, aiconfigurator: Optional[str]) -> list[peer_table.PeerRow]:

@@ -4,12 +4,11 @@ from __future__ import annotations
 import gzip
 
 import pandas as pd
+from test_packet_placements import e4_run
 
 from ctxkit.runs import packet
 from ctxkit.runs.compare import curve_columns
 from ctxkit.runs.folder import RunFolder, stored
-
-from test_packet_placements import e4_run
 
 
 def test_the_report_and_artifacts_over_the_threshold_are_gzipped_and_the_readme_links_the_copy(tmp_path, monkeypatch):

@@ -420,7 +420,8 @@ def read_params(run: PacketRun) -> dict[str, Any]:
 def readme(title: str, runs: list[PacketRun], notes: str, peers: list[peer_table.PeerRow] = ()) -> str:
     lines = [f"# {title}", "", "Written by `ctxkit packet` from the runs below: every table is their summary.json and "
              "run_metadata.json; regenerate it with the same command. Hand-written notes go between the markers at "
-             "the end, which the tool keeps.", "", "## Runs", ""]
+             "the end, which the tool keeps. Reports, and artifacts over 256 KiB, are kept gzipped (`gunzip -k FILE`; pandas "
+             "reads a .csv.gz as it is).", "", "## Runs", ""]
     rows = []
     for r in runs:
         checks = r.summary.get("checks") or {}

@@ -275,12 +275,23 @@ def _print_window(lat: dict[str, Any]) -> None:
               f"median TPOT {lat['tpot_ms']['p50'] or 0:.2f} ms", file=sys.stderr)
 
 
+SEARCH = P.SearchParams.model_fields      # the search flags' defaults, read where they are defined
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="ctxkit", description="LLM-serving experiments on real vLLM, one run folder each.")
     ap.add_argument("--version", action="version", version=f"ctxkit {__version__}")
     ap.add_argument("--runs-dir", help="where run folders go (default: <project>/runs)")
     sub = ap.add_subparsers(dest="command", required=True)
 
+    add_run(sub)
+    add_bench(sub)
+    add_reading(sub)
+    add_workspace(sub)
+    return ap
+
+
+def add_run(sub: Any) -> None:
     run = sub.add_parser("run", help="execute an experiment notebook into a new run folder")
     run.add_argument("experiment", help=f"one of: {', '.join(sorted(P.EXPERIMENTS))}")
     run.add_argument("-p", "--param-file", action="append", default=[], type=Path, metavar="FILE",
@@ -294,6 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                          "skipping the points already done (e2_concurrency)")
     run.set_defaults(func=cmd_run)
 
+
+def add_bench(sub: Any) -> None:
     b = sub.add_parser("bench", help="benchmark one workload against a server (vLLM's flag names)",
                        description="Without --base-url, the profile's backend is started (default cpu-tiny).")
     b.add_argument("--base-url", help="an OpenAI-compatible server already running (else the profile's is started)")
@@ -315,10 +328,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--search", choices=["rate"],
                    help="search the highest Poisson rate meeting the SLOs at --target (a trace: the highest rate "
                         "of its own timestamps, scaled)")
-    b.add_argument("--target", type=float, help="SLO attainment the search must reach (default 0.9)")
-    b.add_argument("--search-start-rate", type=float, help="req/s of the first probe (default 1)")
-    b.add_argument("--search-tolerance", type=float, help="stop when fail/pass rates are within 1 + this (0.05)")
-    b.add_argument("--search-max-probes", type=int, help="probes at most (default 12)")
+    b.add_argument("--target", type=float, help="SLO attainment the search must reach "
+                   f"(default {SEARCH['target'].default:g})")
+    b.add_argument("--search-start-rate", type=float, help=f"req/s of the first probe (default {SEARCH['start_rate'].default:g})")
+    b.add_argument("--search-tolerance", type=float, help="stop when fail/pass rates are within 1 + this "
+                   f"(default {SEARCH['tolerance'].default:g})")
+    b.add_argument("--search-max-probes", type=int, help=f"probes at most (default {SEARCH['max_probes'].default})")
     b.add_argument("--arrival", choices=["poisson", "gamma", "constant", "trace", "concurrency"])
     b.add_argument("--concurrency", type=int, help="closed loop with this many clients")
     b.add_argument("--input-dist", choices=["fixed", "uniform", "normal", "lognormal"])
@@ -342,6 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--label")
     b.set_defaults(func=cmd_bench)
 
+
+def add_reading(sub: Any) -> None:
+    """Commands that read run folders: report, compare, packet, ls."""
     rep = sub.add_parser("report", help="render report.html of a run folder again")
     rep.add_argument("run_dir")
     rep.set_defaults(func=cmd_report)
@@ -360,6 +378,14 @@ def build_parser() -> argparse.ArgumentParser:
                      "virtualenv of its own); kept in the packet for later regenerations")
     pkt.set_defaults(func=cmd_packet)
 
+    ls = sub.add_parser("ls", help="list runs")
+    ls.add_argument("experiment", nargs="?")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=cmd_ls)
+
+
+def add_workspace(sub: Any) -> None:
+    """init and doctor: the workspace and what this host can run."""
     ini = sub.add_parser("init", help="lay out a workspace (notebooks, parameter files, templates) to edit and run in")
     ini.add_argument("dir", help="a new or empty folder")
     ini.set_defaults(func=cmd_init)
@@ -371,12 +397,6 @@ def build_parser() -> argparse.ArgumentParser:
                                                     "llama-3.1-8b on GPUs, tiny-llama on the CPU)")
     doc.add_argument("--tokens", type=int, default=2048, help="prompt tokens of the handoff (default 2048)")
     doc.set_defaults(func=cmd_doctor)
-
-    ls = sub.add_parser("ls", help="list runs")
-    ls.add_argument("experiment", nargs="?")
-    ls.add_argument("--json", action="store_true")
-    ls.set_defaults(func=cmd_ls)
-    return ap
 
 
 def main(argv: Optional[list[str]] = None) -> int:

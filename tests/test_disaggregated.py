@@ -185,10 +185,9 @@ def test_handoff_faults_are_clear_errors(tmp_path):
     prompt = [0] + list(range(100, 1099))                   # 1000 tokens: 896 of them move as KV
     with pool:
         assert pool.generate(prompt, 4, request_id="fine").ok
-        faulty = RouterProcess({**pool.router_config(), "fault_drop_kv": True,
-                                "route_log": str(tmp_path / "faulty-routes.jsonl"),
-                                "handoff_log": str(tmp_path / "faulty-handoffs.jsonl")},
-                               name="faulty-router", log_dir=tmp_path)
+        faulty = RouterProcess(pool.router_config().model_copy(update={
+            "fault": "drop_kv", "route_log": str(tmp_path / "faulty-routes.jsonl"),
+            "handoff_log": str(tmp_path / "faulty-handoffs.jsonl")}), name="faulty-router", log_dir=tmp_path)
         with faulty:
             rec = faulty.generate(prompt[:-1] + [7], 4, request_id="lost-kv")
         assert rec.status == HTTP_ERROR and "not found" in rec.error and "lost-kv" in rec.error

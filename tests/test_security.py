@@ -19,7 +19,9 @@ def test_servers_bind_loopback_by_default():
     cmd = server.command()
     assert cmd[cmd.index("--host") + 1] == "127.0.0.1"
     from ctxkit.schedulers.router import RouterProcess
-    assert RouterProcess({"model": "tiny-llama"}, log_dir=Path("/tmp")).host == "127.0.0.1"
+    config = {"mode": "aggregated", "model": "tiny-llama", "route_log": "/tmp/routes.jsonl",
+              "instances": {"pool": [{"name": "a", "url": "http://127.0.0.1:1"}]}}
+    assert RouterProcess(config, log_dir=Path("/tmp")).host == "127.0.0.1"
 
 
 @pytest.mark.parametrize("label", ["../escape", "a/b", "..", ".hidden", "x" * 70])

@@ -168,6 +168,14 @@ async def _sleep_until(due: float) -> None:
         await asyncio.sleep(0)
 
 
+def chunk(head: str, token: int, finish: Optional[str], prompt_ids: str = "") -> bytes:
+    """One streamed token as vLLM sends it. Formatted by hand (not json.dumps): at 64 streams x 100 tokens/s the
+    simulator must stay far from busy, or its own lateness would be mistaken for the client's."""
+    fin = "null" if finish is None else f'"{finish}"'
+    return (f'data: {head}"choices":[{{"index":0,"text":" t{token}","token_ids":[{token}],{prompt_ids}'
+            f'"finish_reason":{fin}}}]}}\n\n').encode()
+
+
 def _serve(args: argparse.Namespace) -> None:
     from aiohttp import web
 
@@ -178,13 +186,6 @@ def _serve(args: argparse.Namespace) -> None:
     # machine's monotonic clock (the same clock as the client's perf_counter_ns on Linux).
     truth = open(args.truth_log, "a", buffering=1) if args.truth_log else None
     slots = _FifoSlots(args.queue_servers) if args.queue_servers else None
-
-    def chunk(head: str, token: int, finish: Optional[str], prompt_ids: str = "") -> bytes:
-        # Formatted by hand (not json.dumps): at 64 streams x 100 tokens/s the simulator must stay far from busy,
-        # or its own lateness would be mistaken for the client's.
-        fin = "null" if finish is None else f'"{finish}"'
-        return (f'data: {head}"choices":[{{"index":0,"text":" t{token}","token_ids":[{token}],{prompt_ids}'
-                f'"finish_reason":{fin}}}]}}\n\n').encode()
 
     async def completions(request: web.Request) -> web.StreamResponse:
         loop = asyncio.get_running_loop()

@@ -4,11 +4,11 @@ instance with the fewest outstanding requests; every routing decision goes to th
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from ctxkit.params import ServerParams
 from ctxkit.schedulers.placement import place
 from ctxkit.schedulers.pools import ServerPool
+from ctxkit.schedulers.router import Instance, RouterConfig
 
 
 class AggregatedPool(ServerPool):
@@ -20,7 +20,7 @@ class AggregatedPool(ServerPool):
         self.servers = [self._server(server, seed, f"{name}-{i}", slot, []) for i, slot in enumerate(slots)]
         self.name_servers()
 
-    def router_config(self) -> dict[str, Any]:
-        return {"mode": "aggregated", "model": self.model, "policy": self.policy,
-                "instances": {"pool": [{"name": s.name, "url": s.base_url} for s in self.servers]},
-                "route_log": str(self.route_log), "handoff_log": None}
+    def router_config(self) -> RouterConfig:
+        return RouterConfig(mode="aggregated", model=self.model, policy=self.policy,
+                            instances={"pool": [Instance(name=s.name, url=s.base_url) for s in self.servers]},
+                            route_log=str(self.route_log))

@@ -18,6 +18,7 @@ from ctxkit.schedulers.broker import kv_transfer_config, read_jsonl
 from ctxkit.schedulers.kv_store import block_size_of
 from ctxkit.schedulers.placement import place
 from ctxkit.schedulers.pools import ServerPool
+from ctxkit.schedulers.router import Instance, RouterConfig
 
 
 class DisaggregatedPool(ServerPool):
@@ -80,14 +81,14 @@ class DisaggregatedPool(ServerPool):
     def by_role(self, role: str) -> list[VLLMServer]:
         return [s for s in self.servers if self.roles[s.name] == role]
 
-    def router_config(self) -> dict[str, Any]:
-        return {"mode": "disaggregated", "model": self.model, "policy": self.policy, "connector": self.connector,
-                "instances": {role: [{"name": s.name, "url": s.base_url} for s in self.by_role(role)]
-                              for role in ("prefill", "decode")},
-                "storage_path": str(self.storage) if self.storage else None, "block_size": self.block_size,
-                "kv_bytes_per_token": self.card.kv_bytes_per_token(self.servers[0].dtype),
-                "route_log": str(self.route_log), "handoff_log": str(self.handoff_log),
-                "cleanup_kv": self.cleanup_kv}
+    def router_config(self) -> RouterConfig:
+        return RouterConfig(mode="disaggregated", model=self.model, policy=self.policy, connector=self.connector,
+                            instances={role: [Instance(name=s.name, url=s.base_url) for s in self.by_role(role)]
+                                       for role in ("prefill", "decode")},
+                            storage_path=str(self.storage) if self.storage else None, block_size=self.block_size,
+                            kv_bytes_per_token=self.card.kv_bytes_per_token(self.servers[0].dtype),
+                            route_log=str(self.route_log), handoff_log=str(self.handoff_log),
+                            cleanup_kv=self.cleanup_kv)
 
     def stop(self) -> None:
         super().stop()

@@ -15,7 +15,7 @@ from ctxkit.models import ModelCard
 from ctxkit.params import RayParams, ServerParams
 from ctxkit.schedulers.broker import read_jsonl
 from ctxkit.schedulers.placement import Slot
-from ctxkit.schedulers.router import RouterProcess
+from ctxkit.schedulers.router import RouterConfig, RouterProcess
 
 
 def _start_all(servers: list[VLLMServer]) -> None:
@@ -70,7 +70,7 @@ class ServerPool(ServingBackend):
             s.gpu_memory_utilization = min(slot.gpu_memory_utilization, server.gpu_memory_utilization or 1.0)
         return s
 
-    def router_config(self) -> dict[str, Any]:
+    def router_config(self) -> RouterConfig:
         raise NotImplementedError  # abstract: each topology builds its router configuration
 
     def start(self) -> "ServerPool":

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import json
 import statistics
@@ -21,14 +22,49 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from ctxkit import sse
 from ctxkit.backends.process import ManagedServer
+from ctxkit.records import HandoffRecord
 from ctxkit.schedulers import kv_store
 from ctxkit.schedulers.broker import NIXL_PREFILL_PARAMS, new_handoff
 
-POLICIES = ("round_robin", "least_outstanding")
+
+class Instance(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    url: str
+
+
+class RouterConfig(BaseModel):
+    """What a router serves and how (written as JSON beside its log; the pools build it)."""
+    model_config = ConfigDict(extra="forbid")
+    mode: Literal["aggregated", "disaggregated"]
+    model: str
+    policy: Literal["round_robin", "least_outstanding"] = "round_robin"
+    instances: dict[str, list[Instance]]     # role -> instances: "pool" (aggregated), "prefill" and "decode"
+    route_log: str
+    handoff_log: Optional[str] = None        # disaggregated: one broker.HandoffRecord per request
+    timeout_s: float = 600.0
+    connector: Optional[str] = None          # "example" (KV through storage_path) or "nixl"
+    storage_path: Optional[str] = None
+    block_size: int = 16
+    kv_bytes_per_token: int = 0
+    cleanup_kv: bool = True                  # remove a request's KV files once its decode has them
+    fault: Optional[Literal["drop_kv"]] = None   # reliability tests: FaultyRouter loses the KV before decode
+
+    @model_validator(mode="after")
+    def _roles(self) -> "RouterConfig":
+        roles = {"aggregated": {"pool"}, "disaggregated": {"prefill", "decode"}}[self.mode]
+        if set(self.instances) != roles or not all(self.instances.values()):
+            raise ValueError(f"a {self.mode} router needs instances for exactly {sorted(roles)}, "
+                             f"got {sorted(self.instances)}")
+        if self.mode == "disaggregated" and not self.handoff_log:
+            raise ValueError("a disaggregated router needs handoff_log")
+        return self
 
 
 class RouterProcess(ManagedServer):
@@ -37,10 +73,11 @@ class RouterProcess(ManagedServer):
     kind = "router"
     mode = "real"
 
-    def __init__(self, config: dict[str, Any], *, name: str = "router", log_dir: Path, host: str = "127.0.0.1") -> None:
+    def __init__(self, config: RouterConfig | dict[str, Any], *, name: str = "router", log_dir: Path,
+                 host: str = "127.0.0.1") -> None:
         super().__init__(name=name, host=host, log_dir=log_dir, startup_timeout_s=60.0)
-        self.config = config
-        self.model = config["model"]
+        self.config = RouterConfig.model_validate(config)
+        self.model = self.config.model
         self.config_path = Path(log_dir) / f"{name}.config.json"
 
     def command(self) -> list[str]:
@@ -49,29 +86,43 @@ class RouterProcess(ManagedServer):
 
     def start(self) -> "RouterProcess":
         self.config_path.parent.mkdir(parents=True, exist_ok=True)
-        self.config_path.write_text(json.dumps(self.config, indent=2))
+        self.config_path.write_text(self.config.model_dump_json(indent=2))
         super().start()
         return self
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "config": self.config}
+        return {**super().describe(), "config": self.config.model_dump()}
 
 
 class InstanceSelector:
-    """Picks the instance of one role (pool, prefill or decode) for the next request, by the routing policy."""
+    """Picks the instance of one role (pool, prefill or decode) for the next request, by the routing policy, and
+    counts the requests each holds (holding)."""
 
-    def __init__(self, instances: list[dict[str, str]], policy: str) -> None:
+    def __init__(self, instances: list[Instance], policy: str) -> None:
         if not instances:
             raise ValueError("a pool needs at least one instance")
         self.instances = instances
         self.policy = policy
-        self.outstanding = {i["name"]: 0 for i in instances}
+        self.outstanding = {i.name: 0 for i in instances}
         self._rr = itertools.cycle(range(len(instances)))
 
-    def pick(self) -> dict[str, str]:
+    def pick(self) -> Instance:
         if self.policy == "least_outstanding":
-            return min(self.instances, key=lambda i: (self.outstanding[i["name"]], i["name"]))
+            return min(self.instances, key=lambda i: (self.outstanding[i.name], i.name))
         return self.instances[next(self._rr)]
+
+    @contextlib.contextmanager
+    def holding(self, inst: Instance) -> Iterator[None]:
+        """`inst` holds one more request for the block's duration (least_outstanding reads it)."""
+        self.outstanding[inst.name] += 1
+        try:
+            yield
+        finally:
+            self.outstanding[inst.name] -= 1
+
+
+class HopError(RuntimeError):
+    """A hop of a disaggregated request failed: answered to the client as HTTP 502, naming the hop."""
 
 
 def _error(status: int, message: str) -> Any:
@@ -79,37 +130,52 @@ def _error(status: int, message: str) -> Any:
     return web.json_response({"error": {"message": message, "type": "router_error", "code": status}}, status=status)
 
 
-def _serve(cfg: dict[str, Any], host: str, port: int) -> None:
-    import aiohttp
-    from aiohttp import web
+def step_ms(chunks: list[int]) -> Optional[float]:
+    """A decode stream's own median gap between token chunks (ms)."""
+    return statistics.median(b - a for a, b in zip(chunks, chunks[1:])) / 1e6 if len(chunks) > 2 else None
 
-    mode = cfg["mode"]
-    policy = cfg.get("policy", "round_robin")
-    pools = {k: InstanceSelector(v, policy) for k, v in cfg["instances"].items()}
-    route_log = open(cfg["route_log"], "a", buffering=1)
-    handoff_log = open(cfg["handoff_log"], "a", buffering=1) if mode == "disaggregated" else None
-    timeout = aiohttp.ClientTimeout(total=cfg.get("timeout_s", 600))
-    connector = cfg.get("connector")
-    storage = Path(cfg["storage_path"]) if cfg.get("storage_path") else None
-    state: dict[str, Any] = {"in_flight": 0}
 
-    async def on_startup(app: web.Application) -> None:
+class Router:
+    """The router's aiohttp application over one RouterConfig: /v1/completions (aggregated: relay to one instance;
+    disaggregated: prefill, then decode), /health, /version, /v1/models and /metrics (its own backlog)."""
+
+    def __init__(self, cfg: RouterConfig) -> None:
+        self.cfg = cfg
+        self.pools = {role: InstanceSelector(insts, cfg.policy) for role, insts in cfg.instances.items()}
+        self.storage = Path(cfg.storage_path) if cfg.storage_path else None
+        self.in_flight = 0
+        self.route_log = open(cfg.route_log, "a", buffering=1)
+        self.handoff_log = open(cfg.handoff_log, "a", buffering=1) if cfg.handoff_log else None
+        self.session: Any = None
+
+    def app(self) -> Any:
+        from aiohttp import web
+        app = web.Application(client_max_size=256 * 1024 * 1024)
+        app.on_startup.append(self.on_startup)
+        app.on_cleanup.append(self.on_cleanup)
+        app.add_routes([web.post("/v1/completions", self.completions), web.get("/health", self.health),
+                        web.get("/version", self.version), web.get("/v1/models", self.models),
+                        web.get("/metrics", self.metrics)])
+        return app
+
+    async def on_startup(self, app: Any) -> None:
+        import aiohttp
         # idle connections dropped after 4 s, before vLLM's server (uvicorn) drops them after 5 s: a request sent
         # on one the server is closing at that moment fails before the server has read it
-        state["session"] = aiohttp.ClientSession(timeout=timeout,
-                                                 connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=4.0))
+        self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.cfg.timeout_s),
+                                             connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=4.0))
 
-    async def on_cleanup(app: web.Application) -> None:
-        await state["session"].close()
+    async def on_cleanup(self, app: Any) -> None:
+        await self.session.close()
 
-    def log_route(entry: dict[str, Any]) -> None:
-        route_log.write(json.dumps(entry, separators=(",", ":")) + "\n")
+    def log_route(self, entry: dict[str, Any]) -> None:
+        self.route_log.write(json.dumps(entry, separators=(",", ":")) + "\n")
 
-    async def relay(request: web.Request, url: str, body: dict[str, Any], rid: str,
-                    marks: dict[str, Any]) -> web.StreamResponse:
+    async def relay(self, request: Any, url: str, body: dict[str, Any], rid: str, marks: dict[str, Any]) -> Any:
         """Stream the upstream answer to the client; marks the first token-carrying chunk and the gaps."""
+        from aiohttp import web
         marks["t_upstream_sent_ns"] = time.perf_counter_ns()
-        async with state["session"].post(url, json=body, headers={"X-Request-Id": rid}) as up:
+        async with self.session.post(url, json=body, headers={"X-Request-Id": rid}) as up:
             if up.status != 200:
                 text = await up.text()
                 marks["error"] = f"{marks['hop']} instance {marks['instance']} answered HTTP {up.status}: {text[:300]}"
@@ -127,13 +193,7 @@ def _serve(cfg: dict[str, Any], host: str, port: int) -> None:
                     marks.setdefault("t_first_ns", now)
                     chunks.append(now)
                 if client_open:
-                    try:
-                        await resp.write(line)
-                    except ConnectionResetError:
-                        # The client went away (a client may close as soon as it has read [DONE]): not an
-                        # upstream failure. Keep draining upstream so the request's times stay complete.
-                        client_open = False
-                        marks["client_closed_early"] = True
+                    client_open = await self._write(resp, line, marks)
             if client_open:
                 try:
                     await resp.write_eof()
@@ -141,92 +201,108 @@ def _serve(cfg: dict[str, Any], host: str, port: int) -> None:
                     marks["client_closed_early"] = True
             return resp
 
-    def step_ms(marks: dict[str, Any]) -> Optional[float]:
-        """The decode stream's own median gap between token chunks."""
-        chunks = marks.get("chunks") or []
-        return statistics.median(b - a for a, b in zip(chunks, chunks[1:])) / 1e6 if len(chunks) > 2 else None
-
-    async def completions(request: web.Request) -> web.StreamResponse:
-        state["in_flight"] += 1
+    @staticmethod
+    async def _write(resp: Any, line: bytes, marks: dict[str, Any]) -> bool:
+        """Pass one line on; False once the client has gone (a client may close as soon as it has read [DONE]):
+        not an upstream failure, and the relay keeps draining upstream so the request's times stay complete."""
         try:
-            return await handle(request)
+            await resp.write(line)
+            return True
+        except ConnectionResetError:
+            marks["client_closed_early"] = True
+            return False
+
+    async def completions(self, request: Any) -> Any:
+        self.in_flight += 1
+        try:
+            t_recv = time.perf_counter_ns()
+            rid = request.headers.get("X-Request-Id") or f"req-{uuid.uuid4().hex[:12]}"
+            try:
+                body = await request.json()
+            except ValueError:
+                return _error(400, "body is not JSON")
+            if self.cfg.mode == "aggregated":
+                return await self.aggregated(request, body, rid, t_recv)
+            return await self.disaggregated(request, body, rid, t_recv)
         finally:
-            state["in_flight"] -= 1
+            self.in_flight -= 1
 
-    async def handle(request: web.Request) -> web.StreamResponse:
-        t_recv = time.perf_counter_ns()
-        rid = request.headers.get("X-Request-Id") or f"req-{uuid.uuid4().hex[:12]}"
+    async def aggregated(self, request: Any, body: dict[str, Any], rid: str, t_recv: int) -> Any:
+        import aiohttp
+        pool = self.pools["pool"]
+        inst = pool.pick()
+        marks: dict[str, Any] = {"hop": "aggregated", "instance": inst.name, "route": inst.name}
         try:
-            body = await request.json()
-        except ValueError:
-            return _error(400, "body is not JSON")
-        prompt = body.get("prompt")
-        n_prompt = len(prompt) if isinstance(prompt, list) else 0
-        if mode == "aggregated":
-            inst = pools["pool"].pick()
-            pools["pool"].outstanding[inst["name"]] += 1
-            marks: dict[str, Any] = {"hop": "aggregated", "instance": inst["name"], "route": inst["name"]}
-            entry = {"request_id": rid, "mode": mode, "pool": "pool", "instance": inst["name"], "t_recv_ns": t_recv}
-            try:
-                return await relay(request, f"{inst['url']}/v1/completions", body, rid, marks)
-            except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError) as exc:
-                marks["error"] = f"instance {inst['name']} unreachable: {type(exc).__name__}: {exc}"
-                return _error(502, marks["error"])
-            finally:
-                pools["pool"].outstanding[inst["name"]] -= 1
-                log_route({**entry, "t_sent_ns": marks.get("t_upstream_sent_ns"), "t_first_ns": marks.get("t_first_ns"),
-                           "t_end_ns": time.perf_counter_ns(), "error": marks.get("error")})
+            with pool.holding(inst):
+                return await self.relay(request, f"{inst.url}/v1/completions", body, rid, marks)
+        except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError) as exc:
+            marks["error"] = f"instance {inst.name} unreachable: {type(exc).__name__}: {exc}"
+            return _error(502, marks["error"])
+        finally:
+            self.log_route({"request_id": rid, "mode": "aggregated", "pool": "pool", "instance": inst.name,
+                            "t_recv_ns": t_recv, "t_sent_ns": marks.get("t_upstream_sent_ns"),
+                            "t_first_ns": marks.get("t_first_ns"), "t_end_ns": time.perf_counter_ns(),
+                            "error": marks.get("error")})
 
-        # disaggregated: prefill, then decode
-        p, d = pools["prefill"].pick(), pools["decode"].pick()
-        bs = cfg["block_size"]
-        kv_tokens, kv_bytes_tokens = kv_store.loaded_tokens(connector, n_prompt, bs)
-        h = new_handoff(rid, p["name"], d["name"], connector or "none", n_prompt, kv_tokens,
-                        cfg["kv_bytes_per_token"], t_recv)
-        h.kv_bytes_expected = kv_bytes_tokens * cfg["kv_bytes_per_token"]
-        marks = {"hop": "decode", "instance": d["name"], "route": f"{p['name']}>{d['name']}"}
-        pools["prefill"].outstanding[p["name"]] += 1
-        folder = kv_store.kv_folder(storage, prompt, cfg["block_size"]) if connector == "example" and storage else None
+    async def prefill(self, inst: Instance, body: dict[str, Any], rid: str) -> dict[str, Any]:
+        """The prefill hop: the request with max_tokens=1, not streamed; the connector stores the KV."""
+        import aiohttp
+        pre_body = {**body, "max_tokens": 1, "stream": False}
+        pre_body.pop("stream_options", None)
+        if self.cfg.connector == "nixl":
+            pre_body["kv_transfer_params"] = dict(NIXL_PREFILL_PARAMS)
         try:
-            pre_body = {**body, "max_tokens": 1, "stream": False}
-            pre_body.pop("stream_options", None)
-            if connector == "nixl":
-                pre_body["kv_transfer_params"] = dict(NIXL_PREFILL_PARAMS)
-            h.t_prefill_sent_ns = time.perf_counter_ns()
-            try:
-                async with state["session"].post(f"{p['url']}/v1/completions", json=pre_body,
-                                                 headers={"X-Request-Id": rid}) as up:
+            with self.pools["prefill"].holding(inst):
+                async with self.session.post(f"{inst.url}/v1/completions", json=pre_body,
+                                             headers={"X-Request-Id": rid}) as up:
                     text = await up.text()
                     if up.status != 200:
-                        raise RuntimeError(f"prefill instance {p['name']} answered HTTP {up.status}: {text[:300]}")
-                    pre = json.loads(text)
-            except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError) as exc:
-                raise RuntimeError(f"prefill instance {p['name']} unreachable: {type(exc).__name__}: {exc}") from None
-            finally:
-                pools["prefill"].outstanding[p["name"]] -= 1
+                        raise HopError(f"prefill instance {inst.name} answered HTTP {up.status}: {text[:300]}")
+                    return json.loads(text)
+        except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError) as exc:
+            raise HopError(f"prefill instance {inst.name} unreachable: {type(exc).__name__}: {exc}") from None
+
+    def kv_ready(self, h: HandoffRecord, folder: Optional[Path], prefill: Instance) -> None:
+        """Through storage (ExampleConnector): the prefill's KV files are there before decode is asked, else decode
+        would recompute the prompt and the run would measure the wrong thing."""
+        if folder is not None and h.kv_tokens > 0:
+            if not folder.is_dir() or not any(folder.glob("*.safetensors")):
+                raise HopError(f"KV for request {h.request_id} not found in {self.storage} after prefill on "
+                               f"{prefill.name} (expected {h.kv_tokens} tokens in {folder.name}): decode would "
+                               "recompute it")
+            h.kv_bytes_measured = kv_store.stored_bytes(folder)
+
+    async def disaggregated(self, request: Any, body: dict[str, Any], rid: str, t_recv: int) -> Any:
+        import aiohttp
+        cfg = self.cfg
+        p, d = self.pools["prefill"].pick(), self.pools["decode"].pick()
+        prompt = body.get("prompt")
+        n_prompt = len(prompt) if isinstance(prompt, list) else 0
+        kv_tokens, kv_bytes_tokens = kv_store.loaded_tokens(cfg.connector, n_prompt, cfg.block_size)
+        h = new_handoff(rid, p.name, d.name, cfg.connector or "none", n_prompt, kv_tokens, cfg.kv_bytes_per_token,
+                        t_recv)
+        h.kv_bytes_expected = kv_bytes_tokens * cfg.kv_bytes_per_token
+        marks: dict[str, Any] = {"hop": "decode", "instance": d.name, "route": f"{p.name}>{d.name}"}
+        folder = kv_store.kv_folder(self.storage, prompt, cfg.block_size) \
+            if cfg.connector == "example" and self.storage else None
+        try:
+            h.t_prefill_sent_ns = time.perf_counter_ns()
+            pre = await self.prefill(p, body, rid)
             h.t_prefill_done_ns = time.perf_counter_ns()
             dec_body = dict(body)
-            if connector == "nixl":
+            if cfg.connector == "nixl":
                 dec_body["kv_transfer_params"] = pre.get("kv_transfer_params")
-            if folder is not None and cfg.get("fault_drop_kv"):
-                kv_store.remove(folder)  # fault injection (reliability tests): the KV is lost before decode
-            if folder is not None and kv_tokens > 0:
-                if not folder.is_dir() or not any(folder.glob("*.safetensors")):
-                    raise RuntimeError(f"KV for request {rid} not found in {storage} after prefill on {p['name']} "
-                                       f"(expected {kv_tokens} tokens in {folder.name}): decode would recompute it")
-                h.kv_bytes_measured = kv_store.stored_bytes(folder)
+            self.kv_ready(h, folder, p)
             h.t_kv_ready_ns = time.perf_counter_ns()
-            pools["decode"].outstanding[d["name"]] += 1
             try:
-                resp = await relay(request, f"{d['url']}/v1/completions", dec_body, rid, marks)
+                with self.pools["decode"].holding(d):
+                    resp = await self.relay(request, f"{d.url}/v1/completions", dec_body, rid, marks)
             except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError) as exc:
-                raise RuntimeError(f"decode instance {d['name']} unreachable: {type(exc).__name__}: {exc}") from None
-            finally:
-                pools["decode"].outstanding[d["name"]] -= 1
+                raise HopError(f"decode instance {d.name} unreachable: {type(exc).__name__}: {exc}") from None
             if marks.get("error"):
                 h.status, h.error = "error", marks["error"]
             return resp
-        except RuntimeError as exc:
+        except HopError as exc:
             h.status, h.error = "error", str(exc)
             return _error(502, str(exc))
         except asyncio.CancelledError:   # the client went away: its upstream requests are closed, vLLM aborts them
@@ -234,53 +310,75 @@ def _serve(cfg: dict[str, Any], host: str, port: int) -> None:
                 h.status, h.error = "cancelled", "the client went away before the answer ended"
             raise
         finally:   # also when cancelled after [DONE]: the record is written from what the relay marked
-            h.t_decode_sent_ns = marks.get("t_upstream_sent_ns")
-            h.t_decode_first_ns = marks.get("t_first_ns")
-            h.decode_step_ms = step_ms(marks)
-            if h.status == "ok" and h.t_decode_first_ns and h.t_decode_sent_ns:
-                first_ms = (h.t_decode_first_ns - h.t_decode_sent_ns) / 1e6
-                h.transfer_ms = max(0.0, first_ms - (h.decode_step_ms or 0.0)) if kv_tokens else 0.0
-            h.t_end_ns = time.perf_counter_ns()
-            if folder is not None and cfg.get("cleanup_kv", True):
-                kv_store.remove(folder)
-            handoff_log.write(json.dumps(h.to_json(), separators=(",", ":")) + "\n")
-            log_route({"request_id": rid, "mode": mode, "prefill": p["name"], "decode": d["name"],
-                       "t_recv_ns": t_recv, "t_prefill_sent_ns": h.t_prefill_sent_ns,
-                       "t_prefill_done_ns": h.t_prefill_done_ns, "t_decode_sent_ns": h.t_decode_sent_ns,
-                       "t_first_ns": h.t_decode_first_ns, "t_end_ns": h.t_end_ns, "error": h.error})
+            self.close_handoff(h, marks, folder)
 
-    async def health(_: web.Request) -> web.Response:
+    def close_handoff(self, h: HandoffRecord, marks: dict[str, Any], folder: Optional[Path]) -> None:
+        """The decode hop's times from what the relay marked; the handoff record and the route line written."""
+        h.t_decode_sent_ns = marks.get("t_upstream_sent_ns")
+        h.t_decode_first_ns = marks.get("t_first_ns")
+        h.decode_step_ms = step_ms(marks.get("chunks") or [])
+        if h.status == "ok" and h.t_decode_first_ns and h.t_decode_sent_ns:
+            first_ms = (h.t_decode_first_ns - h.t_decode_sent_ns) / 1e6
+            h.transfer_ms = max(0.0, first_ms - (h.decode_step_ms or 0.0)) if h.kv_tokens else 0.0
+        h.t_end_ns = time.perf_counter_ns()
+        if folder is not None and self.cfg.cleanup_kv:
+            kv_store.remove(folder)
+        assert self.handoff_log is not None      # RouterConfig requires one in disaggregated mode
+        self.handoff_log.write(json.dumps(h.to_json(), separators=(",", ":")) + "\n")
+        self.log_route({"request_id": h.request_id, "mode": "disaggregated", "prefill": h.prefill_instance,
+                        "decode": h.decode_instance, "t_recv_ns": h.t_recv_ns,
+                        "t_prefill_sent_ns": h.t_prefill_sent_ns, "t_prefill_done_ns": h.t_prefill_done_ns,
+                        "t_decode_sent_ns": h.t_decode_sent_ns, "t_first_ns": h.t_decode_first_ns,
+                        "t_end_ns": h.t_end_ns, "error": h.error})
+
+    async def health(self, _: Any) -> Any:
+        from aiohttp import web
         return web.Response(text="")
 
-    async def version(_: web.Request) -> web.Response:
+    def _some_url(self) -> str:
+        return next(iter(self.pools.values())).instances[0].url
+
+    async def version(self, _: Any) -> Any:
         # The version of the servers behind the router (all vLLM), so checks see what actually serves.
-        some = next(iter(pools.values())).instances[0]["url"]
+        import aiohttp
+        from aiohttp import web
         try:
-            async with state["session"].get(f"{some}/version") as up:
+            async with self.session.get(f"{self._some_url()}/version") as up:
                 data = await up.json()
         except (aiohttp.ClientError, ValueError):
             data = {}
-        return web.json_response({**data, "router": mode})
+        return web.json_response({**data, "router": self.cfg.mode})
 
-    async def models(_: web.Request) -> web.Response:
-        some = next(iter(pools.values())).instances[0]["url"]
-        async with state["session"].get(f"{some}/v1/models") as up:
+    async def models(self, _: Any) -> Any:
+        from aiohttp import web
+        async with self.session.get(f"{self._some_url()}/v1/models") as up:
             return web.json_response(await up.json(), status=up.status)
 
-    async def metrics(_: web.Request) -> web.Response:
+    async def metrics(self, _: Any) -> Any:
         # The router's own: requests it holds (a backlog vLLM's gauges do not see, e.g. between prefill and decode)
+        from aiohttp import web
         text = ("# TYPE ctxkit_router_requests_in_flight gauge\n"
-                f"ctxkit_router_requests_in_flight {state['in_flight']}\n")
+                f"ctxkit_router_requests_in_flight {self.in_flight}\n")
         return web.Response(text=text, content_type="text/plain")
 
-    app = web.Application(client_max_size=256 * 1024 * 1024)
-    app.on_startup.append(on_startup)
-    app.on_cleanup.append(on_cleanup)
-    app.add_routes([web.post("/v1/completions", completions), web.get("/health", health),
-                    web.get("/version", version), web.get("/v1/models", models), web.get("/metrics", metrics)])
+
+class FaultyRouter(Router):
+    """For the reliability tests (RouterConfig.fault "drop_kv"): the stored KV is lost between prefill and decode,
+    which the router must report as a clear error rather than let decode recompute the prompt."""
+
+    def kv_ready(self, h: HandoffRecord, folder: Optional[Path], prefill: Instance) -> None:
+        if folder is not None:
+            kv_store.remove(folder)
+        super().kv_ready(h, folder, prefill)
+
+
+def serve(cfg: RouterConfig, host: str, port: int) -> None:
+    from aiohttp import web
+    router = (FaultyRouter if cfg.fault == "drop_kv" else Router)(cfg)
     # A client that goes away cancels its handler, which closes the upstream request: vLLM aborts it instead of
     # computing an answer nobody reads (a probe that stopped early leaves no backlog behind the router).
-    web.run_app(app, host=host, port=port, access_log=None, print=lambda *_: None, handler_cancellation=True)
+    web.run_app(router.app(), host=host, port=port, access_log=None, print=lambda *_: None,
+                handler_cancellation=True)
 
 
 def main(argv: Optional[list[str]] = None) -> None:
@@ -289,10 +387,11 @@ def main(argv: Optional[list[str]] = None) -> None:
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, required=True)
     args = ap.parse_args(argv)
-    cfg = json.loads(Path(args.config).read_text())
-    if cfg.get("policy", "round_robin") not in POLICIES:
-        sys.exit(f"unknown routing policy {cfg.get('policy')!r}: {', '.join(POLICIES)}")
-    _serve(cfg, args.host, args.port)
+    try:
+        cfg = RouterConfig.model_validate_json(Path(args.config).read_text())
+    except ValidationError as exc:
+        sys.exit(f"router configuration {args.config}: {exc}")
+    serve(cfg, args.host, args.port)
 
 
 if __name__ == "__main__":

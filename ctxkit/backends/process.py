@@ -59,11 +59,16 @@ def free_fixed_port(start: int, exclude: set[int], host: str = "127.0.0.1") -> i
     raise RuntimeError(f"no free port between {start} and 32767")
 
 
-def die_with_parent() -> None:  # runs in the child between fork and exec
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:
-        pass
+try:        # loaded once, before any fork: a child between fork and exec has nothing to load
+    _LIBC: Optional[ctypes.CDLL] = ctypes.CDLL("libc.so.6", use_errno=True)
+except OSError:
+    _LIBC = None
+
+
+def die_with_parent() -> None:
+    """preexec_fn (runs in the child between fork and exec): SIGTERM when the thread that forked it exits."""
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def lower_group_priority(pid: int, nice: int) -> None:

@@ -9,6 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Optional
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from ctxkit.backends.base import ServingBackend
 from ctxkit.backends.vllm_server import VLLMServer
 from ctxkit.models import ModelCard
@@ -115,9 +117,10 @@ class ServerPool(ServingBackend):
         """Requests the router holds now (also between a prefill and its decode, where no server sees them)."""
         if self.router is None:
             return 0.0
-        for line in self.router.metrics().splitlines():
-            if line.startswith("ctxkit_router_requests_in_flight "):
-                return float(line.split()[1])
+        for family in text_string_to_metric_families(self.router.metrics()):
+            for sample in family.samples:
+                if sample.name == "ctxkit_router_requests_in_flight":
+                    return float(sample.value)
         return 0.0
 
     def alive(self) -> bool:

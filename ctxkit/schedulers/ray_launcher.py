@@ -20,7 +20,7 @@ import threading
 import time
 from typing import Any, Optional
 
-from ctxkit.backends.process import PID_REGISTRY_ENV, register_pgid
+from ctxkit.backends.process import PID_REGISTRY_ENV, die_with_parent, register_pgid
 from ctxkit.backends.vllm_server import VLLMServer
 from ctxkit.params import RayParams
 
@@ -68,9 +68,7 @@ class _Host:
             return ray.util.get_node_ip_address(), int(s.getsockname()[1])
 
     def start(self, cmd: list[str], env: dict[str, str], log_name: str) -> int:
-        import ctypes
         import os
-        import signal
         import subprocess
         import sys
         import tempfile
@@ -79,11 +77,6 @@ class _Host:
         # process's main thread (no max_concurrency, no concurrency groups), which lives as long as the actor
         if threading.current_thread() is not threading.main_thread():
             raise RuntimeError("_Host.start must run on the actor's main thread (a plain, sequential actor)")
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)   # loaded before the fork: nothing to load in the child
-
-        def die_with_actor() -> None:   # between fork and exec: the server dies when this actor's process does
-            libc.prctl(1, signal.SIGTERM)
-
         self.log_path = os.path.join(tempfile.mkdtemp(prefix="ctxkit-ray-"), log_name)
         # the reaper leads the server's group and stops all of it (the engine core too) when this actor dies
         cmd = [sys.executable, "-m", "ctxkit.backends.reaper", *cmd]
@@ -93,7 +86,7 @@ class _Host:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                          env={**{k: v for k, v in os.environ.items() if k not in NOT_INHERITED},
                                               **env}, start_new_session=True,
-                                         preexec_fn=die_with_actor)
+                                         preexec_fn=die_with_parent)   # dies with this actor's process
         return self.proc.pid
 
     def poll(self) -> Optional[int]:

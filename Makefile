@@ -26,9 +26,11 @@ demo: setup
 	$(VENV)/bin/ctxkit run e0_smoke
 
 test: setup
+	$(PY) -m mypy
 	$(PY) -m pytest -q --durations=25
 
 test-fast: setup
+	$(PY) -m mypy
 	$(PY) -m pytest -q -m "not vllm and not slow"
 
 clean-runs:

@@ -24,7 +24,17 @@ PERCENTILES = (50, 90, 95, 99)
 NS_PER_MS = 1e6
 
 
-def stats(values: Iterable[float]) -> dict[str, Any]:
+def _ms(ns: float) -> float:
+    return ns / NS_PER_MS
+
+
+def _first_ns(rec: RequestRecord) -> int:
+    """The first token's time of a request known to have one."""
+    assert rec.t_first_ns is not None
+    return rec.t_first_ns
+
+
+def stats(values: Iterable[Optional[float]]) -> dict[str, Any]:
     """count, min, max, avg, std, p50, p90, p95, p99 (linear interpolation); None for an empty sample."""
     arr = np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=float)
     if arr.size == 0:
@@ -46,20 +56,19 @@ class RequestLatency:
 
 
 def request_latency(rec: RequestRecord) -> RequestLatency:
-    ms = lambda ns: ns / NS_PER_MS  # noqa: E731
-    ttft = ms(rec.t_first_ns - rec.t_send_ns) if rec.t_first_ns is not None else None
-    ttft_sched = ms(rec.t_first_ns - rec.t_sched_ns) if rec.t_first_ns is not None and rec.t_sched_ns else None
+    ttft = _ms(rec.t_first_ns - rec.t_send_ns) if rec.t_first_ns is not None else None
+    ttft_sched = _ms(rec.t_first_ns - rec.t_sched_ns) if rec.t_first_ns is not None and rec.t_sched_ns else None
     n_out = rec.n_out or sum(rec.chunk_tokens)
     tpot = None
     if rec.t_first_ns is not None and rec.t_last_ns is not None and n_out > 1:
-        tpot = ms(rec.t_last_ns - rec.t_first_ns) / (n_out - 1)
-    e2e = ms(rec.t_last_ns - rec.t_send_ns) if rec.t_last_ns is not None else None
+        tpot = _ms(rec.t_last_ns - rec.t_first_ns) / (n_out - 1)
+    e2e = _ms(rec.t_last_ns - rec.t_send_ns) if rec.t_last_ns is not None else None
     ntpot = e2e / n_out if e2e is not None and n_out > 0 else None
-    lag = ms(rec.t_send_ns - rec.t_sched_ns) if rec.t_sched_ns else None
+    lag = _ms(rec.t_send_ns - rec.t_sched_ns) if rec.t_sched_ns else None
     itl: list[float] = []
     for i in range(1, len(rec.chunk_times_ns)):
         k = max(1, rec.chunk_tokens[i])
-        itl.extend([ms(rec.chunk_times_ns[i] - rec.chunk_times_ns[i - 1]) / k] * k)
+        itl.extend([_ms(rec.chunk_times_ns[i] - rec.chunk_times_ns[i - 1]) / k] * k)
     return RequestLatency(ttft, ttft_sched, tpot, e2e, ntpot, lag, tuple(itl))
 
 
@@ -74,7 +83,8 @@ class SLO:
         """(TTFT, TPOT, E2E) over their objectives, for a finished request. A one-token output has no TPOT and
         cannot miss it (vLLM's benchmark counts its TPOT as 0), an output without tokens does; a missing TTFT or E2E
         is a miss."""
-        over = lambda limit, value: limit is not None and (value is None or value > limit)  # noqa: E731
+        def over(limit: Optional[float], value: Optional[float]) -> bool:
+            return limit is not None and (value is None or value > limit)
         # no TPOT: met if one token came (nothing to pace), missed if none did
         tpot_over = self.tpot_ms is not None and (lat.tpot_ms > self.tpot_ms if lat.tpot_ms is not None
                                                   else lat.ttft_ms is None)
@@ -144,12 +154,11 @@ def vllm_metrics(records: list[RequestRecord], slo: Optional[SLO] = None) -> dic
     population."""
     measured = [r for r in records if not r.warmup]
     done = [r for r in measured if r.ok and r.t_first_ns is not None]
-    ms = lambda ns: ns / NS_PER_MS  # noqa: E731
-    ttft = [ms(r.t_first_ns - r.t_send_ns) for r in done]
-    e2el = [ms((r.t_last_ns or r.t_first_ns) - r.t_send_ns) for r in done]
+    ttft = [_ms(_first_ns(r) - r.t_send_ns) for r in done]
+    e2el = [_ms((r.t_last_ns or _first_ns(r)) - r.t_send_ns) for r in done]
     all_tpot = [(e - t) / (r.n_out - 1) if r.n_out > 1 else 0.0 for r, t, e in zip(done, ttft, e2el)]
     tpot = [x for r, x in zip(done, all_tpot) if r.n_out > 1]
-    itl = [ms(b - a) for r in done for a, b in zip(r.chunk_times_ns, r.chunk_times_ns[1:])]
+    itl = [_ms(b - a) for r in done for a, b in zip(r.chunk_times_ns, r.chunk_times_ns[1:])]
     starts = [r.t_sched_ns or r.t_send_ns for r in measured if r.t_send_ns]
     ends = [r.t_end_ns for r in measured if r.t_end_ns]
     duration = (max(ends) - min(starts)) / 1e9 if starts and ends else 0.0
@@ -178,13 +187,13 @@ def _peak_per_second(done: list[RequestRecord]) -> tuple[float, int]:
     if not done:
         return 0.0, 0
     t0 = min(r.t_send_ns for r in done)
-    end = max(r.t_last_ns or r.t_first_ns for r in done)
+    end = max(r.t_last_ns or _first_ns(r) for r in done)
     buckets = int(math.ceil((end - t0) / 1e9)) + 1
     tokens, active = np.zeros(buckets), np.zeros(buckets)
     for r in done:
         for t in r.chunk_times_ns:
             tokens[int((t - t0) // 1_000_000_000)] += 1
-        first, last = int((r.t_send_ns - t0) // 1e9), int(((r.t_last_ns or r.t_first_ns) - t0) // 1e9)
+        first, last = int((r.t_send_ns - t0) // 1e9), int(((r.t_last_ns or _first_ns(r)) - t0) // 1e9)
         active[first:last + 1] += 1
     return float(tokens.max()), int(active.max())
 

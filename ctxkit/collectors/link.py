@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -56,7 +56,7 @@ def tmpfs_copy(folder: Path, total: int, piece: int, repeats: int = 3) -> dict[s
             n = max(1, min(MAX_PIECES, total // size))
             paths = [folder / f"{name}-{i}.bin" for i in range(n)]
             buf = bytearray(b"\1" * size)                 # touched: no page faults inside the timed reads
-            best = None
+            best: Optional[tuple[float, float, float]] = None
             for _ in range(repeats):
                 t0 = time.perf_counter()
                 for i, p in enumerate(paths):
@@ -71,6 +71,7 @@ def tmpfs_copy(folder: Path, total: int, piece: int, repeats: int = 3) -> dict[s
                     p.unlink()
                 if best is None or t2 - t0 < best[1] - best[0] + best[2] - best[1]:
                     best = (t0, t1, t2)
+            assert best is not None                  # repeats >= 1
             t0, t1, t2 = best
             moved = n * size
             out[name] = {**_rate(moved, t2 - t0), "piece_bytes": size, "pieces": n,
@@ -89,11 +90,13 @@ def gpu_copy(src: int, dst: int, total: int, piece: int, repeats: int = 3) -> di
     a = torch.empty(total, dtype=torch.uint8, device=f"cuda:{src}")
     b = torch.empty(total, dtype=torch.uint8, device=f"cuda:{dst}")
 
-    def timed(fn) -> float:
-        torch.cuda.synchronize(src), torch.cuda.synchronize(dst)
+    def timed(fn: Callable[[], object]) -> float:
+        torch.cuda.synchronize(src)
+        torch.cuda.synchronize(dst)
         t0 = time.perf_counter()
         fn()
-        torch.cuda.synchronize(src), torch.cuda.synchronize(dst)
+        torch.cuda.synchronize(src)
+        torch.cuda.synchronize(dst)
         return time.perf_counter() - t0
 
     b.copy_(a)                                          # first touch: peer mappings, allocator
@@ -118,7 +121,8 @@ def _gpu_subprocess(src: int, dst: int, total: int, piece: int, timeout_s: float
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=os.environ.copy())
     if done.returncode != 0:
         return {"available": False, "reason": f"GPU copy probe failed: {done.stderr.strip()[-500:]}"}
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
 
 
 def _first_gpu(server: dict[str, Any]) -> Optional[int]:

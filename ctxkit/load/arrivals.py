@@ -13,7 +13,7 @@ import asyncio
 import math
 import time
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -56,7 +56,7 @@ class Arrivals:
         if self.kind == "trace":
             if any(it.arrival_ms is None for it in items):
                 raise ArrivalError("trace arrivals need a trace workload (every item with a timestamp)")
-            return [float(it.arrival_ms) / 1000.0 for it in items]
+            return [float(it.arrival_ms or 0.0) / 1000.0 for it in items]
         if math.isinf(self.rate) or self.kind == "concurrency":
             return [0.0] * n
         if self.kind == "constant":
@@ -94,7 +94,7 @@ async def sleep_until(due_ns: int) -> None:
 
 async def _run(base_url: str, model: str, items: list[WorkItem], arrivals: Arrivals, *, warmup: list[WorkItem],
                max_concurrency: Optional[int], timeout_s: float, duration_s: Optional[float],
-               on_record: Optional[ProgressFn], extra: Optional[dict], stop: Optional[StopFn] = None,
+               on_record: Optional[ProgressFn], extra: Optional[dict[str, Any]], stop: Optional[StopFn] = None,
                drain_s: Optional[float] = None, t0_ns: Optional[int] = None) -> list[RequestRecord]:
     records: list[RequestRecord] = []
     live: dict[int, RequestRecord] = {}      # in flight, by id(), as stream_request fills them in
@@ -171,7 +171,7 @@ async def _run(base_url: str, model: str, items: list[WorkItem], arrivals: Arriv
     return records
 
 
-async def _drain(tasks: list[asyncio.Task], live: dict[int, RequestRecord], records: list[RequestRecord],
+async def _drain(tasks: list[asyncio.Task[None]], live: dict[int, RequestRecord], records: list[RequestRecord],
                  stop: Optional[StopFn], drain_s: Optional[float]) -> list[RequestRecord]:
     """Wait for the requests in flight; with a stop rule, until it says stop or drain_s has passed, then cancel
     the rest. Cancelled requests are kept (status cancelled, partial times): they are the backlog, added to
@@ -196,7 +196,7 @@ async def _drain(tasks: list[asyncio.Task], live: dict[int, RequestRecord], reco
 def run_load(base_url: str, model: str, items: list[WorkItem], arrivals: Arrivals, *,
              warmup: Optional[list[WorkItem]] = None, max_concurrency: Optional[int] = None,
              timeout_s: float = 120.0, duration_s: Optional[float] = None, on_record: Optional[ProgressFn] = None,
-             extra: Optional[dict] = None, stop: Optional[StopFn] = None,
+             extra: Optional[dict[str, Any]] = None, stop: Optional[StopFn] = None,
              drain_s: Optional[float] = None, t0_ns: Optional[int] = None) -> list[RequestRecord]:
     """Send `items` on the arrival process; returns every record (warmup ones marked), in completion order.
     Open loop only: `stop` ends the window early (checked before each send and while draining), `drain_s` caps the

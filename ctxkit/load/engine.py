@@ -44,17 +44,19 @@ def measure(backend: ServingBackend, items: list[WorkItem], load: LoadParams, *,
 
     if (stop is not None or drain_s is not None) and load.workers > 1:
         raise ValueError("stop and drain_s end one process's window: not with load.workers > 1")
-    common = dict(max_concurrency=load.max_concurrency, timeout_s=timeout_s, on_record=on_record)
-    records = run_load(backend.base_url, backend.model, [], arrivals, warmup=warmup, **common) if warmup else []
+    records = run_load(backend.base_url, backend.model, [], arrivals, warmup=warmup,
+                       max_concurrency=load.max_concurrency, timeout_s=timeout_s,
+                       on_record=on_record) if warmup else []
     collectors = [ServerMetricsCollector(name, fetch, metrics_interval_s).start()
                   for name, fetch in backend.metric_sources().items()]
     try:
         if load.workers > 1:
             records += run_load_workers(backend.base_url, backend.model, items, arrivals, workers=load.workers,
-                                        duration_s=load.duration_s, **common)
+                                        duration_s=load.duration_s, timeout_s=timeout_s, on_record=on_record)
         else:
             records += run_load(backend.base_url, backend.model, items, arrivals, duration_s=load.duration_s,
-                                stop=stop, drain_s=drain_s, **common)
+                                stop=stop, drain_s=drain_s, max_concurrency=load.max_concurrency,
+                                timeout_s=timeout_s, on_record=on_record)
     finally:
         progress.close()
         server = {c.name: c.stop() for c in collectors}

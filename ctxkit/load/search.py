@@ -546,7 +546,7 @@ def next_rate(probes: list[Probe], low: float, high: float, policy: SearchPolicy
     else:
         a_lo = policy.target + (a_lo - policy.target) * weight
     guess = low * (high / low) ** ((a_lo - policy.target) / (a_lo - a_hi))
-    return min(max(guess, low * step), high / step)
+    return float(min(max(guess, low * step), high / step))
 
 
 def _trace_outcomes(probe: Probe, slo: SLO) -> dict[int, bool]:
@@ -609,7 +609,8 @@ def search(backend: ServingBackend, items_fn: ItemsFn, slo: SLO, policy: SearchP
     lower bound (client_limited)."""
     low: Optional[float] = None
     high: Optional[float] = None
-    rate, probes, t0, again = policy.start_rate, [], time.monotonic(), False
+    probes: list[Probe] = []
+    rate, t0, again = policy.start_rate, time.monotonic(), False
     workers, client_limited = policy.workers, False
     floor = policy.start_rate / 2 ** 6
     while True:
@@ -647,7 +648,7 @@ def search(backend: ServingBackend, items_fn: ItemsFn, slo: SLO, policy: SearchP
         low, high = bracket(probes)
         last = last_by_rate(counted)
         closed = low is not None and high is not None and high / low <= 1 + policy.tolerance
-        if closed and not last[low].scout:
+        if closed and low is not None and not last[low].scout:
             stopped = f"bracket within {100 * policy.tolerance:g}%"
             break
         # the answer rests on a full probe: a scout's pass at the low end is measured again in full once the bracket
@@ -662,7 +663,11 @@ def search(backend: ServingBackend, items_fn: ItemsFn, slo: SLO, policy: SearchP
         if low is None and len(counted) >= 2 and (same := same_rows_missed(counted[-2], counted[-1], slo, policy)):
             stopped = same
             break
-        rate = 2 * low if high is None else (high / 2 if low is None else next_rate(counted, low, high, policy))
+        if high is None:
+            assert low is not None        # a verdict was reached: one end exists
+            rate = 2 * low
+        else:
+            rate = high / 2 if low is None else next_rate(counted, low, high, policy)
         if low is None and rate < floor:
             stopped = f"no rate down to {floor:.3g} req/s met the target"
             break

@@ -38,4 +38,5 @@ def _run(base_url: str, model: str, tokenizer: str, num_prompts: int, seed: int,
         result = Path(tmp) / "result.json"
         if proc.returncode != 0 or not result.is_file():
             raise RuntimeError(f"vllm bench serve failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
-        return json.loads(result.read_text())
+        data: dict[str, Any] = json.loads(result.read_text())
+        return data

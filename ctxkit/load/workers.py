@@ -33,7 +33,7 @@ import threading
 import time
 import traceback
 from multiprocessing.connection import Connection, wait
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 import numpy as np
 
@@ -74,7 +74,7 @@ def _worker(conn: Connection) -> None:
     """One worker process: take its share, report ready, wait for the shared start (t0 from the parent), send,
     stream records back through a sender thread."""
     k, base_url, model, items, arrivals, timeout_s, duration_s, extra, stoppable, drain_s = conn.recv()
-    outbox: queue.Queue = queue.Queue()
+    outbox: queue.Queue[Any] = queue.Queue()
     queued: set[int] = set()
     order: list[Optional[str]] = [None]      # the parent's stop rule's last word: None, "drain" or "cancel"
 
@@ -121,7 +121,7 @@ def _worker(conn: Connection) -> None:
 
 def run_load_workers(base_url: str, model: str, items: list[WorkItem], arrivals: Arrivals, *, workers: int,
                      timeout_s: float = 120.0, duration_s: Optional[float] = None,
-                     on_record: Optional[ProgressFn] = None, extra: Optional[dict] = None,
+                     on_record: Optional[ProgressFn] = None, extra: Optional[dict[str, Any]] = None,
                      max_concurrency: Optional[int] = None, stop: Optional[StopFn] = None,
                      drain_s: Optional[float] = None) -> list[RequestRecord]:
     """run_load's measured window from `workers` processes (warmup stays with the caller, in one process).
@@ -135,7 +135,7 @@ def run_load_workers(base_url: str, model: str, items: list[WorkItem], arrivals:
                            "supported (set workers: 1, or drop the cap)")
     shares = split(items, arrivals, workers)
     conns: list[Connection] = []
-    procs: list[subprocess.Popen] = []
+    procs: list[subprocess.Popen[bytes]] = []
     records: list[RequestRecord] = []
     try:
         for k, (share, arr) in enumerate(shares):
@@ -173,7 +173,7 @@ def _window_cap(arrivals: Arrivals, items: list[WorkItem], timeout_s: float,
     return min(last, duration_s or last) + timeout_s + 60.0
 
 
-def _spawn() -> tuple[Connection, subprocess.Popen]:
+def _spawn() -> tuple[Connection, subprocess.Popen[bytes]]:
     """A worker as a plain child process (`python -m ctxkit.load.workers FD`) joined by a socket pair: not
     multiprocessing's spawn, which also starts a resource-tracker process that outlives the run."""
     mine, theirs = socket.socketpair()
@@ -186,7 +186,7 @@ def _spawn() -> tuple[Connection, subprocess.Popen]:
     return Connection(mine.detach()), proc
 
 
-def _collect(procs: list[subprocess.Popen], conns: list[Connection], until: str, timeout_s: Optional[float],
+def _collect(procs: list[subprocess.Popen[bytes]], conns: list[Connection], until: str, timeout_s: Optional[float],
              records: list[RequestRecord], on_record: Optional[ProgressFn], total: int,
              stop: Optional[StopFn] = None) -> None:
     """Read the workers' pipes until every worker has said `until`; records go to on_record as they come, and
@@ -197,10 +197,11 @@ def _collect(procs: list[subprocess.Popen], conns: list[Connection], until: str,
     deadline = time.monotonic() + timeout_s if timeout_s else None
     while waiting:
         ready = wait([conns[k] for k in waiting], timeout=0.5)
-        for conn in ready:
-            k = conns.index(conn)   # type: ignore[arg-type]
+        for ready_one in ready:
+            conn = cast(Connection, ready_one)       # wait() was given only connections
+            k = conns.index(conn)
             try:
-                kind, payload = conn.recv()   # type: ignore[union-attr]
+                kind, payload = conn.recv()
             except (EOFError, OSError):       # the worker's end closed: it died
                 raise WorkerError(f"load worker {k} exited (code {procs[k].poll()}) before '{until}'") from None
             if kind == "error":
@@ -224,7 +225,7 @@ def _collect(procs: list[subprocess.Popen], conns: list[Connection], until: str,
             raise WorkerError(f"load workers {sorted(waiting)} not '{until}' after {timeout_s:g} s")
 
 
-def _stop(procs: list[subprocess.Popen]) -> None:
+def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
     for p in procs:
         if p.poll() is None:
             p.terminate()

@@ -65,7 +65,7 @@ class LengthDist:
         out = np.maximum(np.rint(out), lo)
         if self.high:
             out = np.minimum(out, self.high)
-        return out.astype(int)
+        return np.asarray(out, dtype=int)
 
 
 def random_ids(rng: np.random.Generator, n: int, vocab_size: int, low: int = 16) -> list[int]:
@@ -82,7 +82,7 @@ def synthetic(num: int, input_len: LengthDist, output_len: LengthDist, *, vocab_
     rng = np.random.default_rng(seed)
     ins, outs = input_len.sample(rng, num), output_len.sample(rng, num)
     prefixes = [random_ids(rng, prefix_len, vocab_size) for _ in range(num_prefixes)] if prefix_len else []
-    items = []
+    items: list[WorkItem] = []
     for i in range(num):
         prompt = (prefixes[i % num_prefixes] if prefixes else []) + random_ids(rng, int(ins[i]), vocab_size)
         tags = {"prefix_group": i % num_prefixes} if prefixes else {}
@@ -102,7 +102,7 @@ def from_trace(path: Path, *, vocab_size: int, seed: int = 0, limit: Optional[in
         raise WorkloadError(f"cannot read trace file {path}: {exc.strerror or exc}") from None
     rng = np.random.default_rng(seed)
     blocks: dict[Any, list[int]] = {}
-    items = []
+    items: list[WorkItem] = []
     first: Optional[float] = None
     for n, line in enumerate(lines, 1):
         if not line.strip():
@@ -151,7 +151,7 @@ def from_sharegpt(path: Path, tokenizer_path: Path, *, vocab_size: int, num: int
     tok = Tokenizer.from_file(str(tokenizer_path))
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(data))
-    items = []
+    items: list[WorkItem] = []
     for idx in order:
         conv = data[int(idx)].get("conversations") or data[int(idx)].get("conversation") or []
         if len(conv) < 2:

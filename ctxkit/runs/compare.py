@@ -64,7 +64,7 @@ def headline(run: RunFolder, meta: dict[str, Any], summary: dict[str, Any]) -> d
     return row
 
 
-def differences(runs: list[RunFolder], metas: list[dict], params: list[dict]) -> pd.DataFrame:
+def differences(runs: list[RunFolder], metas: list[dict[str, Any]], params: list[dict[str, Any]]) -> pd.DataFrame:
     rows = []
     for section, items in (("parameter", params), ("hardware", [m.get("hardware", {}) for m in metas]),
                            ("version", [m.get("versions", {}) for m in metas]),

@@ -8,7 +8,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 from ctxkit import params as P
 from ctxkit.backends.process import PID_REGISTRY_ENV, group_members, kill_group
@@ -50,7 +50,7 @@ def ensure_kernel() -> str:
 
 def sweep_processes(registry: Path) -> list[int]:
     """Stop every process group a server start recorded that is still alive (e.g. after a kernel crash)."""
-    stopped = []
+    stopped: list[int] = []
     if not registry.is_file():
         return stopped
     for line in registry.read_text().split():
@@ -112,8 +112,8 @@ def reopen_for_resume(experiment: str, run_dir: Path) -> tuple[RunFolder, P.Expe
     return run, params
 
 
-def run_experiment(experiment: str, *, profile: Optional[str] = P.DEFAULT_PROFILE, files: list[Path] = (),
-                   sets: list[str] = (), label: str = "", runs_root: Optional[Path] = None,
+def run_experiment(experiment: str, *, profile: Optional[str] = P.DEFAULT_PROFILE, files: Sequence[Path] = (),
+                   sets: Sequence[str] = (), label: str = "", runs_root: Optional[Path] = None,
                    resume: Optional[Path] = None,
                    log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True),
                    preflight: Optional[Callable[[str, P.ExperimentParams], None]] = None) -> tuple[RunFolder, bool]:

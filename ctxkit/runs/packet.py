@@ -18,7 +18,7 @@ import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import pandas as pd
 import yaml
@@ -52,7 +52,7 @@ class PacketRun:
 
     @property
     def experiment(self) -> str:
-        return self.meta.get("experiment") or self.summary.get("experiment", "?")
+        return str(self.meta.get("experiment") or self.summary.get("experiment", "?"))
 
     @property
     def gpus(self) -> list[dict[str, Any]]:
@@ -64,7 +64,7 @@ class PacketRun:
         git = self.meta.get("git") or {}
         if not git.get("commit"):
             return "none"
-        return git["commit"][:12] + ("+dirty" if git.get("dirty") else "")
+        return str(git["commit"])[:12] + ("+dirty" if git.get("dirty") else "")
 
 
 def num(digits: int, pct: bool = False) -> Callable[[Any], str]:
@@ -373,7 +373,7 @@ def _digest(outputs: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(outputs, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def _prompts_key(run: PacketRun) -> tuple:
+def _prompts_key(run: PacketRun) -> tuple[Any, ...]:
     """What decides a run's correctness prompts: their digest where the run recorded one (E3 writes it), else the
     parameters they are drawn from (an attached deployment mixes the run id into the seed: never comparable)."""
     p, c = read_params(run), run.summary["correctness"]
@@ -394,7 +394,7 @@ def outputs_across(runs: list[PacketRun]) -> list[str]:
     if len(e3) < 2:
         return []
     keys = {r.name: _prompts_key(r) for r in e3}          # each run's params.yaml read once
-    first: dict[tuple, PacketRun] = {}
+    first: dict[tuple[Any, ...], PacketRun] = {}
     rows = []
     for r in e3:
         c, key = r.summary["correctness"], keys[r.name]
@@ -417,7 +417,7 @@ def read_params(run: PacketRun) -> dict[str, Any]:
     return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
 
 
-def readme(title: str, runs: list[PacketRun], notes: str, peers: list[peer_table.PeerRow] = ()) -> str:
+def readme(title: str, runs: list[PacketRun], notes: str, peers: Sequence[peer_table.PeerRow] = ()) -> str:
     lines = [f"# {title}", "", "Written by `ctxkit packet` from the runs below: every table is their summary.json and "
              "run_metadata.json; regenerate it with the same command. Hand-written notes go between the markers at "
              "the end, which the tool keeps. Reports, and artifacts over 256 KiB, are kept gzipped (`gunzip -k FILE`; pandas "

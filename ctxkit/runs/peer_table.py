@@ -65,8 +65,8 @@ def _value(g: dict[str, Any], key: str) -> Optional[float]:
 
 def _ran(params: dict[str, Any], topology: str) -> str:
     """How this arm's servers ran the model: the servers' settings with the topology's own flags on top."""
-    spec = next((t for t in params.get("topologies") or [] if t.get("name") == topology or
-                 placement(topology) == placement_of(t)), {})
+    spec: dict[str, Any] = next((t for t in params.get("topologies") or [] if t.get("name") == topology or
+                                 placement(topology) == placement_of(t)), {})
     server = params.get("server") or {}
     merged = {**params, "server": {**server, "extra_args": list(server.get("extra_args") or []) +
                                    list(spec.get("extra_args") or [])}}
@@ -90,8 +90,11 @@ def predict_one(exe: str, params: dict[str, Any], gpu: str, where: aic.Placement
     except UnknownModelCard as exc:
         return None, str(exc)
     root = CARDS_DIR.parent.parent      # the command names the card as a user's checkout has it
+    system = aic.system_for(gpu)
+    if system is None:
+        return None, f"no peer system for {gpu or 'no GPU'}"
     try:
-        return aic.predict(exe, card.relative_to(root) if root in card.parents else card, aic.system_for(gpu),
+        return aic.predict(exe, card.relative_to(root) if root in card.parents else card, system,
                            where, w["input_len"], w["output_len"], slo["ttft_ms"], slo["tpot_ms"], cwd=root), ""
     except aic.PeerError as exc:
         return None, f"the peer failed: {str(exc)[-300:]}"
@@ -110,10 +113,10 @@ def predict_rows(runs: list[tuple[str, dict[str, Any], dict[str, Any], str]], ex
             where = placement(g["topology"])
             slo = slos.get(g.get("slo"))
             why = reason or ("" if where and slo else "a topology or SLO the peer cannot take")
-            if not why and g.get("devices") is not None and g["devices"] != where.gpus:
+            if not why and where and g.get("devices") is not None and g["devices"] != where.gpus:
                 why = f"{g['devices']} GPUs used for {where.gpus} servers (shared GPUs): the peer gives each its own"
             prediction = None
-            if not why:
+            if not why and where and slo:
                 prediction, why = predict_one(exe, params, gpu, where, slo)
             rows.append(PeerRow(run=name, slo=g.get("slo", "?"), topology=g["topology"], goodput=_value(g, "goodput"),
                                 interval_low=_value(g, "interval_low"), interval_high=_value(g, "interval_high"),
@@ -149,7 +152,8 @@ def lines(rows: list[PeerRow]) -> list[str]:
     """The README section: each answer, its 90% interval and the peer's prediction, with the peer's commands."""
     if not rows:
         return []
-    fmt = lambda x: "-" if x is None else f"{x:.2f}"       # noqa: E731
+    def fmt(x: Optional[float]) -> str:
+        return "-" if x is None else f"{x:.2f}"
     cells = []
     for r in rows:
         p = r.prediction

@@ -29,7 +29,7 @@ def compilation(params: dict[str, Any]) -> str:
         else "compiled"
 
 
-def group_key(params: dict[str, Any], slo_name: str) -> Optional[tuple]:
+def group_key(params: dict[str, Any], slo_name: str) -> Optional[tuple[Any, ...]]:
     slo = next((s for s in params.get("slos") or [] if s.get("name") == slo_name), None)
     if slo is None or params.get("backend") == "topology":
         # an attached deployment's model is not server.model (that is only the card that sizes the prompts), and
@@ -45,7 +45,7 @@ def group_key(params: dict[str, Any], slo_name: str) -> Optional[tuple]:
             tuple(w.get(k, defaults.get(k)) for k in WORKLOAD_KEYS))
 
 
-def describe(key: tuple) -> str:
+def describe(key: tuple[Any, ...]) -> str:
     model, _source, name, ttft, tpot, e2e, target, mode, arrival, w = key
     wl = dict(zip(WORKLOAD_KEYS, w))
     slo = ", ".join(f"{k} {v:,.0f} ms" for k, v in (("TTFT", ttft), ("TPOT", tpot), ("E2E", e2e)) if v)
@@ -55,10 +55,10 @@ def describe(key: tuple) -> str:
     return f"{model}, SLO {name} ({slo}), {mode} attainment >= {target:.0%}; {what}, {arrival} arrivals"
 
 
-def groups(runs: list[tuple[str, str, dict[str, Any], dict[str, Any]]]) -> dict[tuple, list[Row]]:
+def groups(runs: list[tuple[str, str, dict[str, Any], dict[str, Any]]]) -> dict[tuple[Any, ...], list[Row]]:
     """runs: (folder, commit, summary, params) of each E4 run. Topologies whose SLO is not in the params are left
     out (nothing to group them by)."""
-    out: dict[tuple, list[Row]] = {}
+    out: dict[tuple[Any, ...], list[Row]] = {}
     for name, commit, summary, params in runs:
         for g in summary.get("goodput") or []:
             if isinstance(g.get("error"), str):  # a topology that could not be searched: nothing to rank

@@ -521,9 +521,8 @@ def last_by_rate(probes: list[Probe]) -> dict[float, Probe]:
 def next_rate(probes: list[Probe], low: float, high: float, policy: SearchPolicy) -> float:
     """The next rate inside a bracket (a pass at `low`, a fail at `high`). Attainment stays near 1 until close to
     capacity and then drops steeply: a pass end above 1 - (1 - target)/2 (0.95 at 0.9) lies on the flat part and says
-    nothing of how far the knee is, and a line from it lands next to it, so the bracket shrinks from below by a small
-    step at a time (a search on a simulated M/M/8 queue crept 40 -> 47 -> 52 -> 59 -> 67 -> 75 -> 78 -> 80): there the
-    next probe is the geometric midpoint, which halves the bracket (on log rate) whatever the curve. A pass end on
+    nothing of how far the knee is, and a line from it lands next to it, so the bracket would shrink from below by a
+    small step at a time: there the next probe is the geometric midpoint, which halves the bracket (on log rate) whatever the curve. A pass end on
     the knee is informative: the next probe goes where the attainments at the ends cross the target, interpolated
     on log rate (regula falsi), at least one tolerance step inside each end so that a probe there can close the
     bracket; when the last k >= 2 probes inside the bracket all moved the same end, the other end's distance from

@@ -64,6 +64,43 @@ def headline(run: RunFolder, meta: dict[str, Any], summary: dict[str, Any]) -> d
     return row
 
 
+def _searched(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """A run's goodput answers: E4's rows (one per topology and SLO), or `ctxkit bench --search`'s one."""
+    if isinstance(summary.get("search"), dict):
+        return [{"topology": "(server)", "slo": "-", **summary["search"]}]
+    return [g for g in summary.get("goodput") or [] if isinstance(g, dict) and "goodput" in g]
+
+
+def against(first: dict[str, Any], row: dict[str, Any]) -> str:
+    """A goodput against the first run's: higher or lower only where the two 90% intervals separate."""
+    lo, hi = row.get("interval_low"), row.get("interval_high")
+    lo0, hi0 = first.get("interval_low"), first.get("interval_high")
+    if lo is None or lo0 is None:
+        return "no interval (a bracket only)"
+    if hi0 is not None and lo > hi0:
+        return f"higher: {row['goodput'] / first['goodput']:.2f}x, the intervals separate" if first["goodput"] else \
+            "higher, the intervals separate"
+    if hi is not None and lo0 > hi:
+        return f"lower: {row['goodput'] / first['goodput']:.2f}x, the intervals separate" if first["goodput"] else \
+            "lower, the intervals separate"
+    return "the intervals overlap: no direction"
+
+
+def goodput_table(labels: list[str], summaries: list[dict[str, Any]]) -> pd.DataFrame:
+    """Every run's goodput with its 90% interval, per topology and SLO, each set against the first run that has the
+    same topology and SLO."""
+    rows: list[dict[str, Any]] = []
+    first: dict[tuple[Any, Any], dict[str, Any]] = {}
+    for label, summary in zip(labels, summaries):
+        for g in _searched(summary):
+            key = (g.get("topology"), g.get("slo"))
+            base = first.setdefault(key, g)
+            rows.append({"run": label, "topology": key[0], "SLO": key[1], "goodput req/s": g.get("goodput"),
+                         "90% low": g.get("interval_low"), "90% high": g.get("interval_high"),
+                         "against the first run": "-" if base is g else against(base, g)})
+    return pd.DataFrame(rows)
+
+
 def differences(runs: list[RunFolder], metas: list[dict[str, Any]], params: list[dict[str, Any]]) -> pd.DataFrame:
     rows = []
     for section, items in (("parameter", params), ("hardware", [m.get("hardware", {}) for m in metas]),
@@ -135,7 +172,8 @@ def overlay(experiment: str, runs: list[RunFolder], labels: list[str],
 
 
 def render_page(experiment: str, compare_id: str, runs: list[RunFolder], labels: list[str], head: pd.DataFrame,
-                diff: pd.DataFrame, figs: list[Figure], *, simulated: bool) -> str:
+                diff: pd.DataFrame, figs: list[Figure], *, simulated: bool,
+                goodput: Optional[pd.DataFrame] = None) -> str:
     """report.html from templates/compare/report.html.j2 (Jinja2, autoescaped; tables and SVGs go in as markup)."""
     env = Environment(loader=FileSystemLoader(resources_root() / "templates" / "compare"),
                       autoescape=select_autoescape(["html", "j2"]), undefined=StrictUndefined)
@@ -144,6 +182,8 @@ def render_page(experiment: str, compare_id: str, runs: list[RunFolder], labels:
         runs=[{"label": label, "path": str(r.path)} for r, label in zip(runs, labels)],
         headline_table=Markup(head.to_html(index=False, na_rep="-", float_format=lambda v: f"{v:.3g}")),
         differences_table=Markup(diff.to_html(index=False, na_rep="-")) if len(diff) else "",
+        goodput_table=Markup(goodput.to_html(index=False, na_rep="unbounded", float_format=lambda v: f"{v:.3g}"))
+        if goodput is not None and len(goodput) else "",
         figures=[Markup(_svg(f)) for f in figs])
 
 
@@ -166,7 +206,10 @@ def compare(run_dirs: list[Path], out_root: Path) -> Path:
     labels = [f"{m.get('label') or r.run_id[-8:]}" for r, m in zip(runs, metas)]
     head = pd.DataFrame([headline(r, m, s) for r, m, s in zip(runs, metas, summaries)])
     diff = differences(runs, metas, params)
+    goodput = goodput_table(labels, summaries)
     out = RunFolder.create(out_root, "compare")
+    if len(goodput):
+        goodput.to_csv(out.artifacts / "goodput.csv", index=False)
     head.to_csv(out.artifacts / "headline.csv", index=False)
     diff.to_csv(out.artifacts / "differences.csv", index=False)
     figs = overlay(experiment, runs, labels)
@@ -174,7 +217,7 @@ def compare(run_dirs: list[Path], out_root: Path) -> Path:
         fig.savefig(out.artifacts / f"compare_{i}.svg", bbox_inches="tight")
     atomic_write_json(out.path / "inputs.json", {"experiment": experiment, "runs": [str(r.path) for r in runs]})
     page = render_page(experiment, out.run_id, runs, labels, head, diff, figs,
-                       simulated=any(m.get("backend_mode") == "simulated" for m in metas))
+                       simulated=any(m.get("backend_mode") == "simulated" for m in metas), goodput=goodput)
     atomic_write_text(out.path / "report.html", page)
     out.set_status("succeeded")
     return out.path

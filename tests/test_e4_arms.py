@@ -7,7 +7,7 @@ import shutil
 from ctxkit.experiments.e4_goodput import arm_config, arms_alike, topologies
 from ctxkit.params import resolve
 from ctxkit.schedulers.kv_store import block_size_of
-from ctxkit.schedulers.topology import _pool
+from ctxkit.schedulers.topology import build_pool
 
 
 def test_a_gpu_profiles_disaggregated_arm_runs_cross_layer_blocks_on_the_v1_runner():
@@ -22,7 +22,7 @@ def test_a_topologys_env_and_flags_reach_its_servers_alone(tmp_path):
     params = resolve("e4_goodput", "cpu-tiny", sets=[
         'topologies=[{"kind": "aggregated", "replicas": 1}, {"kind": "disaggregated", "connector": "example", '
         '"env": {"X_ARM": "1"}, "extra_args": ["--block-size", "256"]}]', 'server.extra_args=["--block-size", "128"]'])
-    agg, disagg = (_pool(params.server, spec, seed=0, log_dir=tmp_path) for spec in topologies(params))
+    agg, disagg = (build_pool(params.server, spec, seed=0, log_dir=tmp_path) for spec in topologies(params))
     assert all("X_ARM" not in s.env and s.extra_args[-2:] == ["--block-size", "128"] for s in agg.servers)
     assert all(s.env["X_ARM"] == "1" for s in disagg.servers)
     assert disagg.block_size == 256 == block_size_of(["--block-size", "128", "--block-size", "256"], "cpu")
@@ -45,7 +45,7 @@ def test_a_servers_role_comes_from_its_pools_record_not_its_name(tmp_path):
     params = resolve("e4_goodput", "cpu-tiny", sets=[
         'topologies=[{"kind": "aggregated", "replicas": 2, "name": "prefill-heavy"}, '
         '{"kind": "disaggregated", "connector": "example"}]'])
-    agg, disagg = (_pool(params.server, spec, seed=0, log_dir=tmp_path) for spec in topologies(params))
+    agg, disagg = (build_pool(params.server, spec, seed=0, log_dir=tmp_path) for spec in topologies(params))
     assert [_role(s.name, agg.placement) for s in agg.servers] == ["aggregated", "aggregated"]
     assert sorted(_role(s.name, disagg.placement) for s in disagg.servers) == ["decode", "prefill"]
     shutil.rmtree(disagg.storage)

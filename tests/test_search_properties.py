@@ -8,6 +8,7 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ctxkit.backends import ServingBackend
 from ctxkit.load.arrivals import Arrivals
 from ctxkit.load.search import Probe, SearchPolicy, next_rate, paced_to, settle
 from ctxkit.load.workers import split
@@ -71,7 +72,7 @@ def test_pacing_a_trace_keeps_its_order_and_reaches_the_rate(gaps, rate):
     assert math.isclose((len(work) - 1) / (paced[-1] / 1000.0), rate, rel_tol=1e-6)
 
 
-class Gauges:
+class Gauges(ServingBackend):
     """A backend whose servers report running requests for the first `busy_reads` reads of its gauges."""
 
     def __init__(self, busy_reads: int) -> None:

@@ -99,6 +99,19 @@ class ServingBackend:
         """Why the backend is gone (managed servers quote their log)."""
         return ""
 
+    def alive(self) -> Optional[bool]:
+        """Whether the processes behind it still run: True or False for what ctxkit started, None where it cannot
+        know (a server it attached to)."""
+        return None
+
+    def router_in_flight(self) -> float:
+        """Requests a front end holds that no server's gauges show (a router between a prefill and its decode)."""
+        return 0.0
+
+    def handoffs(self) -> list[dict[str, Any]]:
+        """KV handoff records of a disaggregated deployment ctxkit routes (none elsewhere)."""
+        return []
+
     def healthy(self) -> bool:
         try:
             return http_get(f"{self.base_url}/health", timeout=2.0)[0] == 200

@@ -135,7 +135,7 @@ def measure_topology(params: E4Params, run: RunFolder, spec: TopologyParams, k: 
                          on_probe=progress, on_records=keep)
             log(f"[e4] {spec.label} / {named.name}: goodput {res.goodput:.3g} req/s ({res.stopped_because})")
             result.searches[named.name] = res
-        result.handoffs = pool.handoffs() if hasattr(pool, "handoffs") else []
+        result.handoffs = pool.handoffs()
         result.describe = pool.describe()
     return result
 

@@ -82,15 +82,14 @@ def check_alive(backend: ServingBackend, records: list[RequestRecord]) -> None:
     but its leader process, the one ctxkit watches, can take a moment longer to exit (releasing its memory), and a
     window checked in between passed for a finished point whose requests had failed (E2's --resume then skipped
     it)."""
-    alive = getattr(backend, "alive", None)
-    if not callable(alive):
+    if backend.alive() is None:       # attached: nothing ctxkit started to watch
         return
-    if alive() and any(r.status in LOST for r in records):
+    if backend.alive() and any(r.status in LOST for r in records):
         deadline = time.monotonic() + DEATH_GRACE_S
-        while alive() and not backend.healthy():
+        while backend.alive() and not backend.healthy():
             if time.monotonic() >= deadline:
                 raise ServerDied(f"{backend.name} stopped answering during the measured window: connections lost and "
                                  f"no answer to /health for {DEATH_GRACE_S:g} s")
             time.sleep(0.2)
-    if not alive():
+    if not backend.alive():
         raise ServerDied(f"{backend.name} died during the measured window: {backend.death_note()}")

@@ -468,7 +468,7 @@ def settle(backend: ServingBackend, limit_s: float) -> Settled:
 
 def busy_now(backend: ServingBackend) -> bool:
     """Whether the router holds requests, or a server runs, queues or holds KV cache for any, by its gauges."""
-    if (backend.router_in_flight() if hasattr(backend, "router_in_flight") else 0.0) > 0:
+    if backend.router_in_flight() > 0:
         return True
     for fetch in backend.metric_sources().values():
         try:

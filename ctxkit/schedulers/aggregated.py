@@ -4,8 +4,9 @@ instance with the fewest outstanding requests; every routing decision goes to th
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
-from ctxkit.params import ServerParams
+from ctxkit.params import RayParams, ServerParams
 from ctxkit.schedulers.placement import place
 from ctxkit.schedulers.pools import ServerPool
 from ctxkit.schedulers.router import Instance, RouterConfig
@@ -13,8 +14,8 @@ from ctxkit.schedulers.router import Instance, RouterConfig
 
 class AggregatedPool(ServerPool):
     def __init__(self, server: ServerParams, *, seed: int, replicas: int, log_dir: Path, name: str = "aggregated",
-                 policy: str = "least_outstanding") -> None:
-        super().__init__(name, log_dir, server.model)
+                 policy: str = "least_outstanding", ray: Optional[RayParams] = None) -> None:
+        super().__init__(name, log_dir, server.model, ray)
         slots, self.placement = place(["aggregated"] * replicas)
         self.policy = policy
         self.servers = [self._server(server, seed, f"{name}-{i}", slot, []) for i, slot in enumerate(slots)]

@@ -13,7 +13,7 @@ from typing import Any, Optional
 from ctxkit.backends.process import free_fixed_port
 from ctxkit.backends.vllm_server import VLLMServer
 from ctxkit.models import ModelCard
-from ctxkit.params import ServerParams
+from ctxkit.params import RayParams, ServerParams
 from ctxkit.schedulers.broker import kv_transfer_config, read_jsonl
 from ctxkit.schedulers.kv_store import block_size_of
 from ctxkit.schedulers.placement import place
@@ -28,8 +28,8 @@ class DisaggregatedPool(ServerPool):
                  storage_root: Optional[Path] = None, kv_buffer_device: str = "cpu",
                  connector_extra: Optional[dict[str, Any]] = None,
                  prefill_visible_devices: Optional[str] = None, decode_visible_devices: Optional[str] = None,
-                 cleanup_kv: bool = True) -> None:
-        super().__init__(name, log_dir, server.model)
+                 cleanup_kv: bool = True, ray: Optional[RayParams] = None) -> None:
+        super().__init__(name, log_dir, server.model, ray)
         self.connector = connector
         self.policy = policy
         self.cleanup_kv = cleanup_kv

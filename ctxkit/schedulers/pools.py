@@ -49,14 +49,14 @@ class ServerPool(ServingBackend):
 
     mode = "real"
 
-    def __init__(self, name: str, log_dir: Path, model: str) -> None:
+    def __init__(self, name: str, log_dir: Path, model: str, ray: Optional[RayParams] = None) -> None:
         self.name = name
         self.log_dir = Path(log_dir)
         self.model = ModelCard.load(model).name
         self.servers: list[VLLMServer] = []
         self.router: Optional[RouterProcess] = None
         self.placement: dict[str, Any] = {}
-        self.ray_params: Optional[RayParams] = None   # set: the servers are placed through Ray at start
+        self.ray_params = ray                         # set: the servers are placed through Ray at start
         self.ray: Optional[Any] = None                # ... and this holds the cluster and placement group
 
     def name_servers(self) -> None:

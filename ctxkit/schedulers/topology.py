@@ -19,18 +19,12 @@ def pool_name(spec: TopologyParams) -> str:
 def build_pool(server: ServerParams, spec: TopologyParams, *, seed: int, log_dir: Path,
                ray: Optional[RayParams] = None) -> ServerPool:
     """The topology's pool, its servers local processes or (with `ray`) placed through Ray when it starts."""
-    pool = _pool(server, spec, seed=seed, log_dir=log_dir)
-    pool.ray_params = ray
-    return pool
-
-
-def _pool(server: ServerParams, spec: TopologyParams, *, seed: int, log_dir: Path) -> ServerPool:
     server = spec.server_for(server)
     if spec.kind == "aggregated":
         return AggregatedPool(server, seed=seed, replicas=spec.replicas, log_dir=log_dir, name=pool_name(spec),
-                              policy=spec.policy)
+                              policy=spec.policy, ray=ray)
     return DisaggregatedPool(server, seed=seed, prefill=spec.prefill, decode=spec.decode, connector=spec.connector,
                              log_dir=log_dir, name=pool_name(spec), policy=spec.policy,
                              kv_buffer_device=spec.kv_buffer_device, connector_extra=spec.connector_extra,
                              prefill_visible_devices=spec.prefill_visible_devices,
-                             decode_visible_devices=spec.decode_visible_devices)
+                             decode_visible_devices=spec.decode_visible_devices, ray=ray)

@@ -19,6 +19,7 @@ import contextlib
 import heapq
 from typing import Iterator, Optional
 
+from ctxkit.backends import ServingBackend
 from ctxkit.backends.simulated import service_s
 from ctxkit.load import search as search_module
 from ctxkit.load.arrivals import Arrivals
@@ -41,7 +42,7 @@ class _Clock:
         self.queue.clock_ns += int(seconds * 1e9)
 
 
-class VirtualQueue:
+class VirtualQueue(ServingBackend):
     """A stand-in backend and client: `with queue.patched(): search(queue, ...)` runs the search on virtual time.
     `elapsed_s` adds up every probe's virtual seconds; `probe_s` lists them."""
 

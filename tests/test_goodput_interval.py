@@ -165,7 +165,9 @@ def test_settle_waits_for_idle_gauges_and_says_when_the_servers_never_got_there(
         def sleep(self, s):
             self.now += s
 
-    class Backend:
+    from ctxkit.backends import ServingBackend
+
+    class Backend(ServingBackend):
         def __init__(self, texts):
             self.texts = iter(texts)
 

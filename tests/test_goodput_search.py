@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import math
 import time
-import types
 
 import pytest
 
-from ctxkit.backends import Simulated
+from ctxkit.backends import ServingBackend, Simulated
 from ctxkit.collectors import attainment as att
 from ctxkit.collectors.latency import SLO
 from ctxkit.load.search import Probe, SearchPolicy, run_probe, search
@@ -413,7 +412,7 @@ def test_a_scout_found_not_steady_after_its_short_warmup_is_measured_again_in_fu
         return recs
     monkeypatch.setattr(search_mod, "run_load", climbing)
     policy = SearchPolicy(target=0.9, min_requests=40, max_requests=60, warmup_requests=10, warmup_s=3.0)
-    slo, backend = SLO(ttft_ms=2000), types.SimpleNamespace(base_url="http://unused", model="m", metric_sources=dict)
+    slo, backend = SLO(ttft_ms=2000), ServingBackend()    # never reached: run_load is replaced
     scout, full = (run_probe(backend, 0, 10.0, items(0), slo, policy, timeout_s=30, scout=s) for s in (True, False))
     assert (scout.warmup, full.warmup) == (10, 30) and scout.missed == full.missed == 0
     assert scout.verdict == full.verdict == "fail" and scout.decided_by == full.decided_by == search_mod.CLIMBING

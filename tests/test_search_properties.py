@@ -1,6 +1,6 @@
 """Properties of the load layer's pure functions, over generated inputs: the next rate stays inside its bracket,
-a split schedule is a partition of the one schedule, arrival offsets never go back in time, pacing a trace keeps its
-order, and settle waits for idle servers within its bound."""
+a split schedule is a partition of the one schedule, arrival offsets never go back in time, and pacing a trace keeps
+its order."""
 from __future__ import annotations
 
 import math
@@ -8,9 +8,8 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ctxkit.backends import ServingBackend
 from ctxkit.load.arrivals import Arrivals
-from ctxkit.load.search import Probe, SearchPolicy, next_rate, paced_to, settle
+from ctxkit.load.search import Probe, SearchPolicy, next_rate, paced_to
 from ctxkit.load.workers import split
 from ctxkit.load.workloads import WorkItem
 
@@ -70,29 +69,3 @@ def test_pacing_a_trace_keeps_its_order_and_reaches_the_rate(gaps, rate):
     paced = [it.arrival_ms for it in work]
     assert paced[0] == 0 and all(b >= a for a, b in zip(paced, paced[1:]))
     assert math.isclose((len(work) - 1) / (paced[-1] / 1000.0), rate, rel_tol=1e-6)
-
-
-class Gauges(ServingBackend):
-    """A backend whose servers report running requests for the first `busy_reads` reads of its gauges."""
-
-    def __init__(self, busy_reads: int) -> None:
-        self.left = busy_reads
-
-    def metric_sources(self) -> dict:
-        return {"server": self.fetch}
-
-    def fetch(self) -> str:
-        running = 1 if self.left > 0 else 0
-        self.left -= 1
-        return f"vllm:num_requests_running {running}\nvllm:num_requests_waiting 0\nvllm:kv_cache_usage_perc 0\n"
-
-
-def test_settle_waits_until_the_servers_are_idle_and_says_when_they_never_were(monkeypatch):
-    import ctxkit.load.search as search
-    clock = [0.0]
-    monkeypatch.setattr(search.time, "monotonic", lambda: clock[0])
-    monkeypatch.setattr(search.time, "sleep", lambda s: clock.__setitem__(0, clock[0] + s))
-    done = settle(Gauges(busy_reads=3), limit_s=10)
-    assert not done.busy and math.isclose(done.waited_s, 0.6)          # three busy reads, 0.2 s apart
-    never = settle(Gauges(busy_reads=10**6), limit_s=10)
-    assert never.busy and never.waited_s >= 10

@@ -25,6 +25,7 @@ from ctxkit.collectors import replay
 from ctxkit.collectors.latency import SLO, RequestLatency, request_latency
 from ctxkit.collectors.server_metrics import ServerMetricsCollector, parse, value
 from ctxkit.load.arrivals import Arrivals, run_load
+from ctxkit.load.engine import check_alive
 from ctxkit.load.workers import run_load_workers
 from ctxkit.load.workloads import WorkItem, WorkloadError, build_workload
 from ctxkit.models import ModelCard
@@ -406,6 +407,7 @@ def run_probe(backend: ServingBackend, index: int, rate: float, items_fn: ItemsF
     probe.scout = rule.by_scout or (short and (probe.verdict == "pass" or probe.decided_by in NOT_STEADY))
     probe.server = {c.name: c.stop() for c in collectors}
     probe.timeline = [row for c in collectors for row in c.timeline]
+    check_alive(backend, records)       # a server that died ends the search: its misses are not the rate's
     if policy.arrival == "trace":                 # over the whole probe: its server counters cover the warmup too
         every = [dataclasses.replace(r, warmup=False) for r in records]
         probe.replay = replay.fidelity(items, every, probe.server, "trace")

@@ -321,7 +321,9 @@ class Router:
             first_ms = (h.t_decode_first_ns - h.t_decode_sent_ns) / 1e6
             h.transfer_ms = max(0.0, first_ms - (h.decode_step_ms or 0.0)) if h.kv_tokens else 0.0
         h.t_end_ns = time.perf_counter_ns()
-        if folder is not None and self.cfg.cleanup_kv:
+        # a decode asked and not finished (its client went away) may still be loading this KV: vLLM's engine dies
+        # on a file removed under it, so such a folder stays until the pool stops and removes its storage
+        if folder is not None and self.cfg.cleanup_kv and (h.t_decode_sent_ns is None or marks.get("done")):
             kv_store.remove(folder)
         assert self.handoff_log is not None      # RouterConfig requires one in disaggregated mode
         self.handoff_log.write(json.dumps(h.to_json(), separators=(",", ":")) + "\n")

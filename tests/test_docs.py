@@ -22,3 +22,10 @@ def test_every_relative_link_in_the_readme_and_docs_resolves():
             if not (doc.parent / target.split("#", 1)[0]).exists():
                 broken.append(f"{doc.relative_to(ROOT)} -> {target}")
     assert not broken, broken
+
+
+def test_the_design_documents_layer_table_is_the_one_the_layer_test_enforces():
+    from test_layers import LAYERS
+    rows = re.findall(r"^\| (\d+) \| ([^|]+) \|", (ROOT / "docs" / "design.md").read_text(), re.M)
+    documented = [{f"ctxkit.{m}" for m in re.findall(r"`(\w+)`", cell)} for _, cell in rows]
+    assert documented == [layer - {"ctxkit"} for layer in LAYERS]

@@ -82,9 +82,10 @@ def check_alive(backend: ServingBackend, records: list[RequestRecord]) -> None:
     but its leader process, the one ctxkit watches, can take a moment longer to exit (releasing its memory), and a
     window checked in between passed for a finished point whose requests had failed (E2's --resume then skipped
     it)."""
-    if backend.alive() is None:       # attached: nothing ctxkit started to watch
+    alive = backend.alive()
+    if alive is None:                 # attached: nothing ctxkit started to watch
         return
-    if backend.alive() and any(r.status in LOST for r in records):
+    if alive and any(r.status in LOST for r in records):
         deadline = time.monotonic() + DEATH_GRACE_S
         while backend.alive() and not backend.healthy():
             if time.monotonic() >= deadline:

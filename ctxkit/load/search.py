@@ -196,12 +196,11 @@ def goodput_interval(probes: list[Probe], target: float,
     below it, the two contradict each other (probes too short for the queue's excursions): the contradicted ones
     are set aside and the interval runs from the highest rate shown above below every rate shown below, to the
     lowest shown below above every rate shown above: wider, never narrower. With the search's `answer` (its highest
-    rate whose last probe passed), the interval holds it: a pass shown above the answer was overturned by a later
-    probe at its rate and is set aside, and an end that the probes put on the wrong side of the answer widens to it
-    (two default searches on one CPU server answered 61.3 and 64.0 req/s, the second with an interval of
-    66.8-76.1 that left its own answer out)."""
+    rate whose last probe passed), the interval holds it: an end that the probes put on the wrong side of the answer
+    (a pass shown above it that a later probe at its rate overturned, say) widens to it. Contradictions are found
+    among all the probes first, so a rate shown both ways widens the interval past it."""
     above = [p.rate for p in probes if not p.client_lagged and not p.scout and p.decided_by not in NOT_STEADY
-             and p.attainment_low >= target and (answer is None or p.rate <= answer)]
+             and p.attainment_low >= target]
     below = [p.rate for p in probes if not p.client_lagged and p.attainment_high < target]
     if above and below and max(above) >= min(below):
         low, high = max([r for r in above if r < min(below)], default=0.0), \

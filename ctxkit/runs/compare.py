@@ -16,6 +16,7 @@ from markupsafe import Markup
 from matplotlib.figure import Figure
 
 from ctxkit.runs.folder import RunFolder, RunFolderError, atomic_write_json, atomic_write_text, stored
+from ctxkit.runs.placements import intervals_separate
 from ctxkit.workspace import resources_root
 
 # experiment -> (curve CSV, x column, [(y column, axis label)])
@@ -73,16 +74,13 @@ def _searched(summary: dict[str, Any]) -> list[dict[str, Any]]:
 
 def against(first: dict[str, Any], row: dict[str, Any]) -> str:
     """A goodput against the first run's: higher or lower only where the two 90% intervals separate."""
-    lo, hi = row.get("interval_low"), row.get("interval_high")
-    lo0, hi0 = first.get("interval_low"), first.get("interval_high")
-    if lo is None or lo0 is None:
+    if row.get("interval_low") is None or first.get("interval_low") is None:
         return "no interval (a bracket only)"
-    if hi0 is not None and lo > hi0:
-        return f"higher: {row['goodput'] / first['goodput']:.2f}x, the intervals separate" if first["goodput"] else \
-            "higher, the intervals separate"
-    if hi is not None and lo0 > hi:
-        return f"lower: {row['goodput'] / first['goodput']:.2f}x, the intervals separate" if first["goodput"] else \
-            "lower, the intervals separate"
+    ratio = f": {row['goodput'] / first['goodput']:.2f}x" if first["goodput"] else ""
+    if intervals_separate(row, first, per_device=False):
+        return f"higher{ratio}, the intervals separate"
+    if intervals_separate(first, row, per_device=False):
+        return f"lower{ratio}, the intervals separate"
     return "the intervals overlap: no direction"
 
 

@@ -82,10 +82,11 @@ def interval(g: dict[str, Any]) -> str:
     return f"bracket {fmt(g.get('per_device_low'))}-{fmt(g.get('per_device_high'))}"
 
 
-def intervals_separate(a: Any, b: Any) -> bool:
-    """Whether goodput row a's 90% interval per GPU lies above row b's (dicts or table rows; a missing end, None
-    or NaN, never separates)."""
-    low, high = a.get("per_device_interval_low"), b.get("per_device_interval_high")
+def intervals_separate(a: Any, b: Any, per_device: bool = True) -> bool:
+    """Whether goodput row a's 90% interval (per GPU, or on the whole goodput) lies above row b's (dicts or table
+    rows; a missing end, None or NaN, never separates)."""
+    prefix = "per_device_" if per_device else ""
+    low, high = a.get(f"{prefix}interval_low"), b.get(f"{prefix}interval_high")
     return bool(low is not None and low == low and high is not None and high == high and low > high)
 
 

@@ -69,3 +69,30 @@ def test_pacing_a_trace_keeps_its_order_and_reaches_the_rate(gaps, rate):
     paced = [it.arrival_ms for it in work]
     assert paced[0] == 0 and all(b >= a for a, b in zip(paced, paced[1:]))
     assert math.isclose((len(work) - 1) / (paced[-1] / 1000.0), rate, rel_tol=1e-6)
+
+
+def test_a_server_that_died_during_a_probe_ends_the_search_instead_of_scoring_its_lost_requests(monkeypatch):
+    """A decode engine died mid-search on the CPU and the search went on, scoring 'unreachable' as SLO misses down
+    to a goodput of 0. Now the probe asks the backend after its load and raises."""
+    import pytest
+
+    from ctxkit.backends import ServingBackend
+    from ctxkit.backends.base import ServerDied
+    from ctxkit.collectors.latency import SLO
+    from ctxkit.load import search as search_mod
+    from ctxkit.records import DISCONNECT, RequestRecord
+
+    class Dead(ServingBackend):
+        def alive(self) -> bool:
+            return False
+
+        def death_note(self) -> str:
+            return "decode exit code 1"
+
+    def lost(base_url, model, items, arrivals, **_):
+        return [RequestRecord(it.request_id, 2, 4, status=DISCONNECT) for it in items]
+
+    monkeypatch.setattr(search_mod, "run_load", lost)
+    policy = SearchPolicy(min_requests=10, max_requests=10, warmup_requests=0, warmup_s=0, min_duration_s=0)
+    with pytest.raises(ServerDied, match="decode exit code 1"):
+        search_mod.run_probe(Dead(), 0, 5.0, lambda p, b, n: items(n), SLO(ttft_ms=100), policy, timeout_s=5)

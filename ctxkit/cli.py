@@ -196,6 +196,10 @@ def bench_sets(args: argparse.Namespace) -> list[str]:
         put("search.max_probes", args.search_max_probes)
     elif args.target is not None:
         raise P.ParamError("--target applies to --search rate")
+    if args.calibrate:
+        if args.search:
+            raise P.ParamError("--calibrate and --search rate are two runs: one at a time")
+        sets.append("calibrate={}")
     for pair in args.goodput or []:
         name, _, ms = pair.partition(":")
         key = {"ttft": "slo.ttft_ms", "tpot": "slo.tpot_ms", "e2el": "slo.e2e_ms", "e2e": "slo.e2e_ms"}.get(name)
@@ -252,6 +256,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
             res = summary["search"]
             print(f"[ctxkit] goodput {res['goodput']:.3f} req/s at attainment >= {res['target']:g} "
                   f"({res['probes']} probes; {res['stopped_because']})", file=sys.stderr)
+        elif "calibration" in summary:
+            print(f"[ctxkit] calibration: {run.path / 'calibration.json'} (ctxkit plan --calibration ...)",
+                  file=sys.stderr)
         else:
             _print_window(summary["profiling"]["latency"])
         run.set_status("succeeded")
@@ -276,6 +283,51 @@ def _print_window(lat: dict[str, Any]) -> None:
 
 
 SEARCH = P.SearchParams.model_fields      # the search flags' defaults, read where they are defined
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from ctxkit.plan.costs import Calibration
+    from ctxkit.plan.placements import Slo, Workload
+    from ctxkit.plan.planner import plan, render
+
+    try:
+        cal = Calibration.load(Path(args.calibration))
+        gpus = [int(n) for n in args.gpus.split(",")]
+        workload = Workload(input_len=args.input_len, output_len=args.output_len)
+        slo = Slo(ttft_ms=args.ttft_ms, tpot_ms=args.tpot_ms)
+    except (OSError, ValueError) as exc:
+        print(f"ctxkit plan: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"Calibration: {args.calibration} ({cal.model} on {cal.device}, {cal.engine}; runs "
+          f"{', '.join(cal.runs) or '-'}, commit {cal.commit or '-'})" + ("" if cal.transfer else
+          "; no KV transfer figures: aggregated placements only"))
+    plans = []
+    for n in gpus:
+        with tqdm(desc=f"{n} GPU(s)", unit=" placement", file=sys.stderr, leave=False) as bar:
+            plans.append(plan(cal, n, workload, slo, target=args.target, draws=args.draws,
+                              progress=lambda name: (bar.set_postfix_str(name), bar.update())))
+        peer = _peer_rates(args.aiconfigurator, cal, plans[-1]) if args.aiconfigurator else None
+        print("\n" + render(plans[-1], peer))
+    if args.json:
+        Path(args.json).write_text(json.dumps([p.model_dump(mode="json") for p in plans], indent=1) + "\n")
+    return 0
+
+
+def _peer_rates(exe: str, cal, p) -> dict:
+    """AIConfigurator's req/s for each placement of a plan (None where it has none)."""
+    from ctxkit.runs.peer_table import predict_one
+
+    params = {"workload": p.workload.model_dump(), "server": {"model": cal.model}}
+    gpu = cal.device.split(" x ", 1)[-1]
+    rates = {}
+    for r in p.predicted:
+        prediction, why = predict_one(exe, params, gpu, r.placement, p.slo.model_dump())
+        rates[r.placement.name] = prediction.request_rate if prediction else None
+        if prediction is None:
+            print(f"[ctxkit] AIConfigurator, {r.placement.name}: {why}", file=sys.stderr)
+    return rates
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -328,6 +380,9 @@ def add_bench(sub: Any) -> None:
     b.add_argument("--search", choices=["rate"],
                    help="search the highest Poisson rate meeting the SLOs at --target (a trace: the highest rate "
                         "of its own timestamps, scaled)")
+    b.add_argument("--calibrate", action="store_true",
+                   help="measure the step costs `ctxkit plan` predicts from (prefills alone, decode waves) into "
+                        "the run folder's calibration.json; calibrate.* parameters shape it")
     b.add_argument("--target", type=float, help="SLO attainment the search must reach "
                    f"(default {SEARCH['target'].default:g})")
     b.add_argument("--search-start-rate", type=float, help=f"req/s of the first probe (default {SEARCH['start_rate'].default:g})")
@@ -377,6 +432,20 @@ def add_reading(sub: Any) -> None:
                      help="set AIConfigurator's prediction beside each E4 answer (the peer's executable, in a "
                      "virtualenv of its own); kept in the packet for later regenerations")
     pkt.set_defaults(func=cmd_packet)
+
+    pl = sub.add_parser("plan", help="predict every placement of N GPUs from a calibration (bench --calibrate)")
+    pl.add_argument("--calibration", required=True, help="calibration.json of a `ctxkit bench --calibrate` run")
+    pl.add_argument("--gpus", default="1,2,4,8", help="GPU counts, comma-separated (default 1,2,4,8)")
+    pl.add_argument("--input-len", type=int, required=True)
+    pl.add_argument("--output-len", type=int, required=True)
+    pl.add_argument("--ttft-ms", type=float, required=True)
+    pl.add_argument("--tpot-ms", type=float, required=True)
+    pl.add_argument("--target", type=float, default=0.9, help="SLO attainment (default 0.9)")
+    pl.add_argument("--draws", type=int, default=8,
+                    help="calibrations drawn from the fits' spread for each placement's interval (default 8; 0: none)")
+    pl.add_argument("--aiconfigurator", metavar="EXE", help="AIConfigurator's executable: its prediction beside each")
+    pl.add_argument("--json", metavar="FILE", help="also write the plans as JSON")
+    pl.set_defaults(func=cmd_plan)
 
     ls = sub.add_parser("ls", help="list runs")
     ls.add_argument("experiment", nargs="?")

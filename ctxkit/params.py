@@ -228,6 +228,7 @@ class BenchParams(ExperimentParams):
     slo: SLOParams = Field(default_factory=SLOParams)
     metrics_interval_s: Optional[float] = Field(None, gt=0)   # also scrape /metrics every this many seconds
     search: Optional["SearchParams"] = None   # set: search the goodput rate (`--search rate`) instead of one window
+    calibrate: Optional["CalibrateParams"] = None   # set: measure the placement model's costs (`--calibrate`)
 
     @model_validator(mode="after")
     def _fits_server(self) -> "BenchParams":
@@ -241,6 +242,10 @@ class BenchParams(ExperimentParams):
             raise ValueError("a goodput search needs an SLO: --goodput ttft:MS tpot:MS (slo.ttft_ms, slo.tpot_ms)")
         if self.search is not None:
             _search_arrival(self.search, self.workload)
+        if self.calibrate is not None:
+            c = self.calibrate
+            self._fits("calibrate.prefill_lens", max(c.prefill_lens), 2, "its 2 output tokens")
+            self._fits("calibrate.decode_lens", max(c.decode_lens), c.output_len, "calibrate.output_len")
         return self
 
 
@@ -412,6 +417,26 @@ class TopologyParams(Params):
         if self.kind == "aggregated":
             return f"aggregated x{self.replicas}"
         return f"{self.prefill}P{self.decode}D {self.connector}"
+
+
+class CalibrateParams(Params):
+    """`ctxkit bench --calibrate`: the step costs the placement model needs (ctxkit.plan), measured on one server:
+    prompts alone at each length (prefill), then waves of requests decoding together (decode steps)."""
+    prefill_lens: list[Annotated[int, Field(ge=1)]] = Field(
+        default_factory=lambda: [128, 256, 512, 1024, 1536, 2048], min_length=4)
+    prefill_requests: int = Field(4, ge=2)             # per length, one at a time
+    decode_lens: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [128, 1024], min_length=1)
+    decode_batches: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [1, 4, 16], min_length=2)
+    output_len: int = Field(32, ge=8)                  # tokens each decode request generates
+    # the server's scheduler limits when its flags do not set them (--max-num-seqs, --max-num-batched-tokens):
+    # vLLM's defaults differ by release and device, so a calibration says which it assumed
+    max_num_seqs: int = Field(256, ge=1)
+    max_num_batched_tokens: int = Field(8192, ge=1)
+    # KV handoffs for the disaggregated placements, where measured elsewhere (E3, a link probe): null predicts
+    # aggregated placements only
+    handoff_ms: Optional[float] = Field(None, ge=0)
+    transfer_gb_per_s: Optional[float] = Field(None, gt=0)
+    transfer_source: str = ""
 
 
 class SearchParams(Params):

@@ -15,6 +15,7 @@ from ctxkit.collectors import attainment as att
 from ctxkit.collectors.latency import SLO
 from ctxkit.load.search import Probe, SearchPolicy, run_probe, search
 from ctxkit.load.workloads import LengthDist, synthetic
+from ctxkit.plan import queueing
 
 # 8 slots, 80 ms mean service, TTFT objective 300 ms, target 90%: capacity 89.1 req/s at utilization 0.89.
 # Chosen so that
@@ -33,28 +34,15 @@ TOLERANCE = 0.05
 
 
 def erlang_c(lam: float, k: int = K, mu: float = MU) -> float:
-    """The share of an M/M/k queue's requests that wait for a server (Erlang C; below saturation)."""
-    a = lam / mu
-    tail = a ** k / math.factorial(k) / (1 - a / k)
-    return tail / (sum(a ** i / math.factorial(i) for i in range(k)) + tail)
+    return queueing.erlang_c(lam, k, mu)
 
 
 def mmk_attainment(lam: float, k: int = K, mu: float = MU, s: float = S) -> float:
-    """P(response time <= s) in an M/M/k FCFS queue (response = wait + exponential service)."""
-    if lam >= k * mu:
-        return 0.0
-    waits = erlang_c(lam, k, mu)
-    theta = k * mu - lam
-    both = (theta * math.exp(-mu * s) - mu * math.exp(-theta * s)) / (theta - mu)
-    return 1 - ((1 - waits) * math.exp(-mu * s) + waits * both)
+    return queueing.mmk_attainment(lam, k, mu, s)
 
 
 def capacity(target: float = TARGET, k: int = K, mu: float = MU, s: float = S) -> float:
-    lo, hi = 0.0, k * mu * (1 - 1e-9)
-    for _ in range(100):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if mmk_attainment(mid, k, mu, s) >= target else (lo, mid)
-    return lo
+    return queueing.mmk_capacity(target, k, mu, s)
 
 
 def test_the_known_capacity():
@@ -256,7 +244,6 @@ def test_inside_a_bracket_the_next_rate_follows_the_measured_attainments():
     bracket keep moving the same end, each next one reaches farther toward the other (Illinois). A pass end on the
     flat part (above 0.95 at a 0.9 target) says nothing of where the knee is: there, and where no line can be drawn,
     the middle."""
-    import math
 
     from ctxkit.load.search import Probe, next_rate
     policy = SearchPolicy(target=0.9, tolerance=0.05)

@@ -11,6 +11,7 @@ from conftest import ROOT
 # Bottom to top. A package's modules may import from their own package and from lower layers only.
 LAYERS = [
     {"ctxkit", "ctxkit.env"},
+    {"ctxkit.plan"},
     {"ctxkit.records", "ctxkit.hardware", "ctxkit.models", "ctxkit.plots", "ctxkit.workspace", "ctxkit.sse",
      "ctxkit.deployment", "ctxkit.peers"},
     {"ctxkit.completions", "ctxkit.params"},

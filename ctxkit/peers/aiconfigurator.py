@@ -17,6 +17,8 @@ from typing import Optional
 
 from pydantic import BaseModel
 
+from ctxkit.plan.placements import Placement
+
 # GPU name as NVML reports it -> AIConfigurator's system; a GPU it has no database for gets no prediction
 TOP_N = 50       # rows the peer prints per mode: a placement it ranks below these gets no prediction
 SYSTEMS = (("GB200", "gb200_sxm"), ("B200", "b200_sxm"), ("H200", "h200_sxm"), ("H100", "h100_sxm"))
@@ -24,21 +26,6 @@ SYSTEMS = (("GB200", "gb200_sxm"), ("B200", "b200_sxm"), ("H200", "h200_sxm"), (
 
 class PeerError(RuntimeError):
     """The peer could not be run, or printed nothing ctxkit can read."""
-
-
-class Placement(BaseModel):
-    """An E4 topology in the peer's terms: aggregated replicas, or prefill and decode workers (one GPU each)."""
-    replicas: int = 0
-    prefill: int = 0
-    decode: int = 0
-
-    @property
-    def gpus(self) -> int:
-        return self.replicas or self.prefill + self.decode
-
-    @property
-    def mode(self) -> str:
-        return "agg" if self.replicas else "disagg"
 
 
 class Prediction(BaseModel):

@@ -22,7 +22,7 @@ tar cf - -C "$work/w" . | split -b "${PART_MB:-26}m" -d - "$out/part"
 python3 -m pip download -q --only-binary=:all: --python-version 3.12 --implementation cp "${plats[@]}" \
   --platform any -d "$out/extra" "papermill>=2.6" "nbconvert>=7.16" "nbformat>=5.10" "ipykernel>=6.29" \
   "ipywidgets>=8.1" "nvidia-ml-py>=12.535" "pyyaml>=6.0" "prometheus-client>=0.20" "psutil>=5.9" "tqdm>=4.66" \
-  "jinja2>=3.1" "jupytext>=1.16"
+  "jinja2>=3.1" "jupytext>=1.16" "simpy>=4.1"
 if [ "${2:-}" = "--ray" ]; then
   python3 -m pip download -q --only-binary=:all: --python-version 3.12 --implementation cp "${plats[@]}" \
     --platform any -d "$work/ray" "ray==2.60.0"      # the Ray the 2026-12-06 packet ran

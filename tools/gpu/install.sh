@@ -8,7 +8,7 @@ cat /root/stage/part* | tar xf - -C "$tmp"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /root/site "$tmp"/*.whl
 rm -f "$tmp"/*.whl
 python3 -m pip install -q --no-index --find-links /root/stage/extra papermill nbconvert nbformat ipykernel ipywidgets \
-  nvidia-ml-py pyyaml prometheus-client psutil tqdm jinja2 jupytext
+  nvidia-ml-py pyyaml prometheus-client psutil tqdm jinja2 jupytext simpy
 if ls /root/stage/ray?? >/dev/null 2>&1; then   # staged with build_wheelhouse.sh --ray: the Ray launcher's extra
   cat /root/stage/ray?? | tar xf - -C "$tmp"
   python3 -m pip install -q --no-index --find-links "$tmp" ray

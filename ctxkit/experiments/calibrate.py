@@ -1,0 +1,113 @@
+"""Calibration of the placement model (ctxkit.plan): one server's step costs, measured as E5's cost part measures
+them, fitted into a calibration file (ctxkit.plan.costs.Calibration) beside the run's other files.
+
+- Prefill: each length of `prefill_lens`, `prefill_requests` prompts one at a time (no queueing, fresh prompts so
+  nothing comes from the prefix cache), their median TTFT a point of TTFT(L) = a + b L + c L^2 (the median: on a
+  shared CPU one request in four can take twice as long).
+- Decode: each length of `decode_lens` and each batch of `decode_batches`, one wave of that many requests sent
+  together; over the wave's steady window (E5's `steady`: every request past its first token and caught up, no
+  prefill sharing the steps) the p50 time a token took is a step's time, against the requests decoding there and
+  the KV tokens they read: step = d + f seqs + e kv_tokens.
+- Limits: KV capacity from the server's cache_config_info (blocks x block size); max_num_seqs and
+  max_num_batched_tokens from the server's flags, else the parameters' (assumed) values, and the file says which.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from ctxkit import __version__
+from ctxkit.backends.base import ServingBackend
+from ctxkit.collectors.server_metrics import cache_config, parse
+from ctxkit.experiments.e5_cost import steady
+from ctxkit.load.engine import measure
+from ctxkit.load.workloads import LengthDist, synthetic
+from ctxkit.models import ModelCard
+from ctxkit.params import BenchParams, CalibrateParams, LoadParams, flag_value
+from ctxkit.plan.costs import Calibration, EngineLimits, Transfer, fit_linear
+from ctxkit.records import JsonlWriter, RequestRecord
+
+Log = Callable[[str], None]
+
+
+def _wave(params: BenchParams, backend: ServingBackend, card: ModelCard, out: JsonlWriter, length: int,
+          n: int, batch: int, output_len: int, tag: str) -> list[RequestRecord]:
+    items = synthetic(n, LengthDist("fixed", length), LengthDist("fixed", output_len), vocab_size=card.vocab_size,
+                      seed=params.seed, id_prefix=f"cal-{tag}-L{length}b{batch}")
+    records, _ = measure(backend, items, LoadParams(arrival="concurrency", concurrency=batch, warmup_requests=0),
+                         seed=params.seed, timeout_s=params.request_timeout_s, slo=None, out=out,
+                         label=f"calibrate {tag} L={length} batch={batch}",
+                         tags={"part": f"calibrate-{tag}", "context_len": length, "batch": batch})
+    failed = [r for r in records if not r.ok]
+    if failed:
+        raise RuntimeError(f"calibration {tag} L={length} batch={batch}: {len(failed)} of {len(records)} requests "
+                           f"failed ({failed[0].status}: {failed[0].error})")
+    return records
+
+
+def measure_prefill(params: BenchParams, c: CalibrateParams, backend: ServingBackend, card: ModelCard,
+                    out: JsonlWriter, log: Log) -> list[dict[str, float]]:
+    rows = []
+    for length in c.prefill_lens:
+        records = _wave(params, backend, card, out, length, c.prefill_requests, 1, 2, "prefill")
+        ttfts = [(r.t_first_ns - r.t_send_ns) / 1e6 for r in records if r.t_first_ns]
+        rows.append({"one": 1.0, "L": float(length), "L2": float(length) ** 2, "ttft_ms": float(np.median(ttfts))})
+        log(f"[calibrate] prefill L={length}: p50 TTFT {np.median(ttfts):.1f} ms")
+    return rows
+
+
+def measure_decode(params: BenchParams, c: CalibrateParams, backend: ServingBackend, card: ModelCard,
+                   out: JsonlWriter, log: Log) -> list[dict[str, float]]:
+    rows = []
+    for length in c.decode_lens:
+        for batch in c.decode_batches:
+            records = _wave(params, backend, card, out, length, batch, batch, c.output_len, "decode")
+            step_ms, running = steady(records)
+            if step_ms is None or running is None:
+                log(f"[calibrate] decode L={length} batch={batch}: no steady window (output_len too short?)")
+                continue
+            rows.append({"one": 1.0, "seqs": running, "kv_tokens": running * (length + c.output_len / 2),
+                         "step_ms": step_ms})
+            log(f"[calibrate] decode L={length} batch={batch}: {step_ms:.2f} ms a step, {running:.1f} decoding")
+    return rows
+
+
+def limits(params: BenchParams, c: CalibrateParams, backend: ServingBackend) -> tuple[EngineLimits, str]:
+    """The server's scheduler limits and KV capacity, and where the limits came from."""
+    config = cache_config(parse(backend.metrics()))
+    blocks, size = int(float(config.get("num_gpu_blocks", 0) or 0)), int(float(config.get("block_size", 16) or 16))
+    if blocks <= 0:
+        raise RuntimeError("the server reports no KV cache size (vllm:cache_config_info num_gpu_blocks): "
+                           "calibration needs a vLLM server")
+    flags = params.server.extra_args
+    seqs, budget = flag_value(flags, "--max-num-seqs"), flag_value(flags, "--max-num-batched-tokens")
+    source = ("server flags" if seqs and budget else
+              "assumed (calibrate.max_num_seqs, max_num_batched_tokens) where the server's flags set none")
+    return EngineLimits(max_num_seqs=seqs or c.max_num_seqs, max_num_batched_tokens=budget or c.max_num_batched_tokens,
+                        kv_capacity_tokens=blocks * size, block_size=size,
+                        chunked_prefill="--no-enable-chunked-prefill" not in flags,
+                        compiled=not params.server.enforce_eager), source
+
+
+def transfer(c: CalibrateParams, card: ModelCard, dtype: str) -> Optional[Transfer]:
+    if c.handoff_ms is None or c.transfer_gb_per_s is None:
+        return None
+    return Transfer(kv_bytes_per_token=card.kv_bytes_per_token(dtype), per_handoff_ms=c.handoff_ms,
+                    gb_per_s=c.transfer_gb_per_s, source=c.transfer_source or "calibrate parameters")
+
+
+def calibrate(params: BenchParams, backend: ServingBackend, out: JsonlWriter, *, device: str, engine: str,
+              run_id: str, commit: Optional[str], log: Log = print) -> tuple[Calibration, dict[str, Any]]:
+    """Measure and fit; the backend must be running. Returns the calibration and the rows it was fitted on."""
+    assert params.calibrate is not None
+    c, card = params.calibrate, ModelCard.load(params.server.model)
+    prefill = measure_prefill(params, c, backend, card, out, log)
+    decode = measure_decode(params, c, backend, card, out, log)
+    engine_limits, limits_from = limits(params, c, backend)
+    cal = Calibration(model=card.name, device=device, engine=engine, limits=engine_limits,
+                      prefill=fit_linear(["one", "L", "L2"], prefill, [r["ttft_ms"] for r in prefill]),
+                      decode=fit_linear(["one", "seqs", "kv_tokens"], decode, [r["step_ms"] for r in decode]),
+                      transfer=transfer(c, card, params.server.dtype), runs=[run_id], commit=commit,
+                      limits_from=limits_from, ctxkit=__version__)
+    return cal, {"prefill": prefill, "decode": decode}

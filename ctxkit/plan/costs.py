@@ -43,15 +43,24 @@ class LinearFit(BaseModel):
 
 
 def fit_linear(terms: list[str], rows: list[dict[str, float]], y: list[float]) -> LinearFit:
+    """Least squares with every coefficient at least zero (each is a cost): a term whose coefficient comes out
+    negative (on noisy points, the L^2 term's trade with L's) is dropped, coefficient 0, and the rest fitted again."""
     x = np.array([[r[t] for t in terms] for r in rows], dtype=float)
     yy = np.asarray(y, dtype=float)
     if len(yy) <= len(terms):
         raise ValueError(f"{len(yy)} points for {len(terms)} terms ({', '.join(terms)}): measure more")
-    coef, *_ = np.linalg.lstsq(x, yy, rcond=None)
+    kept = list(range(len(terms)))
+    while True:
+        coef_kept, *_ = np.linalg.lstsq(x[:, kept], yy, rcond=None)
+        if (coef_kept >= 0).all() or len(kept) == 1:
+            break
+        kept.pop(int(np.argmin(coef_kept)))
+    coef = np.zeros(len(terms))
+    coef[kept] = np.maximum(coef_kept, 0.0)
     resid = yy - x @ coef
-    dof = len(yy) - len(terms)
-    s2 = float(resid @ resid) / dof
-    cov = s2 * np.linalg.pinv(x.T @ x)
+    s2 = float(resid @ resid) / (len(yy) - len(kept))
+    cov = np.zeros((len(terms), len(terms)))
+    cov[np.ix_(kept, kept)] = s2 * np.linalg.pinv(x[:, kept].T @ x[:, kept])
     total = float(((yy - yy.mean()) ** 2).sum())
     return LinearFit(terms=terms, coef=[float(c) for c in coef], cov=cov.tolist(), residual_sd=s2 ** 0.5,
                      r2=1.0 - float(resid @ resid) / total if total > 0 else float("nan"), points=len(yy))

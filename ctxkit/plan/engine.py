@@ -16,7 +16,7 @@ from __future__ import annotations
 import collections
 import math
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Generator, Optional
 
 import simpy
 
@@ -83,17 +83,19 @@ class Instance:
         self._wake: simpy.Event = env.event()
         env.process(self._loop())
 
-    def submit(self, job: Job) -> None:
-        job.done = self.env.event()
+    def submit(self, job: Job) -> simpy.Event:
+        """Queue a request; the event fires when it leaves (finished, or dropped as too large for the cache)."""
+        done = job.done = self.env.event()
         if self.role == "decode":
             job.computed = job.prompt - 1
         if self._blocks_for(job, job.pending if self.role == "decode" else 1) > self.total_blocks:
             self.dropped.append(job)
-            job.done.succeed()
-            return
+            done.succeed()
+            return done
         self.waiting.append(job)
         if not self._wake.triggered:
             self._wake.succeed()
+        return done
 
     @property
     def total_blocks(self) -> int:
@@ -102,7 +104,7 @@ class Instance:
     def _blocks_for(self, job: Job, n: int) -> int:
         return math.ceil((job.computed + n) / self.limits.block_size) - job.blocks
 
-    def _loop(self):
+    def _loop(self) -> Generator[simpy.Event, Any, None]:
         while True:
             if not self.running and not self.waiting:
                 self._wake = self.env.event()

@@ -15,6 +15,8 @@ first step, with the request overhead once per server the request visits.
 """
 from __future__ import annotations
 
+from typing import Any, Generator
+
 import numpy as np
 import simpy
 from pydantic import BaseModel, ConfigDict, Field
@@ -71,7 +73,7 @@ def _run_instance(cal: Calibration, role: str, gaps_s: np.ndarray, workload: Wor
     inst = Instance(env, cal.step_cost(), cal.limits, role)
     jobs = [Job(i, workload.input_len, workload.output_len, float(t)) for i, t in enumerate(np.cumsum(gaps_s))]
 
-    def arrive():
+    def arrive() -> Generator[simpy.Event, Any, None]:
         for job in jobs:
             yield env.timeout(max(0.0, job.arrival_s - env.now))
             inst.submit(job)
@@ -103,7 +105,7 @@ def _tpot(job: Job) -> float:
 
 
 def attainment(placement: Placement, cal: Calibration, workload: Workload, slo: Slo, rate: float,
-               requests: int = 600, seed: int = 0) -> float:
+               requests: int = 2000, seed: int = 0) -> float:
     """Joint SLO attainment at `rate` req/s over the whole placement, from one instance of each pool."""
     overhead = cal.step_cost().request_overhead_ms / 1e3
     if not placement.disaggregated:
@@ -125,7 +127,7 @@ def attainment(placement: Placement, cal: Calibration, workload: Workload, slo: 
 
 
 def attainment_full(placement: Placement, cal: Calibration, workload: Workload, slo: Slo, rate: float,
-                    requests: int = 600, seed: int = 0) -> float:
+                    requests: int = 2000, seed: int = 0) -> float:
     """The same, with every instance of the placement and each request's handoff simulated."""
     env = simpy.Environment()
     cost, overhead = cal.step_cost(), cal.step_cost().request_overhead_ms / 1e3
@@ -137,21 +139,19 @@ def attainment_full(placement: Placement, cal: Calibration, workload: Workload, 
     arrivals = np.cumsum(np.random.default_rng([seed, 0]).exponential(1.0 / rate, size=requests))
     ttft, tpot = np.full(requests, np.inf), np.full(requests, np.inf)
 
-    def serve(i: int, t0: float):
+    def serve(i: int, t0: float) -> Generator[simpy.Event, Any, None]:
         job = Job(i, workload.input_len, 1 if placement.disaggregated else workload.output_len, t0)
-        pools[0][i % len(pools[0])].submit(job)
-        yield job.done
+        yield pools[0][i % len(pools[0])].submit(job)
         if placement.disaggregated and job.first_token_s is not None:
             assert cal.transfer is not None
             yield env.timeout(cal.transfer.seconds(workload.input_len))
             job = Job(i, workload.input_len, workload.output_len, env.now)
-            pools[1][i % len(pools[1])].submit(job)
-            yield job.done
+            yield pools[1][i % len(pools[1])].submit(job)
         if job.first_token_s is not None:
             ttft[i] = job.first_token_s - t0 + overhead * len(pools)
             tpot[i] = _tpot(job)
 
-    def arrive():
+    def arrive() -> Generator[simpy.Event, Any, None]:
         for i, t in enumerate(arrivals):
             yield env.timeout(max(0.0, t - env.now))
             env.process(serve(i, float(t)))
@@ -161,7 +161,7 @@ def attainment_full(placement: Placement, cal: Calibration, workload: Workload, 
 
 
 def goodput(placement: Placement, cal: Calibration, workload: Workload, slo: Slo, target: float = 0.9,
-            requests: int = 600, seed: int = 0, resolution: float = 0.01, start: float = 1.0) -> float:
+            requests: int = 2000, seed: int = 0, resolution: float = 0.01, start: float = 1.0) -> float:
     """The highest rate (req/s) at which the model's attainment reaches `target`: from `start`, steps of 1.25x up
     while rates pass (down while they fail) to a bracket, then bisection on the rates' logarithm to `resolution`.
     The same arrivals at every rate, scaled (common random numbers keep the attainment monotone in the rate)."""

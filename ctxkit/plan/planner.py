@@ -85,7 +85,7 @@ def _best_split(gpus: int, rate_of: Callable[[Placement], float]) -> dict[Placem
 
 
 def plan(cal: Calibration, gpus: int, workload: Workload, slo: Slo, target: float = 0.9, draws: int = 8,
-         seed: int = 0, requests: int = 600, progress: Callable[[str], None] = lambda _: None) -> Plan:
+         seed: int = 0, requests: int = 2000, progress: Callable[[str], None] = lambda _: None) -> Plan:
     """Predict every placement of `gpus` GPUs (aggregated replicas; xPyD where the calibration has KV transfer)."""
     def rate_of(p: Placement) -> float:
         progress(p.name)

@@ -14,6 +14,7 @@ from pydantic import BaseModel, TypeAdapter
 
 from ctxkit.models import CARDS_DIR, ModelCard, UnknownModelCard
 from ctxkit.peers import aiconfigurator as aic
+from ctxkit.plan.placements import Placement
 from ctxkit.runs import placements
 from ctxkit.runs.markdown import table
 
@@ -35,12 +36,12 @@ class PeerRow(BaseModel):
 ROWS = TypeAdapter(list[PeerRow])
 
 
-def placement(topology: str) -> Optional[aic.Placement]:
+def placement(topology: str) -> Optional[Placement]:
     """E4's topology label ("aggregated x2", "3P1D nixl") in the peer's terms."""
     if m := re.match(r"aggregated x(\d+)", topology):
-        return aic.Placement(replicas=int(m.group(1)))
+        return Placement(replicas=int(m.group(1)))
     if m := re.match(r"(\d+)P(\d+)D", topology):
-        return aic.Placement(prefill=int(m.group(1)), decode=int(m.group(2)))
+        return Placement(prefill=int(m.group(1)), decode=int(m.group(2)))
     return None
 
 
@@ -73,13 +74,13 @@ def _ran(params: dict[str, Any], topology: str) -> str:
     return placements.compilation(merged)
 
 
-def placement_of(spec: dict[str, Any]) -> Optional[aic.Placement]:
+def placement_of(spec: dict[str, Any]) -> Optional[Placement]:
     if spec.get("kind", "aggregated") == "aggregated":
-        return aic.Placement(replicas=spec.get("replicas", 1))
-    return aic.Placement(prefill=spec.get("prefill", 1), decode=spec.get("decode", 1))
+        return Placement(replicas=spec.get("replicas", 1))
+    return Placement(prefill=spec.get("prefill", 1), decode=spec.get("decode", 1))
 
 
-def predict_one(exe: str, params: dict[str, Any], gpu: str, where: aic.Placement, slo: dict[str, Any]) \
+def predict_one(exe: str, params: dict[str, Any], gpu: str, where: Placement, slo: dict[str, Any]) \
         -> tuple[Optional[aic.Prediction], str]:
     """The peer's prediction, or why there is none (the peer failed, an SLO without both limits, no card)."""
     if slo.get("ttft_ms") is None or slo.get("tpot_ms") is None:

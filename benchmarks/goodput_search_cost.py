@@ -39,17 +39,18 @@ from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 os.environ.setdefault("CTXKIT_ALLOW_SIMULATED_BACKEND", "1")
 
 from evidence import code_state, record  # noqa: E402
-from test_goodput_search import MU, TARGET, K, S, capacity, items  # noqa: E402
-from virtual_queue import VirtualQueue  # noqa: E402
+from virtual_queue import VirtualQueue, items  # noqa: E402
 
 from ctxkit.backends import Simulated  # noqa: E402
 from ctxkit.collectors.latency import SLO  # noqa: E402
 from ctxkit.load.search import SearchPolicy, goodput_interval, run_probe, search  # noqa: E402
+from ctxkit.plan.queueing import REFERENCE  # noqa: E402
+
+K, MU, S, TARGET, capacity = REFERENCE.k, REFERENCE.mu, REFERENCE.s, REFERENCE.target, REFERENCE.capacity
 
 POLICY = dict(target=TARGET, min_requests=300, max_requests=600, warmup_requests=20, warmup_s=6.0, min_duration_s=4.0,
               max_probes=30)

@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import argparse
 import heapq
-import sys
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from test_goodput_search import capacity, mmk_attainment  # noqa: E402
+from ctxkit.plan.queueing import mmk_attainment, mmk_capacity  # noqa: E402
 
 
 def window(k: int, mu: float, s: float, lam: float, n_warm: int, n: int, rng: np.random.Generator) -> float:
@@ -38,7 +35,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     for label, k, mu, s, t, warm_s, score_s, min_n in (("old: 220 ms objective", 8, 12.5, 0.22, 0.9, 3, 2, 100),
                                                        ("new: 300 ms objective", 8, 12.5, 0.30, 0.9, 6, 4, 300)):
-        c = capacity(t, k, mu, s)
+        c = mmk_capacity(t, k, mu, s)
         for f in (0.9, 1.1):
             lam = f * c
             n_warm, n = max(20, int(lam * warm_s)), max(min_n, int(lam * score_s * 1.2))

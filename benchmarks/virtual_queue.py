@@ -23,7 +23,7 @@ from ctxkit.backends import ServingBackend
 from ctxkit.backends.simulated import service_s
 from ctxkit.load import search as search_module
 from ctxkit.load.arrivals import Arrivals
-from ctxkit.load.workloads import WorkItem
+from ctxkit.load.workloads import LengthDist, WorkItem, synthetic
 from ctxkit.records import CANCELLED, RequestRecord
 
 POLL_NS = 50_000_000            # the live client's drain loop wakes after 50 ms, or once every request is done
@@ -159,3 +159,12 @@ class VirtualQueue(ServingBackend):
         if now is None:
             rec.t_end_ns = end
         return rec
+
+
+def items(seed: int):
+    """The reference queue's workload (16-token prompts, 2 tokens out), fresh for every probe and batch: shared by
+    the search's tests and its benchmarks, whose recorded figures rest on these seeds."""
+    def make(probe: int, batch: int, n: int) -> list[WorkItem]:
+        return synthetic(n, LengthDist("fixed", 16), LengthDist("fixed", 2), vocab_size=4096,
+                         seed=seed * 100_000 + probe * 10 + batch, id_prefix=f"s{seed}p{probe}b{batch}")
+    return make

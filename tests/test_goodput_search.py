@@ -9,12 +9,12 @@ import math
 import time
 
 import pytest
+from virtual_queue import items
 
 from ctxkit.backends import ServingBackend, Simulated
 from ctxkit.collectors import attainment as att
 from ctxkit.collectors.latency import SLO
 from ctxkit.load.search import Probe, SearchPolicy, run_probe, search
-from ctxkit.load.workloads import LengthDist, synthetic
 from ctxkit.plan import queueing
 
 # 8 slots, 80 ms mean service, TTFT objective 300 ms, target 90%: capacity 89.1 req/s at utilization 0.89.
@@ -29,7 +29,7 @@ from ctxkit.plan import queueing
 # Probes score 300 requests and 4 s at least after 6 s of warmup: near the knee the queue needs seconds to relax to
 # steady state (about 1/(K mu (1 - sqrt(rho))^2): 3 s at capacity), and a probe from an empty queue looks better
 # than its steady state until it has.
-K, MU, S, TARGET = 8, 12.5, 0.300, 0.9
+K, MU, S, TARGET = queueing.REFERENCE.k, queueing.REFERENCE.mu, queueing.REFERENCE.s, queueing.REFERENCE.target
 TOLERANCE = 0.05
 
 
@@ -58,13 +58,6 @@ def test_wilson_interval_and_verdicts():
     assert att.verdict(34, 34, 0.9) == "undecided"                   # 34/34: lower bound 0.898
     assert att.verdict(70, 100, 0.9) == "fail"
     assert att.verdict(90, 100, 0.9) == "undecided"
-
-
-def items(seed: int):
-    def make(probe: int, batch: int, n: int):
-        return synthetic(n, LengthDist("fixed", 16), LengthDist("fixed", 2), vocab_size=4096,
-                         seed=seed * 100_000 + probe * 10 + batch, id_prefix=f"s{seed}p{probe}b{batch}")
-    return make
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@ answers that the goodput search and the placement model are checked against."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 
 def erlang_c(lam: float, k: int, mu: float) -> float:
@@ -29,3 +30,24 @@ def mmk_capacity(target: float, k: int, mu: float, s: float) -> float:
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if mmk_attainment(mid, k, mu, s) >= target else (lo, mid)
     return lo
+
+
+@dataclass(frozen=True)
+class MMk:
+    """An M/M/k FCFS queue (service rate mu per server) under a response-time objective s (seconds) and a target
+    share of responses within it."""
+    k: int
+    mu: float
+    s: float
+    target: float
+
+    def attainment(self, lam: float) -> float:
+        return mmk_attainment(lam, self.k, self.mu, self.s)
+
+    def capacity(self) -> float:
+        return mmk_capacity(self.target, self.k, self.mu, self.s)
+
+
+# The queue the goodput search is validated on (the simulated server with 8 slots of 80 ms mean service, a 300 ms
+# TTFT objective for 90% of requests: capacity 89.1 req/s); tests/test_goodput_search.py says why these values.
+REFERENCE = MMk(k=8, mu=12.5, s=0.300, target=0.9)

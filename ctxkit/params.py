@@ -428,10 +428,10 @@ class CalibrateParams(Params):
     decode_lens: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [128, 1024], min_length=1)
     decode_batches: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [1, 4, 16], min_length=2)
     output_len: int = Field(32, ge=8)                  # tokens each decode request generates
-    # the server's scheduler limits when its flags do not set them (--max-num-seqs, --max-num-batched-tokens):
-    # vLLM's defaults differ by release and device, so a calibration says which it assumed
-    max_num_seqs: int = Field(256, ge=1)
-    max_num_batched_tokens: int = Field(8192, ge=1)
+    # the server's scheduler limits when its flags do not set them (--max-num-seqs, --max-num-batched-tokens);
+    # null: vLLM's defaults for the device, and the calibration says they were assumed
+    max_num_seqs: Optional[int] = Field(None, ge=1)
+    max_num_batched_tokens: Optional[int] = Field(None, ge=1)
     # KV handoffs for the disaggregated placements, where measured elsewhere (E3, a link probe): null predicts
     # aggregated placements only
     handoff_ms: Optional[float] = Field(None, ge=0)

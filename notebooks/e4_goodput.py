@@ -30,7 +30,7 @@
 # and lowest failing rates are within the tolerance: the goodput and its bracket. While doubling, a probe only picks
 # the direction: it may pass early on fewer requests, after a shorter warmup (a scout); the goodput always rests on a full probe. Going down from a failing start,
 # a search over a trace stops once halving the rate rescued none of the rows that missed: a trace's bursts (rows
-# sharing a timestamp) do not shrink with its rate, and a request that misses unloaded misses at any rate. Per GPU means per distinct GPU (two servers on one GPU use one); on the CPU tier, per core set. The goodput comes with a 90% confidence interval: each probe's bounds on attainment count its requests' dependence (batch means), and the interval runs from the highest rate shown above the target to the lowest shown below; the bracket is the search's resolution. A converged search measures its two ends again and says whether they repeat.
+# sharing a timestamp) do not shrink with its rate, and a request that misses unloaded misses at any rate. Per GPU means per distinct GPU (two servers on one GPU use one); on the CPU tier, per core set. The goodput comes with a 90% confidence interval: each probe's bounds on attainment count its requests' dependence (batch means), and the interval runs from the highest rate shown above the target to the lowest shown below, always holds the search's own answer, and widens past any rate shown both above and below (a contradiction among the probes); the bracket is the search's resolution. A converged search measures its two ends again and says whether they repeat.
 
 # %% tags=["parameters"]
 # Parameters: a profile (params/profiles/<name>.yaml), parameter files, and `key=value` overrides, layered as

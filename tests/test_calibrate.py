@@ -30,6 +30,7 @@ def test_bench_calibrate_then_plan(vllm_server, runs_dir, tmp_path):
     assert cal.prefill.points == 4 and cal.decode.points == 4
     assert cal.decode["one"] > 0 and cal.limits.kv_capacity_tokens > 0
     assert cal.runs == [folder.name] and "assumed" in cal.limits_from      # an endpoint's flags are not known
+    assert (cal.limits.max_num_seqs, cal.limits.max_num_batched_tokens, cal.limits.async_scheduling) == (128, 2048, False)
     assert json.loads((folder / "summary.json").read_text())["checks"]["calibrated"]["passed"]
     plan = run_cli("plan", "--calibration", str(folder / "calibration.json"), "--gpus", "1", "--input-len", "256",
                    "--output-len", "16", "--ttft-ms", "400", "--tpot-ms", "60", "--draws", "0", timeout=300)

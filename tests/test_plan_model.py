@@ -34,9 +34,9 @@ def calibration(kv_tokens: int = 400_000, budget: int = 2048, seqs: int = 64) ->
                        transfer=Transfer(kv_bytes_per_token=131072, per_handoff_ms=5, gb_per_s=50, source="test"))
 
 
-def run_jobs(cal: Calibration, jobs: list[Job], role: str = "both", check=None) -> Instance:
+def run_jobs(cal: Calibration, jobs: list[Job], role: str = "both", check=None, fast_forward: bool = True) -> Instance:
     env = simpy.Environment()
-    inst = Instance(env, cal.step_cost(), cal.limits, role)
+    inst = Instance(env, cal.step_cost(), cal.limits, role, fast_forward=fast_forward)
     if check is not None:
         schedule = inst._schedule
 
@@ -98,6 +98,24 @@ def test_the_scheduler_keeps_vllms_limits_and_every_request_finishes():
     assert seen["steps"] > 100
     assert all(j.generated == j.output and j.done.triggered for j in jobs)
     assert sum(j.preempted for j in jobs) > 0
+
+
+@pytest.mark.parametrize("role", ["both", "decode"])
+def test_decode_runs_taken_at_once_are_the_same_as_step_by_step(role):
+    """The engine takes runs of decode-only steps in one jump; every token time and step count must be what the
+    step-by-step model gives, KV blocks and preemption included."""
+    cal = calibration(kv_tokens=16 * 300, budget=1024, seqs=16)
+    rng = np.random.default_rng(2)
+    shape = [(int(rng.integers(50, 500)), int(rng.integers(2, 150)), float(t))
+             for t in np.cumsum(rng.exponential(0.02, 150))]
+    runs = {}
+    for ff in (False, True):
+        jobs = [Job(i, p, o, t) for i, (p, o, t) in enumerate(shape)]
+        inst = run_jobs(cal, jobs, role=role, fast_forward=ff)
+        runs[ff] = (inst.steps, [(j.first_token_s, j.last_token_s, j.generated, j.preempted) for j in jobs])
+    assert runs[True][0] == runs[False][0]
+    for fast, slow in zip(runs[True][1], runs[False][1]):
+        assert fast[2:] == slow[2:] and fast[0] == pytest.approx(slow[0]) and fast[1] == pytest.approx(slow[1])
 
 
 def test_a_decode_server_computes_one_token_then_decodes():
@@ -200,3 +218,48 @@ def test_a_cost_that_fits_below_zero_is_dropped_not_kept():
     f = fit_linear(["one", "L", "L2"], rows, y)
     assert f["L2"] == 0.0 and f["L"] > 0 and f["one"] > 0
     assert f.cov[2] == [0.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize("async_scheduling, role, wait", [(False, "both", 1), (True, "both", 2), (True, "decode", 3)])
+def test_a_request_arriving_mid_step_waits_as_vllm_schedules(async_scheduling, role, wait):
+    """Arriving while a step runs, a request is first computed in the next step (the one after with async
+    scheduling, one more on a decode server, which learns of arrived KV when it polls): its first token comes at
+    the end of that step."""
+    cal = calibration()
+    cal = cal.model_copy(update={"limits": cal.limits.model_copy(update={"async_scheduling": async_scheduling})})
+    env = simpy.Environment()
+    inst = Instance(env, cal.step_cost(), cal.limits, role, fast_forward=False)
+    ends: list[float] = []
+    schedule = inst._schedule
+
+    def noting():
+        ends.append(env.now)                # a step is scheduled when the one before ends
+        return schedule()
+    inst._schedule = noting
+    long = Job(0, prompt=1000, output=200, arrival_s=0.0)
+    late = Job(1, prompt=500, output=2, arrival_s=0.0)
+
+    def arrive():
+        inst.submit(long)
+        yield env.timeout(ends_after_two_steps(cal))
+        inst.submit(late)
+    env.process(arrive())
+    env.run(until=10)
+    arrived_in = sum(t <= ends_after_two_steps(cal) for t in ends)        # the step running when it arrived
+    assert late.first_token_s == pytest.approx(ends[arrived_in + wait - 1 + 1])
+
+
+def ends_after_two_steps(cal: Calibration) -> float:
+    """A time inside the long request's third step (a prefill step, then decode steps of about 5 ms)."""
+    step = cal.step_cost()
+    return (step.base_ms + 0.024 * 1000 + 1e-7 * 1000 ** 2 + 1.5 * step.base_ms) / 1e3
+
+
+def test_a_request_waits_until_its_whole_sequence_fits():
+    """vLLM admits a request only when blocks for its whole prompt are free, though it takes them chunk by chunk:
+    a second long prompt waits for the first to finish rather than starting and being preempted."""
+    cal = calibration(kv_tokens=16 * 200, budget=512, seqs=8)      # 3,200 tokens of KV
+    first, second = Job(0, prompt=2000, output=20, arrival_s=0.0), Job(1, prompt=2000, output=20, arrival_s=0.0)
+    run_jobs(cal, [first, second])
+    assert second.first_token_s > first.last_token_s
+    assert first.preempted == second.preempted == 0

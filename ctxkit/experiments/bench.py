@@ -117,7 +117,8 @@ def run_calibrate(params: BenchParams, run: RunFolder, backend: ServingBackend, 
               f"cpu: {meta['hardware']['cpu']} ({meta['hardware']['cpu_count']} cores)")
     engine = f"vLLM {meta['versions'].get('vllm')}" + (" (compiled)" if not params.server.enforce_eager else " (eager)")
     with backend, JsonlWriter(run.path / "requests.jsonl") as out:
-        cal, points = calibrate.calibrate(params, backend, out, device=device, engine=engine, run_id=run.run_id,
+        cal, points = calibrate.calibrate(params, backend, out, device=device, engine=engine,
+                                          gpu=gpus[0] if gpus else None, run_id=run.run_id,
                                           commit=meta["git"]["commit"], log=log)
     cal.save(run.path / "calibration.json")
     pd.concat([pd.DataFrame(rows).assign(part=part) for part, rows in points.items()]) \

@@ -9,7 +9,8 @@ them, fitted into a calibration file (ctxkit.plan.costs.Calibration) beside the 
   prefill sharing the steps) the p50 time a token took is a step's time, against the requests decoding there and
   the KV tokens they read: step = d + f seqs + e kv_tokens.
 - Limits: KV capacity from the server's cache_config_info (blocks x block size); max_num_seqs and
-  max_num_batched_tokens from the server's flags, else the parameters' (assumed) values, and the file says which.
+  max_num_batched_tokens from the server's flags or the parameters, else vLLM's defaults for the device (assumed:
+  an endpoint's flags are not known), and the file says which.
 """
 from __future__ import annotations
 
@@ -73,7 +74,18 @@ def measure_decode(params: BenchParams, c: CalibrateParams, backend: ServingBack
     return rows
 
 
-def limits(params: BenchParams, c: CalibrateParams, backend: ServingBackend) -> tuple[EngineLimits, str]:
+def vllm_defaults(gpu: Optional[dict[str, Any]]) -> tuple[int, int, bool]:
+    """vLLM's own (max_num_seqs, max_num_batched_tokens, async scheduling) for its OpenAI server (0.24 to 0.32,
+    engine/arg_utils.py): on a GPU of 70 GiB or more other than an A100, 1,024 and 8,192; on a smaller GPU 256 and
+    2,048; on the CPU 128 and 2,048, scheduled synchronously."""
+    if gpu is None:
+        return 128, 2048, False
+    big = gpu["memory_total_bytes"] >= 70 * 2 ** 30 and "A100" not in gpu["name"]
+    return (1024, 8192, True) if big else (256, 2048, True)
+
+
+def limits(params: BenchParams, c: CalibrateParams, backend: ServingBackend,
+           gpu: Optional[dict[str, Any]]) -> tuple[EngineLimits, str]:
     """The server's scheduler limits and KV capacity, and where the limits came from."""
     config = cache_config(parse(backend.metrics()))
     blocks, size = int(float(config.get("num_gpu_blocks", 0) or 0)), int(float(config.get("block_size", 16) or 16))
@@ -81,13 +93,16 @@ def limits(params: BenchParams, c: CalibrateParams, backend: ServingBackend) -> 
         raise RuntimeError("the server reports no KV cache size (vllm:cache_config_info num_gpu_blocks): "
                            "calibration needs a vLLM server")
     flags = params.server.extra_args
-    seqs, budget = flag_value(flags, "--max-num-seqs"), flag_value(flags, "--max-num-batched-tokens")
-    source = ("server flags" if seqs and budget else
-              "assumed (calibrate.max_num_seqs, max_num_batched_tokens) where the server's flags set none")
-    return EngineLimits(max_num_seqs=seqs or c.max_num_seqs, max_num_batched_tokens=budget or c.max_num_batched_tokens,
+    default_seqs, default_budget, default_async = vllm_defaults(gpu)
+    seqs = flag_value(flags, "--max-num-seqs") or c.max_num_seqs
+    budget = flag_value(flags, "--max-num-batched-tokens") or c.max_num_batched_tokens
+    source = ("the server's flags or calibrate parameters" if seqs and budget else
+              "vLLM's defaults for this device, assumed (the server's flags set none)")
+    return EngineLimits(max_num_seqs=seqs or default_seqs, max_num_batched_tokens=budget or default_budget,
                         kv_capacity_tokens=blocks * size, block_size=size,
                         chunked_prefill="--no-enable-chunked-prefill" not in flags,
-                        compiled=not params.server.enforce_eager), source
+                        compiled=not params.server.enforce_eager,
+                        async_scheduling=default_async and "--no-async-scheduling" not in flags), source
 
 
 def transfer(c: CalibrateParams, card: ModelCard, dtype: str) -> Optional[Transfer]:
@@ -98,13 +113,14 @@ def transfer(c: CalibrateParams, card: ModelCard, dtype: str) -> Optional[Transf
 
 
 def calibrate(params: BenchParams, backend: ServingBackend, out: JsonlWriter, *, device: str, engine: str,
-              run_id: str, commit: Optional[str], log: Log = print) -> tuple[Calibration, dict[str, Any]]:
+              gpu: Optional[dict[str, Any]], run_id: str, commit: Optional[str],
+              log: Log = print) -> tuple[Calibration, dict[str, Any]]:
     """Measure and fit; the backend must be running. Returns the calibration and the rows it was fitted on."""
     assert params.calibrate is not None
     c, card = params.calibrate, ModelCard.load(params.server.model)
     prefill = measure_prefill(params, c, backend, card, out, log)
     decode = measure_decode(params, c, backend, card, out, log)
-    engine_limits, limits_from = limits(params, c, backend)
+    engine_limits, limits_from = limits(params, c, backend, gpu)
     cal = Calibration(model=card.name, device=device, engine=engine, limits=engine_limits,
                       prefill=fit_linear(["one", "L", "L2"], prefill, [r["ttft_ms"] for r in prefill]),
                       decode=fit_linear(["one", "seqs", "kv_tokens"], decode, [r["step_ms"] for r in decode]),

@@ -74,6 +74,7 @@ class EngineLimits(BaseModel):
     block_size: int = Field(16, ge=1)
     chunked_prefill: bool = True
     compiled: bool = True
+    async_scheduling: bool = False          # vLLM's default on GPUs: the next step is scheduled while one runs
 
 
 class StepCost(BaseModel):

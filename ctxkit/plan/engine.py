@@ -2,8 +2,11 @@
 
 Each step the scheduler spends a token budget (max_num_batched_tokens): first on the running requests in the order
 they were admitted (a decode token each, or the next chunk of a prompt), then on waiting requests, first come first
-served, while the budget, max_num_seqs and free KV blocks allow. A running request that needs a block when none is
-free preempts the request admitted last (its KV is dropped and recomputed later, vLLM's recompute preemption). A
+served, while the budget, max_num_seqs and free KV blocks allow (a request is admitted only when its whole sequence
+fits the free blocks, though blocks are taken chunk by chunk). A running request that needs a block when none is
+free preempts the request admitted last (its KV is dropped and recomputed later, vLLM's recompute preemption), and
+nobody is admitted in that step. With async scheduling (vLLM's default on GPUs) a request arriving during a step
+waits one more; a decode server sees arrived KV one step later still (it polls its connector after each step). A
 step takes what the calibration's step cost says for the tokens it carries (ctxkit.plan.costs.StepCost); at its end
 every request whose tokens were all computed emits one token.
 
@@ -36,6 +39,7 @@ class Job:
     first_token_s: Optional[float] = None
     last_token_s: Optional[float] = None
     preempted: int = 0
+    not_before: int = 0                     # the engine's completed steps before it may be admitted
     done: Optional[simpy.Event] = field(default=None, repr=False)
 
     @property
@@ -71,14 +75,18 @@ class Batch:
 class Instance:
     """One vLLM server on the simulation's clock. `submit(job)` queues a request; `job.done` fires when it leaves."""
 
-    def __init__(self, env: simpy.Environment, cost: StepCost, limits: EngineLimits, role: str = "both") -> None:
+    def __init__(self, env: simpy.Environment, cost: StepCost, limits: EngineLimits, role: str = "both",
+                 fast_forward: bool = True) -> None:
         if role not in ("both", "prefill", "decode"):
             raise ValueError(f"role {role!r}: one of both, prefill, decode")
         self.env, self.cost, self.limits, self.role = env, cost, limits, role
+        self.fast_forward = fast_forward
         self.free_blocks = limits.kv_capacity_tokens // limits.block_size
         self.waiting: collections.deque[Job] = collections.deque()
         self.running: list[Job] = []
         self.steps = 0
+        self.busy = False                   # a step is running
+        self.preemptions = 0
         self.dropped: list[Job] = []        # prompts larger than the whole KV cache: vLLM rejects them
         self._wake: simpy.Event = env.event()
         env.process(self._loop())
@@ -88,10 +96,15 @@ class Instance:
         done = job.done = self.env.event()
         if self.role == "decode":
             job.computed = job.prompt - 1
-        if self._blocks_for(job, job.pending if self.role == "decode" else 1) > self.total_blocks:
+        if math.ceil((job.prompt + job.output) / self.limits.block_size) > self.total_blocks:
             self.dropped.append(job)
             done.succeed()
             return done
+        # arriving while a step runs, a request is seen when the next is scheduled; with async scheduling that one
+        # was scheduled already, so one step later; a decode server also learns that a request's KV has arrived
+        # only when it polls its connector, after a step
+        delay = self.limits.async_scheduling + (self.role == "decode") if self.busy else 0
+        job.not_before = self.steps + self.busy + delay
         self.waiting.append(job)
         if not self._wake.triggered:
             self._wake.succeed()
@@ -110,13 +123,42 @@ class Instance:
                 self._wake = self.env.event()
                 yield self._wake
             batch = self._schedule()
-            yield self.env.timeout(self.cost.step_s(batch.prefill_tokens, batch.attention, batch.decode_seqs,
-                                                       batch.kv_tokens))
-            self.steps += 1
-            self._advance(batch)
+            if not batch.chunks:                                # only requests not yet seen: nothing else to do
+                for job in self.waiting:
+                    job.not_before = 0
+                batch = self._schedule()
+            self.busy = True
+            first = self.cost.step_s(batch.prefill_tokens, batch.attention, batch.decode_seqs, batch.kv_tokens)
+            steps = self._decode_run(batch, first) if self.fast_forward else 1
+            # steps of decodes alone: the KV each reads grows by one token a request a step
+            growth = self.cost.per_kv_token_ms * batch.decode_seqs / 1e3
+            yield self.env.timeout(steps * first + growth * steps * (steps - 1) / 2)
+            self.steps += steps
+            self.busy = False
+            self._advance(batch, steps)
+
+    def _decode_run(self, batch: Batch, first_s: float) -> int:
+        """How many steps alike can be taken at once: a batch of decodes alone, nothing waiting, nothing arriving
+        (the next event on the clock), no request finishing and no block missing before the last of them. The
+        model is the same step by step (tests/test_plan_model.py); this is only faster, by a factor of the steps
+        a request decodes between arrivals."""
+        if batch.prefill_tokens or self.waiting or any(job.generated == 0 for job, _ in batch.chunks):
+            return 1                                            # (a first token is timed by its own step)
+        room = self.env.peek() - self.env.now
+        growth = self.cost.per_kv_token_ms * batch.decode_seqs / 1e3
+        # the most steps whose total time, steps x first + growth x steps (steps - 1) / 2, fits before the next event
+        if growth > 0:
+            a = first_s - growth / 2
+            steps = int((-a + math.sqrt(a * a + 2 * growth * room)) / growth) if room < math.inf else 1 << 30
+        else:
+            steps = int(room / first_s) if room < math.inf else 1 << 30
+        steps = min(steps, min(job.output - job.generated for job, _ in batch.chunks))
+        while steps > 1 and sum(self._blocks_for(job, steps) for job, _ in batch.chunks) > self.free_blocks:
+            steps //= 2
+        return max(1, steps)
 
     def _schedule(self) -> Batch:
-        batch, budget = Batch(), self.limits.max_num_batched_tokens
+        batch, budget, preemptions = Batch(), self.limits.max_num_batched_tokens, self.preemptions
         for job in list(self.running):
             if job.blocks == 0 and job.computed == 0 or budget <= 0:    # preempted by an earlier job of this step
                 continue
@@ -125,14 +167,17 @@ class Instance:
                 continue
             batch.add(job, n)
             budget -= n
-        while self.waiting and budget > 0 and len(self.running) < self.limits.max_num_seqs:
+        preempted = self.preemptions > preemptions       # vLLM admits nobody in a step that preempted
+        while self.waiting and budget > 0 and len(self.running) < self.limits.max_num_seqs and not preempted:
             job = self.waiting[0]
             n = min(job.pending, budget)
-            if n < job.pending and not self.limits.chunked_prefill:
+            if n < job.pending and not self.limits.chunked_prefill or job.not_before > self.steps:
+                break
+            # vLLM admits a request only when its whole sequence fits the free blocks (scheduler_reserve_full_isl),
+            # though it allocates them chunk by chunk
+            if self._blocks_for(job, job.prompt + job.generated - job.computed) > self.free_blocks:
                 break
             need = self._blocks_for(job, n)
-            if need > self.free_blocks:
-                break
             self.waiting.popleft()
             self.running.append(job)
             self.free_blocks -= need
@@ -150,6 +195,7 @@ class Instance:
             self._release(victim)
             self.running.pop()
             victim.computed, victim.preempted = 0, victim.preempted + 1
+            self.preemptions += 1
             self.waiting.appendleft(victim)
             if victim is job:
                 return False
@@ -161,13 +207,18 @@ class Instance:
         self.free_blocks += job.blocks
         job.blocks = 0
 
-    def _advance(self, batch: Batch) -> None:
+    def _advance(self, batch: Batch, steps: int = 1) -> None:
         now = self.env.now
+        if steps > 1:                                           # a run of decode steps: the blocks it grew into
+            for job, _ in batch.chunks:
+                extra = self._blocks_for(job, steps)
+                self.free_blocks -= extra
+                job.blocks += extra
         for job, n in batch.chunks:
-            job.computed += n
-            if job.pending:
+            job.computed += n + steps - 1
+            if job.pending > 0:
                 continue                                        # a prompt chunk short of the prompt's end
-            job.generated += 1
+            job.generated += steps
             if job.first_token_s is None:
                 job.first_token_s = now
             job.last_token_s = now

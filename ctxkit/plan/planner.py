@@ -3,7 +3,8 @@
 Each placement's goodput comes from the engine model (placements.goodput) at the calibration's fitted costs; its
 interval is the 5th to 95th percentile over `draws` calibrations drawn from the fits' sampling distribution
 (Calibration.sample), so it says how far the measurements' spread moves the answer, not how the model errs (the
-accuracy benchmark says that). With N up to 8 every split xPyD (x + y = N) is modelled; above, the splits are
+accuracy benchmark says that). Ranges are drawn for the placements that can change the answer: the best three
+within 20% of the best per GPU. With N up to 8 every split xPyD (x + y = N) is modelled; above, the splits are
 searched (goodput against x rises while decode has room and falls once it has not) and the best one's neighbours
 modelled around it.
 """
@@ -18,6 +19,7 @@ from ctxkit.plan.costs import Calibration
 from ctxkit.plan.placements import Placement, Slo, Workload, goodput
 
 EVERY_SPLIT_UP_TO = 8
+CONTENDERS, TOP_DRAWN = 0.8, 3     # ranges for the best three placements within 20% of the best, per GPU
 
 
 class Predicted(BaseModel):
@@ -94,11 +96,15 @@ def plan(cal: Calibration, gpus: int, workload: Workload, slo: Slo, target: floa
     if cal.transfer is not None and gpus >= 2:
         rates.update(_best_split(gpus, rate_of))
     drawn = [cal.sample(rng) for rng in np.random.default_rng(seed).spawn(draws)] if draws else []
+    best = max(rates.values()) / gpus
     predicted = []
-    for p, rate in rates.items():
+    for p, rate in sorted(rates.items(), key=lambda pr: -pr[1]):
+        # ranges where they can change the answer: the placements within CONTENDERS of the best, at most TOP_DRAWN
+        contender = rate / gpus >= CONTENDERS * best and len(predicted) < TOP_DRAWN
         spread = [goodput(p, c, workload, slo, target, requests=requests, seed=seed, start=rate) / gpus
-                  for c in drawn]
-        progress(f"{p.name}: {len(drawn)} draws")
+                  for c in (drawn if contender else [])]
+        if spread:
+            progress(f"{p.name}: {len(drawn)} draws")
         predicted.append(Predicted(placement=p, goodput=rate, per_gpu=rate / gpus,
                                    per_gpu_low=float(np.percentile(spread, 5)) if spread else None,
                                    per_gpu_high=float(np.percentile(spread, 95)) if spread else None))
@@ -114,8 +120,8 @@ def _rate(x: Optional[float]) -> str:
 
 def render(p: Plan, peer: Optional[dict[str, Optional[float]]] = None) -> str:
     """A markdown table of one plan, best first; `peer`: a peer planner's req/s per placement name, beside."""
-    head = ["placement", "req/s", "per GPU", f"per GPU, {p.draws} draws 5-95%"] + (["AIConfigurator req/s"] if peer
-                                                                                   is not None else [])
+    head = ["placement", "req/s", "per GPU", f"per GPU, {p.draws} draws 5-95% (the contenders)"]
+    head += ["AIConfigurator req/s"] if peer is not None else []
     lines = [f"**{p.gpus} GPU(s)**, {p.workload.input_len} in / {p.workload.output_len} out, TTFT "
              f"{p.slo.ttft_ms:g} ms and TPOT {p.slo.tpot_ms:g} ms for {p.target:.0%} of requests",
              "", "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]

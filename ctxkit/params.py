@@ -638,6 +638,25 @@ class E5Params(ExperimentParams):
 
 BenchParams.model_rebuild()
 
+class E6Params(E4Params):
+    """E6 predict, then verify: calibrate the placement model on one server (`calibrate`), predict every placement
+    of `plan_gpus` GPUs at the first SLO setting, then search `topologies` live (E4's search, from the prediction)."""
+    calibrate: CalibrateParams = Field(default_factory=CalibrateParams)
+    plan_gpus: list[Annotated[int, Field(ge=1, le=64)]] = Field(default_factory=lambda: [1, 2, 4, 8], min_length=1)
+    draws: int = Field(4, ge=0)                         # calibrations drawn for each contender's range
+
+    @model_validator(mode="after")
+    def _one_server_and_a_joint_slo(self) -> "E6Params":
+        if self.backend != "vllm":
+            raise ValueError("e6_plan calibrates a server it starts and searches pools it starts: backend vllm")
+        if not (self.slos[0].ttft_ms and self.slos[0].tpot_ms):
+            raise ValueError("slos: the plan predicts at the first SLO setting, which needs ttft_ms and tpot_ms")
+        self._fits("calibrate.prefill_lens", max(self.calibrate.prefill_lens), 2, "its 2 output tokens")
+        self._fits("calibrate.decode_lens", max(self.calibrate.decode_lens), self.calibrate.output_len,
+                   "calibrate.output_len")
+        return self
+
+
 EXPERIMENTS: dict[str, type[ExperimentParams]] = {
     "e0_smoke": E0Params,
     "e1_latency": E1Params,
@@ -645,6 +664,7 @@ EXPERIMENTS: dict[str, type[ExperimentParams]] = {
     "e3_disagg": E3Params,
     "e4_goodput": E4Params,
     "e5_context": E5Params,
+    "e6_plan": E6Params,
     "bench": BenchParams,
 }
 

@@ -35,7 +35,8 @@ def out_of_sync(ipynb: Path, script: Path) -> list[str]:
 
 
 def test_every_notebook_has_its_script_and_back():
-    assert EXPERIMENTS == ["e0_smoke", "e1_latency", "e2_concurrency", "e3_disagg", "e4_goodput", "e5_context"]
+    assert EXPERIMENTS == ["e0_smoke", "e1_latency", "e2_concurrency", "e3_disagg", "e4_goodput", "e5_context",
+                           "e6_plan"]
     assert sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb")) == sorted(p.stem for p in NOTEBOOKS.glob("*.py"))
     assert not (ROOT / "tools" / "make_notebooks.py").exists()        # the notebooks are the sources now
 

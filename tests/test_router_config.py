@@ -40,23 +40,31 @@ def test_a_configuration_names_the_roles_its_mode_needs():
         RouterConfig.model_validate({**agg, "fault_drop_kv": True})               # a misspelt key is refused
 
 
-def test_the_kv_of_a_decode_asked_and_never_finished_stays_for_the_decode_engine(tmp_path):
-    """vLLM's decode engine died reading a KV file the router had removed when the request's client left; such a
-    folder stays until the pool removes its storage. Finished requests and ones that never reached decode are
-    cleaned at once."""
+def test_the_kv_of_a_hop_asked_and_never_finished_stays_for_its_engine(tmp_path):
+    """vLLM's decode engine died reading a KV file the router had removed when the request's client left, and a
+    prefill engine writing one (a probe cut off while prompts were still being prefilled, E6 on the CPU); such a
+    folder stays until the pool removes its storage. Finished requests, and ones whose prefill answered with an
+    error, are cleaned at once."""
     from ctxkit.schedulers.broker import new_handoff
     from ctxkit.schedulers.router import Router
     cfg = RouterConfig(mode="disaggregated", model="m", instances={"prefill": [A], "decode": [B]}, connector="example",
                        storage_path=str(tmp_path), route_log=str(tmp_path / "r.jsonl"),
                        handoff_log=str(tmp_path / "h.jsonl"))
     router = Router(cfg)
-    cases = {"finished": ({"t_upstream_sent_ns": 1, "done": True}, False),
-             "client left during decode": ({"t_upstream_sent_ns": 1}, True),
-             "failed in prefill": ({}, False)}
-    for name, (marks, kept) in cases.items():
+    prefilled = {"t_prefill_sent_ns": 1, "t_prefill_done_ns": 2}
+    cases = {"finished": (prefilled, {"t_upstream_sent_ns": 1, "done": True}, False),
+             "client left during decode": (prefilled, {"t_upstream_sent_ns": 1}, True),
+             "client left during prefill": ({"t_prefill_sent_ns": 1}, {}, True),
+             "prefill answered an error": ({"t_prefill_sent_ns": 1}, {"prefill_failed": True}, False)}
+    for name, (times, marks, kept) in cases.items():
         folder = tmp_path / name
         folder.mkdir()
         (folder / "layer.safetensors").write_bytes(b"kv")
-        router.close_handoff(new_handoff(name, "a", "b", "example", 32, 16, 1, 0), marks, folder)
+        h = new_handoff(name, "a", "b", "example", 32, 16, 1, 0)
+        for key, value in times.items():
+            setattr(h, key, value)
+        if "t_upstream_sent_ns" in marks:
+            h.t_decode_sent_ns = marks["t_upstream_sent_ns"]
+        router.close_handoff(h, marks, folder)
         assert folder.exists() == kept, name
-    assert len((tmp_path / "h.jsonl").read_text().splitlines()) == 3
+    assert len((tmp_path / "h.jsonl").read_text().splitlines()) == 4

@@ -97,7 +97,7 @@ def plan(cal: Calibration, gpus: int, workload: Workload, slo: Slo, target: floa
         rates.update(_best_split(gpus, rate_of))
     drawn = [cal.sample(rng) for rng in np.random.default_rng(seed).spawn(draws)] if draws else []
     best = max(rates.values()) / gpus
-    predicted = []
+    predicted: list[Predicted] = []
     for p, rate in sorted(rates.items(), key=lambda pr: -pr[1]):
         # ranges where they can change the answer: the placements within CONTENDERS of the best, at most TOP_DRAWN
         contender = rate / gpus >= CONTENDERS * best and len(predicted) < TOP_DRAWN

@@ -304,6 +304,7 @@ class Router:
             return resp
         except HopError as exc:
             h.status, h.error = "error", str(exc)
+            marks["prefill_failed"] = h.t_prefill_done_ns is None and "unreachable" not in str(exc)
             return _error(502, str(exc))
         except asyncio.CancelledError:   # the client went away: its upstream requests are closed, vLLM aborts them
             if not marks.get("done"):    # (a client may close as soon as it has read [DONE]: that one is whole)
@@ -321,9 +322,12 @@ class Router:
             first_ms = (h.t_decode_first_ns - h.t_decode_sent_ns) / 1e6
             h.transfer_ms = max(0.0, first_ms - (h.decode_step_ms or 0.0)) if h.kv_tokens else 0.0
         h.t_end_ns = time.perf_counter_ns()
-        # a decode asked and not finished (its client went away) may still be loading this KV: vLLM's engine dies
-        # on a file removed under it, so such a folder stays until the pool stops and removes its storage
-        if folder is not None and self.cfg.cleanup_kv and (h.t_decode_sent_ns is None or marks.get("done")):
+        # a prefill or a decode asked and not finished (its client went away) may still be writing or loading this
+        # KV: vLLM's engine dies on a file removed under it, so such a folder stays until the pool stops and removes
+        # its storage. Removed at once: a request whose prefill ended and whose decode ended or was never asked.
+        prefill_ended = h.t_prefill_sent_ns is None or h.t_prefill_done_ns is not None or marks.get("prefill_failed")
+        decode_ended = h.t_decode_sent_ns is None or marks.get("done")
+        if folder is not None and self.cfg.cleanup_kv and prefill_ended and decode_ended:
             kv_store.remove(folder)
         assert self.handoff_log is not None      # RouterConfig requires one in disaggregated mode
         self.handoff_log.write(json.dumps(h.to_json(), separators=(",", ":")) + "\n")

@@ -14,6 +14,7 @@
 #     name: ctxkit
 # ---
 
+# %%
 
 # %% [markdown]
 # # E6: predict, then verify
@@ -89,7 +90,9 @@ plans, expected = e6_plan.predict(P, cal, log=lambda text: display(Markdown(text
 # %% [markdown]
 # ## 4. Verification on live servers
 #
-# E4's search of each of this host's placements, its first probe at the model's answer.
+# E4's search of each of this host's placements, its first probe at the model's answer. On the CPU tier a pool's
+# servers split the host's cores, which the calibrated server had to itself, so each is predicted with its costs
+# times the pool's server count (`e6_plan.host_share`); GPU servers have a device each.
 
 # %%
 results = e6_plan.verify(P, run, expected)

@@ -265,3 +265,26 @@ def test_a_request_waits_until_its_whole_sequence_fits():
     run_jobs(cal, [first, second])
     assert second.first_token_s > first.last_token_s
     assert first.preempted == second.preempted == 0
+
+
+def test_a_scaled_calibration_costs_that_many_times_more():
+    cal = calibration()
+    slow = cal.scaled(2.0).step_cost()
+    fast = cal.step_cost()
+    for field in ("base_ms", "per_prompt_token_ms", "per_attention_ms", "per_decode_seq_ms", "per_kv_token_ms",
+                  "request_overhead_ms"):
+        assert getattr(slow, field) == pytest.approx(2 * getattr(fast, field)), field
+
+
+def test_drawn_fits_are_costs_and_scatter_around_the_fit():
+    """Draws for the plan's ranges (a residual bootstrap, refitted as the fit was): every cost at least zero, the
+    draws differ, and at a measured point they centre on the fit."""
+    rng = np.random.default_rng(4)
+    rows = [{"one": 1.0, "L": float(n), "L2": float(n) ** 2} for n in (128, 256, 512, 1024, 1536, 2048)]
+    y = [10.0 + 0.02 * r["L"] + 1e-7 * r["L2"] + rng.normal(0, 1.0) for r in rows]
+    f = fit_linear(["one", "L", "L2"], rows, y)
+    draws = [f.drawn(g) for g in np.random.default_rng(5).spawn(400)]
+    assert all(min(d.coef) >= 0 for d in draws)
+    at_longest = [d.predict(rows[-1]) for d in draws]
+    assert np.std(at_longest) > 0.1
+    assert np.median(at_longest) == pytest.approx(f.predict(rows[-1]), rel=0.03)

@@ -73,8 +73,15 @@ def predict(params: E6Params, cal: Calibration, log: Log = print) -> tuple[list[
     for spec in params.topologies:
         where = placement_of(spec)
         expected[spec.label] = None if where.disaggregated and cal.transfer is None else \
-            goodput(where, cal, w, slo, target, seed=params.seed)
+            goodput(where, cal.scaled(host_share(cal, where)), w, slo, target, seed=params.seed)
     return plans, expected
+
+
+def host_share(cal: Calibration, where: Placement) -> float:
+    """How much slower each of a placement's servers runs on this host than the calibrated one: on the CPU tier a
+    pool's servers split the host's cores (placement binds each to its share) where the calibrated server had them
+    all; on GPUs each server has a GPU of its own, as the calibrated one had."""
+    return float(where.gpus) if cal.device.startswith("cpu") else 1.0
 
 
 def verify(params: E6Params, run: RunFolder, expected: dict[str, Optional[float]],

@@ -22,13 +22,15 @@ SCHEMA_VERSION = 1
 
 
 class LinearFit(BaseModel):
-    """y = X @ coef, least squares, with the coefficients' covariance s^2 (X'X)^-1."""
+    """y = X @ coef, least squares, with the coefficients' covariance s^2 (X'X)^-1 and the points it was fitted on."""
     terms: list[str]
     coef: list[float]
     cov: list[list[float]]
     residual_sd: float
     r2: float
     points: int
+    x: list[list[float]] = []               # the design rows (one per point, in `terms`' order)
+    y: list[float] = []
 
     def __getitem__(self, term: str) -> float:
         return self.coef[self.terms.index(term)]
@@ -37,9 +39,18 @@ class LinearFit(BaseModel):
         return float(sum(c * row[t] for t, c in zip(self.terms, self.coef)))
 
     def drawn(self, rng: np.random.Generator) -> "LinearFit":
-        """The same fit with coefficients drawn from their sampling distribution (none below zero: a cost)."""
-        coef = np.maximum(rng.multivariate_normal(self.coef, self.cov, method="svd"), 0.0)
-        return self.model_copy(update={"coef": [float(c) for c in coef]})
+        """The fit again on points its residuals, resampled, put around its line (a residual bootstrap), fitted as
+        the original was (no cost below zero): draws of the estimator itself, its constraint included, where draws
+        from the covariance would have to be clipped at zero. A fit without its points draws from the covariance."""
+        if not self.x:
+            coef = np.maximum(rng.multivariate_normal(self.coef, self.cov, method="svd"), 0.0)
+            return self.model_copy(update={"coef": [float(c) for c in coef]})
+        x, y = np.asarray(self.x), np.asarray(self.y)
+        fitted = x @ np.asarray(self.coef)
+        resid = (y - fitted) * np.sqrt(len(y) / max(1, len(y) - len(self.terms)))    # residuals' shrinkage undone
+        again = fitted + rng.choice(resid, size=len(y), replace=True)
+        refit = fit_linear(self.terms, [dict(zip(self.terms, row)) for row in self.x], list(again))
+        return self.model_copy(update={"coef": refit.coef})
 
 
 def fit_linear(terms: list[str], rows: list[dict[str, float]], y: list[float]) -> LinearFit:
@@ -63,7 +74,8 @@ def fit_linear(terms: list[str], rows: list[dict[str, float]], y: list[float]) -
     cov[np.ix_(kept, kept)] = s2 * np.linalg.pinv(x[:, kept].T @ x[:, kept])
     total = float(((yy - yy.mean()) ** 2).sum())
     return LinearFit(terms=terms, coef=[float(c) for c in coef], cov=cov.tolist(), residual_sd=s2 ** 0.5,
-                     r2=1.0 - float(resid @ resid) / total if total > 0 else float("nan"), points=len(yy))
+                     r2=1.0 - float(resid @ resid) / total if total > 0 else float("nan"), points=len(yy),
+                     x=x.tolist(), y=yy.tolist())
 
 
 class EngineLimits(BaseModel):
@@ -122,6 +134,14 @@ class Calibration(BaseModel):
         return StepCost(base_ms=base, per_prompt_token_ms=self.prefill["L"], per_attention_ms=self.prefill["L2"],
                         per_decode_seq_ms=self.decode["seqs"], per_kv_token_ms=self.decode["kv_tokens"],
                         request_overhead_ms=max(0.0, self.prefill["one"] - base))
+
+    def scaled(self, factor: float) -> "Calibration":
+        """Every cost times `factor`: a server with 1/factor of the calibrated one's compute (on the CPU tier, a
+        pool's servers split the host's cores that the calibrated server had to itself)."""
+        def times(fit: LinearFit) -> LinearFit:
+            return fit.model_copy(update={"coef": [c * factor for c in fit.coef],
+                                          "cov": (np.asarray(fit.cov) * factor ** 2).tolist()})
+        return self.model_copy(update={"prefill": times(self.prefill), "decode": times(self.decode)})
 
     def sample(self, rng: np.random.Generator) -> "Calibration":
         return self.model_copy(update={"prefill": self.prefill.drawn(rng), "decode": self.decode.drawn(rng)})

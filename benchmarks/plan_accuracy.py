@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -22,6 +21,8 @@ import yaml
 
 from ctxkit.plan.costs import Calibration
 from ctxkit.plan.placements import Placement, Slo, Workload, goodput
+from ctxkit.runs.peer_table import placement
+from ctxkit.runs.placements import compilation
 
 BAR = 0.15
 
@@ -43,21 +44,12 @@ class Answer:
         return self.measured / self.predicted if self.predicted else None
 
 
-def placement_of(topology: str) -> Optional[Placement]:
-    if m := re.fullmatch(r"aggregated x(\d+)", topology):
-        return Placement(replicas=int(m.group(1)))
-    if m := re.fullmatch(r"(\d+)P(\d+)D", topology):
-        return Placement(prefill=int(m.group(1)), decode=int(m.group(2)))
-    return None
-
-
 def matches(meta: dict[str, Any], params: dict[str, Any], cal: Calibration) -> bool:
     """The run's GPU, model and compilation mode are the calibration's."""
     gpus = meta["hardware"]["gpus"]
     name = gpus["devices"][0]["name"] if gpus.get("available") and gpus.get("devices") else "cpu"
-    server = params["server"]
-    eager = server.get("enforce_eager", False) or "--enforce-eager" in (server.get("extra_args") or [])
-    return name in cal.device and server["model"] == cal.model and (not eager) == cal.limits.compiled
+    compiled = compilation(params) == "compiled"
+    return name in cal.device and params["server"]["model"] == cal.model and compiled == cal.limits.compiled
 
 
 def answers(root: Path, cal: Calibration) -> Iterator[Answer]:
@@ -72,9 +64,11 @@ def answers(root: Path, cal: Calibration) -> Iterator[Answer]:
         slos = {s["name"]: s for s in params.get("slos") or []}
         w = params["workload"]
         for row in summary.get("goodput") or []:
-            where, slo = placement_of(row["topology"]), slos.get(row["slo"], {})
+            where, slo = placement(row["topology"]), slos.get(row["slo"], {})
             if where is None or not row.get("converged") or not (slo.get("ttft_ms") and slo.get("tpot_ms")):
                 continue
+            if where.disaggregated and cal.transfer is None:
+                continue                                    # the calibration has no KV handoff figures
             yield Answer(f"{folder.relative_to(root)}", where, Workload(input_len=w["input_len"],
                          output_len=w["output_len"]), Slo(ttft_ms=slo["ttft_ms"], tpot_ms=slo["tpot_ms"]),
                          row.get("target", 0.9), row["goodput_per_device"], row.get("per_device_interval_low"),

@@ -297,7 +297,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
         gpus = [int(n) for n in args.gpus.split(",")]
         workload = Workload(input_len=args.input_len, output_len=args.output_len)
         slo = Slo(ttft_ms=args.ttft_ms, tpot_ms=args.tpot_ms)
-    except (OSError, ValueError) as exc:
+        if not all(1 <= n <= 64 for n in gpus) or not 0 < args.target < 1 or args.draws < 0:
+            raise ValueError("--gpus takes counts from 1 to 64, --target a share between 0 and 1, --draws 0 or more")
+    except (OSError, ValueError) as exc:        # pydantic's ValidationError is a ValueError
         print(f"ctxkit plan: error: {exc}", file=sys.stderr)
         return 2
     print(f"Calibration: {args.calibration} ({cal.model} on {cal.device}, {cal.engine}; runs "
@@ -306,8 +308,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
     plans = []
     for n in gpus:
         with tqdm(desc=f"{n} GPU(s)", unit=" placement", file=sys.stderr, leave=False) as bar:
-            plans.append(plan(cal, n, workload, slo, target=args.target, draws=args.draws,
-                              progress=lambda name: (bar.set_postfix_str(name), bar.update())))
+            try:
+                plans.append(plan(cal, n, workload, slo, target=args.target, draws=args.draws,
+                                  progress=lambda name: (bar.set_postfix_str(name), bar.update())))
+            except ValueError as exc:           # a calibration whose costs no rate overwhelms
+                print(f"ctxkit plan: error: {exc}", file=sys.stderr)
+                return 2
         peer = _peer_rates(args.aiconfigurator, cal, plans[-1]) if args.aiconfigurator else None
         print("\n" + render(plans[-1], peer))
     if args.json:

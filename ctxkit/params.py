@@ -425,7 +425,8 @@ class CalibrateParams(Params):
     prefill_lens: list[Annotated[int, Field(ge=1)]] = Field(
         default_factory=lambda: [128, 256, 512, 1024, 1536, 2048], min_length=4)
     prefill_requests: int = Field(4, ge=2)             # per length, one at a time
-    decode_lens: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [128, 1024], min_length=1)
+    # two lengths at least: at one, the requests a step decodes and the KV they read rise together (collinear)
+    decode_lens: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [128, 1024], min_length=2)
     decode_batches: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [1, 4, 16], min_length=2)
     output_len: int = Field(32, ge=8)                  # tokens each decode request generates
     # the server's scheduler limits when its flags do not set them (--max-num-seqs, --max-num-batched-tokens);

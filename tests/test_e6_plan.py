@@ -30,7 +30,6 @@ def test_e6_end_to_end(tmp_path):
     table = pd.read_csv(run / "artifacts/e6_comparison.csv")
     assert list(table["topology"]) == ["aggregated x2", "1P1D example"]
     assert table["predicted"].notna().all() and table["measured"].notna().all()
-    assert (table["measured_over_predicted"] - table["measured"] / table["predicted"]).abs().max() < 1e-9
     probes = pd.read_csv(run / "artifacts/e6_probes.csv")
     first = probes.sort_values("index").groupby("topology").first()
     for topology, row in table.set_index("topology").iterrows():

@@ -288,3 +288,15 @@ def test_drawn_fits_are_costs_and_scatter_around_the_fit():
     at_longest = [d.predict(rows[-1]) for d in draws]
     assert np.std(at_longest) > 0.1
     assert np.median(at_longest) == pytest.approx(f.predict(rows[-1]), rel=0.03)
+
+
+def test_a_scaled_calibration_draws_around_its_own_costs():
+    """Draws refit the fit's points: a scaled calibration must scale its points too, or its ranges are the
+    unscaled server's."""
+    rng = np.random.default_rng(7)
+    rows = [{"one": 1.0, "L": float(n), "L2": float(n) ** 2} for n in (128, 256, 512, 1024, 1536, 2048)]
+    y = [10.0 + 0.02 * r["L"] + 1e-7 * r["L2"] + rng.normal(0, 0.5) for r in rows]
+    cal = calibration().model_copy(update={"prefill": fit_linear(["one", "L", "L2"], rows, y)})
+    slow = cal.scaled(2.0)
+    drawn = [slow.sample(g).prefill.predict(rows[-1]) for g in np.random.default_rng(8).spawn(200)]
+    assert np.median(drawn) == pytest.approx(slow.prefill.predict(rows[-1]), rel=0.03)

@@ -8,7 +8,6 @@ requests.jsonl (as results arrive), summary.json (ctxkit's names, vLLM's under `
 from __future__ import annotations
 
 import dataclasses
-import json
 from typing import Any, Callable, Optional
 
 import pandas as pd
@@ -111,26 +110,15 @@ def probe_timeline(probes: list, run: RunFolder) -> None:
 def run_calibrate(params: BenchParams, run: RunFolder, backend: ServingBackend, log: Log = print) -> dict[str, Any]:
     """`--calibrate`: the placement model's costs (ctxkit.experiments.calibrate) into calibration.json, the points
     they were fitted on into bench_calibration.csv."""
-    meta = json.loads((run.path / "run_metadata.json").read_text())
-    gpus = meta["hardware"]["gpus"]["devices"] if meta["hardware"]["gpus"]["available"] else []
-    device = (f"{len(gpus)} x {gpus[0]['name']}" if gpus else
-              f"cpu: {meta['hardware']['cpu']} ({meta['hardware']['cpu_count']} cores)")
-    engine = f"vLLM {meta['versions'].get('vllm')}" + (" (compiled)" if not params.server.enforce_eager else " (eager)")
-    with backend, JsonlWriter(run.path / "requests.jsonl") as out:
-        cal, points = calibrate.calibrate(params, backend, out, device=device, engine=engine,
-                                          gpu=gpus[0] if gpus else None, run_id=run.run_id,
-                                          commit=meta["git"]["commit"], log=log)
-    cal.save(run.path / "calibration.json")
-    pd.concat([pd.DataFrame(rows).assign(part=part) for part, rows in points.items()]) \
-        .to_csv(run.artifacts / "bench_calibration.csv", index=False)
+    cal = calibrate.into_run(params, backend, run, "bench_calibration.csv", log)
     step = cal.step_cost()
     log(f"[bench] calibration: prefill TTFT = {cal.prefill['one']:.2f} + {cal.prefill['L']:.3g} L + "
         f"{cal.prefill['L2']:.3g} L^2 ms (R^2 {cal.prefill.r2:.3f}); decode step = {cal.decode['one']:.2f} + "
         f"{cal.decode['seqs']:.3g} seqs + {cal.decode['kv_tokens']:.3g} kv_tokens ms (R^2 {cal.decode.r2:.3f}); "
         f"KV {cal.limits.kv_capacity_tokens} tokens; request overhead {step.request_overhead_ms:.2f} ms")
     summary = {"experiment": "bench", "run_id": run.run_id,
-               "checks": {"calibrated": {"passed": True, "reason": f"{len(points['prefill'])} prefill and "
-                                         f"{len(points['decode'])} decode points fitted"}},
+               "checks": {"calibrated": {"passed": True, "reason": f"{cal.prefill.points} prefill and "
+                                         f"{cal.decode.points} decode points fitted"}},
                "calibration": cal.model_dump(mode="json")}
     run.write_json("summary.json", summary)
     return summary

@@ -14,9 +14,11 @@ them, fitted into a calibration file (ctxkit.plan.costs.Calibration) beside the 
 """
 from __future__ import annotations
 
+import json
 from typing import Any, Callable, Optional
 
 import numpy as np
+import pandas as pd
 
 from ctxkit import __version__
 from ctxkit.backends.base import ServingBackend
@@ -28,14 +30,19 @@ from ctxkit.models import ModelCard
 from ctxkit.params import BenchParams, CalibrateParams, LoadParams, flag_value
 from ctxkit.plan.costs import Calibration, EngineLimits, Transfer, fit_linear
 from ctxkit.records import JsonlWriter, RequestRecord
+from ctxkit.runs.folder import RunFolder
+from ctxkit.runs.placements import compilation
 
 Log = Callable[[str], None]
 
 
 def _wave(params: BenchParams, backend: ServingBackend, card: ModelCard, out: JsonlWriter, length: int,
           n: int, batch: int, output_len: int, tag: str) -> list[RequestRecord]:
+    # fresh prompts for every wave: prompts drawn from one seed share their heads across lengths, and vLLM's prefix
+    # cache would serve them (a TTFT that is not a prefill's)
+    seed = int(np.random.SeedSequence([params.seed, len(tag), length, batch]).generate_state(1)[0])
     items = synthetic(n, LengthDist("fixed", length), LengthDist("fixed", output_len), vocab_size=card.vocab_size,
-                      seed=params.seed, id_prefix=f"cal-{tag}-L{length}b{batch}")
+                      seed=seed, id_prefix=f"cal-{tag}-L{length}b{batch}")
     records, _ = measure(backend, items, LoadParams(arrival="concurrency", concurrency=batch, warmup_requests=0),
                          seed=params.seed, timeout_s=params.request_timeout_s, slo=None, out=out,
                          label=f"calibrate {tag} L={length} batch={batch}",
@@ -101,7 +108,7 @@ def limits(params: BenchParams, c: CalibrateParams, backend: ServingBackend,
     return EngineLimits(max_num_seqs=seqs or default_seqs, max_num_batched_tokens=budget or default_budget,
                         kv_capacity_tokens=blocks * size, block_size=size,
                         chunked_prefill="--no-enable-chunked-prefill" not in flags,
-                        compiled=not params.server.enforce_eager,
+                        compiled=compilation(params.model_dump()) == "compiled",
                         async_scheduling=default_async and "--no-async-scheduling" not in flags), source
 
 
@@ -112,18 +119,34 @@ def transfer(c: CalibrateParams, card: ModelCard, dtype: str) -> Optional[Transf
                     gb_per_s=c.transfer_gb_per_s, source=c.transfer_source or "calibrate parameters")
 
 
-def calibrate(params: BenchParams, backend: ServingBackend, out: JsonlWriter, *, device: str, engine: str,
-              gpu: Optional[dict[str, Any]], run_id: str, commit: Optional[str],
-              log: Log = print) -> tuple[Calibration, dict[str, Any]]:
-    """Measure and fit; the backend must be running. Returns the calibration and the rows it was fitted on."""
+def fit(points: dict[str, list[dict[str, float]]], limits_and_source: tuple[EngineLimits, str],
+        transfer_figures: Optional[Transfer], *, model: str, device: str, engine: str, run_id: str,
+        commit: Optional[str]) -> Calibration:
+    prefill, decode = points["prefill"], points["decode"]
+    engine_limits, limits_from = limits_and_source
+    return Calibration(model=model, device=device, engine=engine, limits=engine_limits, limits_from=limits_from,
+                       prefill=fit_linear(["one", "L", "L2"], prefill, [r["ttft_ms"] for r in prefill]),
+                       decode=fit_linear(["one", "seqs", "kv_tokens"], decode, [r["step_ms"] for r in decode]),
+                       transfer=transfer_figures, runs=[run_id], commit=commit, ctxkit=__version__)
+
+
+def into_run(params: BenchParams, backend: ServingBackend, run: RunFolder, csv_name: str,
+             log: Log = print) -> Calibration:
+    """Start the backend, measure, stop it; the points into artifacts/<csv_name> (first: a fit that fails keeps
+    them), the calibration into calibration.json. The device is the one GPU the server had (or the CPU)."""
     assert params.calibrate is not None
+    meta = json.loads((run.path / "run_metadata.json").read_text())
+    gpus = meta["hardware"]["gpus"]["devices"] if meta["hardware"]["gpus"]["available"] else []
+    device = f"1 x {gpus[0]['name']}" if gpus else f"cpu: {meta['hardware']['cpu']} ({meta['hardware']['cpu_count']} cores)"
+    engine = f"vLLM {meta['versions'].get('vllm')} ({compilation(params.model_dump())})"
     c, card = params.calibrate, ModelCard.load(params.server.model)
-    prefill = measure_prefill(params, c, backend, card, out, log)
-    decode = measure_decode(params, c, backend, card, out, log)
-    engine_limits, limits_from = limits(params, c, backend, gpu)
-    cal = Calibration(model=card.name, device=device, engine=engine, limits=engine_limits,
-                      prefill=fit_linear(["one", "L", "L2"], prefill, [r["ttft_ms"] for r in prefill]),
-                      decode=fit_linear(["one", "seqs", "kv_tokens"], decode, [r["step_ms"] for r in decode]),
-                      transfer=transfer(c, card, params.server.dtype), runs=[run_id], commit=commit,
-                      limits_from=limits_from, ctxkit=__version__)
-    return cal, {"prefill": prefill, "decode": decode}
+    with backend, JsonlWriter(run.path / "calibration_requests.jsonl") as out:
+        points = {"prefill": measure_prefill(params, c, backend, card, out, log),
+                  "decode": measure_decode(params, c, backend, card, out, log)}
+        engine_limits = limits(params, c, backend, gpus[0] if gpus else None)
+    pd.concat([pd.DataFrame(rows).assign(part=part) for part, rows in points.items()]) \
+        .to_csv(run.artifacts / csv_name, index=False)
+    cal = fit(points, engine_limits, transfer(c, card, params.server.dtype), model=card.name, device=device,
+              engine=engine, run_id=run.run_id, commit=meta["git"]["commit"])
+    cal.save(run.path / "calibration.json")
+    return cal

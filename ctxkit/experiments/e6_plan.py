@@ -10,7 +10,6 @@ Steps, one function each, as the notebook calls them:
 """
 from __future__ import annotations
 
-import json
 from typing import Any, Optional
 
 import pandas as pd
@@ -39,22 +38,10 @@ def slo_of(params: E6Params) -> Slo:
 
 def calibrate_one(params: E6Params, run: RunFolder, log: Log = print) -> Calibration:
     """Start one server, measure its costs, stop it; calibration.json in the run folder."""
-    meta = json.loads((run.path / "run_metadata.json").read_text())
-    gpus = meta["hardware"]["gpus"]["devices"] if meta["hardware"]["gpus"]["available"] else []
-    device = (f"{len(gpus)} x {gpus[0]['name']}" if gpus else
-              f"cpu: {meta['hardware']['cpu']} ({meta['hardware']['cpu_count']} cores)")
-    engine = f"vLLM {meta['versions'].get('vllm')} ({'eager' if params.server.enforce_eager else 'compiled'})"
     bench = BenchParams.model_validate({"server": params.server.model_dump(), "seed": params.seed,
                                         "request_timeout_s": params.request_timeout_s,
                                         "calibrate": params.calibrate.model_dump()})
-    with make_backend(params, "calibrate", run) as backend, JsonlWriter(run.path / "calibration_requests.jsonl") as out:
-        cal, points = calibrate.calibrate(bench, backend, out, device=device, engine=engine,
-                                          gpu=gpus[0] if gpus else None, run_id=run.run_id,
-                                          commit=meta["git"]["commit"], log=log)
-    cal.save(run.path / "calibration.json")
-    pd.concat([pd.DataFrame(rows).assign(part=part) for part, rows in points.items()]) \
-        .to_csv(run.artifacts / "e6_calibration.csv", index=False)
-    return cal
+    return calibrate.into_run(bench, make_backend(params, "calibrate", run), run, "e6_calibration.csv", log)
 
 
 def placement_of(spec: TopologyParams) -> Placement:
@@ -90,7 +77,7 @@ def verify(params: E6Params, run: RunFolder, expected: dict[str, Optional[float]
     results = []
     with JsonlWriter(run.path / "requests.jsonl") as out:
         for k, spec in enumerate(params.topologies):
-            start = expected.get(spec.label) or params.search.start_rate
+            start = expected.get(spec.label) or params.search.start_rate       # (0: the model says out of reach)
             e4 = E4Params.model_validate({**params.model_dump(exclude={"calibrate", "plan_gpus", "draws"}),
                                           "search": {**params.search.model_dump(), "start_rate": start}})
             results.append(e4_goodput.measure_or_record(e4, run, spec, k, out, log))
@@ -99,18 +86,24 @@ def verify(params: E6Params, run: RunFolder, expected: dict[str, Optional[float]
 
 def comparison(params: E6Params, expected: dict[str, Optional[float]],
                results: list[e4_goodput.TopologyResult]) -> pd.DataFrame:
-    """Predicted against measured goodput per topology: the measured 90% interval, and measured / predicted."""
+    """Predicted against measured goodput per topology: the measured 90% interval, and measured / predicted (None
+    where either is missing: a topology that failed, a prediction the calibration cannot make)."""
     table = e4_goodput.goodput_table(params, results)
+
+    def number(row: dict[str, Any], key: str) -> Optional[float]:
+        value = row.get(key)
+        return float(value) if value is not None and pd.notna(value) else None
     rows = []
     for spec in params.topologies:
-        measured = table[(table["topology"] == spec.label)] if len(table) else table
+        measured = table[table["topology"] == spec.label] if len(table) else table
         row = measured.iloc[0].to_dict() if len(measured) else {}
-        predicted, got = expected.get(spec.label), row.get("goodput")
-        rows.append({"topology": spec.label, "predicted": predicted, "measured": got,
-                     "interval_low": row.get("interval_low"), "interval_high": row.get("interval_high"),
+        predicted, got = expected.get(spec.label), number(row, "goodput")
+        low, high = number(row, "interval_low"), number(row, "interval_high")
+        rows.append({"topology": spec.label, "predicted": predicted, "measured": got, "interval_low": low,
+                     "interval_high": high,
                      "measured_over_predicted": got / predicted if predicted and got is not None else None,
-                     "inside_interval": (row.get("interval_low") <= predicted <= row.get("interval_high"))
-                     if predicted is not None and row.get("interval_low") is not None else None})
+                     "inside_interval": (low <= predicted and (high is None or predicted <= high))
+                     if predicted is not None and low is not None else None})
     return pd.DataFrame(rows)
 
 
@@ -149,10 +142,14 @@ def conclusion(summary: dict[str, Any]) -> str:
         elif row["measured"] is None:
             lines.append(f"- {row['topology']}: predicted {row['predicted']:.3g} req/s; not measured")
         else:
-            where = ("inside" if row["inside_interval"] else "outside") + " the measured 90% interval"
-            lines.append(f"- {row['topology']}: predicted {row['predicted']:.3g} req/s, measured {row['measured']:.3g} "
-                         f"({row['interval_low']:.3g}-{row['interval_high']:.3g}): measured / predicted "
-                         f"{row['measured_over_predicted']:.2f}, {where}")
+            high = "-" if row["interval_high"] is None else f"{row['interval_high']:.3g}"
+            interval = "" if row["interval_low"] is None else f" ({row['interval_low']:.3g}-{high})"
+            where = {True: ", inside the measured 90% interval", False: ", outside the measured 90% interval",
+                     None: ""}[row["inside_interval"]]
+            lines.append(f"- {row['topology']}: predicted {row['predicted']:.3g} req/s, measured "
+                         f"{row['measured']:.3g}{interval}: measured / predicted "
+                         f"{row['measured_over_predicted']:.2f}{where}" if row["predicted"] else
+                         f"- {row['topology']}: the model says the SLO is out of reach; measured {row['measured']:.3g}")
     for p in summary["plans"]:
         first = p["predicted"][0]
         place = first["placement"]

@@ -47,7 +47,8 @@ class LinearFit(BaseModel):
             return self.model_copy(update={"coef": [float(c) for c in coef]})
         x, y = np.asarray(self.x), np.asarray(self.y)
         fitted = x @ np.asarray(self.coef)
-        resid = (y - fitted) * np.sqrt(len(y) / max(1, len(y) - len(self.terms)))    # residuals' shrinkage undone
+        kept = sum(c > 0 for c in self.coef)
+        resid = (y - fitted) * np.sqrt(len(y) / max(1, len(y) - kept))     # the residuals' shrinkage undone
         again = fitted + rng.choice(resid, size=len(y), replace=True)
         refit = fit_linear(self.terms, [dict(zip(self.terms, row)) for row in self.x], list(again))
         return self.model_copy(update={"coef": refit.coef})
@@ -65,7 +66,10 @@ def fit_linear(terms: list[str], rows: list[dict[str, float]], y: list[float]) -
         coef_kept, *_ = np.linalg.lstsq(x[:, kept], yy, rcond=None)
         if (coef_kept >= 0).all() or len(kept) == 1:
             break
-        kept.pop(int(np.argmin(coef_kept)))
+        # the most negative by its t value (coefficient over its standard error): the units' scale does not choose
+        resid_k = yy - x[:, kept] @ coef_kept
+        var = float(resid_k @ resid_k) / max(1, len(yy) - len(kept)) * np.diag(np.linalg.pinv(x[:, kept].T @ x[:, kept]))
+        kept.pop(int(np.argmin(coef_kept / np.sqrt(np.maximum(var, 1e-300)))))
     coef = np.zeros(len(terms))
     coef[kept] = np.maximum(coef_kept, 0.0)
     resid = yy - x @ coef
@@ -139,7 +143,7 @@ class Calibration(BaseModel):
         """Every cost times `factor`: a server with 1/factor of the calibrated one's compute (on the CPU tier, a
         pool's servers split the host's cores that the calibrated server had to itself)."""
         def times(fit: LinearFit) -> LinearFit:
-            return fit.model_copy(update={"coef": [c * factor for c in fit.coef],
+            return fit.model_copy(update={"coef": [c * factor for c in fit.coef], "y": [v * factor for v in fit.y],
                                           "cov": (np.asarray(fit.cov) * factor ** 2).tolist()})
         return self.model_copy(update={"prefill": times(self.prefill), "decode": times(self.decode)})
 
@@ -155,5 +159,5 @@ class Calibration(BaseModel):
         data = json.loads(Path(path).read_text())
         if data.get("schema_version") != SCHEMA_VERSION:
             raise ValueError(f"{path}: calibration schema {data.get('schema_version')}, this ctxkit reads "
-                             f"{SCHEMA_VERSION}: calibrate again (ctxkit run e6_plan)")
+                             f"{SCHEMA_VERSION}: calibrate again (ctxkit bench --calibrate, or ctxkit run e6_plan)")
         return cls.model_validate(data)

@@ -6,7 +6,8 @@ served, while the budget, max_num_seqs and free KV blocks allow (a request is ad
 fits the free blocks, though blocks are taken chunk by chunk). A running request that needs a block when none is
 free preempts the request admitted last (its KV is dropped and recomputed later, vLLM's recompute preemption), and
 nobody is admitted in that step. With async scheduling (vLLM's default on GPUs) a request arriving during a step
-waits one more; a decode server sees arrived KV one step later still (it polls its connector after each step). A
+waits one more; a decode server sees arrived KV one step later still (it polls its connector after each step; an
+idle one polls at once). A
 step takes what the calibration's step cost says for the tokens it carries (ctxkit.plan.costs.StepCost); at its end
 every request whose tokens were all computed emits one token.
 
@@ -96,7 +97,8 @@ class Instance:
         done = job.done = self.env.event()
         if self.role == "decode":
             job.computed = job.prompt - 1
-        if math.ceil((job.prompt + job.output) / self.limits.block_size) > self.total_blocks:
+        too_long = not self.limits.chunked_prefill and job.prompt > self.limits.max_num_batched_tokens
+        if too_long or math.ceil((job.prompt + job.output) / self.limits.block_size) > self.total_blocks:
             self.dropped.append(job)
             done.succeed()
             return done
@@ -127,6 +129,10 @@ class Instance:
                 for job in self.waiting:
                     job.not_before = 0
                 batch = self._schedule()
+            if not batch.chunks:                                # nothing can run until something arrives
+                self._wake = self.env.event()
+                yield self._wake
+                continue
             self.busy = True
             first = self.cost.step_s(batch.prefill_tokens, batch.attention, batch.decode_seqs, batch.kv_tokens)
             steps = self._decode_run(batch, first) if self.fast_forward else 1
@@ -142,7 +148,7 @@ class Instance:
         (the next event on the clock), no request finishing and no block missing before the last of them. The
         model is the same step by step (tests/test_plan_model.py); this is only faster, by a factor of the steps
         a request decodes between arrivals."""
-        if batch.prefill_tokens or self.waiting or any(job.generated == 0 for job, _ in batch.chunks):
+        if batch.prefill_tokens or self.waiting or first_s <= 0 or any(job.generated == 0 for job, _ in batch.chunks):
             return 1                                            # (a first token is timed by its own step)
         room = self.env.peek() - self.env.now
         growth = self.cost.per_kv_token_ms * batch.decode_seqs / 1e3

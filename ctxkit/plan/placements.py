@@ -1,8 +1,9 @@
 """Placements on the engine model, and the share of requests each serves within an SLO at a Poisson rate.
 
 A placement is aggregated replicas (each GPU a whole server) or xPyD (x prefill and y decode servers, the KV handed
-over between them). ctxkit's router deals requests to a pool's instances in turn (round robin), so an instance of
-a pool of k sees every k-th request of the Poisson stream: gaps that are the sum of k exponential ones (Erlang k).
+over between them). The model deals requests to a pool's instances in turn (the router's `round_robin` policy; its
+default, `least_outstanding`, balances at least as well), so an instance of a pool of k sees every k-th request of
+the Poisson stream: gaps that are the sum of k exponential ones (Erlang k).
 The instances of a pool do not interact, so one of each kind, fed those gaps, stands for the pool
 (`attainment`): exact for aggregated replicas; for xPyD the decode instance's arrivals are taken as Erlang gaps too
 (they are the prefill instances' departures, dealt in turn) and each request's times on the two are paired by
@@ -164,7 +165,8 @@ def goodput(placement: Placement, cal: Calibration, workload: Workload, slo: Slo
             requests: int = 2000, seed: int = 0, resolution: float = 0.01, start: float = 1.0) -> float:
     """The highest rate (req/s) at which the model's attainment reaches `target`: from `start`, steps of 1.25x up
     while rates pass (down while they fail) to a bracket, then bisection on the rates' logarithm to `resolution`.
-    The same arrivals at every rate, scaled (common random numbers keep the attainment monotone in the rate)."""
+    The same arrivals at every rate, scaled (common random numbers keep the attainment monotone in the rate). 0 when
+    no rate down to a thousandth of `start` meets the SLO (an objective below the unloaded latency)."""
     def ok(rate: float) -> bool:
         return attainment(placement, cal, workload, slo, rate, requests, seed) >= target
     step = 1.25
@@ -173,7 +175,10 @@ def goodput(placement: Placement, cal: Calibration, workload: Workload, slo: Slo
         lo, hi = hi, hi * step
         if hi > 1e6:
             raise ValueError(f"{placement.name}: no rate fails below 1e6 req/s: the calibration is not sensible")
-    while lo > 1e-6 and not ok(lo):
+    floor = start / 1e3
+    while not ok(lo):
+        if lo < floor:
+            return 0.0                      # not even a thousandth of the start meets the SLO: the SLO is out of reach
         lo, hi = lo / step, lo
     while hi / lo > 1 + resolution:
         mid = (lo * hi) ** 0.5

@@ -120,14 +120,15 @@ def _rate(x: Optional[float]) -> str:
 
 def render(p: Plan, peer: Optional[dict[str, Optional[float]]] = None) -> str:
     """A markdown table of one plan, best first; `peer`: a peer planner's req/s per placement name, beside."""
-    head = ["placement", "req/s", "per GPU", f"per GPU, {p.draws} draws 5-95% (the contenders)"]
+    ranged = p.draws > 0
+    head = ["placement", "req/s", "per GPU"] + ([f"per GPU, {p.draws} draws 5-95% (the contenders)"] if ranged else [])
     head += ["AIConfigurator req/s"] if peer is not None else []
     lines = [f"**{p.gpus} GPU(s)**, {p.workload.input_len} in / {p.workload.output_len} out, TTFT "
              f"{p.slo.ttft_ms:g} ms and TPOT {p.slo.tpot_ms:g} ms for {p.target:.0%} of requests",
              "", "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for r in p.predicted:
         spread = f"{_rate(r.per_gpu_low)}-{_rate(r.per_gpu_high)}" if r.per_gpu_low is not None else "-"
-        cells = [r.placement.name, _rate(r.goodput), _rate(r.per_gpu), spread]
+        cells = [r.placement.name, _rate(r.goodput), _rate(r.per_gpu)] + ([spread] if ranged else [])
         if peer is not None:
             cells.append(_rate(peer.get(r.placement.name)))
         lines.append("| " + " | ".join(cells) + " |")

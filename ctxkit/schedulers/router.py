@@ -122,7 +122,12 @@ class InstanceSelector:
 
 
 class HopError(RuntimeError):
-    """A hop of a disaggregated request failed: answered to the client as HTTP 502, naming the hop."""
+    """A hop of a disaggregated request failed: answered to the client as HTTP 502, naming the hop. `answered`: the
+    instance answered (with an error), so its engine is done with the request."""
+
+    def __init__(self, message: str, answered: bool = False) -> None:
+        super().__init__(message)
+        self.answered = answered
 
 
 def _error(status: int, message: str) -> Any:
@@ -257,7 +262,8 @@ class Router:
                                              headers={"X-Request-Id": rid}) as up:
                     text = await up.text()
                     if up.status != 200:
-                        raise HopError(f"prefill instance {inst.name} answered HTTP {up.status}: {text[:300]}")
+                        raise HopError(f"prefill instance {inst.name} answered HTTP {up.status}: {text[:300]}",
+                                       answered=True)
                     return json.loads(text)
         except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError) as exc:
             raise HopError(f"prefill instance {inst.name} unreachable: {type(exc).__name__}: {exc}") from None
@@ -304,7 +310,7 @@ class Router:
             return resp
         except HopError as exc:
             h.status, h.error = "error", str(exc)
-            marks["prefill_failed"] = h.t_prefill_done_ns is None and "unreachable" not in str(exc)
+            marks["prefill_failed"] = h.t_prefill_done_ns is None and exc.answered
             return _error(502, str(exc))
         except asyncio.CancelledError:   # the client went away: its upstream requests are closed, vLLM aborts them
             if not marks.get("done"):    # (a client may close as soon as it has read [DONE]: that one is whole)
